@@ -1,0 +1,84 @@
+"""One typed settings object, read from environment variables (prefix ``CITYGRID_``)
+and, optionally, a YAML file named by ``CITYGRID_SETTINGS_FILE``.
+
+Environment variables win over the file; the file wins over the defaults.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_DIR = PACKAGE_DIR.parent
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "citygrid-streams"
+
+
+class _YamlFileSource(PydanticBaseSettingsSource):
+    """Reads the optional YAML settings file (keys are the field names, lower case)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("CITYGRID_SETTINGS_FILE")
+        if not path:
+            return {}
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: settings file must be a mapping of setting -> value")
+        return data
+
+
+class Settings(BaseSettings):
+    """Every knob of the pipeline. See README "Settings" for the table."""
+
+    model_config = SettingsConfigDict(env_prefix="CITYGRID_", extra="forbid")
+
+    # Kafka
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    topic_partitions: int = Field(4, ge=1, description="partitions for topics the pipeline creates")
+    app_id: str = "citygrid-streams"
+    # Storage: chdb://PATH (embedded) or clickhouse://host:port/db (server)
+    store_url: str = "chdb://var/chdb"
+    store_batch_rows: int = Field(5000, ge=1)
+    store_flush_seconds: float = Field(1.0, gt=0)
+    store_buffer_rows: int = Field(200_000, ge=1, description="rows buffered while ClickHouse is down before back-pressure")
+    retention_months: dict[str, int] = Field(default_factory=dict, description="per-table retention, e.g. {signals: 24}")
+    # Faust state
+    table_store: str = "memory://"  # production: rocksdb://
+    data_dir: Path = Path("var/worker")
+    # Knowledge
+    kb_path: Path | None = None  # None: the packaged sample-city knowledge base
+    city_dir: Path | None = None  # None: the packaged sample city (Xuhui)
+    holiday_override_file: Path | None = None
+    triage_confidence: float = Field(0.55, ge=0, le=1, description="below this a signal goes to manual triage 人工分拨")
+    # Processing
+    batch_size: int = Field(500, ge=1, description="records per stream.take() batch")
+    batch_seconds: float = Field(0.2, gt=0)
+    timer_tick_seconds: float = Field(1.0, gt=0)
+    # Observability
+    metrics_port: int = 9464
+    web_port: int = 6066
+    log_level: str = "info"
+    # Webhooks
+    webhooks_file: Path | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlFileSource(settings_cls), file_secret_settings)

@@ -1,0 +1,55 @@
+"""Topic names and the Avro schema each one carries."""
+from __future__ import annotations
+
+HOTLINE_CALLS = "hotline.calls"
+FIELD_REPORTS = "field.reports"
+FIELD_TRACKS = "field.tracks"
+IOT_READINGS = "iot.readings"
+CAMERA_ALERTS = "camera.alerts"
+REGISTRY_CHANGES = "registry.changes"
+CASE_ACTIONS = "case.actions"
+
+SIGNALS = "signals"
+CASE_INPUTS = "case.inputs"
+CASE_EVENTS = "case.events"
+DISPATCHES = "dispatches"
+SLA_ALERTS = "sla.alerts"
+TRIAGE = "triage.manual"  # 人工分拨
+IOT_COMMANDS = "iot.commands"
+ACTIONS_REJECTED = "case.actions.rejected"
+WEBHOOK_DELIVERIES = "webhook.deliveries"
+WEBHOOK_DLQ = "webhook.deliveries.dlq"
+
+# Raw feeds: what the city's systems produce. Each has a dead-letter topic <name>.dlq.
+RAW_SCHEMAS: dict[str, str] = {
+    HOTLINE_CALLS: "hotline_call",
+    FIELD_REPORTS: "field_report",
+    FIELD_TRACKS: "field_track",
+    IOT_READINGS: "iot_reading",
+    CAMERA_ALERTS: "camera_alert",
+    REGISTRY_CHANGES: "registry_change",
+    CASE_ACTIONS: "case_action",
+}
+
+INTERNAL_SCHEMAS: dict[str, str] = {
+    SIGNALS: "signal",
+    CASE_INPUTS: "case_input",
+    CASE_EVENTS: "case_event",
+    DISPATCHES: "dispatch",
+    SLA_ALERTS: "sla_alert",
+    TRIAGE: "triage",
+    IOT_COMMANDS: "iot_command",
+    ACTIONS_REJECTED: "action_rejection",
+    WEBHOOK_DELIVERIES: "webhook_delivery",
+    WEBHOOK_DLQ: "webhook_delivery",
+}
+
+
+def dlq(topic: str) -> str:
+    return f"{topic}.dlq"
+
+
+def all_topics() -> list[str]:
+    names = list(RAW_SCHEMAS) + list(INTERNAL_SCHEMAS)
+    names += [dlq(t) for t in RAW_SCHEMAS]
+    return names
