@@ -19,6 +19,8 @@ IOT_COMMANDS = "iot.commands"
 ACTIONS_REJECTED = "case.actions.rejected"
 WEBHOOK_DELIVERIES = "webhook.deliveries"
 WEBHOOK_DLQ = "webhook.deliveries.dlq"
+CASES = "cases"          # current case state (compacted)
+STORE_ROWS = "store.rows"  # batched rows for tables without a topic of their own
 
 # Raw feeds: what the city's systems produce. Each has a dead-letter topic <name>.dlq.
 RAW_SCHEMAS: dict[str, str] = {
@@ -42,6 +44,8 @@ INTERNAL_SCHEMAS: dict[str, str] = {
     ACTIONS_REJECTED: "action_rejection",
     WEBHOOK_DELIVERIES: "webhook_delivery",
     WEBHOOK_DLQ: "webhook_delivery",
+    CASES: "case_state",
+    STORE_ROWS: "store_rows",
 }
 
 
@@ -53,3 +57,19 @@ def all_topics() -> list[str]:
     names = list(RAW_SCHEMAS) + list(INTERNAL_SCHEMAS)
     names += [dlq(t) for t in RAW_SCHEMAS]
     return names
+
+
+class TopicNames:
+    """Physical topic names under a prefix: ``TopicNames("t1").name(HOTLINE_CALLS)`` is ``t1.hotline.calls``."""
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = f"{prefix}." if prefix and not prefix.endswith(".") else prefix
+
+    def name(self, logical: str) -> str:
+        return f"{self.prefix}{logical}"
+
+    def logical(self, physical: str) -> str:
+        return physical[len(self.prefix):] if self.prefix and physical.startswith(self.prefix) else physical
+
+    def all(self) -> list[str]:
+        return [self.name(t) for t in all_topics()]

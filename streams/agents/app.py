@@ -1,0 +1,313 @@
+"""The Faust application: thin adapters from Kafka to the domain core.
+
+Topology (two Kafka hops from a raw record to its case):
+
+    raw feeds ──ingest agent (take batches)──▶ case.inputs (keyed by street) ──lifecycle agent──▶ cases,
+    iot.readings, field.tracks ──lean batch consumer──┘                         case.events, dispatches,
+    case.actions ──actions router──────────────────────┘                         sla.alerts, webhook.deliveries
+    every derived topic ──ClickHouse sink (lean batch consumer, commits after insert)──▶ ClickHouse
+
+All topics carry Avro single-object records; raw topics also accept JSON. Faust sees raw bytes
+(``value_serializer="raw"``) so that a record that fails its schema reaches its dead-letter topic
+with the original bytes instead of crashing the stream.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+import faust
+from faust.types import EventT
+
+from streams.agents.emit import Emitter
+from streams.codec import DecodeError, registry
+from streams.core.engine import CaseEngine
+from streams.core.ingest import Ingestor, RejectRecord
+from streams.core.knowledge import Knowledge
+from streams.core.model import Signal
+from streams.metrics import PipelineMetrics
+from streams.settings import Settings
+from streams.topics import (
+    ACTIONS_REJECTED, CAMERA_ALERTS, CASE_ACTIONS, CASE_EVENTS, CASE_INPUTS, CASES, DISPATCHES, FIELD_REPORTS,
+    HOTLINE_CALLS, INTERNAL_SCHEMAS, IOT_COMMANDS, RAW_SCHEMAS, REGISTRY_CHANGES, SIGNALS, SLA_ALERTS, TRIAGE,
+    WEBHOOK_DELIVERIES, TopicNames,
+)
+
+log = logging.getLogger(__name__)
+
+# Raw feeds handled per event by the Faust ingest agent; the high-volume feeds
+# (iot.readings, field.tracks) go through the lean batch consumer in streams.agents.lean.
+AGENT_RAW_TOPICS = (HOTLINE_CALLS, FIELD_REPORTS, CAMERA_ALERTS, REGISTRY_CHANGES)
+SOURCE_OF_TOPIC = {
+    HOTLINE_CALLS: "hotline", FIELD_REPORTS: "field", CAMERA_ALERTS: "camera", REGISTRY_CHANGES: "registry",
+}
+UNLOCATED_KEY = "unlocated"
+
+
+def street_of_case(case_id: str) -> str:
+    """Case ids start with the street code (CONTRACTS.md), which is the partition key of case.inputs."""
+    return case_id.split("-", 1)[0]
+
+
+class Pipeline:
+    """Builds the Faust app and the services around it from one Settings object."""
+
+    def __init__(self, settings: Settings, metrics: PipelineMetrics | None = None) -> None:
+        self.settings = settings
+        self.topics = TopicNames(settings.topic_prefix)
+        self.codec = registry()
+        self.metrics = metrics or PipelineMetrics()
+        self.knowledge = Knowledge.load(settings)
+        self.ingestor = Ingestor(self.knowledge, settings)
+        self.schemas = {**RAW_SCHEMAS, **INTERNAL_SCHEMAS}
+        self.app = faust.App(
+            settings.app_id,
+            broker=f"kafka://{settings.kafka_bootstrap}",
+            store=settings.table_store,
+            datadir=str(settings.data_dir),
+            topic_partitions=settings.topic_partitions,
+            topic_replication_factor=1,
+            value_serializer="raw",
+            key_serializer="raw",
+            consumer_auto_offset_reset="earliest",
+            web_enabled=True,
+            web_port=settings.web_port,
+            web_host="127.0.0.1",
+            producer_linger_ms=5,
+            broker_commit_every=1000,
+            stream_buffer_maxsize=max(4096, settings.batch_size * 4),
+            table_cleanup_interval=30.0,
+        )
+        self._define()
+
+    # -- helpers --------------------------------------------------------------------------
+    def topic(self, logical: str, **kw: Any) -> faust.TopicT:
+        return self.app.topic(self.topics.name(logical), value_type=bytes, key_type=bytes, **kw)
+
+    def emitter(self) -> Emitter:
+        producer = self.app.producer
+
+        async def send(topic: str, key: bytes | None, value: bytes, partition: int | None):
+            return await producer.send(topic, key, value, partition, None, None)
+
+        return Emitter(send, self.codec, self.topics, self.schemas)
+
+    # -- topology -------------------------------------------------------------------------
+    def _define(self) -> None:
+        app, settings = self.app, self.settings
+        raw_topic = self.app.topic(*[self.topics.name(t) for t in AGENT_RAW_TOPICS], value_type=bytes, key_type=bytes)
+        case_inputs = self.topic(CASE_INPUTS, partitions=settings.topic_partitions)
+        actions = self.topic(CASE_ACTIONS)
+        self.case_inputs_topic = case_inputs
+
+        # Case state: changelog-backed (RocksDB with table_store=rocksdb:// in production).
+        self.cases_table = app.Table("cases", default=None, partitions=settings.topic_partitions,
+                                     key_type=str, value_type=None, value_serializer="json", key_serializer="raw")
+        # source id -> case id, read by the actions router on every worker.
+        self.sources_table = app.GlobalTable("case-sources", default=None, partitions=settings.topic_partitions,
+                                             key_type=str, value_type=None, value_serializer="json",
+                                             key_serializer="raw")
+        self.engine = CaseEngine(self.knowledge, _TableView(self.cases_table), _TableView(self.sources_table))
+        self._engine_stale = True
+
+        @app.on_partitions_assigned.connect
+        async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+            self._engine_stale = True  # indexes are rebuilt from the table before the next input
+
+        @app.agent(raw_topic, name="ingest")
+        async def ingest(stream: faust.StreamT) -> None:
+            async for batch in stream.take_events(settings.batch_size, within=settings.batch_seconds):
+                await self.ingest_batch(batch)
+
+        @app.agent(actions, name="route-actions")
+        async def route_actions(stream: faust.StreamT) -> None:
+            async for batch in stream.take_events(settings.batch_size, within=settings.batch_seconds):
+                await self.route_action_batch(batch)
+
+        @app.agent(case_inputs, name="lifecycle")
+        async def lifecycle(stream: faust.StreamT) -> None:
+            async for batch in stream.take_events(settings.batch_size, within=settings.batch_seconds):
+                await self.lifecycle_batch(stream, batch)
+
+        @app.timer(interval=settings.timer_tick_seconds)
+        async def tick() -> None:
+            """A tick per assigned case.inputs partition: timers fire inside stream processing, so their
+            table writes land in the right changelog partition and survive restarts."""
+            name = case_inputs.get_topic_name()
+            now = int(time.time() * 1000)
+            value = self.codec.encode("case_input", {"kind": "tick", "signal": None, "action": None, "tick_ms": now})
+            for tp in app.assignor.assigned_actives():
+                if tp.topic == name:
+                    await app.producer.send(name, None, value, tp.partition, None, None)
+
+    # -- adapters -------------------------------------------------------------------------
+    async def ingest_batch(self, batch: list[EventT]) -> None:
+        out = self.emitter()
+        for event in batch:
+            msg = event.message
+            logical = self.topics.logical(msg.topic)
+            self.metrics.events_in(SOURCE_OF_TOPIC.get(logical, logical), logical)
+            ingest_ms = msg.timestamp and int(msg.timestamp * 1000) or int(time.time() * 1000)
+            try:
+                _, record = self.codec.decode(msg.value, RAW_SCHEMAS[logical])
+                result = self.ingestor.ingest(logical, record, ingest_ms)
+            except (DecodeError, RejectRecord) as exc:
+                self._dead_letter(out, logical, msg, str(exc))
+                continue
+            self.emit_ingest_result(out, result)
+        await out.flush()
+
+    def emit_ingest_result(self, out: Emitter, result: Any) -> None:
+        for signal in result.signals:
+            self.metrics.classified(signal.confidence)
+            out.record(CASE_INPUTS, {"kind": "signal", "signal": json.dumps(signal.to_dict(), ensure_ascii=False),
+                                     "action": None, "tick_ms": None}, key=signal.street_code or UNLOCATED_KEY)
+        for item in result.triage:
+            out.record(TRIAGE, dict(item.__dict__), key=item.topic)
+        for command in result.commands:
+            out.record(IOT_COMMANDS, dict(command.__dict__), key=command.device_id)
+        for table, rows in result.rows.items():
+            out.rows(table, rows)
+
+    def _dead_letter(self, out: Emitter, logical: str, msg: Any, reason: str) -> None:
+        self.metrics.dead_letter(logical, reason.split(":", 1)[0][:60])
+        out.dead_letter(logical, msg.partition, msg.offset, reason, int(time.time() * 1000), msg.value, msg.key)
+
+    async def route_action_batch(self, batch: list[EventT]) -> None:
+        out = self.emitter()
+        for event in batch:
+            msg = event.message
+            self.metrics.events_in("action", CASE_ACTIONS)
+            try:
+                _, action = self.codec.decode(msg.value, RAW_SCHEMAS[CASE_ACTIONS])
+            except DecodeError as exc:
+                self._dead_letter(out, CASE_ACTIONS, msg, str(exc))
+                continue
+            case_id = action.get("case_id") or self.sources_table.get(action.get("source_id") or "")
+            if not case_id:
+                out.record(ACTIONS_REJECTED, {
+                    "action_id": action["action_id"], "case_id": None, "ts_ms": int(time.time() * 1000),
+                    "reason": f"unknown source_id {action.get('source_id')!r}: no case holds that record yet",
+                    "action": json.dumps(action, ensure_ascii=False)})
+                continue
+            action["case_id"] = case_id
+            out.record(CASE_INPUTS, {"kind": "action", "signal": None, "tick_ms": None,
+                                     "action": json.dumps(action, ensure_ascii=False)}, key=street_of_case(case_id))
+        await out.flush()
+
+    async def lifecycle_batch(self, stream: faust.StreamT, batch: list[EventT]) -> None:
+        if self._engine_stale:
+            self.engine.rebuild()
+            self._engine_stale = False
+        out = self.emitter()
+        for event in batch:
+            # Table writes go to the changelog partition of the *current* event: set it per event,
+            # since take_events() leaves the last event of the batch as current.
+            stream._set_current_event(event)
+            msg = event.message
+            try:
+                _, item = self.codec.decode(msg.value, "case_input")
+                if item["kind"] == "signal":
+                    outputs = self.engine.on_signal(Signal.from_dict(json.loads(item["signal"])), msg.partition)
+                elif item["kind"] == "action":
+                    outputs = self.engine.on_action(json.loads(item["action"]), msg.partition)
+                elif item["kind"] == "tick":
+                    outputs = self.engine.on_tick(item["tick_ms"], msg.partition)
+                else:
+                    raise DecodeError(f"unknown case input kind {item['kind']!r}")
+            except (DecodeError, ValueError, KeyError) as exc:
+                self._dead_letter(out, CASE_INPUTS, msg, str(exc))
+                continue
+            self.emit_outputs(out, outputs)
+        stream._set_current_event(batch[-1] if batch else None)
+        await out.flush()
+
+    def emit_outputs(self, out: Emitter, outputs: Any) -> None:
+        for row in outputs.cases:
+            out.record(CASES, {"case_id": row["case_id"], "version": row["version"],
+                               "state": json.dumps(row, ensure_ascii=False)}, key=row["case_id"])
+        for row in outputs.case_transitions:
+            out.record(CASE_EVENTS, {"event_id": row["event_id"], "case_id": row["case_id"], "ts_ms": row["ts_ms"],
+                                     "stage": row["to_stage"], "action": row["action"],
+                                     "actor_kind": row.get("actor_kind"), "actor_id": row.get("actor_id"),
+                                     "detail": json.dumps(row, ensure_ascii=False)}, key=row["case_id"])
+        for row in outputs.dispatches:
+            out.record(DISPATCHES, {k: row.get(k) for k in (
+                "dispatch_id", "case_id", "ts_ms", "departments", "level", "category_code", "category_name",
+                "deadline_ms", "street", "kb_version")}, key=row["case_id"])
+            self.metrics.dispatched(row)
+        for row in outputs.sla_alerts:
+            out.record(SLA_ALERTS, {k: row.get(k) for k in (
+                "alert_id", "case_id", "ts_ms", "stage", "light", "kind", "departments", "deadline_ms")},
+                key=row["case_id"])
+            self.metrics.sla_alert(row["kind"])
+        for rejection in outputs.rejections:
+            out.record(ACTIONS_REJECTED, rejection, key=rejection.get("case_id"))
+        if outputs.merged:
+            self.metrics.merged(outputs.merged)
+        for delivery in self.deliveries_for(outputs.notifications):
+            out.record(WEBHOOK_DELIVERIES, delivery, key=delivery["case_id"])
+
+    def deliveries_for(self, notifications: list[dict]) -> list[dict]:
+        if not notifications or self.webhook_config is None:
+            return []
+        from streams.webhooks import build_deliveries
+
+        result: list[dict] = []
+        for note in notifications:
+            result.extend(build_deliveries(note, self.webhook_config))
+        return result
+
+    @property
+    def webhook_config(self) -> Any:
+        if not hasattr(self, "_webhook_config"):
+            self._webhook_config = None
+            if self.settings.webhooks_file:
+                from streams.webhooks import load_config
+
+                self._webhook_config = load_config(self.settings.webhooks_file)
+        return self._webhook_config
+
+
+class _TableView:
+    """A plain MutableMapping over a Faust table (the core takes mappings, not Faust objects)."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._table.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self._table.get(key)
+        return default if value is None else value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._table[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._table[key]
+
+    def __contains__(self, key: object) -> bool:
+        return self._table.get(key) is not None
+
+    def __iter__(self):
+        return iter(list(self._table.keys()))
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def items(self):
+        return [(k, v) for k, v in self._table.items() if v is not None]
+
+    def values(self):
+        return [v for v in self._table.values() if v is not None]
+
+    def keys(self):
+        return list(self._table.keys())
