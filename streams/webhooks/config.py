@@ -1,0 +1,114 @@
+"""Webhook endpoints per department, read from the YAML file named by ``settings.webhooks_file``.
+
+A department without an endpoint gets no HTTP delivery; its cases still reach the wall and ClickHouse.
+See docs/webhooks.md for the file format.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# Event kinds a notification can carry (docs/CONTRACTS.md "Webhook events").
+Kind = Literal["dispatch", "urge", "escalate", "sla_yellow", "sla_red", "alarm", "closed"]
+KINDS: tuple[str, ...] = ("dispatch", "urge", "escalate", "sla_yellow", "sla_red", "alarm", "closed")
+
+# The department directory (Chinese names, as the knowledge base routes to them).
+DEPARTMENTS: tuple[str, ...] = (
+    "区网格中心", "街道网格中心", "居民区工作站", "房管办", "城管执法中队", "市场监管所", "生态环境局",
+    "公安派出所", "消防救援站", "绿化市容所", "市政养护单位", "路灯管理所", "物业公司", "街道管理办",
+)
+
+
+class WebhookConfigError(ValueError):
+    """The webhooks file is missing, unreadable or invalid; the message names the field."""
+
+
+class Endpoint(BaseModel):
+    """One department's receiving system."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(pattern=r"^https?://", description="POST target")
+    secret: str = Field("", description="HMAC-SHA256 key; or name an environment variable in secret_env")
+    secret_env: str | None = None
+    timeout_seconds: float = Field(10.0, gt=0, description="whole request, connect to last byte")
+    max_in_flight: int = Field(4, ge=1, description="concurrent requests to this endpoint")
+    rate_per_second: float = Field(20.0, gt=0, description="token-bucket refill rate")
+    burst: int = Field(20, ge=1, description="token-bucket size")
+    kinds: list[Kind] = Field(default_factory=lambda: list(KINDS), min_length=1, description="event kinds wanted")
+
+    @model_validator(mode="after")
+    def _resolve_secret(self) -> "Endpoint":
+        if self.secret_env:
+            value = os.environ.get(self.secret_env)
+            if not value:
+                raise ValueError(f"secret_env {self.secret_env!r} is not set in the environment")
+            object.__setattr__(self, "secret", value)
+        if len(self.secret) < 16:
+            raise ValueError("secret must be at least 16 characters (set secret or secret_env)")
+        return self
+
+
+class WebhooksConfig(BaseModel):
+    """Endpoints by department plus the delivery policy shared by all of them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    links_base_url: str = Field("http://localhost:3000", pattern=r"^https?://", description="base of links in payloads")
+    endpoints: dict[str, Endpoint] = Field(default_factory=dict)
+    max_attempts: int = Field(8, ge=1, description="attempts before the dead-letter topic")
+    ttl_seconds: float = Field(86_400.0, gt=0, description="age (from created_ms) after which a delivery is dead")
+    backoff_initial_seconds: float = Field(1.0, gt=0)
+    backoff_max_seconds: float = Field(300.0, gt=0)
+    retry_after_max_seconds: float = Field(3_600.0, gt=0, description="cap on a receiver's Retry-After")
+    breaker_failures: int = Field(5, ge=1, description="consecutive failures that open an endpoint's circuit")
+    breaker_reset_seconds: float = Field(30.0, gt=0, description="open time before a half-open probe")
+    max_pending: int = Field(10_000, ge=1, description="records held in memory before consumption pauses")
+    commit_interval_seconds: float = Field(0.5, gt=0)
+    pii_hash_key: str | None = Field(None, description="key for the keyed hash of a caller's phone; None drops it")
+
+    @field_validator("endpoints")
+    @classmethod
+    def _known_departments(cls, value: dict[str, Endpoint]) -> dict[str, Endpoint]:
+        unknown = sorted(set(value) - set(DEPARTMENTS))
+        if unknown:
+            raise ValueError(f"unknown department(s) {unknown}; known: {', '.join(DEPARTMENTS)}")
+        return value
+
+    def endpoint_for(self, department: str, kind: str) -> Endpoint | None:
+        """The department's endpoint if it wants this kind of event, else None."""
+        endpoint = self.endpoints.get(department)
+        if endpoint is None or kind not in endpoint.kinds:
+            return None
+        return endpoint
+
+
+def parse_config(data: object, source: str = "<webhooks>") -> WebhooksConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise WebhookConfigError(f"{source}: must be a mapping (links_base_url, endpoints, ...)")
+    try:
+        return WebhooksConfig.model_validate(data)
+    except ValidationError as exc:
+        raise WebhookConfigError(f"{source}: {exc}") from exc
+
+
+def load_config(path: Path | str | None) -> WebhooksConfig:
+    """Read the webhooks YAML. ``None`` (no file configured) means no endpoints: nothing is delivered."""
+    if path is None:
+        return WebhooksConfig()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise WebhookConfigError(f"cannot read webhooks file {path}: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise WebhookConfigError(f"{path}: not YAML: {exc}") from exc
+    return parse_config(data, str(path))

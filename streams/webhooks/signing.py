@@ -1,0 +1,66 @@
+"""Request signing: HMAC-SHA256 over ``timestamp + "." + body``, hex-encoded as ``sha256=<hex>``.
+
+Receivers verify with ``verify_signature`` (or the recipe in docs/webhooks.md, any language).
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+
+HEADER_KEY = "Idempotency-Key"
+HEADER_ATTEMPT = "X-Citygrid-Attempt"
+HEADER_TIMESTAMP = "X-Citygrid-Timestamp"
+HEADER_SIGNATURE = "X-Citygrid-Signature"
+HEADER_EVENT = "X-Citygrid-Event"
+HEADER_DELIVERY = "X-Citygrid-Delivery"
+SIGNATURE_PREFIX = "sha256="
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode("utf-8")
+
+
+def sign(secret: str, timestamp: str | int, body: bytes | str) -> str:
+    """``sha256=<hex HMAC-SHA256(secret, f"{timestamp}.{body}")>``."""
+    message = _as_bytes(str(timestamp)) + b"." + _as_bytes(body)
+    return SIGNATURE_PREFIX + hmac.new(_as_bytes(secret), message, hashlib.sha256).hexdigest()
+
+
+def verify_signature(
+    secret: str,
+    timestamp: str | int,
+    body: bytes | str,
+    signature: str,
+    tolerance_s: float = 300.0,
+    now_s: float | None = None,
+) -> bool:
+    """True when ``signature`` is ours for this exact body and the timestamp is within ``tolerance_s``
+    of now (refuses replays of old requests). Constant-time comparison."""
+    try:
+        ts = int(str(timestamp))
+    except ValueError:
+        return False
+    now = time.time() if now_s is None else now_s
+    if abs(now - ts) > tolerance_s:
+        return False
+    expected = sign(secret, ts, body)
+    return hmac.compare_digest(expected.encode(), str(signature).strip().encode())
+
+
+def signed_headers(
+    secret: str, body: bytes, idempotency_key: str, attempt: int, kind: str, delivery_id: str,
+    now_s: float | None = None,
+) -> dict[str, str]:
+    """All headers of one delivery attempt (the timestamp is taken per attempt)."""
+    ts = int(time.time() if now_s is None else now_s)
+    return {
+        "Content-Type": "application/json; charset=utf-8",
+        HEADER_KEY: idempotency_key,
+        HEADER_ATTEMPT: str(attempt),
+        HEADER_TIMESTAMP: str(ts),
+        HEADER_SIGNATURE: sign(secret, ts, body),
+        HEADER_EVENT: kind,
+        HEADER_DELIVERY: delivery_id,
+        "User-Agent": "citygrid-streams-webhooks/1",
+    }
