@@ -157,6 +157,10 @@ class Pipeline:
             except (DecodeError, RejectRecord) as exc:
                 self._dead_letter(out, logical, msg, str(exc))
                 continue
+            except Exception as exc:  # a bug must not stop the city's feed: park the record, loudly
+                log.exception("ingest: internal error on %s[%s]@%s", msg.topic, msg.partition, msg.offset)
+                self._dead_letter(out, logical, msg, f"internal error: {exc!r}")
+                continue
             self.emit_ingest_result(out, result)
         await out.flush()
 
@@ -220,6 +224,10 @@ class Pipeline:
                     raise DecodeError(f"unknown case input kind {item['kind']!r}")
             except (DecodeError, ValueError, KeyError) as exc:
                 self._dead_letter(out, CASE_INPUTS, msg, str(exc))
+                continue
+            except Exception as exc:  # a bug must not stop every case: park the input, loudly
+                log.exception("lifecycle: internal error on %s[%s]@%s", msg.topic, msg.partition, msg.offset)
+                self._dead_letter(out, CASE_INPUTS, msg, f"internal error: {exc!r}")
                 continue
             self.emit_outputs(out, outputs)
         stream._set_current_event(batch[-1] if batch else None)

@@ -125,8 +125,11 @@ class LeanIngest(BatchConsumerService):
             try:
                 _, record = self.codec.decode(rec.value, RAW_SCHEMAS[logical])
                 result = self.ingestor.ingest(logical, record, rec.timestamp or int(time.time() * 1000))
-            except (DecodeError, RejectRecord) as exc:
-                reason = str(exc)
+            except Exception as exc:  # DecodeError/RejectRecord, or a bug: park the record, never stop the feed
+                known = isinstance(exc, (DecodeError, RejectRecord))
+                if not known:
+                    log.exception("lean ingest: internal error on %s[%s]@%s", rec.topic, rec.partition, rec.offset)
+                reason = str(exc) if known else f"internal error: {exc!r}"
                 self.metrics.dead_letter(logical, reason.split(":", 1)[0][:60])
                 out.dead_letter(logical, rec.partition, rec.offset, reason, int(time.time() * 1000), rec.value, rec.key)
                 continue
