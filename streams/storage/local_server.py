@@ -1,0 +1,147 @@
+"""Runs Debian's clickhouse-server (18.16) with a generated minimal config on given ports.
+
+Used by the test fixtures and usable by bench/: ``LocalClickHouseServer(dir).start()``.
+The Debian default config in /etc/clickhouse-server/ is not used: it listens on fixed ports
+and writes to /var/lib.
+"""
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+DEFAULT_BINARY = "/usr/sbin/clickhouse-server"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.3)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class LocalClickHouseServer:
+    def __init__(self, base_dir: Path, tcp_port: int | None = None, http_port: int | None = None,
+                 binary: str = DEFAULT_BINARY, timezone: str = "Asia/Shanghai") -> None:
+        self.base_dir = Path(base_dir)
+        self.tcp_port = tcp_port or free_port()
+        self.http_port = http_port or free_port()
+        self.binary = binary
+        self.timezone = timezone
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"clickhouse://127.0.0.1:{self.tcp_port}/default"
+
+    def store_url(self, database: str) -> str:
+        return f"clickhouse://127.0.0.1:{self.tcp_port}/{database}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.base_dir / "server.log"
+
+    def write_config(self) -> Path:
+        data = self.base_dir / "data"
+        for sub in ("tmp", "user_files", "format_schemas"):
+            (data / sub).mkdir(parents=True, exist_ok=True)
+        users = self.base_dir / "users.xml"
+        users.write_text(_USERS_XML, encoding="utf-8")
+        config = self.base_dir / "config.xml"
+        config.write_text(_CONFIG_XML.format(
+            log=escape(str(self.log_file)), errlog=escape(str(self.base_dir / "server.err.log")),
+            tcp_port=self.tcp_port, http_port=self.http_port, data=escape(str(data)), users=escape(str(users)),
+            timezone=escape(self.timezone)), encoding="utf-8")
+        return config
+
+    def start(self, timeout: float = 60.0) -> None:
+        if shutil.which(self.binary) is None:
+            raise FileNotFoundError(f"{self.binary} not found: apt-get install clickhouse-server")
+        config = self.write_config()
+        stdout = open(self.base_dir / "stdout.log", "ab")
+        # cwd is the config dir: the server (and chdb!) read a config.xml from the working directory.
+        self.process = subprocess.Popen([self.binary, f"--config-file={config}"], cwd=self.base_dir,
+                                        stdout=stdout, stderr=subprocess.STDOUT, start_new_session=True)
+        stdout.close()
+        deadline = time.monotonic() + timeout
+        while not _port_open(self.tcp_port):
+            if self.process.poll() is not None:
+                raise RuntimeError(f"clickhouse-server exited with {self.process.returncode}:\n{self.tail_log()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"clickhouse-server did not listen on {self.tcp_port} in {timeout}s:\n{self.tail_log()}")
+            time.sleep(0.1)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            self.process = None
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def tail_log(self, lines: int = 60) -> str:
+        chunks = []
+        for name in ("stdout.log", "server.err.log", "server.log"):
+            path = self.base_dir / name
+            if path.exists():
+                chunks.append(f"--- {name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
+        return "\n".join(chunks)
+
+
+_CONFIG_XML = """<?xml version="1.0"?>
+<yandex>
+  <logger>
+    <level>warning</level>
+    <log>{log}</log>
+    <errorlog>{errlog}</errorlog>
+    <console>0</console>
+  </logger>
+  <listen_host>127.0.0.1</listen_host>
+  <tcp_port>{tcp_port}</tcp_port>
+  <http_port>{http_port}</http_port>
+  <path>{data}/</path>
+  <tmp_path>{data}/tmp/</tmp_path>
+  <user_files_path>{data}/user_files/</user_files_path>
+  <format_schema_path>{data}/format_schemas/</format_schema_path>
+  <users_config>{users}</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <timezone>{timezone}</timezone>
+  <mark_cache_size>268435456</mark_cache_size>
+  <uncompressed_cache_size>268435456</uncompressed_cache_size>
+  <max_concurrent_queries>100</max_concurrent_queries>
+</yandex>
+"""
+
+_USERS_XML = """<?xml version="1.0"?>
+<yandex>
+  <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
+  <users>
+    <default>
+      <password></password>
+      <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+      <profile>default</profile>
+      <quota>default</quota>
+    </default>
+  </users>
+  <quotas>
+    <default>
+      <interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows>
+        <read_rows>0</read_rows><execution_time>0</execution_time></interval>
+    </default>
+  </quotas>
+</yandex>
+"""

@@ -1,0 +1,262 @@
+"""The operations wall 一屏观天下: named SQL shared by the Grafana panels and the terminal live view.
+
+Every query is written with the grafana-clickhouse-datasource macros (``$__timeFilter(col)``,
+``$__fromTime``, ``$__toTime``, ``$__interval_s``) and Grafana template variables (``${case_id}``);
+:func:`expand` expands them exactly as the plugin does (pkg/macros/macros.go), so the live view
+and the tests run the very text of the dashboards. Only SQL that clickhouse-server 18.16 runs:
+no ``$__timeInterval`` (it expands to toStartOfInterval, absent in 18.16), no ``*_ms`` macros
+(DateTime64). Tables are read with FINAL, which keeps the latest version of a case and collapses
+rows a retried batch wrote twice.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+CITY_TZ = ZoneInfo("Asia/Shanghai")
+
+# Case origin (source kind of the first report) -> the wall's five feeds.
+ORIGIN_LABEL_SQL = (
+    "multiIf(origin IN ('12345', '12319'), '12345热线', origin = 'inspector', '街道网格中心', "
+    "origin IN ('station', 'committee'), '居民区工作站', origin = 'sensor', '传感器', "
+    "origin = 'camera', '摄像头', origin = 'registry', '登记变更', '其他')"
+)
+STAGE_ORDER = ("register", "dispatch", "handle", "verify", "closed", "suspended", "void")
+STAGE_LABELS = ("立案", "派遣", "处置", "核查", "结案", "挂起", "作废")
+OPEN = "status NOT IN ('closed', 'void')"
+FIELD_KINDS = "('inspector', 'station', 'committee')"
+
+
+@dataclass(frozen=True)
+class WallQuery:
+    name: str
+    title: str
+    sql: str
+    columns: tuple[str, ...]            # the result columns, in order (checked by the tests)
+    panel: str = "table"                # Grafana panel type
+    dashboard: str = "wall"             # wall | league | field | sensors | case
+    live: bool = False                  # shown by the terminal live view
+    links: dict[str, str] = field(default_factory=dict)  # column -> URL (Grafana data link)
+
+
+CASE_LINK = "/d/citygrid-case/case?var-case_id=${__value.raw}"
+
+_QUERIES = [
+    # ----- (a) city operations wall
+    WallQuery("signals_by_source", "今日上报 Events in by source",
+              "SELECT source_kind, count() AS signals FROM signals FINAL WHERE $__timeFilter(ts) "
+              "GROUP BY source_kind ORDER BY signals DESC, source_kind",
+              ("source_kind", "signals"), "barchart", live=True),
+    WallQuery("cases_by_origin", "今日案件来源 Cases by source",
+              f"SELECT {ORIGIN_LABEL_SQL} AS source, count() AS cases FROM cases FINAL "
+              "WHERE $__timeFilter(opened) GROUP BY source ORDER BY cases DESC, source",
+              ("source", "cases"), "piechart", live=True),
+    WallQuery("cases_by_stage", "案件环节 Cases by stage",
+              f"SELECT status AS stage, transform(status, {list(STAGE_ORDER)!r}, {list(STAGE_LABELS)!r}, status) "
+              "AS stage_zh, count() AS cases FROM cases FINAL WHERE $__timeFilter(opened) "
+              f"GROUP BY stage, stage_zh ORDER BY indexOf({list(STAGE_ORDER)!r}, stage), stage",
+              ("stage", "stage_zh", "cases"), "barchart", live=True),
+    WallQuery("lights", "红黄灯 Open cases by light",
+              "SELECT countIf(light = 'green') AS green, countIf(light = 'yellow') AS yellow, "
+              f"countIf(light = 'red') AS red FROM cases FINAL WHERE {OPEN}",
+              ("green", "yellow", "red"), "stat", live=True),
+    WallQuery("urges", "催办 Urges",
+              "SELECT countIf(kind = 'urge') AS urges, countIf(kind = 'sla_yellow') AS yellow_alerts, "
+              "countIf(kind = 'sla_red') AS red_alerts, countIf(kind = 'escalate') AS escalations "
+              "FROM sla_alerts FINAL WHERE $__timeFilter(ts)",
+              ("urges", "yellow_alerts", "red_alerts", "escalations"), "stat", live=True),
+    WallQuery("quick_vs_dispatched", "街道快处 vs 区派遣 Street quick-handled vs district-dispatched",
+              "SELECT countIf(quick_handled = 1) AS street_quick_handled, "
+              "countIf(dispatched_by = 'street' AND quick_handled = 0) AS street_dispatched, "
+              "countIf(dispatched_by = 'district') AS district_dispatched, "
+              "countIf(dispatched_by = 'station') AS station_handled "
+              "FROM cases FINAL WHERE $__timeFilter(opened)",
+              ("street_quick_handled", "street_dispatched", "district_dispatched", "station_handled"), "stat", live=True),
+    WallQuery("top_categories", "高发类别 Top categories",
+              "SELECT category_code, category_name, count() AS cases FROM cases FINAL WHERE $__timeFilter(opened) "
+              "GROUP BY category_code, category_name ORDER BY cases DESC, category_code LIMIT 10",
+              ("category_code", "category_name", "cases"), "barchart", live=True),
+    WallQuery("cases_by_hour", "分时趋势 Cases by hour",
+              "SELECT toStartOfHour(opened) AS time, count() AS cases FROM cases FINAL WHERE $__timeFilter(opened) "
+              "GROUP BY time ORDER BY time",
+              ("time", "cases"), "timeseries"),
+    WallQuery("signals_by_interval", "上报趋势 Events by source over time",
+              "SELECT toDateTime(intDiv(toUInt32(ts), $__interval_s) * $__interval_s, 'Asia/Shanghai') AS time, "
+              "source_kind, count() AS signals FROM signals FINAL WHERE $__timeFilter(ts) "
+              "GROUP BY time, source_kind ORDER BY time, source_kind",
+              ("time", "source_kind", "signals"), "timeseries"),
+    WallQuery("open_cases_map", "在办案件地图 Open cases",
+              "SELECT case_id, category_name, status, light, street, address, lat, lon FROM cases FINAL "
+              f"WHERE {OPEN} AND lat IS NOT NULL AND lon IS NOT NULL ORDER BY case_id LIMIT 5000",
+              ("case_id", "category_name", "status", "light", "street", "address", "lat", "lon"), "geomap",
+              links={"case_id": CASE_LINK}),
+    WallQuery("dead_letters_by_topic", "死信 Dead letters by topic",
+              "SELECT topic, reason, count() AS dead_letters FROM dead_letters FINAL WHERE $__timeFilter(ts) "
+              "GROUP BY topic, reason ORDER BY dead_letters DESC, topic, reason",
+              ("topic", "reason", "dead_letters"), "table", live=True),
+    WallQuery("triage_by_reason", "人工分拨 Manual triage",
+              "SELECT topic, reason, count() AS records FROM triage FINAL WHERE $__timeFilter(ts) "
+              "GROUP BY topic, reason ORDER BY records DESC, topic, reason",
+              ("topic", "reason", "records"), "table"),
+    WallQuery("dispatches_by_department", "派遣部门 Dispatches by department",
+              "SELECT primary_department AS department, count() AS dispatches FROM dispatches FINAL "
+              "WHERE $__timeFilter(ts) GROUP BY department ORDER BY dispatches DESC, department LIMIT 20",
+              ("department", "dispatches"), "barchart", live=True),
+    # ----- (b) department league table 部门排行
+    WallQuery("department_league", "部门排行 Department league table",
+              "SELECT departments[1] AS department, count() AS cases, countIf(status = 'closed') AS closed, "
+              "round(if(count() = 0, 0, countIf(status = 'closed') / count()), 3) AS close_rate, "
+              "round(if(countIf(status = 'closed') = 0, 0, countIf(status = 'closed' AND on_time = 1) / "
+              "countIf(status = 'closed')), 3) AS on_time_rate, "
+              "round(if(count() = 0, 0, countIf(rework_count > 0) / count()), 3) AS rework_rate, "
+              "round(if(countIf(status = 'closed') = 0, 0, sumIf(handling_ms, status = 'closed') / "
+              "countIf(status = 'closed') / 3600000), 2) AS avg_handling_hours "
+              "FROM cases FINAL WHERE $__timeFilter(opened) AND notEmpty(departments) AND status != 'void' "
+              "GROUP BY department ORDER BY close_rate DESC, on_time_rate DESC, department",
+              ("department", "cases", "closed", "close_rate", "on_time_rate", "rework_rate", "avg_handling_hours"),
+              "table", dashboard="league", live=True),
+    WallQuery("overdue_cases", "超期案件 Overdue cases",
+              "SELECT case_id, category_name, departments[1] AS department, status, light, street, address, "
+              "toDateTime(intDiv(deadline_ms, 1000), 'Asia/Shanghai') AS deadline, "
+              "round((toUInt32($__toTime) * 1000 - deadline_ms) / 3600000, 1) AS overdue_hours "
+              f"FROM cases FINAL WHERE {OPEN} AND deadline_ms > 0 AND deadline_ms < toUInt32($__toTime) * 1000 "
+              "ORDER BY overdue_hours DESC, case_id LIMIT 200",
+              ("case_id", "category_name", "department", "status", "light", "street", "address", "deadline",
+               "overdue_hours"), "table", dashboard="league", live=True, links={"case_id": CASE_LINK}),
+    # ----- (c) inspectors and stations 网格巡查员 / 居民区工作站
+    WallQuery("field_reporters", "上报情况 Reports by inspector and station",
+              "SELECT reporter_kind, reporter_id, count() AS reports, sum(handled_on_spot) AS handled_on_spot, "
+              "sum(valid) AS valid_reports, round(if(count() = 0, 0, sum(valid) / count()), 3) AS valid_rate "
+              "FROM (SELECT reporter_kind, reporter_id, source_id, handled_on_spot FROM signals FINAL "
+              f"WHERE reporter_kind IN {FIELD_KINDS} AND $__timeFilter(ts)) "
+              "ANY LEFT JOIN (SELECT arrayJoin(sources) AS source_id, toUInt8(1) AS valid FROM cases FINAL "
+              "WHERE status != 'void') USING source_id "
+              "GROUP BY reporter_kind, reporter_id ORDER BY reports DESC, reporter_kind, reporter_id",
+              ("reporter_kind", "reporter_id", "reports", "handled_on_spot", "valid_reports", "valid_rate"),
+              "table", dashboard="field"),
+    WallQuery("field_verifications", "核查及时 Verification on time",
+              "SELECT actor_kind, actor_id, count() AS verifications, countIf(light != 'red') AS on_time, "
+              "round(if(count() = 0, 0, countIf(light != 'red') / count()), 3) AS on_time_rate "
+              "FROM case_transitions FINAL WHERE action IN ('verify_pass', 'verify_fail') AND $__timeFilter(ts) "
+              "GROUP BY actor_kind, actor_id ORDER BY verifications DESC, actor_kind, actor_id",
+              ("actor_kind", "actor_id", "verifications", "on_time", "on_time_rate"), "table", dashboard="field"),
+    WallQuery("zero_reports", "零报告 Zero reports",
+              "SELECT reporter_kind, reporter_id, street, count() AS zero_reports FROM zero_reports FINAL "
+              "WHERE $__timeFilter(ts) GROUP BY reporter_kind, reporter_id, street "
+              "ORDER BY zero_reports DESC, reporter_kind, reporter_id",
+              ("reporter_kind", "reporter_id", "street", "zero_reports"), "table", dashboard="field"),
+    WallQuery("patrol_coverage", "巡查覆盖 Patrol coverage",
+              "SELECT inspector_id, street, count() AS fixes, uniqExact(cell) AS cells, "
+              "min(ts) AS first_fix, max(ts) AS last_fix FROM inspector_tracks FINAL WHERE $__timeFilter(ts) "
+              "GROUP BY inspector_id, street ORDER BY cells DESC, inspector_id",
+              ("inspector_id", "street", "fixes", "cells", "first_fix", "last_fix"), "table", dashboard="field"),
+    # ----- (d) sensors 物联感知
+    WallQuery("heritage_alarms", "优秀历史建筑告警 Heritage-building alarms",
+              "SELECT building, metric, count() AS alarms, max(value) AS max_value, max(threshold) AS threshold, "
+              "max(ts) AS last_alarm FROM sensor_alarms FINAL WHERE metric != 'ebike_detected' AND $__timeFilter(ts) "
+              "GROUP BY building, metric ORDER BY alarms DESC, building, metric",
+              ("building", "metric", "alarms", "max_value", "threshold", "last_alarm"), "table", dashboard="sensors",
+              live=True),
+    WallQuery("ebike_detections", "电梯电瓶车 E-bike detections by building and lift",
+              "SELECT building, device_id AS lift, count() AS detections, max(ts) AS last_detection "
+              "FROM sensor_alarms FINAL WHERE metric = 'ebike_detected' AND $__timeFilter(ts) "
+              "GROUP BY building, lift ORDER BY detections DESC, building, lift",
+              ("building", "lift", "detections", "last_detection"), "table", dashboard="sensors", live=True),
+    WallQuery("sensor_alarms_by_hour", "告警趋势 Sensor alarms by hour",
+              "SELECT toStartOfHour(ts) AS time, metric, count() AS alarms FROM sensor_alarms FINAL "
+              "WHERE $__timeFilter(ts) GROUP BY time, metric ORDER BY time, metric",
+              ("time", "metric", "alarms"), "timeseries", dashboard="sensors"),
+    # ----- case detail (target of the overdue list's links)
+    WallQuery("case_detail", "案件 Case",
+              "SELECT case_id, status, light, category_name, departments, level, origin, street, address, "
+              "reporters, urge_count, rework_count, opened, "
+              "toDateTime(intDiv(deadline_ms, 1000), 'Asia/Shanghai') AS deadline, stages "
+              "FROM cases FINAL WHERE case_id = '${case_id}'",
+              ("case_id", "status", "light", "category_name", "departments", "level", "origin", "street", "address",
+               "reporters", "urge_count", "rework_count", "opened", "deadline", "stages"), "table", dashboard="case"),
+    WallQuery("case_history", "流转记录 Case transitions",
+              "SELECT ts, from_stage, to_stage, action, actor_kind, actor_id, light, round(spent_ms / 60000, 1) "
+              "AS spent_minutes, detail FROM case_transitions FINAL WHERE case_id = '${case_id}' ORDER BY ts, event_id",
+              ("ts", "from_stage", "to_stage", "action", "actor_kind", "actor_id", "light", "spent_minutes", "detail"),
+              "table", dashboard="case"),
+]
+
+QUERIES: dict[str, WallQuery] = {q.name: q for q in _QUERIES}
+
+_MACRO = re.compile(r"\$__(timeFilter|dateFilter|fromTime|toTime|interval_s|timeInterval|timeFilter_ms|"
+                    r"fromTime_ms|toTime_ms|timeInterval_ms|dateTimeFilter|dt)\b(\(([^()]*)\))?")
+_VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)\b")
+
+
+def expand(sql: str, from_s: int, to_s: int, interval_s: int = 60, variables: dict[str, str] | None = None) -> str:
+    """Grafana's expansion: template variables first, then the ClickHouse plugin's macros."""
+    variables = variables or {}
+
+    def variable(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        if name.startswith("__"):
+            return match.group(0)  # a macro, handled below
+        if name not in variables:
+            raise KeyError(f"template variable ${name} has no value")
+        value = variables[name]
+        if "'" in value or "\\" in value:
+            raise ValueError(f"template variable {name}={value!r} contains a quote")
+        return value
+
+    def macro(match: re.Match[str]) -> str:
+        name, args = match.group(1), match.group(3)
+        if name == "timeFilter":
+            column = _one_arg(name, args)
+            return f"{column} >= toDateTime({from_s}) AND {column} <= toDateTime({to_s})"
+        if name == "dateFilter":
+            column = _one_arg(name, args)
+            start = datetime.utcfromtimestamp(from_s).strftime("%Y-%m-%d")
+            end = datetime.utcfromtimestamp(to_s).strftime("%Y-%m-%d")
+            return f"{column} >= toDate('{start}') AND {column} <= toDate('{end}')"
+        if name == "fromTime":
+            return f"toDateTime({from_s})"
+        if name == "toTime":
+            return f"toDateTime({to_s})"
+        if name == "interval_s":
+            return str(max(int(interval_s), 1))
+        raise ValueError(f"$__{name} expands to SQL that clickhouse-server 18.16 cannot run")
+
+    return _MACRO.sub(macro, _VARIABLE.sub(variable, sql))
+
+
+def _one_arg(name: str, args: str | None) -> str:
+    if args is None or not args.strip() or "," in args:
+        raise ValueError(f"$__{name} takes exactly one column argument")
+    return args.strip()
+
+
+class QueryStore(Protocol):
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]: ...
+
+
+def run(store: QueryStore, name: str, from_s: int, to_s: int, interval_s: int = 60,
+        variables: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    return store.query(expand(QUERIES[name].sql, from_s, to_s, interval_s, variables))
+
+
+def today_range(now: datetime) -> tuple[int, int]:
+    """From midnight in the city (Asia/Shanghai) to ``now``, as epoch seconds."""
+    local = now.astimezone(CITY_TZ)
+    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    return int(midnight.timestamp()), int(local.timestamp())
+
+
+def wall_summary(store: QueryStore, now: datetime | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Today's figures of every live-view query: name -> rows (what the wall shows, for the terminal)."""
+    now = now or datetime.now(CITY_TZ)
+    if now.tzinfo is None:
+        raise ValueError("wall_summary needs a timezone-aware now")
+    from_s, to_s = today_range(now)
+    return {name: run(store, name, from_s, to_s) for name, q in QUERIES.items() if q.live}
+
+
+def last_hours_range(now: datetime, hours: int) -> tuple[int, int]:
+    return int((now - timedelta(hours=hours)).timestamp()), int(now.timestamp())
