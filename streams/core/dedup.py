@@ -1,0 +1,236 @@
+"""Cross-source deduplication (同一问题多渠道反映 → 一案): which open case a new signal joins.
+
+A signal joins an open case when the categories are the same or compatible, the places match
+(within a per-category radius, or the same grid unit cell, or the same normalised address) and
+the times are within a per-category window (群租 lasts days, 暴露垃圾 hours). A sensor keeps
+alerting on its case until that case closes, whatever the window.
+
+The index is derived from the case documents (``rebuild``), so it needs no state of its own:
+after a restart or a rebalance it is rebuilt from the (changelog-backed) cases table.
+"""
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from streams.core.model import Signal
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+EARTH_RADIUS_M = 6_371_000.0
+
+# Bucket size of the spatial hash (degrees). About 550 m north–south in Shanghai: larger than any
+# merge radius, so a neighbourhood of 3×3 buckets holds every candidate.
+BUCKET_DEG = 0.005
+
+
+@dataclass(frozen=True)
+class MergeRule:
+    radius_m: float
+    window_ms: int
+
+
+DEFAULT_RULE = MergeRule(radius_m=80.0, window_ms=DAY_MS)
+
+# Per-category rules, by the taxonomy's Chinese name (the stable key across KB versions).
+MERGE_RULES: dict[str, MergeRule] = {
+    "群租": MergeRule(30.0, 30 * DAY_MS),             # a flat stays let out for weeks
+    "违法搭建": MergeRule(30.0, 30 * DAY_MS),
+    "私装地锁": MergeRule(20.0, 14 * DAY_MS),
+    "损坏房屋承重结构": MergeRule(30.0, 14 * DAY_MS),
+    "暴露垃圾": MergeRule(50.0, 6 * HOUR_MS),          # cleared within hours; a new pile is a new case
+    "占道经营": MergeRule(100.0, 12 * HOUR_MS),
+    "跨门经营": MergeRule(50.0, 12 * HOUR_MS),
+    "无照经营": MergeRule(100.0, 12 * HOUR_MS),
+    "噪声扰民": MergeRule(100.0, 12 * HOUR_MS),
+    "施工扰民": MergeRule(150.0, 2 * DAY_MS),
+    "工地扬尘": MergeRule(200.0, 2 * DAY_MS),
+    "道路积水": MergeRule(150.0, 12 * HOUR_MS),
+    "人群聚集超限": MergeRule(200.0, 2 * HOUR_MS),
+    "人身安全险情": MergeRule(100.0, 6 * HOUR_MS),
+    "机动车乱停放": MergeRule(30.0, 4 * HOUR_MS),
+    "非机动车乱停放": MergeRule(30.0, 4 * HOUR_MS),
+}
+
+# Categories that describe one problem seen differently by different sources (a camera says
+# 占道经营 where a caller says 无照经营 for the same unlicensed stall).
+COMPATIBLE_GROUPS: tuple[frozenset[str], ...] = (
+    frozenset({"占道经营", "无照经营", "跨门经营"}),
+    frozenset({"井盖缺失", "井盖破损"}),
+    frozenset({"电动车进电梯", "飞线充电"}),
+    frozenset({"噪声扰民", "施工扰民"}),
+)
+
+_ADDRESS_PREFIXES = ("上海市", "上海", "徐汇区")
+
+
+def normalise_address(address: str | None) -> str | None:
+    """Full-width → half-width, no spaces or punctuation, city/district prefix dropped."""
+    if not address:
+        return None
+    text = unicodedata.normalize("NFKC", address).strip().lower()
+    text = re.sub(r"[\s,，。、()（）\-—_#]", "", text)
+    for prefix in _ADDRESS_PREFIXES:
+        if text.startswith(prefix):
+            text = text[len(prefix):]
+    return text or None
+
+
+def compatible(name_a: str, name_b: str) -> bool:
+    if name_a == name_b:
+        return True
+    return any(name_a in g and name_b in g for g in COMPATIBLE_GROUPS)
+
+
+def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(h)))
+
+
+def rule_for(category_name: str) -> MergeRule:
+    return MERGE_RULES.get(category_name, DEFAULT_RULE)
+
+
+def device_of(signal: Signal) -> str | None:
+    """The sensor or camera that raised a signal, when the ingest recorded it in ``extra``."""
+    try:
+        extra = signal.extra_dict()
+    except ValueError:
+        return None
+    device = extra.get("device_id") or extra.get("camera_id")
+    return str(device) if device else None
+
+
+def _bucket(lat: float, lon: float) -> tuple[int, int]:
+    return (math.floor(lat / BUCKET_DEG), math.floor(lon / BUCKET_DEG))
+
+
+@dataclass
+class DedupIndex:
+    """Open cases by place: spatial buckets, unit cell, normalised address and device."""
+
+    by_bucket: dict[tuple[int, int], set[str]] = field(default_factory=lambda: defaultdict(set))
+    by_cell: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    by_address: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    by_device: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    keys: dict[str, list[tuple[str, object]]] = field(default_factory=dict)
+
+    def rebuild(self, cases: Mapping[str, dict]) -> None:
+        """Index every open case of the mapping (call after a restart or a partition assignment)."""
+        self.by_bucket.clear(), self.by_cell.clear(), self.by_address.clear(), self.by_device.clear()
+        self.keys.clear()
+        for case_id in list(cases):  # only iteration and get(): a Faust-table view suffices
+            doc = cases.get(case_id)
+            if doc is not None:
+                self.update(case_id, doc)
+
+    def update(self, case_id: str, doc: dict) -> None:
+        """(Re)index one case; closed and void cases leave the index."""
+        self.remove(case_id)
+        if not doc.get("open", False):
+            return
+        entries: list[tuple[str, object]] = []
+        for place in doc.get("places", []):
+            lat, lon = place.get("lat"), place.get("lon")
+            if lat is not None and lon is not None:
+                entries.append(("bucket", _bucket(lat, lon)))
+            if place.get("cell"):
+                entries.append(("cell", place["cell"]))
+            if place.get("address_key"):
+                entries.append(("address", place["address_key"]))
+        for device in doc.get("devices", []):
+            entries.append(("device", device))
+        for kind, key in entries:
+            self._table(kind)[key].add(case_id)  # type: ignore[index]
+        self.keys[case_id] = entries
+
+    def remove(self, case_id: str) -> None:
+        for kind, key in self.keys.pop(case_id, []):
+            table = self._table(kind)
+            ids = table.get(key)  # type: ignore[call-overload]
+            if ids is not None:
+                ids.discard(case_id)
+                if not ids:
+                    del table[key]  # type: ignore[arg-type]
+
+    def _table(self, kind: str) -> dict:
+        return {"bucket": self.by_bucket, "cell": self.by_cell, "address": self.by_address,
+                "device": self.by_device}[kind]
+
+    def candidates(self, signal: Signal) -> set[str]:
+        found: set[str] = set()
+        if signal.lat is not None and signal.lon is not None:
+            bi, bj = _bucket(signal.lat, signal.lon)
+            for di in (-1, 0, 1):
+                for dj in (-1, 0, 1):
+                    found |= self.by_bucket.get((bi + di, bj + dj), set())
+        if signal.cell:
+            found |= self.by_cell.get(signal.cell, set())
+        address_key = normalise_address(signal.address)
+        if address_key:
+            found |= self.by_address.get(address_key, set())
+        device = device_of(signal)
+        if device:
+            found |= self.by_device.get(device, set())
+        return found
+
+    def find(self, signal: Signal, cases: Mapping[str, dict]) -> str | None:
+        """The open case this signal belongs to, or None. The nearest in time wins among several."""
+        best: tuple[int, str] | None = None
+        for case_id in sorted(self.candidates(signal)):
+            doc = cases.get(case_id)
+            if doc is None or not doc.get("open", False):
+                continue
+            if matches(signal, doc):
+                gap = abs(signal.ts_ms - doc.get("last_signal_ms", doc["opened_ms"]))
+                if best is None or gap < best[0]:
+                    best = (gap, case_id)
+        return best[1] if best else None
+
+
+def matches(signal: Signal, doc: dict) -> bool:
+    """Does the signal describe the same problem as the (open) case?"""
+    if not compatible(signal.category_name, doc["category_name"]):
+        return False
+    device = device_of(signal)
+    if signal.source_kind == "sensor" and device and device in doc.get("devices", []):
+        return True  # a sensor stays on its case until the case closes
+    rule = rule_for(doc["category_name"])
+    first, last = doc["opened_ms"], doc.get("last_signal_ms", doc["opened_ms"])
+    if not (first - rule.window_ms <= signal.ts_ms <= last + rule.window_ms):
+        return False
+    return any(_same_place(signal, place, rule) for place in doc.get("places", []))
+
+
+def _same_place(signal: Signal, place: dict, rule: MergeRule) -> bool:
+    if signal.cell and place.get("cell") == signal.cell:
+        return True
+    key = normalise_address(signal.address)
+    if key and place.get("address_key") == key:
+        return True
+    if None not in (signal.lat, signal.lon, place.get("lat"), place.get("lon")):
+        return haversine_m(signal.lat, signal.lon, place["lat"], place["lon"]) <= rule.radius_m  # type: ignore[arg-type]
+    return False
+
+
+def place_of(signal: Signal) -> dict:
+    """What a case remembers of each report's place (for matching later signals)."""
+    return {"lat": signal.lat, "lon": signal.lon, "cell": signal.cell,
+            "address_key": normalise_address(signal.address)}
+
+
+def add_place(places: list[dict], place: dict, limit: int = 20) -> list[dict]:
+    """Keep distinct places, bounded: a case reported 1000 times must not grow without end."""
+    if place in places:
+        return places
+    return (places + [place])[-limit:]
+
+
+def unique(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
