@@ -131,9 +131,9 @@ _QUERIES = [
               "SELECT reporter_kind, reporter_id, count() AS reports, sum(handled_on_spot) AS handled_on_spot, "
               "sum(valid) AS valid_reports, round(if(count() = 0, 0, sum(valid) / count()), 3) AS valid_rate "
               "FROM (SELECT reporter_kind, reporter_id, source_id, handled_on_spot FROM signals FINAL "
-              f"WHERE reporter_kind IN {FIELD_KINDS} AND $__timeFilter(ts)) "
+              f"WHERE reporter_kind IN {FIELD_KINDS} AND $__timeFilter(ts)) AS field_reports "
               "ANY LEFT JOIN (SELECT arrayJoin(sources) AS source_id, toUInt8(1) AS valid FROM cases FINAL "
-              "WHERE status != 'void') USING source_id "
+              "WHERE status != 'void') AS valid_sources USING source_id "
               "GROUP BY reporter_kind, reporter_id ORDER BY reports DESC, reporter_kind, reporter_id",
               ("reporter_kind", "reporter_id", "reports", "handled_on_spot", "valid_reports", "valid_rate"),
               "table", dashboard="field"),
