@@ -143,26 +143,32 @@ def city_day(ts_ms: int) -> str:
 
 @dataclass
 class LiftRepeatState:
-    """E-bike detections per lift per local day. Plain JSON-able so the worker can persist it."""
+    """E-bike detections per lift per local day, as event times so a re-delivered reading is not
+    counted twice. Plain JSON-able so the worker can persist it."""
 
-    counts: dict[str, dict[str, int]] = field(default_factory=dict)   # day -> lift id -> detections
+    seen: dict[str, dict[str, list[int]]] = field(default_factory=dict)   # day -> lift id -> event ms
     keep_days: int = 2
 
     def record(self, lift_id: str, ts_ms: int) -> int:
         """Count one detection; returns the lift's count for that day (late records count on their own day)."""
         day = city_day(ts_ms)
-        per_lift = self.counts.setdefault(day, {})
-        per_lift[lift_id] = per_lift.get(lift_id, 0) + 1
-        for old in sorted(self.counts)[:-self.keep_days]:
-            del self.counts[old]
-        return per_lift[lift_id]
+        times = self.seen.setdefault(day, {}).setdefault(lift_id, [])
+        if ts_ms not in times:
+            times.append(ts_ms)
+        for old in sorted(self.seen)[:-self.keep_days]:
+            del self.seen[old]
+        return len(times)
+
+    def count(self, lift_id: str, day: str) -> int:
+        return len(self.seen.get(day, {}).get(lift_id, []))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"counts": {d: dict(v) for d, v in self.counts.items()}, "keep_days": self.keep_days}
+        return {"seen": {d: {k: list(v) for k, v in lifts.items()} for d, lifts in self.seen.items()},
+                "keep_days": self.keep_days}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "LiftRepeatState":
-        return cls({d: {k: int(n) for k, n in v.items()} for d, v in data.get("counts", {}).items()},
+        return cls({d: {k: [int(x) for x in v] for k, v in lifts.items()} for d, lifts in data.get("seen", {}).items()},
                    int(data.get("keep_days", 2)))
 
 

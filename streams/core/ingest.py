@@ -1,0 +1,279 @@
+"""Raw city feeds -> validated, located, classified signals (or manual triage, device commands,
+store rows). One `Ingestor` per worker; its only mutable state is the lift repeat counter,
+which is JSON-able (`state_dict` / `load_state`) so the worker can persist it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from streams import topics
+from streams.codec import DecodeError, iso_to_ms
+from streams.core.classify import Classification
+from streams.core.knowledge import CTX_COMMITTEE, Knowledge
+from streams.core.model import DeviceCommand, IngestResult, Location, Signal, Triage
+from streams.core.sensors import (EBIKE_COMMAND, METRIC_EBIKE, METRIC_TILT, METRIC_VIBRATION, LiftRepeatState,
+                                  city_day, crowd_level)
+from streams.settings import Settings
+
+SENSOR_CATEGORY = {METRIC_VIBRATION: "历史建筑振动超限", METRIC_TILT: "历史建筑倾斜超限"}
+EBIKE_CATEGORY = "电动车进电梯"
+HERITAGE_RENOVATION = "历史建筑擅自装修"
+CROWD_TYPE = "crowd"
+
+
+class RejectRecord(ValueError):
+    """A schema-valid record the pipeline cannot use; goes to the topic's DLQ with this reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def stable_id(prefix: str, *parts: str) -> str:
+    """Deterministic id: a re-delivered record yields the same id."""
+    return f"{prefix}-" + hashlib.sha1("\x1f".join(parts).encode("utf-8")).hexdigest()[:20]
+
+
+def pseudonym(phone: str) -> str:
+    """Callers' numbers never leave the pipeline in clear; the same caller keeps the same pseudonym."""
+    return "caller-" + hashlib.sha256(("citygrid-caller:" + phone.strip()).encode("utf-8")).hexdigest()[:16]
+
+
+def _merge_context(*lists: list[str]) -> list[str]:
+    out: list[str] = []
+    for items in lists:
+        out += [x for x in items if x not in out]
+    return out
+
+
+def _event_ms(record: dict[str, Any], key: str) -> int:
+    try:
+        return iso_to_ms(record[key])
+    except DecodeError as exc:
+        raise RejectRecord(f"field '{key}': {exc}") from exc
+
+
+class Ingestor:
+    def __init__(self, knowledge: Knowledge, settings: Settings) -> None:
+        self.knowledge = knowledge
+        self.settings = settings
+        self.lifts = LiftRepeatState()
+
+    # ------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {"lifts": self.lifts.to_dict()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.lifts = LiftRepeatState.from_dict(state.get("lifts", {}))
+
+    # ------------------------------------------------------------ dispatch by topic
+    def ingest(self, topic: str, record: dict[str, Any], ingest_ms: int) -> IngestResult:
+        handler = {
+            topics.HOTLINE_CALLS: self._hotline,
+            topics.FIELD_REPORTS: self._field_report,
+            topics.FIELD_TRACKS: self._field_track,
+            topics.IOT_READINGS: self._iot_reading,
+            topics.CAMERA_ALERTS: self._camera_alert,
+            topics.REGISTRY_CHANGES: self._registry_change,
+        }.get(topic)
+        if handler is None:
+            raise RejectRecord(f"the ingestor does not read topic {topic!r}")
+        return handler(topic, record, ingest_ms)
+
+    # ------------------------------------------------------------ helpers
+    def _signal(self, topic: str, source: str, source_kind: str, source_id: str, ts_ms: int, ingest_ms: int,
+                category_code: str, confidence: float, context: list[str], location: Location,
+                **extra_fields: Any) -> Signal:
+        category = self.knowledge.taxonomy.by_code[category_code]
+        return Signal(
+            signal_id=stable_id("sig", topic, source_id), source=source, source_kind=source_kind,
+            source_id=source_id, ts_ms=ts_ms, ingest_ms=ingest_ms, category_code=category.code,
+            category_name=category.name, confidence=round(float(confidence), 4),
+            context=_merge_context(context, location.context), lat=location.lat, lon=location.lon,
+            cell=location.cell, community=location.community, street=location.street,
+            street_code=location.street_code, district=location.district, address=location.address,
+            **extra_fields)
+
+    def _triage(self, topic: str, source_id: str, ts_ms: int, record: dict[str, Any], reasons: list[str],
+                best: Classification | None = None) -> Triage:
+        return Triage(triage_id=stable_id("tri", topic, source_id), topic=topic, reason="; ".join(reasons),
+                      ts_ms=ts_ms, record=json.dumps(record, ensure_ascii=False, sort_keys=True),
+                      best_category=best.category_code if best else None,
+                      confidence=best.confidence if best else None)
+
+    def _low_confidence(self, cls: Classification) -> str | None:
+        if cls.confidence < self.settings.triage_confidence:
+            return (f"low classification confidence {cls.confidence:.2f} < {self.settings.triage_confidence:.2f}"
+                    f" (best guess {cls.category_name})")
+        return None
+
+    # ------------------------------------------------------------ hotline.calls
+    def _hotline(self, topic: str, record: dict[str, Any], ingest_ms: int) -> IngestResult:
+        ts_ms = _event_ms(record, "received_at")
+        text = record["text"]
+        if not text or not text.strip():
+            raise RejectRecord("field 'text' is empty: nothing to classify")
+        reporter = pseudonym(record["caller"])
+        cls = self.knowledge.classify(text)
+        location, where_not = self.knowledge.locate(record.get("lat"), record.get("lon"), record.get("address"), text)
+        reasons = [r for r in (self._low_confidence(cls), where_not and f"unknown location: {where_not}") if r]
+        if reasons or location is None:
+            masked = dict(record, caller=reporter)
+            return IngestResult(triage=[self._triage(topic, record["call_id"], ts_ms, masked, reasons, cls)])
+        signal = self._signal(topic, "hotline", record["line"], record["call_id"], ts_ms, ingest_ms,
+                              cls.category_code, cls.confidence, cls.context, location, text=text,
+                              reporter_id=reporter, reporter_kind="citizen",
+                              extra=json.dumps({"channel": record.get("channel"), "keyword_hits": cls.keyword_hits,
+                                                "alternatives": cls.alternatives}, ensure_ascii=False))
+        return IngestResult(signals=[signal])
+
+    # ------------------------------------------------------------ field.reports
+    def _field_report(self, topic: str, record: dict[str, Any], ingest_ms: int) -> IngestResult:
+        ts_ms = _event_ms(record, "reported_at")
+        text = (record.get("text") or "").strip()
+        location, where_not = self.knowledge.locate(record.get("lat"), record.get("lon"), record.get("address"),
+                                                    text or None)
+        if record.get("zero_report"):
+            # 零报告 "有事报事，无事报平安": proof the inspector/station looked; no signal.
+            loc = location or Location()
+            return IngestResult(rows={"zero_reports": [{
+                "report_id": record["report_id"], "reporter_id": record["reporter_id"],
+                "reporter_kind": record["reporter_kind"], "ts_ms": ts_ms, "ingest_ms": ingest_ms,
+                "community": loc.community or "", "street": loc.street or "", "street_code": loc.street_code or "",
+                "cell": loc.cell or "", "text": text}]})
+        cls: Classification | None = None
+        if record.get("category"):
+            # A structured category from the inspector's device wins over the text.
+            category = self.knowledge.category(record["category"])
+            if category is None:
+                raise RejectRecord(f"field 'category': {record['category']!r} is neither a taxonomy code nor a category name")
+            code, confidence = category.code, 1.0
+            context = self.knowledge.read_context(text) if text else []
+        elif text:
+            cls = self.knowledge.classify(text)
+            code, confidence, context = cls.category_code, cls.confidence, cls.context
+        else:
+            raise RejectRecord("field report has neither 'category' nor 'text'")
+        reasons = [r for r in ((self._low_confidence(cls) if cls else None),
+                               where_not and f"unknown location: {where_not}") if r]
+        if reasons or location is None:
+            return IngestResult(triage=[self._triage(topic, record["report_id"], ts_ms, record, reasons, cls)])
+        if record["reporter_kind"] == "committee":
+            context = _merge_context(context, [CTX_COMMITTEE])
+        signal = self._signal(topic, "field", record["reporter_kind"], record["report_id"], ts_ms, ingest_ms, code,
+                              confidence, context, location, text=text or None, reporter_id=record["reporter_id"],
+                              reporter_kind=record["reporter_kind"], handled_on_spot=record.get("handled_on_spot"),
+                              photos=record.get("photos"), after_photos=record.get("after_photos"))
+        return IngestResult(signals=[signal])
+
+    # ------------------------------------------------------------ field.tracks
+    def _field_track(self, topic: str, record: dict[str, Any], ingest_ms: int) -> IngestResult:
+        ts_ms = _event_ms(record, "ts")
+        lat, lon = record["lat"], record["lon"]
+        location, _ = self.knowledge.city.at_point(lat, lon)
+        return IngestResult(rows={"inspector_tracks": [{
+            "inspector_id": record["inspector_id"], "ts_ms": ts_ms, "lat": lat, "lon": lon,
+            "cell": self.knowledge.city.cell_of(lat, lon),
+            "street": location.street if location else "", "street_code": location.street_code if location else "",
+            "in_district": 1 if location else 0}]})
+
+    # ------------------------------------------------------------ iot.readings
+    def _iot_reading(self, topic: str, record: dict[str, Any], ingest_ms: int) -> IngestResult:
+        ts_ms = _event_ms(record, "ts")
+        device_id, metric, value = record["device_id"], record["metric"], float(record["value"])
+        devices = self.knowledge.devices
+        if device_id in devices.sensors:
+            sensor = devices.sensors[device_id]
+            if metric not in sensor.thresholds:
+                raise RejectRecord(f"device {device_id} has no threshold for metric {metric!r} "
+                                   f"(it measures {', '.join(sensor.thresholds)})")
+            threshold = sensor.thresholds[metric]
+            if value <= threshold:
+                return IngestResult()   # a normal reading
+            category = self.knowledge.category(SENSOR_CATEGORY[metric])
+            assert category is not None
+            source_id = f"{device_id}@{record['ts']}#{metric}"
+            facts = {"device_id": device_id, "building": sensor.building, "metric": metric, "value": value,
+                     "threshold": threshold, "protection_class": sensor.protection_class}
+            signal = self._signal(topic, "iot", "sensor", source_id, ts_ms, ingest_ms, category.code, 1.0, [],
+                                  sensor.location, reporter_id=device_id, reporter_kind="sensor",
+                                  extra=json.dumps(facts, ensure_ascii=False))
+            alarm = {"alarm_id": stable_id("alarm", source_id), "device_id": device_id, "building": sensor.building,
+                     "ts_ms": ts_ms, "metric": metric, "value": value, "threshold": threshold,
+                     "street": sensor.location.street or "", "category_code": category.code}
+            return IngestResult(signals=[signal], rows={"sensor_alarms": [alarm]})
+        if device_id in devices.lifts:
+            lift = devices.lifts[device_id]
+            if metric != METRIC_EBIKE:
+                raise RejectRecord(f"lift {device_id} reports only {METRIC_EBIKE}, got {metric!r}")
+            if value < 0.5:
+                return IngestResult()
+            # The lift announces at once (劝阻广播); the case comes when the same lift repeats.
+            result = IngestResult(commands=[DeviceCommand(stable_id("cmd", device_id, record["ts"]), device_id, ts_ms,
+                                                          EBIKE_COMMAND, record["ts"])])
+            count = self.lifts.record(device_id, ts_ms)
+            limit = self.knowledge.kb.ebike_repeat_per_day
+            if count == limit:
+                category = self.knowledge.category(EBIKE_CATEGORY)
+                assert category is not None
+                day = city_day(ts_ms)
+                facts = {"device_id": device_id, "building": lift.building, "day": day, "count": count, "limit": limit}
+                result.signals.append(self._signal(
+                    topic, "iot", "sensor", f"{device_id}@{day}#ebike", ts_ms, ingest_ms, category.code, 1.0, [],
+                    lift.location, reporter_id=device_id, reporter_kind="sensor",
+                    extra=json.dumps(facts, ensure_ascii=False)))
+            return result
+        raise RejectRecord(f"unknown device {device_id!r} (not in the device registry)")
+
+    # ------------------------------------------------------------ camera.alerts
+    def _camera_alert(self, topic: str, record: dict[str, Any], ingest_ms: int) -> IngestResult:
+        ts_ms = _event_ms(record, "ts")
+        camera = self.knowledge.devices.cameras.get(record["camera_id"])
+        if camera is None:
+            raise RejectRecord(f"unknown camera {record['camera_id']!r} (not in the device registry)")
+        kind = self.knowledge.kb.camera_types.get(record["type"])
+        if kind is None:
+            return IngestResult(triage=[self._triage(topic, record["alert_id"], ts_ms, record,
+                                                     [f"camera alert type {record['type']!r} has no category in the KB"])])
+        category = self.knowledge.taxonomy.by_code[kind.category_code]
+        if record["confidence"] < kind.min_confidence:
+            triage = self._triage(topic, record["alert_id"], ts_ms, record,
+                                  [f"camera confidence {record['confidence']:.2f} < {kind.min_confidence:.2f} for {record['type']}"])
+            triage.best_category, triage.confidence = category.code, record["confidence"]
+            return IngestResult(triage=[triage])
+        facts: dict[str, Any] = {"camera_id": camera.id, "type": record["type"], "area": camera.area}
+        level_hint = None
+        if record["type"] == CROWD_TYPE:
+            if record.get("count") is None:
+                raise RejectRecord("crowd alert without 'count'")
+            thresholds = self.knowledge.kb.crowd_areas.get(camera.area or "", self.knowledge.kb.crowd_default)
+            level_hint = crowd_level(int(record["count"]), thresholds)
+            facts.update(count=record["count"], thresholds=list(thresholds), level=level_hint)
+            if level_hint is None:
+                return IngestResult()   # below the area's attention level: a normal crowd
+        photos = [record["snapshot"]] if record.get("snapshot") else None
+        signal = self._signal(topic, "camera", "camera", record["alert_id"], ts_ms, ingest_ms, category.code,
+                              record["confidence"], [], camera.location, reporter_id=camera.id,
+                              reporter_kind="camera", photos=photos, level_hint=level_hint,
+                              extra=json.dumps(facts, ensure_ascii=False))
+        return IngestResult(signals=[signal])
+
+    # ------------------------------------------------------------ registry.changes
+    def _registry_change(self, topic: str, record: dict[str, Any], ingest_ms: int) -> IngestResult:
+        ts_ms = _event_ms(record, "ts")
+        location, where_not = self.knowledge.locate(None, None, record["address"])
+        if location is None:
+            return IngestResult(triage=[self._triage(topic, record["change_id"], ts_ms, record,
+                                                     [f"unknown location: {where_not}"])])
+        if "heritage" not in location.context:
+            return IngestResult()   # outside the 衡复 zone a contract/scope change is routine
+        # 风貌保护: a housing-contract or business-scope change hints at a renovation -> warn 街道管理办.
+        category = self.knowledge.category(HERITAGE_RENOVATION)
+        assert category is not None
+        signal = self._signal(topic, "registry", "registry", record["change_id"], ts_ms, ingest_ms, category.code,
+                              1.0, [], location, reporter_kind="registry",
+                              extra=json.dumps({"kind": record["kind"], "detail": record.get("detail")},
+                                               ensure_ascii=False))
+        return IngestResult(signals=[signal])
