@@ -55,7 +55,7 @@ async def _serve(settings: Settings, config: Any, args: argparse.Namespace) -> i
         from prometheus_client import start_http_server
 
         metrics = PrometheusWebhookMetrics()
-        start_http_server(args.metrics_port)
+        start_http_server(args.metrics_port, registry=metrics.registry)
     sink, writer = None, None
     if not args.no_store:
         sink, writer = _store_sink(settings)

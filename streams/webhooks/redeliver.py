@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
 from streams.codec import DecodeError, registry
@@ -19,26 +20,36 @@ from streams.topics import WEBHOOK_DELIVERIES, WEBHOOK_DLQ
 from streams.webhooks.deliver import topic_name
 
 
+async def partitions_of(settings: Settings, topic: str) -> list[int]:
+    """The topic's partition ids from fresh metadata, [] if the topic does not exist."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        if topic not in await admin.list_topics():
+            return []
+        [described] = await admin.describe_topics([topic])
+        return sorted(p["partition"] for p in described["partitions"])
+    finally:
+        await admin.close()
+
+
 async def read_dead_letters(settings: Settings, timeout_s: float = 30.0) -> list[dict[str, Any]]:
     """Every record now in the DLQ, oldest first per partition (undecodable ones raise DecodeError)."""
     topic = topic_name(settings, WEBHOOK_DLQ)
+    partitions = await partitions_of(settings, topic)
+    if not partitions:
+        return []  # nothing was ever dead-lettered
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
                                 group_id=None, auto_offset_reset="earliest")
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        if partitions is None:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            return []
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
         records: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout_s
-        while any(await consumer.position(tp) < ends[tp] for tp in tps):
+        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"reading {topic} took longer than {timeout_s}s")
             batch = await consumer.getmany(timeout_ms=500)
