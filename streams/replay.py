@@ -1,0 +1,232 @@
+"""``streams replay FILE``: run the lifecycle core over recorded events, without Kafka.
+
+Input: JSON lines ``{"topic": "<raw topic>", "value": {<raw record>}}`` (topics as in
+``streams.topics.RAW_SCHEMAS``: hotline.calls, field.reports, iot.readings, camera.alerts,
+registry.changes, field.tracks, case.actions). Every record is validated against its schema, then
+all records run in event-time order through the same Ingestor and CaseEngine as the worker, with a
+virtual clock that fires SLA timers between events. This is how an officer backtests a
+knowledge-base change on last month's data (``--kb``).
+
+Invalid lines are reported on stderr with their line number and counted (exit status 1 when any).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+from streams.codec import DecodeError, iso_to_ms, registry
+from streams.core.engine import CaseEngine, Outputs, case_summary
+from streams.core.sla import DEFAULT_OVERRIDE_FILE, WorkCalendar
+from streams.settings import Settings
+from streams.topics import CASE_ACTIONS, RAW_SCHEMAS
+
+# Fields holding the event time of each raw record (first present wins).
+TIME_FIELDS = ("received_at", "reported_at", "ts")
+SIGNAL_COLUMNS = (
+    "signal_id", "source", "source_kind", "source_id", "ts_ms", "ingest_ms", "category_code", "category_name",
+    "confidence", "context", "lat", "lon", "cell", "community", "street", "street_code", "district", "address",
+    "reporter_id", "reporter_kind", "handled_on_spot",
+)
+FLUSH_ROWS = 5000
+
+
+class RowSink(Protocol):
+    def insert(self, table: str, rows: list[dict]) -> None: ...
+
+
+@dataclass
+class ReplayReport:
+    lines: int = 0
+    records: int = 0
+    invalid: int = 0           # lines that are not JSON / not a known topic / not schema-valid
+    unusable: int = 0          # schema-valid raw records the ingest refused (would go to the DLQ)
+    signals: int = 0
+    triage: int = 0
+    merged: int = 0
+    actions: int = 0
+    rejected_actions: int = 0
+    alerts: int = 0
+    cases: dict[str, dict] = field(default_factory=dict)   # case_id -> case document
+    rejections: list[dict] = field(default_factory=list)
+    notifications: list[dict] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"replayed {self.lines} lines: {self.records} records, {self.invalid} invalid, {self.unusable} unusable, "
+                f"{self.signals} signals ({self.merged} merged, {self.triage} to triage), {len(self.cases)} cases, "
+                f"{self.actions} actions ({self.rejected_actions} rejected), {self.alerts} SLA alerts")
+
+
+@dataclass(order=True)
+class _Event:
+    ts_ms: int
+    line_no: int
+    topic: str = field(compare=False)
+    record: dict = field(compare=False)
+
+
+class _Buffer:
+    """Rows per table, inserted in batches into the store."""
+
+    def __init__(self, store: RowSink | None) -> None:
+        self.store = store
+        self.rows: dict[str, list[dict]] = {}
+
+    def add(self, table: str, rows: Iterable[dict]) -> None:
+        if self.store is None:
+            return
+        bucket = self.rows.setdefault(table, [])
+        bucket.extend(rows)
+        if len(bucket) >= FLUSH_ROWS:
+            self.flush(table)
+
+    def add_outputs(self, out: Outputs) -> None:
+        for table, rows in out.tables().items():
+            self.add(table, rows)
+
+    def flush(self, table: str | None = None) -> None:
+        if self.store is None:
+            return
+        for name in [table] if table else list(self.rows):
+            rows = self.rows.pop(name, [])
+            if rows:
+                self.store.insert(name, rows)
+
+
+def _event_ms(record: dict) -> int:
+    for name in TIME_FIELDS:
+        if isinstance(record.get(name), str):
+            return iso_to_ms(record[name])
+    raise DecodeError(f"record has none of the time fields {TIME_FIELDS}")
+
+
+def read_events(lines: Iterable[str], err: TextIO, report: ReplayReport) -> list[_Event]:
+    """Parse and validate every line; invalid ones are reported (line number, reason) and counted."""
+    codec = registry()
+    events: list[_Event] = []
+    for line_no, line in enumerate(lines, start=1):
+        report.lines += 1
+        if not line.strip():
+            report.invalid += 1
+            print(f"line {line_no}: empty line", file=err)
+            continue
+        try:
+            envelope = json.loads(line)
+            if not isinstance(envelope, dict) or set(envelope) != {"topic", "value"}:
+                raise DecodeError('expected an object {"topic": ..., "value": {...}}')
+            topic = envelope["topic"]
+            if topic not in RAW_SCHEMAS:
+                raise DecodeError(f"unknown topic {topic!r}; expected one of {', '.join(RAW_SCHEMAS)}")
+            record = codec.from_json(RAW_SCHEMAS[topic], envelope["value"])
+            events.append(_Event(_event_ms(record), line_no, topic, record))
+        except (ValueError, DecodeError) as exc:  # json.JSONDecodeError is a ValueError
+            report.invalid += 1
+            print(f"line {line_no}: {exc}", file=err)
+    events.sort()
+    report.records = len(events)
+    return events
+
+
+def replay(lines: Iterable[str], settings: Settings, store: RowSink | None = None, json_out: TextIO | None = None,
+           *, knowledge: Any = None, until_ms: int | None = None, err: TextIO | None = None) -> ReplayReport:
+    """Replay recorded raw events in event-time order through the ingest and the case engine.
+
+    ``store``: anything with ``insert(table, rows)`` (a migrated streams.storage Store) or None.
+    ``json_out``: where to print one JSON line per case (``--json``). ``until_ms``: advance the virtual
+    clock to this instant at the end (default: the last event), firing the timers due by then."""
+    err = err if err is not None else sys.stderr
+    from streams.core.ingest import Ingestor, RejectRecord  # issue 3's ingest: the worker's own code path
+    from streams.core.knowledge import Knowledge
+
+    knowledge = knowledge if knowledge is not None else Knowledge.load(settings)
+    calendar = WorkCalendar(settings.holiday_override_file or DEFAULT_OVERRIDE_FILE)
+    ingestor = Ingestor(knowledge, settings)
+    cases: dict[str, dict] = {}
+    engine = CaseEngine(knowledge, cases, {}, calendar)
+    report = ReplayReport(cases=cases)
+    sink = _Buffer(store)
+    events = read_events(lines, err, report)
+
+    def collect(out: Outputs) -> None:
+        sink.add_outputs(out)
+        report.merged += out.merged
+        report.alerts += sum(1 for a in out.sla_alerts if a["kind"] in ("sla_yellow", "sla_red"))
+        report.rejected_actions += len(out.rejections)
+        report.rejections.extend(out.rejections)
+        report.notifications.extend(out.notifications)
+        for rejection in out.rejections:
+            print(f"action {rejection['action_id']} rejected: {rejection['reason']}", file=err)
+
+    for event in events:
+        collect(engine.on_tick(event.ts_ms))  # the virtual clock reaches this event: fire due timers
+        if event.topic == CASE_ACTIONS:
+            report.actions += 1
+            collect(engine.on_action(event.record))
+            continue
+        try:
+            result = ingestor.ingest(event.topic, event.record, event.ts_ms)
+        except RejectRecord as exc:
+            report.unusable += 1
+            print(f"line {event.line_no}: {exc}", file=err)
+            sink.add("dead_letters", [{"topic": event.topic, "partition": 0, "offset": event.line_no,
+                                       "reason": str(exc), "ts_ms": event.ts_ms, "key": "",
+                                       "original": json.dumps(event.record, ensure_ascii=False)}])
+            continue
+        for table, rows in result.rows.items():
+            sink.add(table, rows)
+        for item in result.triage:
+            report.triage += 1
+            sink.add("triage", [{**item.__dict__, "best_category": item.best_category or "",
+                                 "confidence": item.confidence or 0.0}])
+        for signal in result.signals:
+            report.signals += 1
+            sink.add("signals", [{k: getattr(signal, k) for k in SIGNAL_COLUMNS}])
+            collect(engine.on_signal(signal))
+    end = until_ms if until_ms is not None else (events[-1].ts_ms if events else None)
+    if end is not None:
+        collect(engine.on_tick(end))
+    sink.flush()
+    if json_out is not None:
+        for doc in sorted(cases.values(), key=lambda d: (d["opened_ms"], d["case_id"])):
+            json_out.write(json.dumps(case_summary(doc), ensure_ascii=False) + "\n")
+    return report
+
+
+def _run(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {}
+    if args.kb:
+        overrides["kb_path"] = Path(args.kb)
+    settings = Settings(**overrides)
+    store = None
+    if not args.no_store:
+        from streams.storage import open_store
+
+        store = open_store(args.store or settings.store_url)
+        store.migrate()
+    until = iso_to_ms(args.until) if args.until else None
+    source = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
+    try:
+        report = replay(source, settings, store, sys.stdout if args.json else None, until_ms=until)
+    finally:
+        if source is not sys.stdin:
+            source.close()
+        if store is not None:
+            store.close()
+    print(report.summary(), file=sys.stderr)
+    return 1 if report.invalid else 0
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("replay", help="run the lifecycle over recorded events (event time, virtual clock)",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("file", help='JSON lines {"topic": ..., "value": {...}}; - for stdin')
+    parser.add_argument("--json", action="store_true", help="print one JSON line per case on stdout")
+    parser.add_argument("--store", help="store URL (chdb://PATH or clickhouse://host:port/db); default: settings")
+    parser.add_argument("--no-store", action="store_true", help="write no rows (with --json: a dry backtest)")
+    parser.add_argument("--kb", help="knowledge-base YAML to backtest instead of the configured one")
+    parser.add_argument("--until", help="ISO-8601 instant to run the virtual clock to at the end (fires timers)")
+    parser.set_defaults(func=_run)
