@@ -75,13 +75,18 @@ async def _serve(settings: Settings, config: Any, args: argparse.Namespace) -> i
 
 
 def _store_sink(settings: Settings) -> tuple[Any, Any]:
-    """ClickHouse rows through the storage area's BatchWriter (flushes and retries on its own)."""
+    """ClickHouse rows through the storage area's BatchWriter (flushes and retries on its own).
+
+    An embedded chdb path can be open in one process only: when the worker holds it, run the deliverer
+    inside the worker, point this process at clickhouse-server (clickhouse://...), or pass --no-store."""
+    from streams.storage import BatchWriter, open_store
+
     try:
-        from streams.storage import BatchWriter, open_store  # type: ignore[attr-defined]
-    except ImportError as exc:
-        log.warning("ClickHouse storage not available (%s): webhook_deliveries rows are not stored", exc)
-        return None, None
-    store = open_store(settings.store_url)
+        store = open_store(settings.store_url)
+        store.migrate()
+    except Exception as exc:
+        raise SystemExit(f"streams webhooks run: cannot open the store {settings.store_url} ({exc}); "
+                         "use a clickhouse:// store_url or --no-store") from exc
     writer = BatchWriter(store, settings)
     return writer.add, writer
 

@@ -534,3 +534,54 @@ async def test_killed_mid_retry_resumes_without_loss(kafka: LocalKafka, topic_pr
     assert set(receiver.processed) == {r["idempotency_key"] for r in records}
     assert all(h.signature_ok for h in receiver.hits)
     assert await read_topic(settings, WEBHOOK_DLQ) == []
+
+
+# ---- outcomes in ClickHouse (embedded chdb, through the storage area's BatchWriter) ---------------------
+
+
+async def test_outcomes_land_in_clickhouse(kafka: LocalKafka, topic_prefix: str, receiver: Receiver,
+                                           request: pytest.FixtureRequest) -> None:
+    from streams.storage import BatchWriter
+    from tests.fixtures.clickhouse import open_test_store
+
+    settings = settings_for(kafka, topic_prefix)
+    kafka.create_topics([topic_name(settings, WEBHOOK_DELIVERIES), topic_name(settings, WEBHOOK_DLQ)], partitions=4)
+    store = open_test_store("chdb", request)
+    writer = BatchWriter(store, settings)
+    writer_task = asyncio.create_task(writer.run())
+
+    async def flaky(hit: Hit) -> web.Response:
+        return web.Response(status=500 if hit.attempt == 1 else 200)
+
+    async def reject(hit: Hit) -> web.Response:
+        return web.Response(status=404)
+
+    receiver.behaviours[path_of("房管办")] = flaky
+    receiver.behaviours[path_of("市场监管所")] = reject
+    config = make_config(receiver)
+    records = build_deliveries(notification("XH03-20260315-00000009", "ev-9", ["房管办", "城管执法中队", "市场监管所"]),
+                               WebhooksConfig.model_validate(config))
+    deliverer = WebhookDeliverer(settings, WebhooksConfig.model_validate(config), sink=writer.add)
+    task = asyncio.create_task(deliverer.run())
+    try:
+        await produce(settings, records)
+        await eventually(lambda: len([h for h in receiver.hits if h.status]) == 4, "four responses")
+        by_dept = {r["department"]: r for r in records}
+
+        def rows() -> list[dict[str, Any]]:
+            return store.query("SELECT department, attempt, status, http_status, idempotency_key, latency_ms, error "
+                               "FROM webhook_deliveries ORDER BY department, attempt")
+
+        await eventually(lambda: len(rows()) == 4, "four rows in ClickHouse", timeout=60)
+        got = [(r["department"], r["attempt"], r["status"], r["http_status"]) for r in rows()]
+        assert sorted(got) == sorted([("房管办", 1, "retry", 500), ("房管办", 2, "delivered", 200),
+                                      ("城管执法中队", 1, "delivered", 200), ("市场监管所", 1, "failed", 404)])
+        assert {r["idempotency_key"] for r in rows()} == {r["idempotency_key"] for r in by_dept.values()}
+        assert all(r["latency_ms"] > 0 for r in rows())
+    finally:
+        await deliverer.stop()
+        await task
+        await writer.stop()
+        await writer_task
+        store.execute(f"DROP DATABASE IF EXISTS {store.database}")
+        store.close()
