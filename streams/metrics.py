@@ -52,6 +52,8 @@ class PipelineMetrics:
         self.store_rows_written = Counter("citygrid_clickhouse_rows_written", "Rows written to ClickHouse, by table",
                                           ["table"], registry=r)
         self.store_buffered_rows = Gauge("citygrid_clickhouse_buffered_rows", "Rows waiting in the batch writer", registry=r)
+        self.store_buffer_capacity = Gauge("citygrid_clickhouse_buffer_capacity_rows",
+                                           "Rows the batch writer may hold (settings.store_buffer_rows)", registry=r)
         self.store_backpressure = Counter("citygrid_clickhouse_backpressure", "Adds refused because the buffer was full",
                                           registry=r)
         # Webhooks

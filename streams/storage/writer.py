@@ -55,6 +55,8 @@ class BatchWriter:
         self._stop_deadline: float | None = None
         self.failures = 0            # failed INSERT attempts since start (also a metric)
         self.rows_written = 0
+        if metrics:
+            metrics.store_buffer_capacity.set(self.buffer_rows)
 
     # -- producer side -----------------------------------------------------------------------
     @property
