@@ -115,7 +115,10 @@ def read_events(lines: Iterable[str], err: TextIO, report: ReplayReport) -> list
             print(f"line {line_no}: empty line", file=err)
             continue
         try:
-            envelope = json.loads(line)
+            try:
+                envelope = json.loads(line)
+            except ValueError as exc:
+                raise DecodeError(f"not JSON: {exc}") from exc
             if not isinstance(envelope, dict) or set(envelope) != {"topic", "value"}:
                 raise DecodeError('expected an object {"topic": ..., "value": {...}}')
             topic = envelope["topic"]

@@ -334,6 +334,7 @@ class CaseEngine:
             self._schedule(doc)
         for i, step in enumerate(steps):
             event_id = _hash(doc["case_id"], cause, i, step.action)
+            step.detail["seq"] = doc["version"] * 100 + i  # orders the steps of one instant
             out.case_transitions.append(self._transition_row(doc, step, event_id))
             if step.dispatched:
                 out.dispatches.append(self._dispatch_row(doc, step, event_id))
@@ -366,7 +367,7 @@ class CaseEngine:
                 "spent_ms": int(step.spent_ms), "clock": step.clock, "light": step.light,
                 "category_code": doc["category_code"], "street": doc.get("street") or "",
                 "departments": list(doc["departments"]),
-                "detail": json.dumps(step.detail, ensure_ascii=False, sort_keys=True)}
+                "detail": json.dumps(step.detail, ensure_ascii=False, sort_keys=True, separators=(",", ":"))}
 
     def _dispatch_row(self, doc: dict, step: Step, event_id: str) -> dict:
         timer = doc.get("timer") or {}
