@@ -26,6 +26,10 @@ from streams.core.lifecycle import Rejected, Step
 from streams.core.model import STAGES, Location, Signal
 
 SYSTEM = "system"
+# A case a sensor or camera keeps alerting on must not grow without end (it is one table value):
+# the first sources are listed, the latest ids are remembered for idempotency.
+MAX_SOURCES = 100
+MAX_REMEMBERED = 500
 # Who is told about an escalation, by the level the case rises to.
 CENTRE_OF_LEVEL = {4: lifecycle.STATION_DEPARTMENT, 3: lifecycle.STREET_CENTRE, 2: lifecycle.DISTRICT_CENTRE,
                    1: lifecycle.DISTRICT_CENTRE}
@@ -98,6 +102,7 @@ class CaseEngine:
         self.index = dedup.DedupIndex()
         # partition -> heap of (due_ms, case_id, timer seq, "yellow"|"red"); stale entries are skipped
         self.deadlines: dict[int, list[tuple[int, str, int, str]]] = defaultdict(list)
+        self._scheduled: dict[str, tuple] = {}  # case_id -> timer instants last pushed
 
     # ------------------------------------------------------------ indexes
 
@@ -105,6 +110,7 @@ class CaseEngine:
         """Derive the dedup and deadline indexes from ``cases`` (after start, restart or rebalance)."""
         self.index.rebuild(self.cases)
         self.deadlines.clear()
+        self._scheduled.clear()
         for case_id in list(self.cases):
             doc = self.cases.get(case_id)
             if doc is not None:
@@ -113,12 +119,36 @@ class CaseEngine:
     def _schedule(self, doc: dict) -> None:
         timer = doc.get("timer")
         if not doc.get("open") or timer is None or doc.get("suspended_ms") is not None:
+            self._scheduled.pop(doc["case_id"], None)
             return
+        due = (timer["seq"], timer["yellow_ms"], timer["deadline_ms"], timer["yellow_fired"], timer["red_fired"])
+        if self._scheduled.get(doc["case_id"]) == due:
+            return  # unchanged since last pushed: no duplicate heap entries
+        self._scheduled[doc["case_id"]] = due
         heap = self.deadlines[doc.get("partition", 0)]
         if not timer["yellow_fired"]:
             heapq.heappush(heap, (timer["yellow_ms"], doc["case_id"], timer["seq"], "yellow"))
         if not timer["red_fired"]:
             heapq.heappush(heap, (timer["deadline_ms"] + 1, doc["case_id"], timer["seq"], "red"))
+
+    def purge(self, closed_before_ms: int) -> int:
+        """Forget closed and void cases finished before the instant (their rows stay in the store).
+        Returns how many; re-delivered records of a purged case would open a new case."""
+        purged = 0
+        for case_id in list(self.cases):
+            doc = self.cases.get(case_id)
+            if doc is None or doc.get("open"):
+                continue
+            if doc.get("updated_ms", 0) >= closed_before_ms:
+                continue
+            for source in doc.get("sources", []):
+                source_id = source.split(":", 1)[1]
+                if self.sources.get(source_id) == case_id:
+                    del self.sources[source_id]
+            del self.cases[case_id]
+            self.index.remove(case_id)
+            purged += 1
+        return purged
 
     def next_due(self, partition: int | None = None) -> int | None:
         """Earliest pending timer instant (may be stale): lets a virtual clock jump between timers."""
@@ -188,8 +218,10 @@ class CaseEngine:
         if reporter not in doc["reporter_keys"]:
             doc["reporter_keys"].append(reporter)
             doc["reporters"] = len(doc["reporter_keys"])
-        doc["sources"] = dedup.unique(doc["sources"] + [f"{signal.source_kind}:{signal.source_id}"])
-        doc["signal_ids"].append(signal.signal_id)
+        source = f"{signal.source_kind}:{signal.source_id}"
+        if len(doc["sources"]) < MAX_SOURCES and source not in doc["sources"]:
+            doc["sources"].append(source)
+        doc["signal_ids"] = (doc["signal_ids"] + [signal.signal_id])[-MAX_REMEMBERED:]
         doc["places"] = dedup.add_place(doc["places"], dedup.place_of(signal))
         device = dedup.device_of(signal)
         if device:
@@ -254,7 +286,7 @@ class CaseEngine:
         except Rejected as exc:
             out.rejections.append(self._rejection(action, case_id, exc.reason, ts_ms))
             return out
-        doc["action_ids"].append(action["action_id"])
+        doc["action_ids"] = (doc["action_ids"] + [action["action_id"]])[-MAX_REMEMBERED:]
         self._commit(doc, steps, action["action_id"], out)
         return out
 

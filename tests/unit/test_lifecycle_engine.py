@@ -381,3 +381,16 @@ def test_routing_errors_are_not_swallowed():
     s.category_code = "E9999"
     with pytest.raises(KeyError, match="E9999"):
         e.on_signal(s)
+
+
+def test_purge_forgets_old_closed_cases_only():
+    e = engine()
+    done = open_case(e, signal("暴露垃圾", "2026-11-02 09:00", "inspector", reporter_id="INS-7", handled_on_spot=True,
+                               photos=["b.jpg"], after_photos=["a.jpg"]))
+    act(e, action(done, "verify_pass", "2026-11-02 10:00", "center", "街道网格中心"))
+    act(e, action(done, "close", "2026-11-02 10:05", "center", "街道网格中心"))
+    still_open = _dispatched(e)
+    assert e.purge(ms("2026-11-01 00:00")) == 0
+    assert e.purge(ms("2026-12-01 00:00")) == 1
+    assert set(e.cases) == {still_open}
+    assert set(e.sources.values()) == {still_open}

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis import event
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from streams.core import lifecycle
+from streams.core import dedup, lifecycle
 from streams.core.engine import CaseEngine
 from streams.core.model import Signal
 from test_lifecycle_support import CATEGORIES, KnowledgeDouble
@@ -139,6 +139,24 @@ class CaseMachine(RuleBasedStateMachine):
                 assert timer["stage"] == doc["stage"]
                 assert timer["yellow_ms"] <= timer["deadline_ms"]
             json.dumps(doc)  # stays JSON-able (a Faust table stores it as JSON)
+
+    @invariant()
+    def indexes_match_a_rebuild(self) -> None:
+        """The incrementally kept indexes equal those a restart derives from the documents."""
+        if not hasattr(self, "engine"):
+            return
+        fresh = dedup.DedupIndex()
+        fresh.rebuild(self.cases)
+        assert {k: sorted(map(str, v)) for k, v in fresh.keys.items()} == {
+            k: sorted(map(str, v)) for k, v in self.engine.index.keys.items()}
+        pending = {(e[1], e[2], e[3]) for heap in self.engine.deadlines.values() for e in heap}
+        for case_id, doc in self.cases.items():
+            timer = doc.get("timer")
+            if doc["open"] and timer and doc.get("suspended_ms") is None:
+                if not timer["yellow_fired"]:
+                    assert (case_id, timer["seq"], "yellow") in pending, "a yellow timer is missing from the heap"
+                if not timer["red_fired"]:
+                    assert (case_id, timer["seq"], "red") in pending, "a red timer is missing from the heap"
 
     @invariant()
     def timers_fire_at_most_once(self) -> None:
