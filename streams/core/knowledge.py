@@ -188,7 +188,8 @@ class KnowledgeBase:
                                                    raw["rules"].item_lines[i]))
         for cat in taxonomy:
             if not any(not rule.when for rule in rules.get(cat.code, [])):
-                raise DataError(path, raw["rules"].line, "rules", f"category {cat.name} ({cat.code}) has no default rule (one without 'when')")
+                line = rules[cat.code][0].line if cat.code in rules else raw["rules"].line
+                raise DataError(path, line, "rules", f"category {cat.name} ({cat.code}) has no default rule (one without 'when')")
 
         keywords = {}
         for name, words in data.keywords.items():
