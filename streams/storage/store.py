@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from importlib import resources
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 from zoneinfo import ZoneInfo
@@ -113,39 +114,78 @@ def _zero_value(ch_type: str) -> Any:
     return 0
 
 
-def _coerce(table: str, column: Column, value: Any) -> Any:
-    """The value a driver accepts for the column; None means unknown ('' / 0 / [] by contract)."""
-    ch_type = column.type
-    if value is None:
-        return _zero_value(ch_type)
-    where = f"{table}.{column.name} ({ch_type})"
+Coercer = Callable[[Any], Any]
+
+
+def _coercer(where: str, ch_type: str) -> Coercer:
+    """A function turning a Python value into what both drivers accept for ``ch_type``.
+
+    Built once per column (the per-row cost dominates the writer); None means unknown, which
+    the contract writes as '' / 0 / [] (NULL only for Nullable).
+    """
+    zero = _zero_value(ch_type)
     if ch_type.startswith("Nullable("):
-        return _coerce(table, Column(column.name, ch_type[9:-1], False), value)
+        inner = _coercer(where, ch_type[9:-1])
+        return lambda value: None if value is None else inner(value)
     if ch_type.startswith("Array("):
-        if not isinstance(value, (list, tuple)):
-            raise RowError(f"{where}: expected a list, got {type(value).__name__}")
-        inner = Column(column.name, ch_type[6:-1], False)
-        return [_coerce(table, inner, v) for v in value]
+        item = _coercer(where, ch_type[6:-1])
+
+        def array(value: Any) -> Any:
+            if value is None:
+                return []
+            if not isinstance(value, (list, tuple)):
+                raise RowError(f"{where}: expected a list, got {type(value).__name__}")
+            return [item(v) for v in value]
+        return array
     if ch_type == "String":
-        if not isinstance(value, str):
+        def string(value: Any) -> Any:
+            if type(value) is str:
+                return value
+            if value is None:
+                return ""
+            if isinstance(value, str):
+                return str(value)
             raise RowError(f"{where}: expected str, got {type(value).__name__} {value!r:.60}")
-        return value
+        return string
     if ch_type.startswith(("Int", "UInt")):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if not isinstance(value, int):
-            raise RowError(f"{where}: expected int, got {type(value).__name__} {value!r:.60}")
-        if ch_type.startswith("UInt") and value < 0:
-            raise RowError(f"{where}: negative value {value}")
-        return int(value)
+        unsigned = ch_type.startswith("UInt")
+
+        def integer(value: Any) -> Any:
+            if value is None:
+                return 0
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if not isinstance(value, int):
+                raise RowError(f"{where}: expected int, got {type(value).__name__} {value!r:.60}")
+            if unsigned and value < 0:
+                raise RowError(f"{where}: negative value {value}")
+            return int(value)
+        return integer
     if ch_type.startswith("Float"):
-        if not isinstance(value, (int, float)):
-            raise RowError(f"{where}: expected a number, got {type(value).__name__} {value!r:.60}")
-        number = float(value)
-        if not math.isfinite(number):
-            raise RowError(f"{where}: non-finite {number}")
+        def number(value: Any) -> Any:
+            if value is None:
+                return zero
+            if not isinstance(value, (int, float)):
+                raise RowError(f"{where}: expected a number, got {type(value).__name__} {value!r:.60}")
+            result = float(value)
+            if not math.isfinite(result):
+                raise RowError(f"{where}: non-finite {result}")
+            return result
         return number
-    raise RowError(f"{where}: column type not writable by this store")
+
+    def unwritable(value: Any) -> Any:
+        raise RowError(f"{where}: column type not writable by this store")
+    return unwritable
+
+
+@dataclass(frozen=True)
+class _Schema:
+    """What normalize() needs about a table, computed once."""
+
+    names: frozenset[str]
+    derived: frozenset[str]
+    writable: list[str]
+    coercers: list[tuple[str, Coercer]]
 
 
 class Store:
@@ -156,6 +196,7 @@ class Store:
 
     def __init__(self) -> None:
         self._columns: dict[str, list[Column]] = {}
+        self._schemas: dict[str, _Schema] = {}
 
     # -- transport (per engine) --------------------------------------------------------------
     def _execute(self, sql: str) -> None:
@@ -218,17 +259,30 @@ class Store:
     def writable_columns(self, table: str) -> list[str]:
         return [c.name for c in self.columns(table) if not c.derived]
 
+    def _schema(self, table: str) -> _Schema:
+        schema = self._schemas.get(table)
+        if schema is None:
+            columns = self.columns(table)
+            writable = [c for c in columns if not c.derived]
+            schema = _Schema(
+                names=frozenset(c.name for c in columns),
+                derived=frozenset(c.name for c in columns if c.derived),
+                writable=[c.name for c in writable],
+                coercers=[(c.name, _coercer(f"{table}.{c.name} ({c.type})", c.type)) for c in writable],
+            )
+            self._schemas[table] = schema
+        return schema
+
     def normalize(self, table: str, row: dict[str, Any]) -> list[Any]:
         """A row as the list of values for :meth:`writable_columns`, or :class:`RowError`."""
-        columns = self.columns(table)
-        by_name = {c.name: c for c in columns}
-        unknown = [k for k in row if k not in by_name]
-        if unknown:
-            raise RowError(f"{table}: unknown column(s) {sorted(unknown)}")
-        derived = [k for k in row if by_name[k].derived]
-        if derived:
-            raise RowError(f"{table}: {derived} are derived from the *_ms columns; send those instead")
-        return [_coerce(table, c, row.get(c.name)) for c in columns if not c.derived]
+        schema = self._schema(table)
+        if not schema.names.issuperset(row):
+            raise RowError(f"{table}: unknown column(s) {sorted(set(row) - schema.names)}")
+        if not schema.derived.isdisjoint(row):
+            raise RowError(f"{table}: {sorted(schema.derived & set(row))} are derived from the *_ms columns; "
+                           "send those instead")
+        get = row.get
+        return [coerce(get(name)) for name, coerce in schema.coercers]
 
     def insert(self, table: str, rows: list[dict[str, Any]]) -> None:
         """One INSERT for all rows (missing keys take '' / 0 / [] / NULL)."""
@@ -261,6 +315,7 @@ class Store:
                               [[migration.version, migration.name, now_ms]])
             applied.append(migration.version)
         self._columns.clear()
+        self._schemas.clear()
         return applied
 
     def applied_migrations(self) -> list[str]:
@@ -391,8 +446,9 @@ class ChdbStore(Store):
         return self._raw_select(sql)
 
     def _insert_rows(self, table: str, columns: list[str], rows: list[list[Any]]) -> None:
-        body = "\n".join(json.dumps(dict(zip(columns, row)), ensure_ascii=False) for row in rows)
-        self._raw(f"INSERT INTO {quote_identifier(table)} ({', '.join(columns)}) FORMAT JSONEachRow\n{body}")
+        encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+        body = "\n".join(map(encode, rows))
+        self._raw(f"INSERT INTO {quote_identifier(table)} ({', '.join(columns)}) FORMAT JSONCompactEachRow\n{body}")
 
     def close(self) -> None:
         if not self._closed:
