@@ -138,11 +138,11 @@ class Ingestor:
         if record.get("zero_report"):
             # 零报告 "有事报事，无事报平安": proof the inspector/station looked; no signal.
             loc = location or Location()
+            # Columns of the `zero_reports` table (streams/storage/migrations).
             return IngestResult(rows={"zero_reports": [{
                 "report_id": record["report_id"], "reporter_id": record["reporter_id"],
-                "reporter_kind": record["reporter_kind"], "ts_ms": ts_ms, "ingest_ms": ingest_ms,
-                "community": loc.community or "", "street": loc.street or "", "street_code": loc.street_code or "",
-                "cell": loc.cell or "", "text": text}]})
+                "reporter_kind": record["reporter_kind"], "ts_ms": ts_ms,
+                "community": loc.community or "", "street": loc.street or ""}]})
         cls: Classification | None = None
         if record.get("category"):
             # A structured category from the inspector's device wins over the text.
@@ -173,11 +173,10 @@ class Ingestor:
         ts_ms = _event_ms(record, "ts")
         lat, lon = record["lat"], record["lon"]
         location, _ = self.knowledge.city.at_point(lat, lon)
+        # Columns of the `inspector_tracks` table; a fix outside the district keeps an empty street.
         return IngestResult(rows={"inspector_tracks": [{
             "inspector_id": record["inspector_id"], "ts_ms": ts_ms, "lat": lat, "lon": lon,
-            "cell": self.knowledge.city.cell_of(lat, lon),
-            "street": location.street if location else "", "street_code": location.street_code if location else "",
-            "in_district": 1 if location else 0}]})
+            "cell": self.knowledge.city.cell_of(lat, lon), "street": location.street if location else ""}]})
 
     # ------------------------------------------------------------ iot.readings
     def _iot_reading(self, topic: str, record: dict[str, Any], ingest_ms: int) -> IngestResult:
