@@ -1,6 +1,7 @@
 """The Store on both engines: schema, migrations, inserts, idempotence, retention, the CLI."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -174,3 +175,18 @@ def test_streams_migrate_command(engine_name: str, store_url_factory: Callable[[
     if engine_name == "server":
         with open_store(url) as opened:
             assert opened.applied_migrations() == ["0001"]
+
+
+@pytest.mark.parametrize("engine_name", ["chdb", "server"])
+def test_streams_retention_command(engine_name: str, store_url_factory: Callable[[str], str]) -> None:
+    url = store_url_factory(engine_name)
+    with open_store(url) as opened:
+        opened.migrate()
+        opened.insert("signals", [{"signal_id": "old", "ts_ms": ms(2020, 1)}, {"signal_id": "new", "ts_ms": ms(2099, 1)}])
+    env = {**os.environ, "CITYGRID_RETENTION_MONTHS": '{"signals": 12}'}
+    result = subprocess.run([sys.executable, "-m", "streams.cli", "retention", "--store-url", url],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "signals: dropped 202001" in result.stdout
+    with open_store(url) as opened:
+        assert opened.query("SELECT signal_id FROM signals FINAL") == [{"signal_id": "new"}]
