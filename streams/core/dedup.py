@@ -23,9 +23,9 @@ HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 EARTH_RADIUS_M = 6_371_000.0
 
-# Bucket size of the spatial hash (degrees). About 550 m north–south in Shanghai: larger than any
-# merge radius, so a neighbourhood of 3×3 buckets holds every candidate.
-BUCKET_DEG = 0.005
+# Bucket size of the spatial hash (degrees): at least the largest merge radius in both directions
+# up to latitude 45° (0.003° of longitude is 236 m there), so 3×3 buckets hold every candidate.
+BUCKET_DEG = 0.003
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,14 @@ def normalise_address(address: str | None) -> str | None:
         if text.startswith(prefix):
             text = text[len(prefix):]
     return text or None
+
+
+def group_of(category_name: str) -> str:
+    """The key that compatible categories share (the index is split by it)."""
+    for group in COMPATIBLE_GROUPS:
+        if category_name in group:
+            return min(group)
+    return category_name
 
 
 def compatible(name_a: str, name_b: str) -> bool:
@@ -135,18 +143,19 @@ class DedupIndex:
         self.remove(case_id)
         if not doc.get("open", False):
             return
+        group = group_of(doc["category_name"])
         entries: list[tuple[str, object]] = []
         for place in doc.get("places", []):
             lat, lon = place.get("lat"), place.get("lon")
             if lat is not None and lon is not None:
-                entries.append(("bucket", _bucket(lat, lon)))
+                entries.append(("bucket", (group, *_bucket(lat, lon))))
             if place.get("cell"):
-                entries.append(("cell", place["cell"]))
+                entries.append(("cell", (group, place["cell"])))
             if place.get("address_key"):
-                entries.append(("address", place["address_key"]))
+                entries.append(("address", (group, place["address_key"])))
         for device in doc.get("devices", []):
-            entries.append(("device", device))
-        for kind, key in entries:
+            entries.append(("device", (group, device)))
+        for kind, key in dict.fromkeys(entries):
             self._table(kind)[key].add(case_id)  # type: ignore[index]
         self.keys[case_id] = entries
 
@@ -164,37 +173,43 @@ class DedupIndex:
                 "device": self.by_device}[kind]
 
     def candidates(self, signal: Signal) -> set[str]:
+        """Open cases of a compatible category near the signal (by bucket, cell, address or device)."""
         found: set[str] = set()
+        group = group_of(signal.category_name)
         if signal.lat is not None and signal.lon is not None:
             bi, bj = _bucket(signal.lat, signal.lon)
             for di in (-1, 0, 1):
                 for dj in (-1, 0, 1):
-                    found |= self.by_bucket.get((bi + di, bj + dj), set())
+                    found |= self.by_bucket.get((group, bi + di, bj + dj), set())
         if signal.cell:
-            found |= self.by_cell.get(signal.cell, set())
+            found |= self.by_cell.get((group, signal.cell), set())
         address_key = normalise_address(signal.address)
         if address_key:
-            found |= self.by_address.get(address_key, set())
+            found |= self.by_address.get((group, address_key), set())
         device = device_of(signal)
         if device:
-            found |= self.by_device.get(device, set())
+            found |= self.by_device.get((group, device), set())
         return found
 
     def find(self, signal: Signal, cases: Mapping[str, dict]) -> str | None:
         """The open case this signal belongs to, or None. The nearest in time wins among several."""
         best: tuple[int, str] | None = None
+        address_key = normalise_address(signal.address)
         for case_id in sorted(self.candidates(signal)):
             doc = cases.get(case_id)
             if doc is None or not doc.get("open", False):
                 continue
-            if matches(signal, doc):
+            if matches(signal, doc, address_key):
                 gap = abs(signal.ts_ms - doc.get("last_signal_ms", doc["opened_ms"]))
                 if best is None or gap < best[0]:
                     best = (gap, case_id)
         return best[1] if best else None
 
 
-def matches(signal: Signal, doc: dict) -> bool:
+_UNSET = object()
+
+
+def matches(signal: Signal, doc: dict, address_key: object = _UNSET) -> bool:
     """Does the signal describe the same problem as the (open) case?"""
     if not compatible(signal.category_name, doc["category_name"]):
         return False
@@ -205,14 +220,14 @@ def matches(signal: Signal, doc: dict) -> bool:
     first, last = doc["opened_ms"], doc.get("last_signal_ms", doc["opened_ms"])
     if not (first - rule.window_ms <= signal.ts_ms <= last + rule.window_ms):
         return False
-    return any(_same_place(signal, place, rule) for place in doc.get("places", []))
+    key = normalise_address(signal.address) if address_key is _UNSET else address_key
+    return any(_same_place(signal, key, place, rule) for place in doc.get("places", []))  # type: ignore[arg-type]
 
 
-def _same_place(signal: Signal, place: dict, rule: MergeRule) -> bool:
+def _same_place(signal: Signal, address_key: str | None, place: dict, rule: MergeRule) -> bool:
     if signal.cell and place.get("cell") == signal.cell:
         return True
-    key = normalise_address(signal.address)
-    if key and place.get("address_key") == key:
+    if address_key and place.get("address_key") == address_key:
         return True
     if None not in (signal.lat, signal.lon, place.get("lat"), place.get("lon")):
         return haversine_m(signal.lat, signal.lon, place["lat"], place["lon"]) <= rule.radius_m  # type: ignore[arg-type]

@@ -10,7 +10,6 @@ rebuilds from the changelog never fires a timer twice.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import heapq
 import json
@@ -76,6 +75,12 @@ class Outputs:
     def __bool__(self) -> bool:
         return any(getattr(self, n) for n in ("cases", "case_transitions", "dispatches", "sla_alerts",
                                               "rejections", "notifications"))
+
+
+def _clone(doc: dict) -> dict:
+    """A private copy to change (committed only when complete); the document is JSON anyway and
+    a JSON round trip is several times faster than copy.deepcopy."""
+    return json.loads(json.dumps(doc, ensure_ascii=False))
 
 
 def _hash(*parts: object, n: int = 20) -> str:
@@ -170,7 +175,7 @@ class CaseEngine:
                 return out  # a re-delivered record changes nothing
         case_id = self.index.find(signal, self.cases)
         if case_id is not None:
-            doc = copy.deepcopy(self.cases[case_id])
+            doc = _clone(self.cases[case_id])
             steps = self._merge(doc, signal)
             out.merged = 1
         else:
@@ -280,7 +285,7 @@ class CaseEngine:
             return out
         if action["action_id"] in doc0.get("action_ids", []):
             return out  # a re-delivered action changes nothing
-        doc = copy.deepcopy(doc0)
+        doc = _clone(doc0)
         try:
             steps = lifecycle.apply_action(doc, action, ts_ms, self.calendar)
         except Rejected as exc:
@@ -319,7 +324,7 @@ class CaseEngine:
             return  # already fired, or pushed back by an extension (a new entry exists)
         if kind == "red" and (timer0["red_fired"] or timer0["deadline_ms"] >= now_ms):
             return
-        doc = copy.deepcopy(doc0)
+        doc = _clone(doc0)
         timer = doc["timer"]
         stage = timer["stage"]
         lights = doc.setdefault("lights", {})

@@ -94,3 +94,12 @@ def test_index_agrees_with_brute_force(data):
         assert abs(s.ts_ms - cases[found]["last_signal_ms"]) == best_gap
     else:
         assert found is None
+
+
+def test_bucket_size_covers_every_merge_radius():
+    """3×3 buckets must hold every candidate: a bucket is at least the largest radius wide (to 45° N)."""
+    import math
+
+    largest = max([r.radius_m for r in dedup.MERGE_RULES.values()] + [dedup.DEFAULT_RULE.radius_m])
+    narrowest_m = dedup.BUCKET_DEG * 111_320 * math.cos(math.radians(45))
+    assert largest <= narrowest_m
