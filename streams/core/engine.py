@@ -262,6 +262,13 @@ class CaseEngine:
         actor_id = signal.reporter_id or signal.source_id
         steps = [lifecycle.stay(doc, "merge", signal.source_kind, actor_id, signal.ts_ms,
                                 source=f"{signal.source_kind}:{signal.source_id}", reporters=doc["reporters"])]
+        if signal.level_hint in (1, 2, 3) and signal.level_hint < doc["level"]:
+            # e.g. a crowd growing from 关注 to 管控: the case rises to the level the new report needs
+            doc["level"] = signal.level_hint
+            doc["escalations"] = doc.get("escalations", 0) + 1
+            steps.append(lifecycle.stay(doc, "escalate", signal.source_kind, actor_id, signal.ts_ms,
+                                        reason="level_hint", level=doc["level"]))
+            steps[-1].notify.append("escalate")
         if doc["stage"] == "register" and signal.source_kind in lifecycle.SELF_REGISTERING:
             # a station/inspector/device confirms a waiting hotline call: registered 立案 now
             steps.append(lifecycle.move(doc, "dispatch", "register", signal.source_kind, actor_id,

@@ -394,3 +394,14 @@ def test_purge_forgets_old_closed_cases_only():
     assert e.purge(ms("2026-12-01 00:00")) == 1
     assert set(e.cases) == {still_open}
     assert set(e.sources.values()) == {still_open}
+
+
+def test_a_growing_crowd_raises_the_case_level():
+    e = engine()
+    extra = json.dumps({"camera_id": "CAM-XJH-001"})
+    cid = open_case(e, signal("占道经营", "2026-11-02 19:00", "camera", extra=extra, level_hint=3))
+    assert e.cases[cid]["level"] == 3
+    out = e.on_signal(signal("占道经营", "2026-11-02 19:10", "camera", extra=extra, level_hint=1))
+    assert out.merged == 1 and e.cases[cid]["level"] == 1
+    assert [n["kind"] for n in out.notifications] == ["escalate"] and out.notifications[0]["departments"] == ["区网格中心"]
+    assert e.cases[cid]["reporters"] == 2  # two alerts, two reporter keys (no reporter_id given by the helper)
