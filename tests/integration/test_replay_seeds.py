@@ -139,3 +139,21 @@ def test_replay_writes_rows_and_the_kpis_come_out_by_plain_sql(request):
     finally:
         store.execute(f"DROP DATABASE IF EXISTS {store.database}")
         store.close()
+
+
+def test_unusable_records_and_triage_are_kept_not_dropped(request):
+    store = open_test_store("chdb", request)
+    try:
+        cases, err, report = run("replay_unusable.jsonl", store)
+        assert cases == [] and report.invalid == 0
+        assert report.unusable == 1 and "line 1: unknown camera 'CAM-NOPE'" in err
+        assert report.triage == 2 and report.rejected_actions == 1
+        assert "unknown case XH07-20261102-00000000" in report.rejections[0]["reason"]
+        dead = store.query("SELECT topic, offset, reason FROM dead_letters FINAL")
+        assert dead == [{"topic": "camera.alerts", "offset": 1, "reason": "unknown camera 'CAM-NOPE' (not in the device registry)"}]
+        triage = store.query("SELECT topic, reason FROM triage FINAL ORDER BY ts_ms")
+        assert [t["topic"] for t in triage] == ["hotline.calls", "hotline.calls"]
+        assert all(t["reason"] for t in triage)
+    finally:
+        store.execute(f"DROP DATABASE IF EXISTS {store.database}")
+        store.close()
