@@ -587,3 +587,30 @@ async def test_outcomes_land_in_clickhouse(kafka: LocalKafka, topic_prefix: str,
         await writer_task
         store.execute(f"DROP DATABASE IF EXISTS {store.database}")
         store.close()
+
+
+async def test_per_endpoint_max_in_flight_and_rate_limit(kafka, topic_prefix, receiver, start) -> None:
+    settings = settings_for(kafka, topic_prefix)
+    config = make_config(receiver, endpoints={"房管办": {"max_in_flight": 2},
+                                              "城管执法中队": {"rate_per_second": 5, "burst": 1}})
+    concurrency = {"now": 0, "max": 0}
+
+    async def slow(hit: Hit) -> web.Response:
+        concurrency["now"] += 1
+        concurrency["max"] = max(concurrency["max"], concurrency["now"])
+        await asyncio.sleep(0.2)
+        concurrency["now"] -= 1
+        return web.Response(status=200)
+
+    receiver.behaviours[path_of("房管办")] = slow
+    cfg = WebhooksConfig.model_validate(config)
+    records = []
+    for i in range(10):  # ten different cases: ten lanes that could all go at once
+        records += build_deliveries(notification(f"XH0{i % 4}-20260315-5{i:07d}", f"ev-r{i}", ["房管办", "城管执法中队"]), cfg)
+    await start(config)
+    await produce(settings, records)
+    await eventually(lambda: len(receiver.processed) == len(records), "all delivered")
+    assert concurrency["max"] == 2  # never more than max_in_flight, and the limit was reached
+    limited = sorted(h.at for h in receiver.hits_for(path_of("城管执法中队")))
+    # burst 1 at 5/s: ten requests need at least 9/5 s (a lower bound: load can only stretch it)
+    assert len(limited) == 10 and limited[-1] - limited[0] >= 1.7
