@@ -401,6 +401,16 @@ async def test_redeliver_from_dead_letters_with_filters(kafka, topic_prefix, rec
     await eventually(lambda: all(receiver.processed[r["idempotency_key"]] == 1 for r in records), "all redelivered")
     # the receiver saw the already-delivered key twice but acted once
     assert receiver.acknowledged[records[0]["idempotency_key"]] == 2
+    # the command line: a dry run lists the three (latest dead record per key), produces nothing
+    env = {**os.environ, "CITYGRID_KAFKA_BOOTSTRAP": kafka.bootstrap, "CITYGRID_TOPIC_PREFIX": topic_prefix}
+    env.pop("CITYGRID_SETTINGS_FILE", None)
+    proc = await asyncio.create_subprocess_exec(str(Path(sys.executable).parent / "streams"), "webhooks", "redeliver",
+                                                "--case", "XH03-20260315-00000006", "--dry-run", env=env,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    keys = sorted(line.split("\t")[4] for line in out.decode().splitlines())
+    assert keys == sorted(r["idempotency_key"] for r in records) and "would redeliver 3" in err.decode()
 
 
 async def test_per_case_order_kept_through_retries(kafka, topic_prefix, receiver, start) -> None:

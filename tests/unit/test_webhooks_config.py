@@ -74,3 +74,16 @@ def test_bad_files_name_the_problem(tmp_path: Path, text: str, message: str) -> 
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(WebhookConfigError, match="cannot read"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_cli_run_refuses_a_missing_or_bad_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from streams.cli import main
+
+    monkeypatch.delenv("CITYGRID_SETTINGS_FILE", raising=False)
+    monkeypatch.delenv("CITYGRID_WEBHOOKS_FILE", raising=False)
+    assert main(["webhooks", "run", "--no-store"]) == 2
+    assert "CITYGRID_WEBHOOKS_FILE" in capsys.readouterr().err
+    monkeypatch.setenv("CITYGRID_WEBHOOKS_FILE", str(write(tmp_path, "endpoints:\n  火星部:\n    url: http://x/\n    secret: 0123456789abcdef\n")))
+    assert main(["webhooks", "run", "--no-store"]) == 2
+    assert "unknown department" in capsys.readouterr().err
