@@ -250,7 +250,9 @@ class City:
                    addresses, data.heritage_zone.name, frozenset(), departments, [], cell_street, cell_community)
         for i, a in enumerate(data.addresses):
             parsed = city.parse_address(a.address)
-            key = parsed.key or normalise_text(a.address)
+            if not parsed.key or parsed.road not in normalise_text(a.address):
+                raise fail("addresses", i, "address", f"{a.address!r} is not <known road><number>号|弄 (add the road to roads)")
+            key = parsed.key
             if a.community and a.community not in communities:
                 raise fail("addresses", i, "community", f"unknown community {a.community!r}")
             if h3.latlng_to_cell(*a.at, res) not in cells:
@@ -315,15 +317,16 @@ class City:
             pos = norm.find(name)
             if pos >= 0:
                 return name, norm[pos + len(name):]
-        # Fuzzy: a typo in the road name right before a door number, e.g. 钦江璐15号. Same length,
-        # at most one character different (Hamming) and at least 3 characters, so 南京东路 never
-        # becomes 东安路.
+        # Fuzzy: a typo in the road name right before a door number, e.g. 钦江璐15号. Same length and
+        # one character different (Hamming); in a 3-character name only the suffix may differ, so a
+        # real road missing from the gazetteer (天山路) is never taken for a known one (天平路).
         for m in re.finditer(r"([\u4e00-\u9fff]{3,8})(?=\s*\d{1,5}\s*(?:号|弄))", norm):
             token = m.group(1)
             for size in range(min(len(token), 6), 2, -1):
-                candidate = process.extractOne(token[-size:], [r for r in self.roads if len(r) == size],
+                tail = token[-size:]
+                candidate = process.extractOne(tail, [r for r in self.roads if len(r) == size],
                                                scorer=Hamming.distance, score_cutoff=1)
-                if candidate:
+                if candidate and (size > 3 or candidate[0][:2] == tail[:2]):
                     return candidate[0], norm[m.end():]
         return None, norm
 

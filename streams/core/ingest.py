@@ -20,7 +20,7 @@ from streams.settings import Settings
 SENSOR_CATEGORY = {METRIC_VIBRATION: "历史建筑振动超限", METRIC_TILT: "历史建筑倾斜超限"}
 EBIKE_CATEGORY = "电动车进电梯"
 HERITAGE_RENOVATION = "历史建筑擅自装修"
-CROWD_TYPE = "crowd"
+CROWD_CATEGORY = "人群聚集超限"
 
 
 class RejectRecord(ValueError):
@@ -244,7 +244,7 @@ class Ingestor:
             return IngestResult(triage=[triage])
         facts: dict[str, Any] = {"camera_id": camera.id, "type": record["type"], "area": camera.area}
         level_hint = None
-        if record["type"] == CROWD_TYPE:
+        if category.name == CROWD_CATEGORY:
             if record.get("count") is None:
                 raise RejectRecord("crowd alert without 'count'")
             thresholds = self.knowledge.kb.crowd_areas.get(camera.area or "", self.knowledge.kb.crowd_default)

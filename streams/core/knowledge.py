@@ -250,6 +250,26 @@ class Knowledge:
         corpus_dir = city_dir / "corpus" if (city_dir / "corpus").is_dir() else DATA_DIR / "corpus"
         return cls(taxonomy, city, kb, devices, _classifier(taxonomy, corpus_dir, kb))
 
+    # ------------------------------------------------------------ sample data for the simulator / demo
+    def sample_places(self) -> list[dict]:
+        """Every gazetteer address with its coordinates: places the locator is sure to find."""
+        return [{"address": a.address, "lat": a.at[0], "lon": a.at[1]} for a in self.city.addresses.values()]
+
+    def sample_devices(self) -> list[dict]:
+        """One entry per (device, metric): heritage sensors with their threshold, lifts with ebike_detected."""
+        out = [{"device_id": s.id, "metric": metric, "threshold": limit, "building": s.building}
+               for s in self.devices.sensors.values() for metric, limit in s.thresholds.items()]
+        out += [{"device_id": lift.id, "metric": "ebike_detected", "building": lift.building}
+                for lift in self.devices.lifts.values()]
+        return out
+
+    def sample_cameras(self) -> list[str]:
+        return list(self.devices.cameras)
+
+    def sample_heritage_addresses(self) -> list[str]:
+        """Gazetteer addresses inside the 衡复 zone (a registry change there raises 历史建筑擅自装修)."""
+        return [a.address for a in self.city.addresses.values() if self.city.cell_of(*a.at) in self.city.heritage_cells]
+
     @property
     def departments(self) -> list[str]:
         return list(self.city.departments)

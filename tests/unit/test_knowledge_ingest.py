@@ -256,21 +256,21 @@ def alert(camera: str, kind: str, confidence: float, count: int | None = None, a
 
 
 def test_camera_alert_type_maps_to_category(ingestor: Ingestor) -> None:
-    [s] = run(ingestor, topics.CAMERA_ALERTS, alert("CAM-QJ-001", "street_vending", 0.9)).signals
+    [s] = run(ingestor, topics.CAMERA_ALERTS, alert("CAM-XH-004", "street_vending", 0.9)).signals
     assert s.category_name == "占道经营" and s.source == "camera" and s.photos == ["s3://cam/a1.jpg"]
     assert s.street == "虹梅街道"
 
 
 def test_camera_below_its_type_threshold_goes_to_triage(ingestor: Ingestor) -> None:
     # 0.78 passes street_vending (0.75) but not illegal_parking (0.8)
-    assert run(ingestor, topics.CAMERA_ALERTS, alert("CAM-QJ-001", "street_vending", 0.78)).signals
-    result = run(ingestor, topics.CAMERA_ALERTS, alert("CAM-QJ-001", "illegal_parking", 0.78))
+    assert run(ingestor, topics.CAMERA_ALERTS, alert("CAM-XH-004", "street_vending", 0.78)).signals
+    result = run(ingestor, topics.CAMERA_ALERTS, alert("CAM-XH-004", "illegal_parking", 0.78))
     [t] = result.triage
     assert "0.78 < 0.80" in t.reason and t.best_category == "E0504"
 
 
 def test_unknown_camera_type_goes_to_triage(ingestor: Ingestor) -> None:
-    [t] = run(ingestor, topics.CAMERA_ALERTS, alert("CAM-QJ-001", "ufo", 0.99)).triage
+    [t] = run(ingestor, topics.CAMERA_ALERTS, alert("CAM-XH-004", "ufo", 0.99)).triage
     assert "ufo" in t.reason
 
 
@@ -280,9 +280,9 @@ def test_unknown_camera_is_rejected(ingestor: Ingestor) -> None:
 
 
 @pytest.mark.parametrize("camera,count,level", [
-    ("CAM-XJH-001", 799, None), ("CAM-XJH-001", 800, 3), ("CAM-XJH-001", 1500, 2), ("CAM-XJH-001", 3000, 1),
-    ("CAM-WK-001", 300, 3), ("CAM-WK-001", 700, 2), ("CAM-WK-001", 1300, 1),
-    ("CAM-QJ-001", 149, None), ("CAM-QJ-001", 150, 3), ("CAM-QJ-001", 600, 1),   # default thresholds
+    ("CAM-XH-001", 799, None), ("CAM-XH-001", 800, 3), ("CAM-XH-001", 1500, 2), ("CAM-XH-001", 3000, 1),
+    ("CAM-XH-002", 300, 3), ("CAM-XH-002", 700, 2), ("CAM-XH-002", 1300, 1),
+    ("CAM-XH-004", 149, None), ("CAM-XH-004", 150, 3), ("CAM-XH-004", 600, 1),   # default thresholds
 ])
 def test_crowd_levels_per_area(ingestor: Ingestor, camera: str, count: int, level: int | None) -> None:
     result = run(ingestor, topics.CAMERA_ALERTS, alert(camera, "crowd", 0.9, count))
@@ -296,7 +296,7 @@ def test_crowd_levels_per_area(ingestor: Ingestor, camera: str, count: int, leve
 
 def test_crowd_without_count_is_rejected(ingestor: Ingestor) -> None:
     with pytest.raises(RejectRecord, match="count"):
-        run(ingestor, topics.CAMERA_ALERTS, alert("CAM-XJH-001", "crowd", 0.9))
+        run(ingestor, topics.CAMERA_ALERTS, alert("CAM-XH-001", "crowd", 0.9))
 
 
 # ---------------------------------------------------------------- registry.changes
@@ -319,3 +319,24 @@ def test_registry_change_outside_the_zone_is_routine(ingestor: Ingestor) -> None
 def test_registry_change_at_unknown_address_goes_to_triage(ingestor: Ingestor) -> None:
     [t] = run(ingestor, topics.REGISTRY_CHANGES, change("南京东路1号")).triage
     assert "unknown location" in t.reason
+
+
+def test_crowd_count_type_alias_uses_the_crowd_levels(ingestor: Ingestor) -> None:
+    [s] = run(ingestor, topics.CAMERA_ALERTS, alert("CAM-XH-001", "crowd_count", 0.9, 900)).signals
+    assert s.category_name == "人群聚集超限" and s.level_hint == 3
+
+
+def test_sample_data_for_the_simulator_is_usable(ingestor: Ingestor) -> None:
+    kb = ingestor.knowledge
+    for place in kb.sample_places():
+        loc, reason = kb.locate(None, None, place["address"])
+        assert loc is not None, reason
+        assert kb.locate(place["lat"], place["lon"], None)[0] is not None
+    for address in kb.sample_heritage_addresses():
+        [s] = run(ingestor, topics.REGISTRY_CHANGES, change(address)).signals
+        assert s.category_name == "历史建筑擅自装修"
+    for device in kb.sample_devices():
+        value = device.get("threshold", 0) * 2 or 1
+        result = run(ingestor, topics.IOT_READINGS, reading(device["device_id"], device["metric"], value))
+        assert result.commands or result.signals
+    assert set(kb.sample_cameras()) == {f"CAM-XH-{i:03d}" for i in range(1, 21)}

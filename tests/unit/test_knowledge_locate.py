@@ -110,6 +110,7 @@ def test_bad_address_falls_back_to_coordinates(kb: Knowledge) -> None:
     (31.30, 121.50, None, None, "outside 徐汇区"),
     (None, None, "南京东路1号", None, "names no known road"),
     (None, None, "钦江路", None, "without a door number"),
+    (None, None, "天山路10号", None, "names no known road"),   # not 天平路: only the suffix may be a typo
     (None, None, None, "有人乱扔垃圾", "names no known address"),
 ])
 def test_unknown_location_gives_a_reason(kb: Knowledge, lat, lon, address, text, fragment: str) -> None:

@@ -171,3 +171,9 @@ def test_corpus_line_with_unknown_category(tmp_path: Path) -> None:
         fh.write('{"text": "有人乱扔烟头", "category": "乱扔烟头"}\n')
     err = _load_error(city_dir=city_dir)
     assert err.path.endswith("E0601.jsonl") and err.field == "category" and err.line > 30
+
+
+def test_gazetteer_address_on_an_unknown_road(tmp_path: Path) -> None:
+    city_dir = _city_copy(tmp_path, "{address: 高安路18弄,", "{address: 建国西路18弄,")
+    err = _load_error(city_dir=city_dir)
+    assert err.field.startswith("addresses[") and "建国西路18弄" in _line(Path(err.path), err.line)
