@@ -260,3 +260,26 @@ def wall_summary(store: QueryStore, now: datetime | None = None) -> dict[str, li
 
 def last_hours_range(now: datetime, hours: int) -> tuple[int, int]:
     return int((now - timedelta(hours=hours)).timestamp()), int(now.timestamp())
+
+
+def format_summary(summary: dict[str, list[dict[str, Any]]], width: int = 100) -> str:
+    """Plain-text rendering of :func:`wall_summary` for a terminal (one block per query, wall order)."""
+    blocks = []
+    for name, rows in summary.items():
+        title = QUERIES[name].title if name in QUERIES else name
+        lines = [f"== {title}"]
+        if not rows:
+            lines.append("   (none yet)")
+        for row in rows[:10]:
+            cells = []
+            for key, value in row.items():
+                if isinstance(value, datetime):
+                    value = value.astimezone(CITY_TZ).strftime("%H:%M")
+                elif isinstance(value, float):
+                    value = f"{value:.3g}"
+                cells.append(f"{key}={value}")
+            lines.append(("   " + "  ".join(cells))[:width])
+        if len(rows) > 10:
+            lines.append(f"   ... {len(rows) - 10} more")
+        blocks.append("\n".join(lines))
+    return "\n".join(blocks)

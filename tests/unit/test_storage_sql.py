@@ -113,3 +113,17 @@ def test_metrics_are_prefixed_and_isolated_per_instance() -> None:
                      "citygrid_clickhouse_write_seconds", "citygrid_clickhouse_write_failures",
                      "citygrid_webhook_deliveries", "citygrid_webhook_latency_seconds", "citygrid_consumer_lag"):
         assert required in names
+
+
+def test_format_summary_renders_every_block() -> None:
+    summary = {
+        "lights": [{"green": 1, "yellow": 0, "red": 2}],
+        "dead_letters_by_topic": [],
+        "overdue_cases": [{"case_id": f"c{i}", "overdue_hours": 1.25, "deadline": datetime(2026, 1, 1, 4, tzinfo=timezone.utc)}
+                          for i in range(12)],
+    }
+    text = wall.format_summary(summary)
+    assert "== 红黄灯 Open cases by light\n   green=1  yellow=0  red=2" in text
+    assert "== 死信 Dead letters by topic\n   (none yet)" in text
+    assert "case_id=c0  overdue_hours=1.25  deadline=12:00" in text  # city time
+    assert "... 2 more" in text
