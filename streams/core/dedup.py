@@ -191,13 +191,17 @@ class DedupIndex:
             found |= self.by_device.get((group, device), set())
         return found
 
-    def find(self, signal: Signal, cases: Mapping[str, dict]) -> str | None:
-        """The open case this signal belongs to, or None. The nearest in time wins among several."""
+    def find(self, signal: Signal, cases: Mapping[str, dict], partition: int | None = None) -> str | None:
+        """The open case this signal belongs to, or None. The nearest in time wins among several.
+        With ``partition``, only cases of that partition qualify: a case never moves between the
+        changelog partitions of the cases table (nor is it taken from a standby replica)."""
         best: tuple[int, str] | None = None
         address_key = normalise_address(signal.address)
         for case_id in sorted(self.candidates(signal)):
             doc = cases.get(case_id)
             if doc is None or not doc.get("open", False):
+                continue
+            if partition is not None and doc.get("partition", 0) != partition:
                 continue
             if matches(signal, doc, address_key):
                 gap = abs(signal.ts_ms - doc.get("last_signal_ms", doc["opened_ms"]))

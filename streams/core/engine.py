@@ -173,7 +173,7 @@ class CaseEngine:
             doc = self.cases.get(known)
             if doc is not None and signal.signal_id in doc.get("signal_ids", []):
                 return out  # a re-delivered record changes nothing
-        case_id = self.index.find(signal, self.cases)
+        case_id = self.index.find(signal, self.cases, partition)
         if case_id is not None:
             doc = _clone(self.cases[case_id])
             steps = self._merge(doc, signal)

@@ -334,6 +334,8 @@ def apply_action(doc: dict, action: dict, ts_ms: int, calendar: sla.WorkCalendar
         minutes = action.get("extend_minutes")
         if not minutes or minutes <= 0:
             raise Rejected("'extend' 延期 needs a positive extend_minutes")
+        if kind != "center" and not _is_handler(doc, kind, actor):
+            raise Rejected(f"{kind} {actor} may not extend 延期 this case: only the centre or its departments")
         timer = doc.get("timer")
         if timer is None:
             raise Rejected(f"stage {stage} has no time limit to extend")

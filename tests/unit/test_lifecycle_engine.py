@@ -405,3 +405,12 @@ def test_a_growing_crowd_raises_the_case_level():
     assert out.merged == 1 and e.cases[cid]["level"] == 1
     assert [n["kind"] for n in out.notifications] == ["escalate"] and out.notifications[0]["departments"] == ["区网格中心"]
     assert e.cases[cid]["reporters"] == 2  # two alerts, two reporter keys (no reporter_id given by the helper)
+
+
+def test_signals_only_merge_with_cases_of_their_own_partition():
+    e = engine()
+    cid = open_case(e, signal("占道经营", "2026-11-02 09:00", "12345", address="钦江路101号"))  # partition 0
+    other = e.on_signal(signal("占道经营", "2026-11-02 09:05", "12345", address="钦江路101号"), partition=1)
+    assert other.merged == 0 and other.cases[-1]["case_id"] != cid
+    assert e.on_signal(signal("占道经营", "2026-11-02 09:06", "12345", address="钦江路101号"), partition=1).merged == 1
+    assert e.cases[cid]["reporters"] == 1
