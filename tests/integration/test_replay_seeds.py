@@ -157,3 +157,21 @@ def test_unusable_records_and_triage_are_kept_not_dropped(request):
     finally:
         store.execute(f"DROP DATABASE IF EXISTS {store.database}")
         store.close()
+
+
+def test_backtesting_a_knowledge_base_change(tmp_path, capsys):
+    """An officer gives 非法小广告 ten working days instead of four working hours and replays the month."""
+    kb = (Path(__file__).resolve().parents[2] / "streams" / "data" / "kb.yaml").read_text(encoding="utf-8")
+    rule = "{id: small-ads, category: 非法小广告, departments: [城管执法中队], level: 3, limits: quick}"
+    assert rule in kb
+    changed = kb.replace(rule, "{id: small-ads, category: 非法小广告, departments: [城管执法中队], level: 3, "
+                               "limits: {register: 1h work_hours, dispatch: 1h work_hours, handle: 10d work_days, "
+                               "verify: 4h work_hours}}")
+    path = tmp_path / "kb.yaml"
+    path.write_text(changed, encoding="utf-8")
+    assert cli.main(["replay", str(DATA / "replay_seeds.jsonl"), "--json", "--no-store", "--kb", str(path)]) == 0
+    after = by_category([json.loads(x) for x in capsys.readouterr().out.splitlines()])
+    before = by_category(run("replay_seeds.jsonl")[0])
+    assert before["非法小广告"]["lights"]["handle"] == "red"
+    assert after["非法小广告"]["lights"]["handle"] == "green"
+    assert after["占道经营"] == before["占道经营"]  # the other categories replay the same

@@ -414,3 +414,55 @@ def test_signals_only_merge_with_cases_of_their_own_partition():
     assert other.merged == 0 and other.cases[-1]["case_id"] != cid
     assert e.on_signal(signal("占道经营", "2026-11-02 09:06", "12345", address="钦江路101号"), partition=1).merged == 1
     assert e.cases[cid]["reporters"] == 1
+
+
+class JsonTable:
+    """Like the worker's view of a Faust table with value_serializer="json": get() returns a fresh
+    decoded copy, only assignments persist, and there is no items()/values()."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, str] = {}
+
+    def __getitem__(self, key: str):
+        if key not in self.data:
+            raise KeyError(key)
+        return json.loads(self.data[key])
+
+    def get(self, key: str, default=None):
+        return json.loads(self.data[key]) if key in self.data else default
+
+    def __setitem__(self, key: str, value) -> None:
+        self.data[key] = json.dumps(value)
+
+    def __delitem__(self, key: str) -> None:
+        del self.data[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.data
+
+    def __iter__(self):
+        return iter(list(self.data))
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+def test_engine_works_over_a_json_table_and_restarts_from_it():
+    cases, sources = JsonTable(), JsonTable()
+    e = CaseEngine(KnowledgeDouble(), cases, sources)  # type: ignore[arg-type]
+    cid = e.on_signal(signal("群租", "2016-03-23 15:53", "committee", reporter_id=COMMITTEE,
+                             context=["committee"])).cases[-1]["case_id"]
+    assert sources.get(e.cases[cid]["sources"][0].split(":", 1)[1]) == cid
+    act(e, action(cid, "handled", "2016-03-24 13:49", "department", "房管办"))
+    assert e.on_signal(signal("群租", "2016-03-25 10:00", "12345")).merged == 1
+    restarted = CaseEngine(KnowledgeDouble(), cases, sources)  # type: ignore[arg-type]
+    restarted.rebuild()
+    out = restarted.on_tick(ms("2016-03-30 15:00"))  # verify: 2 work days from 24 Mar 13:49 → overdue
+    assert [a["kind"] for a in out.sla_alerts] == ["sla_yellow", "sla_red", "urge"]
+    act(restarted, action(cid, "verify_pass", "2016-03-30 15:30", "committee", COMMITTEE))
+    act(restarted, action(cid, "close", "2016-03-30 15:34", "committee", COMMITTEE))
+    doc = cases[cid]
+    assert doc["stage"] == "closed" and doc["reporters"] == 2 and doc["urge_count"] == 1
+    again = CaseEngine(KnowledgeDouble(), cases, sources)  # type: ignore[arg-type]
+    again.rebuild()
+    assert again.timers_pending() == 0 and not again.on_tick(ms("2016-04-30 00:00"))
