@@ -21,7 +21,8 @@ from streams.core.geo import City
 from streams.core.model import (CTX_COMPOUND, CTX_DECIBEL, CTX_HERITAGE, CTX_STALL, CTX_STREET_FRONT, LEVELS,
                                 Location)
 from streams.core.sensors import DeviceRegistry
-from streams.core.taxonomy import Category, DataError, Taxonomy, load_marked_yaml, validate_marked
+from streams.core.taxonomy import (Category, DataError, Taxonomy, field_path, line_of, load_marked_yaml,
+                                   validate_marked)
 from streams.settings import PACKAGE_DIR, Settings
 
 DATA_DIR = PACKAGE_DIR / "data"
@@ -127,7 +128,6 @@ class KnowledgeBase:
         data = validate_marked(_KbIn, raw, path)
 
         def err(loc: tuple, problem: str) -> DataError:
-            from streams.core.taxonomy import field_path, line_of
             return DataError(path, line_of(raw, loc), field_path(loc), problem)
 
         def parse_limits(spec: dict[str, str], loc: tuple) -> dict[str, tuple[str, int]]:
