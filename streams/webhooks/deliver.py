@@ -19,12 +19,11 @@ import asyncio
 import contextlib
 import email.utils
 import inspect
-import json
 import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
