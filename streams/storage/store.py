@@ -371,6 +371,9 @@ class _ChdbEngine:
 
     @classmethod
     def acquire(cls, path: Path) -> None:
+        if (Path.cwd() / "config.xml").exists():
+            # chdb (even `import chdb`) would load that file as its server config: paths, ports, locks.
+            raise StoreError(f"chdb refuses to start in {Path.cwd()}: it holds a config.xml; run from another directory")
         from chdb import session as chdb_session  # imported here: streams.core never pulls it in
 
         with cls.lock:
@@ -382,7 +385,11 @@ class _ChdbEngine:
                 cls.users += 1
                 return
             path.mkdir(parents=True, exist_ok=True)
-            cls.session = chdb_session.Session(str(path))
+            try:
+                cls.session = chdb_session.Session(str(path))
+            except Exception as exc:
+                raise StoreError(f"cannot open chdb at {path}: {exc} (is another process, e.g. a running worker, "
+                                 "using this path? chdb locks it; use clickhouse:// to share a store)") from exc
             cls.path = path
             cls.users = 1
             cls.current_database = None

@@ -190,3 +190,26 @@ def test_streams_retention_command(engine_name: str, store_url_factory: Callable
     assert "signals: dropped 202001" in result.stdout
     with open_store(url) as opened:
         assert opened.query("SELECT signal_id FROM signals FINAL") == [{"signal_id": "new"}]
+
+
+def test_chdb_path_held_by_another_process_is_a_clear_error(tmp_path: Path) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from streams.storage import open_store; "
+         f"s = open_store('chdb://{tmp_path / 'held'}'); print('open', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        with pytest.raises(StoreError, match="another process"):
+            open_store(f"chdb://{tmp_path / 'held'}")
+    finally:
+        holder.kill()
+        holder.wait()
+    with open_store(f"chdb://{tmp_path / 'held'}") as reopened:  # free once the holder is gone
+        assert reopened.query("SELECT 1 AS one") == [{"one": 1}]
+
+
+def test_chdb_refuses_a_working_directory_with_config_xml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "config.xml").write_text("<clickhouse/>")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StoreError, match="config.xml"):
+        open_store(f"chdb://{tmp_path / 'data'}")
