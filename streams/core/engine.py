@@ -28,6 +28,9 @@ SYSTEM = "system"
 # A case a sensor or camera keeps alerting on must not grow without end (it is one table value):
 # the first sources are listed, the latest ids are remembered for idempotency.
 MAX_SOURCES = 100
+# Street-code stand-in for a signal without a street: the same key the worker gives such signals
+# on case.inputs, so actions routed by the case-id prefix reach the same partition.
+UNLOCATED = "unlocated"
 MAX_REMEMBERED = 500
 # Who is told about an escalation, by the level the case rises to.
 CENTRE_OF_LEVEL = {4: lifecycle.STATION_DEPARTMENT, 3: lifecycle.STREET_CENTRE, 2: lifecycle.DISTRICT_CENTRE,
@@ -90,7 +93,7 @@ def _hash(*parts: object, n: int = 20) -> str:
 def make_case_id(signal: Signal) -> str:
     """``{street_code}-{yyyymmdd}-{8 hex}``; deterministic from the first signal (replays agree)."""
     day = sla.local_date(signal.ts_ms).strftime("%Y%m%d")
-    return f"{signal.street_code or 'unknown'}-{day}-{_hash(signal.signal_id, n=8)}"
+    return f"{signal.street_code or UNLOCATED}-{day}-{_hash(signal.signal_id, n=8)}"
 
 
 def iso_local(ms: int) -> str:

@@ -197,8 +197,8 @@ def _is_verifier(doc: dict, actor_kind: str, actor_id: str) -> bool:
 
 def _is_handler(doc: dict, actor_kind: str, actor_id: str) -> bool:
     departments = doc.get("departments", [])
-    if actor_id in departments:
-        return True
+    if actor_kind in ("department", "center", "station") and actor_id in departments:
+        return True  # a department acts under its directory name (the centre too when it is the handler)
     if actor_kind == "station" and STATION_DEPARTMENT in departments:
         return True
     return False

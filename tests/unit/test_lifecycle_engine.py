@@ -466,3 +466,14 @@ def test_engine_works_over_a_json_table_and_restarts_from_it():
     again = CaseEngine(KnowledgeDouble(), cases, sources)  # type: ignore[arg-type]
     again.rebuild()
     assert again.timers_pending() == 0 and not again.on_tick(ms("2016-04-30 00:00"))
+
+
+def test_unlocated_case_id_prefix_matches_the_worker_key_and_handlers_act_as_departments():
+    s = signal("占道经营", "2026-11-02 09:00", "inspector", lat=None, lon=None)
+    s.street_code = None
+    e = engine()
+    cid = open_case(e, s)
+    assert cid.startswith("unlocated-20261102-")
+    act(e, action(cid, "dispatch", "2026-11-02 09:10", "center", "街道网格中心"))
+    out = act(e, action(cid, "handled", "2026-11-02 09:20", "committee", "城管执法中队"))
+    assert "not among the case's departments" in out.rejections[0]["reason"]
