@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import h3
@@ -285,7 +286,9 @@ class City:
     def street_by_code(self, code: str) -> Street | None:
         return next((s for s in self.streets.values() if s.code == code), None)
 
+    @cached_property
     def _place_names(self) -> list[str]:
+        """City, district and street names (longest first): stripped before parsing an address."""
         names = [self.city, "上海", self.district, "徐汇"]
         for s in self.streets.values():
             names += [s.name, *s.aliases]
@@ -294,10 +297,10 @@ class City:
     def parse_address(self, text: str) -> ParsedAddress:
         """Find a known road (exact, then fuzzy) followed by a door number, and/or a community name."""
         norm = normalise_text(text)
-        for name in self._place_names():
+        for name in self._place_names:
             norm = norm.replace(name, " ")
         out = ParsedAddress()
-        for name in sorted(self.communities, key=len, reverse=True):
+        for name in self._communities_longest_first:
             if name in norm:
                 out.community = name
                 break
@@ -312,8 +315,16 @@ class City:
             out.community = self._fuzzy_community(norm)
         return out
 
+    @cached_property
+    def _roads_longest_first(self) -> list[str]:
+        return sorted(self.roads, key=len, reverse=True)
+
+    @cached_property
+    def _communities_longest_first(self) -> list[str]:
+        return sorted(self.communities, key=len, reverse=True)
+
     def _find_road(self, norm: str) -> tuple[str | None, str]:
-        for name in sorted(self.roads, key=len, reverse=True):
+        for name in self._roads_longest_first:
             pos = norm.find(name)
             if pos >= 0:
                 return name, norm[pos + len(name):]
