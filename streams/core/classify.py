@@ -38,10 +38,16 @@ def _t2s() -> opencc.OpenCC:
 
 def normalise_text(text: str) -> str:
     """Simplified, half-width, lower-case, single-spaced. Idempotent."""
-    half = unicodedata.normalize("NFKC", text)
-    with _CONVERTER_LOCK:  # the pure-Python converter keeps per-call state
-        simple = _t2s().convert(half)
-    return _SPACES.sub(" ", unicodedata.normalize("NFKC", simple)).strip().lower()
+    out = _SPACES.sub(" ", unicodedata.normalize("NFKC", text)).strip().lower()
+    # OpenCC's table has a few chains (薴 -> 苧 -> 苎): convert until nothing changes.
+    for _ in range(3):
+        with _CONVERTER_LOCK:  # the pure-Python converter keeps per-call state
+            simple = _t2s().convert(out)
+        simple = _SPACES.sub(" ", unicodedata.normalize("NFKC", simple)).strip().lower()
+        if simple == out:
+            break
+        out = simple
+    return out
 
 
 @dataclass

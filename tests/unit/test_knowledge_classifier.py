@@ -128,3 +128,14 @@ def test_full_width_ascii_becomes_half_width(text: str) -> None:
 
 def test_traditional_to_simplified() -> None:
     assert normalise_text("噪音擾民，樂山新村　１２號") == "噪音扰民,乐山新村 12号"
+
+
+def test_conversion_chains_reach_a_fixpoint() -> None:
+    assert normalise_text("薴") == normalise_text(normalise_text("薴")) == "苎"
+
+
+def test_every_cjk_character_normalises_idempotently() -> None:
+    ranges = [range(0x3000, 0x3100), range(0x4E00, 0xA000), range(0xF900, 0xFB00), range(0xFF00, 0xFFF0)]
+    text = "".join(chr(cp) for r in ranges for cp in r)
+    once = normalise_text(text)
+    assert normalise_text(once) == once
