@@ -159,7 +159,9 @@ class Ingestor:
         reasons = [r for r in ((self._low_confidence(cls) if cls else None),
                                where_not and f"unknown location: {where_not}") if r]
         if reasons or location is None:
-            return IngestResult(triage=[self._triage(topic, record["report_id"], ts_ms, record, reasons, cls)])
+            triage = self._triage(topic, record["report_id"], ts_ms, record, reasons, cls)
+            triage.best_category, triage.confidence = code, confidence
+            return IngestResult(triage=[triage])
         if record["reporter_kind"] == "committee":
             context = _merge_context(context, [CTX_COMMITTEE])
         signal = self._signal(topic, "field", record["reporter_kind"], record["report_id"], ts_ms, ingest_ms, code,

@@ -340,3 +340,8 @@ def test_sample_data_for_the_simulator_is_usable(ingestor: Ingestor) -> None:
         result = run(ingestor, topics.IOT_READINGS, reading(device["device_id"], device["metric"], value))
         assert result.commands or result.signals
     assert set(kb.sample_cameras()) == {f"CAM-XH-{i:03d}" for i in range(1, 21)}
+
+
+def test_structured_report_at_unknown_place_keeps_its_category_in_triage(ingestor: Ingestor) -> None:
+    [t] = run(ingestor, topics.FIELD_REPORTS, report(category="群租", address="南京东路1号")).triage
+    assert t.best_category == "E0601" and t.confidence == 1.0 and "unknown location" in t.reason

@@ -149,3 +149,10 @@ def test_every_category_has_a_route(kb: Knowledge) -> None:
 def test_unknown_category_raises(kb: Knowledge) -> None:
     with pytest.raises(KeyError):
         kb.route("E9999", [])
+
+
+def test_illegal_building_in_heritage_zone_adds_street_management(kb: Knowledge) -> None:
+    zone, _ = kb.locate(None, None, "永嘉路389号")
+    outside, _ = kb.locate(None, None, "钦江路15号")
+    assert kb.route("违法搭建", [], zone).departments == ["城管执法中队", "街道管理办"]
+    assert kb.route("违法搭建", [], outside).departments == ["城管执法中队"]
