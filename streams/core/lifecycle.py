@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streams.core import sla
-from streams.core.model import STAGES, STAGE_ZH  # noqa: F401  (STAGE_ZH: names for people)
+from streams.core.model import STAGES
 
 # Stages a case waits in while open, in order (discover is instantaneous).
-OPEN_STAGES = ("register", "dispatch", "handle", "verify", "close")
+OPEN_STAGES = STAGES[1:]  # register, dispatch, handle, verify, close
 CLOSED, VOID = "closed", "void"
 STATUS_SUSPENDED = "suspended"
 
