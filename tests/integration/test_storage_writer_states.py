@@ -70,13 +70,14 @@ class WriterMachine(RuleBasedStateMachine):
 
     @rule()
     def flush(self) -> None:
-        if self.broken:
+        if self.broken and self.unflushed:
             with pytest.raises(WriterStopped):
                 asyncio.run(self.writer.flush(deadline=time.monotonic() + 0.05))
             return
-        asyncio.run(self.writer.flush())
+        asyncio.run(self.writer.flush())  # nothing buffered: no INSERT, so a broken table is no error
         self.unflushed = 0
-        assert self._stored() == len(self.accepted)
+        if not self.broken:
+            assert self._stored() == len(self.accepted)
 
     def _stored(self) -> int:
         return self.store.query("SELECT count() AS n FROM sla_alerts FINAL")[0]["n"]
