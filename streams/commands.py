@@ -50,6 +50,7 @@ def build_worker(settings: Settings) -> Any:
 
     from streams.agents.app import Pipeline
     from streams.agents.lean import ClickHouseSink, LeanIngest
+    from streams.agents.services import GaugeService, WebhookService
     from streams.agents.web import register_views
     from streams.metrics import start_metrics_server
     from streams.storage import open_store
@@ -63,9 +64,9 @@ def build_worker(settings: Settings) -> Any:
         LeanIngest(settings, pipeline.ingestor, pipeline.codec, pipeline.metrics, pipeline.emit_ingest_result),
         ClickHouseSink(settings, store, pipeline.codec, pipeline.metrics),
     ]
+    services.append(GaugeService(pipeline))
     if settings.webhooks_file:
-        from streams.webhooks.deliver import WebhookDeliverer
-        services.append(WebhookDeliverer.as_service(settings, pipeline.metrics, store))
+        services.append(WebhookService(settings, pipeline.metrics, store))
     return faust.Worker(pipeline.app, *services, loglevel=settings.log_level, redirect_stdouts=False)
 
 

@@ -149,7 +149,7 @@ def replay(lines: Iterable[str], settings: Settings, store: RowSink | None = Non
     calendar = WorkCalendar(settings.holiday_override_file or DEFAULT_OVERRIDE_FILE)
     ingestor = Ingestor(knowledge, settings)
     cases: dict[str, dict] = {}
-    engine = CaseEngine(knowledge, cases, {}, calendar)
+    engine = CaseEngine(knowledge, cases, {}, calendar, auto_dispatch=settings.auto_dispatch)
     report = ReplayReport(cases=cases)
     sink = _Buffer(store)
     events = read_events(lines, err, report)

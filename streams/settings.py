@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     kb_path: Path | None = None  # None: the packaged sample-city knowledge base
     city_dir: Path | None = None  # None: the packaged sample city (Xuhui)
     holiday_override_file: Path | None = None
+    auto_dispatch: bool = Field(True, description="dispatch every registered case by the KB at once (false: the centre "
+                                "accepts hotline calls and dispatches all but level-4/immediate routes by action)")
     triage_confidence: float = Field(0.55, ge=0, le=1, description="below this a signal goes to manual triage 人工分拨")
     # Processing
     batch_size: int = Field(500, ge=1, description="records per stream.take() batch")

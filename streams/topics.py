@@ -55,7 +55,7 @@ def dlq(topic: str) -> str:
 
 def all_topics() -> list[str]:
     names = list(RAW_SCHEMAS) + list(INTERNAL_SCHEMAS)
-    names += [dlq(t) for t in RAW_SCHEMAS]
+    names += [dlq(t) for t in RAW_SCHEMAS] + [dlq(CASE_INPUTS)]
     return names
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from typing import Any
 
@@ -28,6 +29,7 @@ from streams.core.engine import CaseEngine
 from streams.core.ingest import Ingestor, RejectRecord
 from streams.core.knowledge import Knowledge
 from streams.core.model import Signal
+from streams.core.sla import DEFAULT_OVERRIDE_FILE, WorkCalendar
 from streams.metrics import PipelineMetrics
 from streams.settings import Settings
 from streams.topics import (
@@ -45,6 +47,12 @@ SOURCE_OF_TOPIC = {
     HOTLINE_CALLS: "hotline", FIELD_REPORTS: "field", CAMERA_ALERTS: "camera", REGISTRY_CHANGES: "registry",
 }
 UNLOCATED_KEY = "unlocated"
+
+
+def reason_label(reason: str) -> str:
+    """A bounded metric label from an error message: its first clause, without quoted values."""
+    head = reason.split(":", 1)[0]
+    return re.sub(r"'[^']*'|\"[^\"]*\"|\d+", "_", head)[:48]
 
 
 def street_of_case(case_id: str) -> str:
@@ -105,12 +113,13 @@ class Pipeline:
 
         # Case state: changelog-backed (RocksDB with table_store=rocksdb:// in production).
         self.cases_table = app.Table("cases", default=None, partitions=settings.topic_partitions,
-                                     key_type=str, value_type=None, value_serializer="json", key_serializer="raw")
+                                     key_type=str, value_type=None)  # JSON values: plain case documents
         # source id -> case id, read by the actions router on every worker.
         self.sources_table = app.GlobalTable("case-sources", default=None, partitions=settings.topic_partitions,
-                                             key_type=str, value_type=None, value_serializer="json",
-                                             key_serializer="raw")
-        self.engine = CaseEngine(self.knowledge, _TableView(self.cases_table), _TableView(self.sources_table))
+                                             key_type=str, value_type=None)
+        calendar = WorkCalendar(settings.holiday_override_file or DEFAULT_OVERRIDE_FILE)
+        self.engine = CaseEngine(self.knowledge, _TableView(self.cases_table), _TableView(self.sources_table),
+                                 calendar, auto_dispatch=settings.auto_dispatch)
         self._engine_stale = True
 
         @app.on_partitions_assigned.connect
@@ -149,7 +158,7 @@ class Pipeline:
         for event in batch:
             msg = event.message
             logical = self.topics.logical(msg.topic)
-            self.metrics.events_in(SOURCE_OF_TOPIC.get(logical, logical), logical)
+            self.metrics.event_in(SOURCE_OF_TOPIC.get(logical, logical), logical, time.time())
             ingest_ms = msg.timestamp and int(msg.timestamp * 1000) or int(time.time() * 1000)
             try:
                 _, record = self.codec.decode(msg.value, RAW_SCHEMAS[logical])
@@ -166,10 +175,11 @@ class Pipeline:
 
     def emit_ingest_result(self, out: Emitter, result: Any) -> None:
         for signal in result.signals:
-            self.metrics.classified(signal.confidence)
+            self.metrics.classification_confidence.labels(source=signal.source).observe(signal.confidence)
             out.record(CASE_INPUTS, {"kind": "signal", "signal": json.dumps(signal.to_dict(), ensure_ascii=False),
                                      "action": None, "tick_ms": None}, key=signal.street_code or UNLOCATED_KEY)
         for item in result.triage:
+            self.metrics.triage.labels(reason=reason_label(item.reason)).inc()
             out.record(TRIAGE, dict(item.__dict__), key=item.topic)
         for command in result.commands:
             out.record(IOT_COMMANDS, dict(command.__dict__), key=command.device_id)
@@ -177,14 +187,14 @@ class Pipeline:
             out.rows(table, rows)
 
     def _dead_letter(self, out: Emitter, logical: str, msg: Any, reason: str) -> None:
-        self.metrics.dead_letter(logical, reason.split(":", 1)[0][:60])
+        self.metrics.dead_letters.labels(topic=logical, reason=reason_label(reason)).inc()
         out.dead_letter(logical, msg.partition, msg.offset, reason, int(time.time() * 1000), msg.value, msg.key)
 
     async def route_action_batch(self, batch: list[EventT]) -> None:
         out = self.emitter()
         for event in batch:
             msg = event.message
-            self.metrics.events_in("action", CASE_ACTIONS)
+            self.metrics.event_in("action", CASE_ACTIONS, time.time())
             try:
                 _, action = self.codec.decode(msg.value, RAW_SCHEMAS[CASE_ACTIONS])
             except DecodeError as exc:
@@ -215,7 +225,10 @@ class Pipeline:
             try:
                 _, item = self.codec.decode(msg.value, "case_input")
                 if item["kind"] == "signal":
-                    outputs = self.engine.on_signal(Signal.from_dict(json.loads(item["signal"])), msg.partition)
+                    signal = Signal.from_dict(json.loads(item["signal"]))
+                    outputs = self.engine.on_signal(signal, msg.partition)
+                    if outputs.dispatches:
+                        self.metrics.ingest_to_dispatch.observe(max(0.0, time.time() - signal.ingest_ms / 1000))
                 elif item["kind"] == "action":
                     outputs = self.engine.on_action(json.loads(item["action"]), msg.partition)
                 elif item["kind"] == "tick":
@@ -238,6 +251,8 @@ class Pipeline:
             out.record(CASES, {"case_id": row["case_id"], "version": row["version"],
                                "state": json.dumps(row, ensure_ascii=False)}, key=row["case_id"])
         for row in outputs.case_transitions:
+            if row.get("from_stage") == "" and row.get("to_stage") == "register":
+                self.metrics.cases_opened.labels(origin=row.get("actor_kind") or "").inc()
             out.record(CASE_EVENTS, {"event_id": row["event_id"], "case_id": row["case_id"], "ts_ms": row["ts_ms"],
                                      "stage": row["to_stage"], "action": row["action"],
                                      "actor_kind": row.get("actor_kind"), "actor_id": row.get("actor_id"),
@@ -246,18 +261,32 @@ class Pipeline:
             out.record(DISPATCHES, {k: row.get(k) for k in (
                 "dispatch_id", "case_id", "ts_ms", "departments", "level", "category_code", "category_name",
                 "deadline_ms", "street", "kb_version")}, key=row["case_id"])
-            self.metrics.dispatched(row)
+            self.metrics.dispatches.labels(level=str(row["level"])).inc()
         for row in outputs.sla_alerts:
             out.record(SLA_ALERTS, {k: row.get(k) for k in (
                 "alert_id", "case_id", "ts_ms", "stage", "light", "kind", "departments", "deadline_ms")},
                 key=row["case_id"])
-            self.metrics.sla_alert(row["kind"])
+            if row["kind"] in ("sla_yellow", "sla_red"):
+                self.metrics.sla_transitions.labels(light=row["light"], stage=row["stage"]).inc()
         for rejection in outputs.rejections:
             out.record(ACTIONS_REJECTED, rejection, key=rejection.get("case_id"))
         if outputs.merged:
-            self.metrics.merged(outputs.merged)
+            self.metrics.dedup_merges.inc(outputs.merged)
         for delivery in self.deliveries_for(outputs.notifications):
             out.record(WEBHOOK_DELIVERIES, delivery, key=delivery["case_id"])
+
+    def open_case_counts(self) -> dict[tuple[str, str], int]:
+        """(stage, light) -> open cases, for the gauge; reads the local table, O(cases) every few seconds."""
+        counts: dict[tuple[str, str], int] = {}
+        for doc in list(self.cases_table.values()):
+            if not doc:
+                continue
+            row = CaseEngine.case_row(doc)
+            if row["status"] in ("closed", "void"):
+                continue
+            key = (row["status"], row["light"])
+            counts[key] = counts.get(key, 0) + 1
+        return counts
 
     def deliveries_for(self, notifications: list[dict]) -> list[dict]:
         if not notifications or self.webhook_config is None:

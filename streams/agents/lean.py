@@ -18,6 +18,7 @@ import mode
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
+from streams.agents.app import reason_label
 from streams.agents.emit import Emitter
 from streams.codec import DecodeError, SchemaRegistry
 from streams.core.ingest import Ingestor, RejectRecord
@@ -58,13 +59,13 @@ class BatchConsumerService(mode.Service):
             fetch_max_bytes=32 * 1024 * 1024,
         )
         await self.consumer.start()
-        self.add_future(self._loop())
+        self.add_future(self._consume())
 
     async def on_stop(self) -> None:
         if self.consumer is not None:
             await self.consumer.stop()
 
-    async def _loop(self) -> None:
+    async def _consume(self) -> None:
         assert self.consumer is not None
         while not self.should_stop:
             try:
@@ -121,7 +122,7 @@ class LeanIngest(BatchConsumerService):
         out = self.emitter()
         for rec in records:
             logical = self.names.logical(rec.topic)
-            self.metrics.events_in("iot" if logical == IOT_READINGS else "field", logical)
+            self.metrics.event_in("iot" if logical == IOT_READINGS else "field", logical, time.time())
             try:
                 _, record = self.codec.decode(rec.value, RAW_SCHEMAS[logical])
                 result = self.ingestor.ingest(logical, record, rec.timestamp or int(time.time() * 1000))
@@ -130,7 +131,7 @@ class LeanIngest(BatchConsumerService):
                 if not known:
                     log.exception("lean ingest: internal error on %s[%s]@%s", rec.topic, rec.partition, rec.offset)
                 reason = str(exc) if known else f"internal error: {exc!r}"
-                self.metrics.dead_letter(logical, reason.split(":", 1)[0][:60])
+                self.metrics.dead_letters.labels(topic=logical, reason=reason_label(reason)).inc()
                 out.dead_letter(logical, rec.partition, rec.offset, reason, int(time.time() * 1000), rec.value, rec.key)
                 continue
             self.emit_result(out, result)
@@ -218,7 +219,7 @@ class ClickHouseSink(BatchConsumerService):
             except (DecodeError, ValueError, KeyError) as exc:
                 # Our own topics: a bad record here is a bug; keep it visible, never block the sink.
                 log.error("sink: unreadable record %s[%s]@%s: %s", rec.topic, rec.partition, rec.offset, exc)
-                self.metrics.dead_letter(self.names.logical(rec.topic), "sink_unreadable")
+                self.metrics.dead_letters.labels(topic=self.names.logical(rec.topic), reason="sink_unreadable").inc()
                 continue
             if table:
                 tables.setdefault(table, []).extend(clean_row(r) for r in rows)
@@ -228,16 +229,15 @@ class ClickHouseSink(BatchConsumerService):
                 started = time.perf_counter()
                 try:
                     await asyncio.to_thread(self.store.insert, table, rows)
-                    self.metrics.store_batch(table, len(rows), time.perf_counter() - started)
+                    self.metrics.store_write_seconds.labels(table=table).observe(time.perf_counter() - started)
+                    self.metrics.store_batch_rows.labels(table=table).observe(len(rows))
+                    self.metrics.store_rows_written.labels(table=table).inc(len(rows))
                     break
                 except Exception as exc:
-                    self.metrics.store_failure(table)
+                    self.metrics.store_write_failures.labels(table=table).inc()
                     log.warning("sink: insert of %d rows into %s failed (%s); retrying in %.1fs",
                                 len(rows), table, exc, delay)
                     if self.should_stop:
                         raise
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 30.0)
-        now = time.time() * 1000
-        for row in tables.get("signals", []):
-            self.metrics.stored_latency((now - row.get("ingest_ms", now)) / 1000.0)

@@ -102,7 +102,12 @@ def iso_local(ms: int) -> str:
 
 class CaseEngine:
     def __init__(self, knowledge: KnowledgeLike, cases: MutableMapping[str, dict],
-                 sources: MutableMapping[str, str], calendar: sla.WorkCalendar | None = None) -> None:
+                 sources: MutableMapping[str, str], calendar: sla.WorkCalendar | None = None,
+                 auto_dispatch: bool = False) -> None:
+        # auto_dispatch: every case is registered 立案 on arrival and dispatched 派遣 by the KB at once
+        # (the centre's review happens in triage 人工分拨 for what the classifier is unsure of). False:
+        # hotline calls wait for the centre's accept, and only level-4 / immediate routes dispatch themselves.
+        self.auto_dispatch = auto_dispatch
         self.knowledge = knowledge
         self.cases = cases
         self.sources = sources
@@ -242,7 +247,7 @@ class CaseEngine:
         actor_kind, actor_id = signal.source_kind, signal.reporter_id or signal.source_id
         steps = [Step(signal.ts_ms, "", "register", "discover", actor_kind, actor_id,
                       detail={"source": f"{signal.source_kind}:{signal.source_id}"})]
-        if signal.source_kind not in lifecycle.SELF_REGISTERING and not doc["immediate"]:
+        if signal.source_kind not in lifecycle.SELF_REGISTERING and not doc["immediate"] and not self.auto_dispatch:
             return steps  # a hotline call waits for the centre to accept (立案) it
         steps.append(lifecycle.move(doc, "dispatch", "register", actor_kind, actor_id, signal.ts_ms,
                                     self.calendar, done="register"))
@@ -255,7 +260,7 @@ class CaseEngine:
             steps.append(lifecycle.move(doc, "verify", "handled_on_spot", actor_kind, actor_id, signal.ts_ms,
                                         self.calendar, done="handle", photos=signal.photos,
                                         after_photos=signal.after_photos))
-        elif doc["immediate"] or doc["level"] == 4:
+        elif doc["immediate"] or doc["level"] == 4 or self.auto_dispatch:
             steps.append(lifecycle.dispatch(doc, doc["departments"], SYSTEM, "auto", signal.ts_ms, self.calendar,
                                             immediate=doc["immediate"]))
         return steps
