@@ -9,8 +9,8 @@ from streams.storage.local_server import LocalClickHouseServer
 from streams.storage.store import ChdbStore, ServerStore, Store
 
 
-def test_store_fixture_gives_a_fresh_migrated_database(store: Store, engine: str) -> None:
-    assert isinstance(store, ChdbStore if engine == "chdb" else ServerStore)
+def test_store_fixture_gives_a_fresh_migrated_database(store: Store, store_engine: str) -> None:
+    assert isinstance(store, ChdbStore if store_engine == "chdb" else ServerStore)
     assert store.applied_migrations() == ["0001"]
     assert store.query("SELECT count() AS n FROM signals") == [{"n": 0}]
 
