@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     topic_partitions: int = Field(4, ge=1, description="partitions for topics the pipeline creates")
     app_id: str = "citygrid-streams"
+    kafka_session_timeout_seconds: float = Field(
+        30.0, gt=0, description="a worker that dies is replaced after this long (Kafka consumer session timeout)")
     topic_prefix: str = Field("", description="prefixes every topic name (isolates tests sharing a broker)")
     # Storage: chdb://PATH (embedded) or clickhouse://host:port/db (server)
     store_url: str = "chdb://var/chdb"

@@ -88,6 +88,8 @@ class Pipeline:
             broker_commit_every=1000,
             stream_buffer_maxsize=max(4096, settings.batch_size * 4),
             table_cleanup_interval=30.0,
+            broker_session_timeout=settings.kafka_session_timeout_seconds,
+            broker_heartbeat_interval=max(0.5, settings.kafka_session_timeout_seconds / 10),
         )
         self._define()
 

@@ -57,6 +57,8 @@ class BatchConsumerService(mode.Service):
             auto_offset_reset="earliest",
             max_poll_records=self.max_records,
             fetch_max_bytes=32 * 1024 * 1024,
+            session_timeout_ms=int(self.settings.kafka_session_timeout_seconds * 1000),
+            heartbeat_interval_ms=int(max(0.5, self.settings.kafka_session_timeout_seconds / 10) * 1000),
         )
         await self.consumer.start()
         self.add_future(self._consume())
@@ -185,6 +187,11 @@ class ClickHouseSink(BatchConsumerService):
         super().__init__(settings, topics, metrics, **kw)
         self.store = store
         self.codec = codec
+
+    async def on_stop(self) -> None:
+        await super().on_stop()
+        # services stop in reverse order: the webhook writer, the last other user of the store, is done
+        await asyncio.to_thread(self.store.close)
 
     def rows_of(self, rec: ConsumerRecord) -> tuple[str, list[dict[str, Any]]]:
         logical = self.names.logical(rec.topic)

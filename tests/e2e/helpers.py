@@ -52,7 +52,15 @@ def wait_rows(worker: Any, timeout: float = 120, **tables: int) -> None:
             return False
         return all(metric_total(text, "citygrid_clickhouse_rows_written_total", table=t) >= n for t, n in tables.items())
 
-    wait_until(done, timeout, f"rows {tables}", worker.tail)
+    def explain() -> str:
+        try:
+            text = worker.metrics()
+        except OSError as exc:
+            return f"(no metrics: {exc})\n{worker.tail()}"
+        written = {t: metric_total(text, "citygrid_clickhouse_rows_written_total", table=t) for t in tables}
+        return f"rows written so far: {written}\n{worker.tail()}"
+
+    wait_until(done, timeout, f"rows {tables}", explain)
 
 
 def query(store_url: str, sql: str) -> list[dict[str, Any]]:
