@@ -25,9 +25,12 @@ def _pad(text: str, width: int) -> str:
 
 
 def render(summary: dict[str, Any], columns: int = 100) -> str:
+    from streams.wall import QUERIES
+
     lines: list[str] = []
     for section, value in summary.items():
-        lines.append(f"\033[1m{section}\033[0m")
+        title = QUERIES[section].title if section in QUERIES else section
+        lines.append(f"\033[1m{title}\033[0m")
         if isinstance(value, dict):
             items = [f"{k}: {v}" for k, v in value.items()]
             row = ""

@@ -203,7 +203,9 @@ class ClickHouseSink(BatchConsumerService):
             if value["kind"] != "signal":
                 return "", []
             signal = json.loads(value["signal"])
-            return "signals", [{k: signal.get(k) for k in SIGNAL_COLUMNS}]
+            row = {k: signal.get(k) for k in SIGNAL_COLUMNS}
+            row["stored_ms"] = int(time.time() * 1000)
+            return "signals", [row]
         if logical == CASES:
             return "cases", [json.loads(value["state"])]
         if logical == CASE_EVENTS:
