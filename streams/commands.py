@@ -50,7 +50,7 @@ def build_worker(settings: Settings) -> Any:
 
     from streams.agents.app import Pipeline
     from streams.agents.lean import ClickHouseSink, LeanIngest
-    from streams.agents.services import GaugeService, WebhookService
+    from streams.agents.services import ConsumerLagService, GaugeService, WebhookService
     from streams.agents.web import register_views
     from streams.metrics import start_metrics_server
     from streams.storage import open_store
@@ -64,14 +64,17 @@ def build_worker(settings: Settings) -> Any:
         LeanIngest(settings, pipeline.ingestor, pipeline.codec, pipeline.metrics, pipeline.emit_ingest_result),
         ClickHouseSink(settings, store, pipeline.codec, pipeline.metrics),
     ]
-    services.append(GaugeService(pipeline))
+    services += [GaugeService(pipeline), ConsumerLagService(settings, pipeline.metrics)]
     if settings.webhooks_file:
         services.append(WebhookService(settings, pipeline.metrics, store))
     return faust.Worker(pipeline.app, *services, loglevel=settings.log_level, redirect_stdouts=False)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    import logging
+
     settings = Settings()
+    logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python (admin, lag probe) chatter
     _ensure_topics(settings)
     worker = build_worker(settings)
     worker.execute_from_commandline()
