@@ -216,9 +216,14 @@ class Ingestor:
                                                           EBIKE_COMMAND, record["ts"])])
             count = self.lifts.record(device_id, ts_ms)
             limit = self.knowledge.kb.ebike_repeat_per_day
+            category = self.knowledge.category(EBIKE_CATEGORY)
+            assert category is not None
+            # every detection is on the wall's sensor board (by building and lift), case or not
+            result.rows["sensor_alarms"] = [{
+                "alarm_id": stable_id("alarm", device_id, record["ts"], metric), "device_id": device_id,
+                "building": lift.building, "ts_ms": ts_ms, "metric": metric, "value": value,
+                "threshold": float(limit), "street": lift.location.street or "", "category_code": category.code}]
             if count == limit:
-                category = self.knowledge.category(EBIKE_CATEGORY)
-                assert category is not None
                 day = city_day(ts_ms)
                 facts = {"device_id": device_id, "building": lift.building, "day": day, "count": count, "limit": limit}
                 result.signals.append(self._signal(

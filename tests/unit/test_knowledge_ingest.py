@@ -204,6 +204,8 @@ def test_lift_ebike_broadcast_at_once_and_case_on_the_nth_repeat(ingestor: Inges
         [cmd] = result.commands
         assert cmd.command == EBIKE_COMMAND and cmd.device_id == "LIFT-YGY-03-1" and cmd.reading_ts == ts
         assert cmd.ts_ms == iso_to_ms(ts)
+        [alarm] = result.rows["sensor_alarms"]  # every detection shows on the sensor board
+        assert (alarm["device_id"], alarm["metric"], alarm["ts_ms"]) == ("LIFT-YGY-03-1", "ebike_detected", cmd.ts_ms)
         signals += result.signals
         if i < limit - 1:
             assert not result.signals
