@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--sources", default="hotline,field,iot,camera,registry",
                    help="comma-separated: hotline,field,iot,camera,registry")
+    p.add_argument("--act", action="store_true",
+                   help="also play the departments and verifiers (handled, verify, close) so cases close")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("kafka", help="fetch, start or stop the local development broker")
@@ -110,7 +112,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     settings = Settings()
     sources = {s.strip() for s in args.sources.split(",") if s.strip()}
     sent = simulate.run(settings.kafka_bootstrap, args.rate, args.duration, args.seed, sources,
-                        Knowledge.load(settings), settings.topic_prefix, args.count)
+                        Knowledge.load(settings), settings.topic_prefix, args.count, act=args.act)
     print(f"simulate: produced {sent} records", file=sys.stderr)
     return 0
 
@@ -188,7 +190,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         children.append(subprocess.Popen([*streams_cmd, "worker"], env=env, stdout=worker_log,
                                          stderr=subprocess.STDOUT, start_new_session=True))
         sim_log = open(base / "simulate.log", "ab")
-        children.append(subprocess.Popen([*streams_cmd, "simulate", "--rate", str(args.rate)], env=env,
+        children.append(subprocess.Popen([*streams_cmd, "simulate", "--act", "--rate", str(args.rate)], env=env,
                                          stdout=sim_log, stderr=subprocess.STDOUT, start_new_session=True))
         print(f"demo: worker (log {base / 'worker.log'}), simulator at {args.rate}/s; "
               f"metrics http://127.0.0.1:{metrics_port}/metrics; Ctrl-C stops everything", flush=True)

@@ -168,8 +168,94 @@ class CityFeeds:
             now += step
 
 
+class DepartmentActors:
+    """Plays the departments and verifiers so the loop closes in a demo: reads case states from the
+    ``cases`` topic, reports 处置 done (handled) a little later, then the closer verifies (sometimes
+    fails it: rework 返工) and closes 结案 — the originating station/committee for its own cases
+    (谁发单、谁验收、谁结案), the centre otherwise."""
+
+    def __init__(self, bootstrap: str, names: Any, producer: Any, seed: int, reporters: dict[str, str],
+                 delay: tuple[float, float] = (5.0, 25.0)) -> None:
+        import threading
+
+        self.bootstrap, self.names, self.producer = bootstrap, names, producer
+        self.rng = random.Random(seed ^ 0x5EED)
+        self.reporters = reporters  # report id -> reporter id, of the reports this simulator filed
+        self.delay = delay
+        self.scheduled: dict[tuple[str, str], float] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="department-actors", daemon=True)
+        self.actions = 0
+
+    def start(self) -> "DepartmentActors":
+        self.thread.start()
+        return self
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+    def _action(self, case: dict[str, Any], action: str, actor_kind: str, actor_id: str, note: str = "") -> None:
+        self.actions += 1
+        record = {"action_id": f"SIM-{case['case_id']}-{action}-{self.actions}", "ts": datetime.now(CITY_TZ).isoformat(
+            timespec="seconds"), "case_id": case["case_id"], "actor_kind": actor_kind, "actor_id": actor_id,
+            "action": action, "note": note or None}
+        # keyed by case: one partition keeps a case's actions in order (verify_pass before close)
+        self.producer.send(self.names.name("case.actions"), record, key=case["case_id"].encode())
+
+    def _closer(self, case: dict[str, Any]) -> tuple[str, str]:
+        if case.get("origin") in ("station", "committee"):
+            for source in case.get("sources") or []:
+                kind, _, source_id = source.partition(":")
+                if kind == case["origin"] and source_id in self.reporters:
+                    return kind, self.reporters[source_id]
+        return "center", "区网格中心"
+
+    def _due(self, case: dict[str, Any], now: float) -> None:
+        status = case["status"]
+        key = (case["case_id"], f"{status}:{case.get('rework_count', 0)}")
+        if status not in ("handle", "verify") or not case.get("departments"):
+            return
+        when = self.scheduled.setdefault(key, now + self.rng.uniform(*self.delay))
+        if when > now or when < 0:
+            return
+        self.scheduled[key] = -1.0  # done
+        if status == "handle":
+            self._action(case, "handled", "department", case["departments"][0], "已处置")
+            return
+        kind, actor = self._closer(case)
+        if self.rng.random() < 0.1 and not case.get("rework_count"):
+            self._action(case, "verify_fail", kind, actor, "复查未整改到位")
+            return
+        self._action(case, "verify_pass", kind, actor, "核查通过")
+        self._action(case, "close", kind, actor, "同意结案")
+
+    def _run(self) -> None:
+        from kafka import KafkaConsumer
+
+        from streams.codec import registry
+
+        codec = registry()
+        consumer = KafkaConsumer(self.names.name("cases"), bootstrap_servers=self.bootstrap,
+                                 auto_offset_reset="latest")
+        latest: dict[str, dict[str, Any]] = {}
+        try:
+            while not self.stop.is_set():
+                for messages in consumer.poll(timeout_ms=500).values():
+                    for message in messages:
+                        state = json.loads(codec.decode(message.value)[1]["state"])
+                        latest[state["case_id"]] = state
+                now = time.monotonic()
+                for case_id, case in list(latest.items()):
+                    self._due(case, now)
+                    if case["status"] in ("closed", "void"):
+                        latest.pop(case_id, None)
+        finally:
+            consumer.close()
+
+
 def run(bootstrap: str, rate: float, duration: float | None, seed: int, sources: set[str], knowledge: Any,
-        topic_prefix: str = "", count: int | None = None) -> int:
+        topic_prefix: str = "", count: int | None = None, act: bool = False) -> int:
     """Produce simulated feeds at ``rate`` records/s for ``duration`` s (or ``count`` records). Returns the count."""
     from kafka import KafkaProducer
 
@@ -182,6 +268,8 @@ def run(bootstrap: str, rate: float, duration: float | None, seed: int, sources:
                              value_serializer=lambda v: json.dumps(v, ensure_ascii=False).encode("utf-8"))
     sent = 0
     started = time.monotonic()
+    reporters: dict[str, str] = {}
+    actors = DepartmentActors(bootstrap, names, producer, seed, reporters).start() if act else None
     try:
         for topic, record in feeds.stream(datetime.now(timezone.utc), rate, sources):
             if count is not None and sent >= count:
@@ -193,10 +281,14 @@ def run(bootstrap: str, rate: float, duration: float | None, seed: int, sources:
             if ahead > 0:
                 time.sleep(ahead)
             producer.send(names.name(topic), record)
+            if topic == "field.reports":
+                reporters[record["report_id"]] = record["reporter_id"]
             sent += 1
     except KeyboardInterrupt:
         pass
     finally:
+        if actors is not None:
+            actors.close()
         producer.flush()
         producer.close()
     return sent
