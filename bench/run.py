@@ -21,12 +21,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from streams.local.kafka import LocalKafka, free_port  # noqa: E402
+
+ROWS, SIGNALS = "citygrid_clickhouse_rows_written_total", 'table="signals"'
 
 
 async def baseline(bootstrap: str, n: int) -> float:
@@ -70,8 +73,7 @@ def produce_calls(bootstrap: str, n: int, rate: float | None, seed: int) -> None
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5,
                              value_serializer=lambda v: json.dumps(v, ensure_ascii=False).encode())
     started = time.monotonic()
-    for i, (_, call) in enumerate(feeds.stream(__import__("datetime").datetime.now(
-            __import__("datetime").timezone.utc), rate or 1000.0, {"hotline"})):
+    for i, (_, call) in enumerate(feeds.stream(datetime.now(timezone.utc), rate or 1000.0, {"hotline"})):
         if i >= n:
             break
         if rate:
@@ -120,13 +122,13 @@ def wait_rows(url: str, target: float, timeout: float) -> tuple[float, float]:
     first = None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        stored = metric(url, "citygrid_clickhouse_rows_total", 'table="signals"')
+        stored = metric(url, ROWS, SIGNALS)
         if stored > 0 and first is None:
             first = time.monotonic()
         if stored >= target:
             return first or time.monotonic(), time.monotonic()
         time.sleep(0.2)
-    raise SystemExit(f"bench: only {metric(url, 'citygrid_clickhouse_rows_total', 'table=\"signals\"')} of {target} rows stored")
+    raise SystemExit(f"bench: only {metric(url, ROWS, SIGNALS)} of {target} rows stored")
 
 
 def main() -> int:
@@ -154,7 +156,7 @@ def main() -> int:
                 rate = args.calls / max(done - first, 1e-6)
                 print(f"pipeline  hotline → signal → case → ClickHouse (chdb): {rate:,.0f} events/s sustained "
                       f"({args.calls} calls)")
-                stored_before = metric(url, "citygrid_clickhouse_rows_total", 'table="signals"')
+                stored_before = metric(url, ROWS, SIGNALS)
                 produce_calls(broker.bootstrap, args.latency_calls, args.latency_rate, seed=8)
                 wait_rows(url, stored_before + args.latency_calls, timeout=600)
             finally:

@@ -44,25 +44,25 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CITYGRID_", extra="forbid")
 
     # Kafka
-    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description='Kafka bootstrap servers (host:port,...)')
     topic_partitions: int = Field(4, ge=1, description="partitions for topics the pipeline creates")
-    app_id: str = "citygrid-streams"
+    app_id: str = Field("citygrid-streams", description='Faust app id: consumer-group and changelog-topic prefix')
     kafka_session_timeout_seconds: float = Field(
         30.0, gt=0, description="a worker that dies is replaced after this long (Kafka consumer session timeout)")
     topic_prefix: str = Field("", description="prefixes every topic name (isolates tests sharing a broker)")
     # Storage: chdb://PATH (embedded) or clickhouse://host:port/db (server)
-    store_url: str = "chdb://var/chdb"
+    store_url: str = Field("chdb://var/chdb", description='ClickHouse: chdb://PATH (embedded, default) or clickhouse://[user[:pw]@]host:port/db (server)')
     store_batch_rows: int = Field(5000, ge=1)
     store_flush_seconds: float = Field(1.0, gt=0)
     store_buffer_rows: int = Field(200_000, ge=1, description="rows buffered while ClickHouse is down before back-pressure")
     retention_months: dict[str, int] = Field(default_factory=dict, description="per-table retention, e.g. {signals: 24}")
     # Faust state
-    table_store: str = "memory://"  # production: rocksdb://
-    data_dir: Path = Path("var/worker")
+    table_store: str = Field("memory://", description='Faust table store: memory:// (dev) or rocksdb:// (production; pip extra rocksdb)')
+    data_dir: Path = Field(Path("var/worker"), description='worker state dir (Faust tables, RocksDB files)')
     # Knowledge
-    kb_path: Path | None = None  # None: the packaged sample-city knowledge base
-    city_dir: Path | None = None  # None: the packaged sample city (Xuhui)
-    holiday_override_file: Path | None = None
+    kb_path: Path | None = Field(None, description="responsibility knowledge base 责任清单 YAML (default: the packaged sample city's)")
+    city_dir: Path | None = Field(None, description='city data dir: grid, gazetteer, departments, devices (default: packaged Xuhui)')
+    holiday_override_file: Path | None = Field(None, description='local holiday / 调休 overrides on top of chinese-calendar (YAML)')
     auto_dispatch: bool = Field(True, description="dispatch every registered case by the KB at once (false: the centre "
                                 "accepts hotline calls and dispatches all but level-4/immediate routes by action)")
     triage_confidence: float = Field(0.55, ge=0, le=1, description="below this a signal goes to manual triage 人工分拨")
@@ -71,11 +71,11 @@ class Settings(BaseSettings):
     batch_seconds: float = Field(0.2, gt=0)
     timer_tick_seconds: float = Field(1.0, gt=0)
     # Observability
-    metrics_port: int = 9464
-    web_port: int = 6066
-    log_level: str = "info"
+    metrics_port: int = Field(9464, description='Prometheus /metrics port of the worker')
+    web_port: int = Field(6066, description='worker HTTP port: /wall/ (live view JSON), /health/')
+    log_level: str = Field("info", description='worker log level')
     # Webhooks
-    webhooks_file: Path | None = None
+    webhooks_file: Path | None = Field(None, description='department webhook endpoints YAML (docs/webhooks.md); unset: no webhooks')
 
     @classmethod
     def settings_customise_sources(
