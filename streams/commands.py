@@ -84,25 +84,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _ensure_topics(settings: Settings) -> None:
-    """Create every topic with the configured partitions (auto-created topics would get the broker default)."""
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
+    """Every topic of the pipeline, with the configured partitions."""
+    from streams.local.kafka import create_topics
     from streams.topics import TopicNames
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    try:
-        existing = set(admin.list_topics())
-        new = [NewTopic(t, settings.topic_partitions, 1) for t in TopicNames(settings.topic_prefix).all()
-               if t not in existing]
-        if new:
-            try:
-                admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass
-    finally:
-        admin.close()
+    create_topics(settings.kafka_bootstrap, TopicNames(settings.topic_prefix).all(), settings.topic_partitions)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

@@ -199,21 +199,27 @@ class LocalKafka:
         self.process = None
 
     def create_topics(self, names: list[str], partitions: int = 4) -> None:
-        from kafka import KafkaAdminClient
-        from kafka.admin import NewTopic
-        from kafka.errors import TopicAlreadyExistsError
+        create_topics(self.bootstrap, names, partitions)
 
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
-        try:
-            existing = set(admin.list_topics())
-            new = [NewTopic(n, partitions, 1) for n in names if n not in existing]
-            if new:
-                try:
-                    admin.create_topics(new)
-                except TopicAlreadyExistsError:
-                    pass
-        finally:
-            admin.close()
+
+def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
+    """Create the topics that do not exist yet (an auto-created topic would get the broker's default
+    partition count, and case.inputs must match its changelog topics)."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        existing = set(admin.list_topics())
+        new = [NewTopic(n, partitions, 1) for n in names if n not in existing]
+        if new:
+            try:
+                admin.create_topics(new)
+            except TopicAlreadyExistsError:  # another worker won the race
+                pass
+    finally:
+        admin.close()
 
 
 def _kafka_cluster_id() -> str:
