@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 import faust
+from faust.streams import current_event
 from faust.types import EventT
 
 from streams.agents.emit import Emitter
@@ -120,7 +121,8 @@ class Pipeline:
         self.sources_table = app.GlobalTable("case-sources", default=None, partitions=settings.topic_partitions,
                                              key_type=str, value_type=None)
         calendar = WorkCalendar(settings.holiday_override_file or DEFAULT_OVERRIDE_FILE)
-        self.engine = CaseEngine(self.knowledge, _TableView(self.cases_table), _TableView(self.sources_table),
+        self.cases_view, self.sources_view = _TableView(self.cases_table), _TableView(self.sources_table)
+        self.engine = CaseEngine(self.knowledge, self.cases_view, self.sources_view,
                                  calendar, auto_dispatch=settings.auto_dispatch)
         self._engine_stale = True
 
@@ -219,6 +221,7 @@ class Pipeline:
             self.engine.rebuild()
             self._engine_stale = False
         out = self.emitter()
+        latest_cases: dict[str, dict] = {}
         for event in batch:
             # Table writes go to the changelog partition of the *current* event: set it per event,
             # since take_events() leaves the last event of the batch as current.
@@ -244,14 +247,18 @@ class Pipeline:
                 log.exception("lifecycle: internal error on %s[%s]@%s", msg.topic, msg.partition, msg.offset)
                 self._dead_letter(out, CASE_INPUTS, msg, f"internal error: {exc!r}")
                 continue
-            self.emit_outputs(out, outputs)
+            self.emit_outputs(out, outputs, latest_cases)
+        for row in latest_cases.values():  # the current state once per case and batch
+            out.record(CASES, {"case_id": row["case_id"], "version": row["version"],
+                               "state": json.dumps(row, ensure_ascii=False)}, key=row["case_id"])
+        self.cases_view.flush_writes(stream)
+        self.sources_view.flush_writes(stream)
         stream._set_current_event(batch[-1] if batch else None)
         await out.flush()
 
-    def emit_outputs(self, out: Emitter, outputs: Any) -> None:
+    def emit_outputs(self, out: Emitter, outputs: Any, latest_cases: dict[str, dict]) -> None:
         for row in outputs.cases:
-            out.record(CASES, {"case_id": row["case_id"], "version": row["version"],
-                               "state": json.dumps(row, ensure_ascii=False)}, key=row["case_id"])
+            latest_cases[row["case_id"]] = row
         for row in outputs.case_transitions:
             if row.get("from_stage") == "" and row.get("to_stage") == "register":
                 self.metrics.cases_opened.labels(origin=row.get("actor_kind") or "").inc()
@@ -312,41 +319,52 @@ class Pipeline:
 
 
 class _TableView:
-    """A plain MutableMapping over a Faust table (the core takes mappings, not Faust objects)."""
+    """A plain MutableMapping over a Faust table (the core takes mappings, not Faust objects).
+
+    Writes are held until ``flush_writes()`` at the end of a batch, so a case changed by fifty
+    signals in one batch costs one changelog record, not fifty. Each held write remembers the
+    event that made it, so its changelog record still lands in that event's partition."""
 
     def __init__(self, table: Any) -> None:
         self._table = table
+        self._pending: dict[str, tuple[Any, Any]] = {}
 
     def __getitem__(self, key: str) -> Any:
-        value = self._table.get(key)
+        value = self.get(key)
         if value is None:
             raise KeyError(key)
         return value
 
     def get(self, key: str, default: Any = None) -> Any:
+        if key in self._pending:
+            return self._pending[key][0]
         value = self._table.get(key)
         return default if value is None else value
 
     def __setitem__(self, key: str, value: Any) -> None:
-        self._table[key] = value
+        self._pending[key] = (value, current_event())
 
     def __delitem__(self, key: str) -> None:
+        self.flush_writes(None)
         del self._table[key]
 
     def __contains__(self, key: object) -> bool:
-        return self._table.get(key) is not None
+        return self.get(key) is not None  # type: ignore[arg-type]
 
     def __iter__(self):
-        return iter(list(self._table.keys()))
+        return iter(list(dict.fromkeys([*self._table.keys(), *self._pending])))
 
     def __len__(self) -> int:
-        return len(self._table)
+        return len(list(iter(self)))
 
-    def items(self):
-        return [(k, v) for k, v in self._table.items() if v is not None]
-
-    def values(self):
-        return [v for v in self._table.values() if v is not None]
-
-    def keys(self):
-        return list(self._table.keys())
+    def flush_writes(self, stream: Any) -> None:
+        pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        last = current_event()
+        for key, (value, event) in pending.items():
+            if stream is not None and event is not None:
+                stream._set_current_event(event)
+            self._table[key] = value
+        if stream is not None:
+            stream._set_current_event(last)
