@@ -126,6 +126,14 @@ _QUERIES = [
               "ORDER BY overdue_hours DESC, case_id LIMIT 200",
               ("case_id", "category_name", "department", "status", "light", "street", "address", "deadline",
                "overdue_hours"), "table", dashboard="league", live=True, links={"case_id": CASE_LINK}),
+    WallQuery("webhook_outcomes", "部门推送 Webhook deliveries by department",
+              "SELECT department, countIf(status = 'delivered') AS delivered, countIf(status = 'retry') AS retries, "
+              "countIf(status = 'failed') AS failed, countIf(status = 'dead') AS dead_lettered, "
+              "if(countIf(status = 'delivered') = 0, 0, round(avgIf(latency_ms, status = 'delivered'), 1)) AS avg_latency_ms "
+              "FROM webhook_deliveries FINAL WHERE $__timeFilter(ts) GROUP BY department "
+              "ORDER BY dead_lettered DESC, failed DESC, department",
+              ("department", "delivered", "retries", "failed", "dead_lettered", "avg_latency_ms"), "table",
+              dashboard="league"),
     # ----- (c) inspectors and stations 网格巡查员 / 居民区工作站
     WallQuery("field_reporters", "上报情况 Reports by inspector and station",
               "SELECT reporter_kind, reporter_id, count() AS reports, sum(handled_on_spot) AS handled_on_spot, "

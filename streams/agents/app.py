@@ -159,15 +159,21 @@ class Pipeline:
     # -- adapters -------------------------------------------------------------------------
     async def ingest_batch(self, batch: list[EventT]) -> None:
         out = self.emitter()
+        decoded: list[tuple[Any, str, dict]] = []
         for event in batch:
             msg = event.message
             logical = self.topics.logical(msg.topic)
             self.metrics.event_in(SOURCE_OF_TOPIC.get(logical, logical), logical, time.time())
+            try:
+                decoded.append((msg, logical, self.codec.decode(msg.value, RAW_SCHEMAS[logical])[1]))
+            except DecodeError as exc:
+                self._dead_letter(out, logical, msg, str(exc))
+        self.ingestor.prepare([record for _, _, record in decoded])  # one classifier call per batch
+        for msg, logical, record in decoded:
             ingest_ms = msg.timestamp and int(msg.timestamp * 1000) or int(time.time() * 1000)
             try:
-                _, record = self.codec.decode(msg.value, RAW_SCHEMAS[logical])
                 result = self.ingestor.ingest(logical, record, ingest_ms)
-            except (DecodeError, RejectRecord) as exc:
+            except RejectRecord as exc:
                 self._dead_letter(out, logical, msg, str(exc))
                 continue
             except Exception as exc:  # a bug must not stop the city's feed: park the record, loudly

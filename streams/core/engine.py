@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
+
+import orjson
 from collections import defaultdict
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
@@ -82,8 +84,8 @@ class Outputs:
 
 def _clone(doc: dict) -> dict:
     """A private copy to change (committed only when complete); the document is JSON anyway and
-    a JSON round trip is several times faster than copy.deepcopy."""
-    return json.loads(json.dumps(doc, ensure_ascii=False))
+    an orjson round trip is much faster than copy.deepcopy (and than the stdlib json)."""
+    return orjson.loads(orjson.dumps(doc))
 
 
 def _hash(*parts: object, n: int = 20) -> str:

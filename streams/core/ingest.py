@@ -60,6 +60,17 @@ class Ingestor:
         self.knowledge = knowledge
         self.settings = settings
         self.lifts = LiftRepeatState()
+        self._classified: dict[str, Classification] = {}  # texts of the current batch, classified at once
+
+    def prepare(self, records: list[dict[str, Any]]) -> None:
+        """Classify the free texts of a batch in one go (see TextClassifier.classify_many); the
+        following ``ingest`` calls for these records use the results. Purely an optimisation."""
+        texts = list(dict.fromkeys(r["text"] for r in records if isinstance(r.get("text"), str) and r["text"].strip()))
+        self._classified = dict(zip(texts, self.knowledge.classify_many(texts)))
+
+    def _classify(self, text: str) -> Classification:
+        cls = self._classified.get(text)
+        return cls if cls is not None else self.knowledge.classify(text)
 
     # ------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -116,7 +127,7 @@ class Ingestor:
         if not text or not text.strip():
             raise RejectRecord("field 'text' is empty: nothing to classify")
         reporter = pseudonym(record["caller"])
-        cls = self.knowledge.classify(text)
+        cls = self._classify(text)
         location, where_not = self.knowledge.locate(record.get("lat"), record.get("lon"), record.get("address"), text)
         reasons = [r for r in (self._low_confidence(cls), where_not and f"unknown location: {where_not}") if r]
         if reasons or location is None:
@@ -152,7 +163,7 @@ class Ingestor:
             code, confidence = category.code, 1.0
             context = self.knowledge.read_context(text) if text else []
         elif text:
-            cls = self.knowledge.classify(text)
+            cls = self._classify(text)
             code, confidence, context = cls.category_code, cls.confidence, cls.context
         else:
             raise RejectRecord("field report has neither 'category' nor 'text'")

@@ -280,6 +280,9 @@ class Knowledge:
     def classify(self, text: str) -> Classification:
         return self.classifier.classify(text)
 
+    def classify_many(self, texts: list[str]) -> list[Classification]:
+        return self.classifier.classify_many(texts)
+
     def read_context(self, text: str) -> list[str]:
         return self.classifier.read_context(text)
 

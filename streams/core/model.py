@@ -77,7 +77,12 @@ class Signal:
         return cls(**{k: v for k, v in data.items() if k in names})
 
     def extra_dict(self) -> dict[str, Any]:
-        return json.loads(self.extra) if self.extra else {}
+        """Parsed ``extra`` (cached: dedup asks for it for every candidate case)."""
+        cached = self.__dict__.get("_extra_cache")
+        if cached is None or cached[0] is not self.extra:
+            cached = (self.extra, json.loads(self.extra) if self.extra else {})
+            self.__dict__["_extra_cache"] = cached
+        return cached[1]
 
 
 @dataclass

@@ -97,6 +97,14 @@ SEED: dict[str, list[dict[str, Any]]] = {
         {"alarm_id": "al5", "device_id": "lift-A", "building": "6号楼", "ts_ms": ms(7, 30), "metric": "ebike_detected", "value": 1},
         {"alarm_id": "al6", "device_id": "lift-B", "building": "6号楼", "ts_ms": ms(8), "metric": "ebike_detected", "value": 1},
     ],
+    "webhook_deliveries": [
+        {"delivery_id": "w1", "department": "房管办", "case_id": "c1", "kind": "dispatch", "idempotency_key": "k1",
+         "attempt": 1, "status": "retry", "http_status": 500, "latency_ms": 30.0, "ts_ms": ms(9)},
+        {"delivery_id": "w1", "department": "房管办", "case_id": "c1", "kind": "dispatch", "idempotency_key": "k1",
+         "attempt": 2, "status": "delivered", "http_status": 204, "latency_ms": 10.0, "ts_ms": ms(9, 1)},
+        {"delivery_id": "w2", "department": "物业", "case_id": "c2", "kind": "urge", "idempotency_key": "k2",
+         "attempt": 8, "status": "dead", "http_status": 503, "latency_ms": 20.0, "ts_ms": ms(9, 2)},
+    ],
     "zero_reports": [{"report_id": "z1", "reporter_id": "S1", "reporter_kind": "station", "ts_ms": ms(8),
                       "community": "复兴居委", "street": "湖南路街道"}],
     "inspector_tracks": [
@@ -128,6 +136,10 @@ EXPECTED: dict[str, list[dict[str, Any]]] = {
     "dead_letters_by_topic": [{"topic": "hotline.calls", "reason": "schema", "dead_letters": 2},
                               {"topic": "iot.readings", "reason": "unknown device", "dead_letters": 1}],
     "triage_by_reason": [{"topic": "hotline.calls", "reason": "low_confidence", "records": 1}],
+    "webhook_outcomes": [
+        {"department": "物业", "delivered": 0, "retries": 0, "failed": 0, "dead_lettered": 1, "avg_latency_ms": 0.0},
+        {"department": "房管办", "delivered": 1, "retries": 1, "failed": 0, "dead_lettered": 0, "avg_latency_ms": 10.0},
+    ],
     "dispatches_by_department": [{"department": "城管中队", "dispatches": 2}, {"department": "物业", "dispatches": 1}],
     "department_league": [
         {"department": "物业", "cases": 1, "closed": 1, "close_rate": 1.0, "on_time_rate": 1.0, "rework_rate": 0.0,
