@@ -158,6 +158,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 child.wait()
         broker.stop()
 
+    # Ctrl-C (SIGINT) and SIGTERM both stop everything; SIGINT is set explicitly because a shell
+    # starts background jobs with it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         print(f"demo: starting Kafka in {broker.data_dir} ...", flush=True)
