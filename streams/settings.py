@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     app_id: str = Field("citygrid-streams", description='Faust app id: consumer-group and changelog-topic prefix')
     kafka_session_timeout_seconds: float = Field(
         30.0, gt=0, description="a worker that dies is replaced after this long (Kafka consumer session timeout)")
+    kafka_request_timeout_seconds: float = Field(
+        40.0, gt=0, description="Kafka request timeout; also bounds a stuck seek during Faust recovery after a crash")
     topic_prefix: str = Field("", description="prefixes every topic name (isolates tests sharing a broker)")
     # Storage: chdb://PATH (embedded) or clickhouse://host:port/db (server)
     store_url: str = Field("chdb://var/chdb", description='ClickHouse: chdb://PATH (embedded, default) or clickhouse://[user[:pw]@]host:port/db (server)')

@@ -90,6 +90,8 @@ class Pipeline:
             stream_buffer_maxsize=max(4096, settings.batch_size * 4),
             table_cleanup_interval=30.0,
             broker_session_timeout=settings.kafka_session_timeout_seconds,
+            broker_request_timeout=max(settings.kafka_request_timeout_seconds,
+                                       settings.kafka_session_timeout_seconds + 5),
             broker_heartbeat_interval=max(0.5, settings.kafka_session_timeout_seconds / 10),
         )
         self._define()

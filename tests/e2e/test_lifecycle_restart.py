@@ -52,7 +52,8 @@ def test_kill_and_restart_loses_no_case_and_fires_no_timer_twice(
 
     # 3. restart on the same state (changelog-backed tables) and let it finish
     restarted = worker_factory(store_url)
-    wait_rows(restarted, signals=8, cases=8 + 4, case_transitions=4)
+    # (a restarted Faust worker may wait up to the request timeout in recovery before it resumes)
+    wait_rows(restarted, timeout=240, signals=8, cases=8 + 4, case_transitions=4)
     assert restarted.stop() == 0, restarted.tail()
 
     cases = query(store_url, "SELECT case_id, status, light, reporters, urge_count FROM cases FINAL")
