@@ -72,6 +72,7 @@ class Pipeline:
         self.knowledge = Knowledge.load(settings)
         self.ingestor = Ingestor(self.knowledge, settings)
         self.schemas = {**RAW_SCHEMAS, **INTERNAL_SCHEMAS}
+        self._producer: Any = None
         self.app = faust.App(
             settings.app_id,
             broker=f"kafka://{settings.kafka_bootstrap}",
@@ -101,12 +102,29 @@ class Pipeline:
         return self.app.topic(self.topics.name(logical), value_type=bytes, key_type=bytes, **kw)
 
     def emitter(self) -> Emitter:
-        producer = self.app.producer
-
         async def send(topic: str, key: bytes | None, value: bytes, partition: int | None):
-            return await producer.send(topic, key, value, partition, None, None)
+            producer = await self.derived_producer()
+            return await producer.send(topic, value, key=key, partition=partition)
 
         return Emitter(send, self.codec, self.topics, self.schemas)
+
+    async def derived_producer(self) -> Any:
+        """A plain aiokafka producer for derived records: Faust's producer buffer hands records over
+        one at a time (~3-4k/s here); the agents' bulk sends go several times faster directly.
+        Table changelogs stay on Faust's producer. Started on first use, stopped with the app."""
+        if self._producer is None:
+            from aiokafka import AIOKafkaProducer
+
+            producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, linger_ms=5, acks="all",
+                                        max_batch_size=256 * 1024)
+            await producer.start()
+            self._producer = producer
+        return self._producer
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
 
     # -- topology -------------------------------------------------------------------------
     def _define(self) -> None:
@@ -127,6 +145,10 @@ class Pipeline:
         self.engine = CaseEngine(self.knowledge, self.cases_view, self.sources_view,
                                  calendar, auto_dispatch=settings.auto_dispatch)
         self._engine_stale = True
+
+        @app.on_before_shutdown.connect
+        async def _close(sender: Any, **kwargs: Any) -> None:
+            await self.close()  # after the consumer stopped and the agents finished their batches
 
         @app.on_partitions_assigned.connect
         async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
