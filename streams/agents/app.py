@@ -234,7 +234,7 @@ class Pipeline:
             except DecodeError as exc:
                 self._dead_letter(out, CASE_ACTIONS, msg, str(exc))
                 continue
-            case_id = action.get("case_id") or self.sources_table.get(action.get("source_id") or "")
+            case_id = action.get("case_id") or await self.case_of_source(action.get("source_id") or "")
             if not case_id:
                 out.record(ACTIONS_REJECTED, {
                     "action_id": action["action_id"], "case_id": None, "ts_ms": int(time.time() * 1000),
@@ -245,6 +245,17 @@ class Pipeline:
             out.record(CASE_INPUTS, {"kind": "action", "signal": None, "tick_ms": None,
                                      "action": json.dumps(action, ensure_ascii=False)}, key=street_of_case(case_id))
         await out.flush()
+
+    async def case_of_source(self, source_id: str, patience: float = 30.0) -> str | None:
+        """The case holding a source record. Right after a (re)start the source index (a GlobalTable,
+        recovered as standby partitions) may still be loading: an unknown id then waits for it
+        rather than being rejected too early."""
+        case_id = self.sources_table.get(source_id)
+        deadline = time.monotonic() + patience
+        while not case_id and not self.app.tables.standbys_ready and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            case_id = self.sources_table.get(source_id)
+        return case_id
 
     async def lifecycle_batch(self, stream: faust.StreamT, batch: list[EventT]) -> None:
         if self._engine_stale:
