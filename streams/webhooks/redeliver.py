@@ -35,7 +35,13 @@ async def partitions_of(settings: Settings, topic: str) -> list[int]:
 
 async def read_dead_letters(settings: Settings, timeout_s: float = 30.0) -> list[dict[str, Any]]:
     """Every record now in the DLQ, oldest first per partition (undecodable ones raise DecodeError)."""
-    topic = topic_name(settings, WEBHOOK_DLQ)
+    return await read_deliveries(settings, WEBHOOK_DLQ, timeout_s)
+
+
+async def read_deliveries(settings: Settings, logical: str, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+    """Every webhook_delivery record now in a topic, from its beginning to its current end, oldest
+    first per partition; [] when the topic does not exist."""
+    topic = topic_name(settings, logical)
     partitions = await partitions_of(settings, topic)
     if not partitions:
         return []  # nothing was ever dead-lettered

@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.structs import TopicPartition
+from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
 from streams.codec import registry
@@ -27,7 +26,7 @@ from streams.settings import REPO_DIR, Settings
 from streams.topics import WEBHOOK_DELIVERIES, WEBHOOK_DLQ
 from streams.webhooks import WebhooksConfig, build_deliveries, encode_delivery, sign, verify_signature
 from streams.webhooks.deliver import PrometheusWebhookMetrics, WebhookDeliverer, topic_name
-from streams.webhooks.redeliver import partitions_of, redeliver
+from streams.webhooks.redeliver import partitions_of, read_deliveries, redeliver
 
 pytestmark = pytest.mark.kafka
 
@@ -147,24 +146,8 @@ async def produce(settings: Settings, records: list[dict[str, Any]]) -> None:
 
 
 async def read_topic(settings: Settings, logical: str) -> list[dict[str, Any]]:
-    topic = topic_name(settings, logical)
-    partitions = await partitions_of(settings, topic)
-    assert partitions, f"{topic} does not exist"
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in partitions]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        out: list[dict[str, Any]] = []
-        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
-            for messages in (await consumer.getmany(timeout_ms=500)).values():
-                out += [registry().decode(m.value, "webhook_delivery")[1] for m in messages]
-        return out
-    finally:
-        await consumer.stop()
+    assert await partitions_of(settings, topic_name(settings, logical)), f"{logical} does not exist"
+    return await read_deliveries(settings, logical)
 
 
 async def eventually(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
