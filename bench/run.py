@@ -70,11 +70,11 @@ async def baseline(bootstrap: str, n: int) -> float:
 def produce_calls(bootstrap: str, n: int, rate: float | None, seed: int) -> None:
     from kafka import KafkaProducer
 
-    from streams.core.knowledge import Knowledge
+    from streams.core.knowledge.knowledge import Knowledge
     from streams.settings import Settings
-    from streams.simulate import CityFeeds, places_from_knowledge
+    from streams.sources.simulate import CityFeeds, places_from_knowledge
 
-    feeds = CityFeeds(seed, places_from_knowledge(Knowledge.load(Settings())))
+    feeds = CityFeeds(seed, places_from_knowledge(Knowledge.load()))
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5,
                              value_serializer=lambda v: json.dumps(v, ensure_ascii=False).encode())
     started = time.monotonic()
@@ -151,7 +151,7 @@ def main() -> int:
             base = asyncio.run(baseline(broker.bootstrap, args.calls))
             print(f"baseline  aiokafka getmany→send passthrough: {base:,.0f} msg/s")
 
-            from streams.commands import _ensure_topics
+            from streams.cli.worker import _ensure_topics
             from streams.settings import Settings
             _ensure_topics(Settings(kafka_bootstrap=broker.bootstrap))
             produce_calls(broker.bootstrap, args.calls, None, seed=7)

@@ -1,6 +1,6 @@
-"""Writes grafana/dashboards/*.json from the wall queries (streams/wall.py) and the Prometheus metrics.
+"""Writes grafana/dashboards/*.json from the wall queries (streams/wall/queries.py) and the Prometheus metrics.
 
-The panels' SQL is the text of ``streams.wall.QUERIES``, so the tests that run those queries on
+The panels' SQL is the text of ``streams.wall.queries.QUERIES``, so the tests that run those queries on
 both engines test the dashboards. Run ``python grafana/build.py`` after changing a query; a test
 fails when the committed JSON is stale.
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from streams.wall import QUERIES, WallQuery  # noqa: E402
+from streams.wall.queries import QUERIES, WallQuery  # noqa: E402
 
 DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboards"
 CLICKHOUSE = {"type": "grafana-clickhouse-datasource", "uid": "citygrid-clickhouse"}
@@ -86,7 +86,7 @@ def clickhouse_panel(panel_id: int, query: WallQuery, x: int, y: int, w: int, h:
              "properties": [{"id": "links", "value": [{"title": "打开案件 Open case", "url": url}]}]}
             for column, url in query.links.items()]},
         "options": {},
-        "description": f"streams.wall.QUERIES[{query.name!r}]",
+        "description": f"streams.wall.queries.QUERIES[{query.name!r}]",
     }
     if query.panel == "geomap":
         panel["options"] = {

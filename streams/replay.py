@@ -1,7 +1,7 @@
 """``streams replay FILE``: run the lifecycle core over recorded events, without Kafka.
 
 Input: JSON lines ``{"topic": "<raw topic>", "value": {<raw record>}}`` (topics as in
-``streams.topics.RAW_SCHEMAS``: hotline.calls, field.reports, iot.readings, camera.alerts,
+``streams.bus.topics.RAW_SCHEMAS``: hotline.calls, field.reports, iot.readings, camera.alerts,
 registry.changes, field.tracks, case.actions). Every record is validated against its schema, then
 all records run in event-time order through the same Ingestor and CaseEngine as the worker, with a
 virtual clock that fires SLA timers between events. This is how an officer backtests a
@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from streams.codec import DecodeError, iso_to_ms, registry
-from streams.core.engine import CaseEngine, Outputs, case_summary
-from streams.core.sla import DEFAULT_OVERRIDE_FILE, WorkCalendar
+from streams.bus.codec import DecodeError, iso_to_ms, registry
+from streams.core.cases.engine import CaseEngine, Outputs, case_summary
+from streams.core.cases.sla import DEFAULT_OVERRIDE_FILE, WorkCalendar
 from streams.settings import Settings
-from streams.topics import CASE_ACTIONS, RAW_SCHEMAS
+from streams.bus.topics import CASE_ACTIONS, RAW_SCHEMAS
 
 # Fields holding the event time of each raw record (first present wins).
 TIME_FIELDS = ("received_at", "reported_at", "ts")
@@ -143,11 +143,11 @@ def replay(lines: Iterable[str], settings: Settings, store: RowSink | None = Non
     clock to this instant at the end (default: the last event), firing the timers due by then."""
     err = err if err is not None else sys.stderr
     from streams.core.ingest import Ingestor, RejectRecord  # issue 3's ingest: the worker's own code path
-    from streams.core.knowledge import Knowledge
+    from streams.core.knowledge.knowledge import Knowledge
 
-    knowledge = knowledge if knowledge is not None else Knowledge.load(settings)
+    knowledge = knowledge if knowledge is not None else Knowledge.load(settings.kb_path, settings.city_dir)
     calendar = WorkCalendar(settings.holiday_override_file or DEFAULT_OVERRIDE_FILE)
-    ingestor = Ingestor(knowledge, settings)
+    ingestor = Ingestor(knowledge, settings.triage_confidence)
     cases: dict[str, dict] = {}
     engine = CaseEngine(knowledge, cases, {}, calendar, auto_dispatch=settings.auto_dispatch)
     report = ReplayReport(cases=cases)
@@ -171,7 +171,7 @@ def replay(lines: Iterable[str], settings: Settings, store: RowSink | None = Non
             collect(engine.on_action(event.record))
             continue
         try:
-            result = ingestor.ingest(event.topic, event.record, event.ts_ms)
+            result = ingestor.ingest(RAW_SCHEMAS[event.topic], event.record, event.ts_ms)
         except RejectRecord as exc:
             report.unusable += 1
             print(f"line {event.line_no}: {exc}", file=err)
@@ -197,39 +197,3 @@ def replay(lines: Iterable[str], settings: Settings, store: RowSink | None = Non
         for doc in sorted(cases.values(), key=lambda d: (d["opened_ms"], d["case_id"])):
             json_out.write(json.dumps(case_summary(doc), ensure_ascii=False) + "\n")
     return report
-
-
-def _run(args: argparse.Namespace) -> int:
-    overrides: dict[str, Any] = {}
-    if args.kb:
-        overrides["kb_path"] = Path(args.kb)
-    settings = Settings(**overrides)
-    store = None
-    if not args.no_store:
-        from streams.storage import open_store
-
-        store = open_store(args.store or settings.store_url)
-        store.migrate()
-    until = iso_to_ms(args.until) if args.until else None
-    source = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
-    try:
-        report = replay(source, settings, store, sys.stdout if args.json else None, until_ms=until)
-    finally:
-        if source is not sys.stdin:
-            source.close()
-        if store is not None:
-            store.close()
-    print(report.summary(), file=sys.stderr)
-    return 1 if report.invalid else 0
-
-
-def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("replay", help="run the lifecycle over recorded events (event time, virtual clock)",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("file", help='JSON lines {"topic": ..., "value": {...}}; - for stdin')
-    parser.add_argument("--json", action="store_true", help="print one JSON line per case on stdout")
-    parser.add_argument("--store", help="store URL (chdb://PATH or clickhouse://host:port/db); default: settings")
-    parser.add_argument("--no-store", action="store_true", help="write no rows (with --json: a dry backtest)")
-    parser.add_argument("--kb", help="knowledge-base YAML to backtest instead of the configured one")
-    parser.add_argument("--until", help="ISO-8601 instant to run the virtual clock to at the end (fires timers)")
-    parser.set_defaults(func=_run)

@@ -24,16 +24,16 @@ import faust
 from faust.streams import current_event
 from faust.types import EventT
 
-from streams.agents.emit import Emitter
-from streams.codec import DecodeError, registry
-from streams.core.engine import CaseEngine
+from streams.bus.emit import Emitter
+from streams.bus.codec import DecodeError, registry
+from streams.core.cases.engine import CaseEngine
 from streams.core.ingest import Ingestor, RejectRecord
-from streams.core.knowledge import Knowledge
+from streams.core.knowledge.knowledge import Knowledge
 from streams.core.model import Signal
-from streams.core.sla import DEFAULT_OVERRIDE_FILE, WorkCalendar
+from streams.core.cases.sla import DEFAULT_OVERRIDE_FILE, WorkCalendar
 from streams.metrics import PipelineMetrics
 from streams.settings import Settings
-from streams.topics import (
+from streams.bus.topics import (
     ACTIONS_REJECTED, CAMERA_ALERTS, CASE_ACTIONS, CASE_EVENTS, CASE_INPUTS, CASES, DISPATCHES, FIELD_REPORTS,
     HOTLINE_CALLS, INTERNAL_SCHEMAS, IOT_COMMANDS, RAW_SCHEMAS, REGISTRY_CHANGES, SIGNALS, SLA_ALERTS, TRIAGE,
     WEBHOOK_DELIVERIES, TopicNames,
@@ -69,8 +69,8 @@ class Pipeline:
         self.topics = TopicNames(settings.topic_prefix)
         self.codec = registry()
         self.metrics = metrics or PipelineMetrics()
-        self.knowledge = Knowledge.load(settings)
-        self.ingestor = Ingestor(self.knowledge, settings)
+        self.knowledge = Knowledge.load(settings.kb_path, settings.city_dir)
+        self.ingestor = Ingestor(self.knowledge, settings.triage_confidence)
         self.schemas = {**RAW_SCHEMAS, **INTERNAL_SCHEMAS}
         self._producer: Any = None
         self.app = faust.App(
@@ -196,7 +196,7 @@ class Pipeline:
         for msg, logical, record in decoded:
             ingest_ms = msg.timestamp and int(msg.timestamp * 1000) or int(time.time() * 1000)
             try:
-                result = self.ingestor.ingest(logical, record, ingest_ms)
+                result = self.ingestor.ingest(RAW_SCHEMAS[logical], record, ingest_ms)
             except RejectRecord as exc:
                 self._dead_letter(out, logical, msg, str(exc))
                 continue
@@ -341,7 +341,7 @@ class Pipeline:
     def deliveries_for(self, notifications: list[dict]) -> list[dict]:
         if not notifications or self.webhook_config is None:
             return []
-        from streams.webhooks import build_deliveries
+        from streams.sinks.webhooks import build_deliveries
 
         result: list[dict] = []
         for note in notifications:
@@ -353,7 +353,7 @@ class Pipeline:
         if not hasattr(self, "_webhook_config"):
             self._webhook_config = None
             if self.settings.webhooks_file:
-                from streams.webhooks import load_config
+                from streams.sinks.webhooks import load_config
 
                 self._webhook_config = load_config(self.settings.webhooks_file)
         return self._webhook_config

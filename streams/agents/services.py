@@ -19,8 +19,8 @@ class WebhookService(mode.Service):
     def __init__(self, settings: Settings, metrics: PipelineMetrics, store: Any, **kw: Any) -> None:
         super().__init__(**kw)
         from streams.storage import BatchWriter
-        from streams.webhooks import load_config
-        from streams.webhooks.deliver import PrometheusWebhookMetrics, WebhookDeliverer
+        from streams.sinks.webhooks import load_config
+        from streams.sinks.webhooks.deliver import PrometheusWebhookMetrics, WebhookDeliverer
 
         self.writer = BatchWriter(store, settings, metrics)
         self.deliverer = WebhookDeliverer(settings, load_config(settings.webhooks_file),
@@ -71,7 +71,7 @@ class ConsumerLagService(mode.Service):
     def measure(self) -> dict[tuple[str, int], int]:
         from kafka import KafkaAdminClient, KafkaConsumer
 
-        from streams.topics import TopicNames
+        from streams.bus.topics import TopicNames
 
         names = TopicNames(self.settings.topic_prefix)
         admin = KafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)

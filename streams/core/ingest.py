@@ -8,19 +8,28 @@ import hashlib
 import json
 from typing import Any
 
-from streams import topics
-from streams.codec import DecodeError, iso_to_ms
-from streams.core.classify import Classification
-from streams.core.knowledge import CTX_COMMITTEE, Knowledge
+from streams.core.times import BadTimestamp, iso_to_ms
+from streams.core.knowledge.classify import Classification
+from streams.core.knowledge.knowledge import CTX_COMMITTEE, Knowledge
 from streams.core.model import DeviceCommand, IngestResult, Location, Signal, Triage
-from streams.core.sensors import (EBIKE_COMMAND, METRIC_EBIKE, METRIC_TILT, METRIC_VIBRATION, LiftRepeatState,
+from streams.core.knowledge.sensors import (EBIKE_COMMAND, METRIC_EBIKE, METRIC_TILT, METRIC_VIBRATION, LiftRepeatState,
                                   city_day, crowd_level)
-from streams.settings import Settings
 
 SENSOR_CATEGORY = {METRIC_VIBRATION: "历史建筑振动超限", METRIC_TILT: "历史建筑倾斜超限"}
 EBIKE_CATEGORY = "电动车进电梯"
 HERITAGE_RENOVATION = "历史建筑擅自装修"
 CROWD_CATEGORY = "人群聚集超限"
+
+# Raw feeds by schema name -> the origin name stamped on their triage records and used as the
+# namespace of their stable ids (it equals the feed's logical topic; ids minted so far keep it).
+FEEDS: dict[str, str] = {
+    "hotline_call": "hotline.calls",
+    "field_report": "field.reports",
+    "field_track": "field.tracks",
+    "iot_reading": "iot.readings",
+    "camera_alert": "camera.alerts",
+    "registry_change": "registry.changes",
+}
 
 
 class RejectRecord(ValueError):
@@ -51,14 +60,14 @@ def _merge_context(*lists: list[str]) -> list[str]:
 def _event_ms(record: dict[str, Any], key: str) -> int:
     try:
         return iso_to_ms(record[key])
-    except DecodeError as exc:
+    except BadTimestamp as exc:
         raise RejectRecord(f"field '{key}': {exc}") from exc
 
 
 class Ingestor:
-    def __init__(self, knowledge: Knowledge, settings: Settings) -> None:
+    def __init__(self, knowledge: Knowledge, triage_confidence: float = 0.55) -> None:
         self.knowledge = knowledge
-        self.settings = settings
+        self.triage_confidence = triage_confidence  # below it a signal goes to 人工分拨
         self.lifts = LiftRepeatState()
         self._classified: dict[str, Classification] = {}  # texts of the current batch, classified at once
 
@@ -79,19 +88,20 @@ class Ingestor:
     def load_state(self, state: dict[str, Any]) -> None:
         self.lifts = LiftRepeatState.from_dict(state.get("lifts", {}))
 
-    # ------------------------------------------------------------ dispatch by topic
-    def ingest(self, topic: str, record: dict[str, Any], ingest_ms: int) -> IngestResult:
+    # ------------------------------------------------------------ dispatch by feed
+    def ingest(self, feed: str, record: dict[str, Any], ingest_ms: int) -> IngestResult:
+        """One raw record of ``feed`` (a name of FEEDS: the feed's schema) -> signals, triage, commands, rows."""
         handler = {
-            topics.HOTLINE_CALLS: self._hotline,
-            topics.FIELD_REPORTS: self._field_report,
-            topics.FIELD_TRACKS: self._field_track,
-            topics.IOT_READINGS: self._iot_reading,
-            topics.CAMERA_ALERTS: self._camera_alert,
-            topics.REGISTRY_CHANGES: self._registry_change,
-        }.get(topic)
+            "hotline_call": self._hotline,
+            "field_report": self._field_report,
+            "field_track": self._field_track,
+            "iot_reading": self._iot_reading,
+            "camera_alert": self._camera_alert,
+            "registry_change": self._registry_change,
+        }.get(feed)
         if handler is None:
-            raise RejectRecord(f"the ingestor does not read topic {topic!r}")
-        return handler(topic, record, ingest_ms)
+            raise RejectRecord(f"the ingestor does not read feed {feed!r}")
+        return handler(FEEDS[feed], record, ingest_ms)
 
     # ------------------------------------------------------------ helpers
     def _signal(self, topic: str, source: str, source_kind: str, source_id: str, ts_ms: int, ingest_ms: int,
@@ -115,8 +125,8 @@ class Ingestor:
                       confidence=best.confidence if best else None)
 
     def _low_confidence(self, cls: Classification) -> str | None:
-        if cls.confidence < self.settings.triage_confidence:
-            return (f"low classification confidence {cls.confidence:.2f} < {self.settings.triage_confidence:.2f}"
+        if cls.confidence < self.triage_confidence:
+            return (f"low classification confidence {cls.confidence:.2f} < {self.triage_confidence:.2f}"
                     f" (best guess {cls.category_name})")
         return None
 

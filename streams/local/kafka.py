@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streams.bus.admin import create_topics
 from streams.settings import REPO_DIR, default_cache_dir
 
 KAFKA_VERSION = "3.9.1"
@@ -200,26 +201,6 @@ class LocalKafka:
 
     def create_topics(self, names: list[str], partitions: int = 4) -> None:
         create_topics(self.bootstrap, names, partitions)
-
-
-def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
-    """Create the topics that do not exist yet (an auto-created topic would get the broker's default
-    partition count, and case.inputs must match its changelog topics)."""
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        existing = set(admin.list_topics())
-        new = [NewTopic(n, partitions, 1) for n in names if n not in existing]
-        if new:
-            try:
-                admin.create_topics(new)
-            except TopicAlreadyExistsError:  # another worker won the race
-                pass
-    finally:
-        admin.close()
 
 
 def _kafka_cluster_id() -> str:

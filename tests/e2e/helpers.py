@@ -10,7 +10,7 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer
 
 from streams.storage import open_store
-from streams.topics import TopicNames
+from streams.bus.topics import TopicNames
 
 
 def produce(bootstrap: str, prefix: str, records: list[tuple[str, Any]]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.codec import registry
+from streams.bus.codec import registry
 from streams.local.kafka import LocalKafka
 from tests.e2e.helpers import consume_all, produce, query, wait_rows
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from streams.codec import registry
+from streams.bus.codec import registry
 from streams.local.kafka import LocalKafka
 from tests.e2e.helpers import consume_all, produce, query, wait_rows
 

@@ -19,7 +19,7 @@ import yaml
 from aiohttp import web
 
 from streams.local.kafka import LocalKafka, free_port
-from streams.webhooks import verify_signature
+from streams.sinks.webhooks import verify_signature
 from tests.e2e.helpers import produce, query, wait_rows, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.prometheus]

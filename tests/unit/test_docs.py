@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from streams.cli import build_parser
+from streams.cli.main import build_parser
 from streams.settings import Settings
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")

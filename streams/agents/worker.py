@@ -1,0 +1,41 @@
+"""The one place that wires the worker: Faust app, lean consumers, sinks, services, views."""
+from __future__ import annotations
+
+from typing import Any
+
+from streams.settings import Settings
+
+
+def ensure_topics(settings: Settings) -> None:
+    """Every topic of the pipeline, with the configured partitions."""
+    from streams.bus.admin import create_topics
+    from streams.bus.topics import TopicNames
+
+    create_topics(settings.kafka_bootstrap, TopicNames(settings.topic_prefix).all(), settings.topic_partitions)
+
+
+def build_worker(settings: Settings) -> Any:
+    """The Faust worker with every service of the pipeline, ready to ``execute_from_commandline()``."""
+    import faust
+
+    from streams.agents.app import Pipeline
+    from streams.agents.lean import LeanIngest
+    from streams.sinks.clickhouse import ClickHouseSink
+    from streams.agents.services import ConsumerLagService, GaugeService, WebhookService
+    from streams.wall.web import register_views
+    from streams.metrics import start_metrics_server
+    from streams.storage import open_store
+
+    store = open_store(settings.store_url)
+    store.migrate()
+    pipeline = Pipeline(settings)
+    register_views(pipeline, store)
+    start_metrics_server(settings.metrics_port, pipeline.metrics)
+    services: list[Any] = [
+        LeanIngest(settings, pipeline.ingestor, pipeline.codec, pipeline.metrics, pipeline.emit_ingest_result),
+        ClickHouseSink(settings, store, pipeline.codec, pipeline.metrics),
+    ]
+    services += [GaugeService(pipeline), ConsumerLagService(settings, pipeline.metrics)]
+    if settings.webhooks_file:
+        services.append(WebhookService(settings, pipeline.metrics, store))
+    return faust.Worker(pipeline.app, *services, loglevel=settings.log_level, redirect_stdouts=False)

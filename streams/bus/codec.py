@@ -1,0 +1,177 @@
+"""Avro single-object encoding (marker C3 01, 8-byte little-endian CRC-64-AVRO fingerprint,
+binary body) with the schemas in ``schemas/``: every record names its own schema, no registry.
+
+JSON is accepted at the edges and validated against the same schemas.
+"""
+from __future__ import annotations
+
+import io
+import json
+import struct
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+from fastavro.validation import validate
+
+from streams.core import times
+from streams.settings import REPO_DIR
+
+MAGIC = b"\xc3\x01"
+SCHEMAS_DIR = REPO_DIR / "schemas"
+
+# Fields carrying ISO-8601 timestamps in the raw contracts: checked beyond the Avro type.
+ISO_FIELDS = {"received_at", "reported_at", "ts"}
+
+
+class DecodeError(ValueError):
+    """A record that cannot be read or does not fit its schema; the message says why."""
+
+
+@dataclass(frozen=True)
+class Schema:
+    name: str
+    parsed: Any
+    fingerprint: bytes  # 8 bytes, little-endian CRC-64-AVRO of the parsing canonical form
+
+    @cached_property
+    def field_names(self) -> list[str]:
+        return [f["name"] for f in self.parsed["fields"]]
+
+
+class SchemaRegistry:
+    """The schemas shipped in ``schemas/``, by file stem and by fingerprint."""
+
+    def __init__(self, directory: Path = SCHEMAS_DIR) -> None:
+        self.by_name: dict[str, Schema] = {}
+        self.by_fingerprint: dict[bytes, Schema] = {}
+        for path in sorted(directory.glob("*.avsc")):
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            parsed = fastavro.parse_schema(raw)
+            fp = int(fingerprint(to_parsing_canonical_form(raw), "CRC-64-AVRO"), 16)
+            schema = Schema(path.stem, parsed, struct.pack("<Q", fp))
+            self.by_name[path.stem] = schema
+            self.by_fingerprint[schema.fingerprint] = schema
+        if not self.by_name:
+            raise FileNotFoundError(f"no .avsc schemas in {directory}")
+
+    def __getitem__(self, name: str) -> Schema:
+        return self.by_name[name]
+
+    def encode(self, name: str, record: dict[str, Any]) -> bytes:
+        schema = self.by_name[name]
+        buf = io.BytesIO()
+        buf.write(MAGIC)
+        buf.write(schema.fingerprint)
+        fastavro.schemaless_writer(buf, schema.parsed, record)
+        return buf.getvalue()
+
+    def decode(self, data: bytes, expected: str | None = None) -> tuple[str, dict[str, Any]]:
+        """Decode single-object Avro, or JSON validated against ``expected``. Returns (schema name, record)."""
+        if data[:2] == MAGIC:
+            schema = self.by_fingerprint.get(bytes(data[2:10]))
+            if schema is None:
+                raise DecodeError(f"unknown schema fingerprint {bytes(data[2:10]).hex()}")
+            if expected is not None and schema.name != expected:
+                raise DecodeError(f"schema {schema.name} where {expected} was expected")
+            try:
+                record = fastavro.schemaless_reader(io.BytesIO(data[10:]), schema.parsed, None)
+            except Exception as exc:
+                raise DecodeError(f"corrupt Avro body for {schema.name}: {exc}") from exc
+            return schema.name, record
+        if expected is None:
+            raise DecodeError("not single-object Avro and no schema expected for JSON")
+        return expected, self.from_json(expected, data)
+
+    def from_json(self, name: str, data: bytes | str | dict[str, Any]) -> dict[str, Any]:
+        """Parse and validate a JSON record; fills optional fields with null; errors name the field."""
+        schema = self.by_name[name]
+        if isinstance(data, dict):
+            obj = data
+        else:
+            try:
+                obj = json.loads(data)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise DecodeError(f"not JSON: {exc}") from exc
+        if not isinstance(obj, dict):
+            raise DecodeError("JSON record must be an object")
+        unknown = set(obj) - set(schema.field_names)
+        record: dict[str, Any] = {}
+        for field in schema.parsed["fields"]:
+            fname = field["name"]
+            if fname in obj:
+                value = obj[fname]
+                # JSON has no int/float distinction: let 31 stand for 31.0
+                if isinstance(value, int) and not isinstance(value, bool) and _accepts(field["type"], "double"):
+                    value = float(value)
+                record[fname] = value
+            elif "default" in field:
+                record[fname] = field["default"]
+            else:
+                raise DecodeError(f"missing required field '{fname}'")
+        if unknown:
+            raise DecodeError(f"unknown field(s) {sorted(unknown)}")
+        try:
+            validate(record, schema.parsed, raise_errors=True)
+        except Exception as exc:  # fastavro's ValidationError lists field paths
+            raise DecodeError(f"schema {name}: {exc}") from exc
+        check_semantics(name, record)
+        return record
+
+
+def _accepts(avro_type: Any, primitive: str) -> bool:
+    if isinstance(avro_type, list):
+        return primitive in avro_type
+    return avro_type == primitive
+
+
+def parse_iso(value: str) -> datetime:
+    try:
+        return times.parse_iso(value)
+    except times.BadTimestamp as exc:
+        raise DecodeError(str(exc)) from exc
+
+
+def iso_to_ms(value: str) -> int:
+    return int(parse_iso(value).timestamp() * 1000)
+
+
+def check_semantics(name: str, record: dict[str, Any]) -> None:
+    """Checks the Avro types cannot express. Raises DecodeError naming the field."""
+    for key in ISO_FIELDS & record.keys():
+        if isinstance(record[key], str):
+            parse_iso(record[key])
+    if name == "hotline_call" and record["line"] not in ("12345", "12319"):
+        raise DecodeError(f"field 'line' must be \"12345\" or \"12319\", got {record['line']!r}")
+    if name == "field_report" and record["reporter_kind"] not in ("inspector", "station", "committee"):
+        raise DecodeError(f"field 'reporter_kind' must be inspector, station or committee, got {record['reporter_kind']!r}")
+    if name == "camera_alert" and not 0.0 <= record["confidence"] <= 1.0:
+        raise DecodeError(f"field 'confidence' must be within 0..1, got {record['confidence']}")
+    if name == "registry_change" and record["kind"] not in ("housing_contract", "business_scope"):
+        raise DecodeError(f"field 'kind' must be housing_contract or business_scope, got {record['kind']!r}")
+    if name == "case_action":
+        if not record.get("case_id") and not record.get("source_id"):
+            raise DecodeError("a case action needs 'case_id' or 'source_id'")
+        if record["actor_kind"] not in ("department", "center", "station", "committee", "inspector"):
+            raise DecodeError(f"field 'actor_kind' not allowed: {record['actor_kind']!r}")
+    for lat_key, lon_key in (("lat", "lon"),):
+        lat, lon = record.get(lat_key), record.get(lon_key)
+        if lat is not None and not -90 <= lat <= 90:
+            raise DecodeError(f"field 'lat' out of range: {lat}")
+        if lon is not None and not -180 <= lon <= 180:
+            raise DecodeError(f"field 'lon' out of range: {lon}")
+
+
+_REGISTRY: SchemaRegistry | None = None
+
+
+def registry() -> SchemaRegistry:
+    """The shipped schemas, loaded once per process (they are read-only data)."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = SchemaRegistry()
+    return _REGISTRY

@@ -1,0 +1,67 @@
+"""Bulk, Avro-encoded produce with one await for the whole batch (few round trips per batch)."""
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from streams.bus.codec import SchemaRegistry
+from streams.bus.topics import TopicNames, dlq
+
+# send(topic, key, value, partition) -> awaitable resolving to a delivery future
+SendFn = Callable[[str, bytes | None, bytes, int | None], Awaitable[Awaitable[Any]]]
+
+
+def _key(key: str | None) -> bytes | None:
+    return key.encode("utf-8") if key is not None else None
+
+
+class Emitter:
+    """Collects outgoing records for one processing batch, then sends them all and waits for acks.
+
+    The caller acknowledges its input only after ``flush()`` returned: at-least-once end to end.
+    """
+
+    def __init__(self, send: SendFn, codec: SchemaRegistry, topics: TopicNames, schemas: dict[str, str]) -> None:
+        self._send = send
+        self._codec = codec
+        self._topics = topics
+        self._schemas = schemas  # logical topic -> schema name
+        self._pending: list[tuple[str, bytes | None, bytes, int | None]] = []
+        self._rows: dict[str, list[dict[str, Any]]] = {}
+
+    def record(self, topic: str, value: dict[str, Any], key: str | None = None, partition: int | None = None) -> None:
+        data = self._codec.encode(self._schemas[topic], value)
+        self._pending.append((self._topics.name(topic), _key(key), data, partition))
+
+    def raw(self, physical_topic: str, data: bytes, key: bytes | None = None, partition: int | None = None) -> None:
+        self._pending.append((physical_topic, key, data, partition))
+
+    def rows(self, table: str, rows: Iterable[dict[str, Any]]) -> None:
+        """Rows for a table that has no topic of its own: sent as one store.rows message per table."""
+        self._rows.setdefault(table, []).extend(rows)
+
+    def dead_letter(self, logical_topic: str, partition: int, offset: int, reason: str, ts_ms: int,
+                    original: bytes, key: bytes | None) -> None:
+        value = {"topic": logical_topic, "partition": partition, "offset": offset, "reason": reason,
+                 "ts_ms": ts_ms, "original": bytes(original), "key": bytes(key) if key is not None else None}
+        data = self._codec.encode("dead_letter", value)
+        self._pending.append((self._topics.name(dlq(logical_topic)), key, data, None))
+
+    def __len__(self) -> int:
+        return len(self._pending) + len(self._rows)
+
+    async def flush(self) -> int:
+        from streams.bus.topics import STORE_ROWS
+
+        for table, rows in self._rows.items():
+            if rows:
+                self.record(STORE_ROWS, {"table": table, "rows": json.dumps(rows, ensure_ascii=False)}, key=table)
+        self._rows = {}
+        pending, self._pending = self._pending, []
+        if not pending:
+            return 0
+        futures = [await self._send(topic, key, value, partition) for topic, key, value, partition in pending]
+        await asyncio.gather(*futures)
+        return len(pending)

@@ -1,0 +1,93 @@
+"""`streams classify`: try the knowledge base by hand or in scripts.
+
+Reads JSON lines {"text": ..., "address"?: ..., "lat"?: ..., "lon"?: ...} on stdin and writes one
+JSON line per input line: the category, the departments (primary first), level, confidence and
+KB version, plus the context flags and the location. A bad line gets {"error": ...} naming the
+problem; the exit code is 1 when any line was bad.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from typing import Any, TextIO
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("classify", help="classify JSON lines of Chinese text against the knowledge base",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.set_defaults(func=run)
+
+
+def _number(obj: dict[str, Any], key: str) -> float | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"'{key}' must be a number, got {value!r}")
+    return float(value)
+
+
+def classify_line(knowledge: Any, line: str, threshold: float) -> dict[str, Any]:
+    """One input line -> one output object. Raises ValueError naming the problem."""
+    try:
+        obj = json.loads(line)
+    except ValueError as exc:
+        raise ValueError(f"not JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise ValueError("each line must be a JSON object")
+    unknown = set(obj) - {"text", "address", "lat", "lon"}
+    if unknown:
+        raise ValueError(f"unknown field(s) {sorted(unknown)}")
+    text = obj.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("'text' must be a non-empty string")
+    address = obj.get("address")
+    if address is not None and not isinstance(address, str):
+        raise ValueError("'address' must be a string")
+    lat, lon = _number(obj, "lat"), _number(obj, "lon")
+    if (lat is None) != (lon is None):
+        raise ValueError("give both 'lat' and 'lon' or neither")
+    if lat is not None and not (-90 <= lat <= 90 and -180 <= lon <= 180):  # type: ignore[operator]
+        raise ValueError("'lat'/'lon' out of range")
+    cls = knowledge.classify(text)
+    location, reason = knowledge.locate(lat, lon, address, text)
+    route = knowledge.route(cls.category_code, cls.context, location)
+    context = list(dict.fromkeys(cls.context + (location.context if location else [])))
+    return {
+        "category_code": cls.category_code, "category_name": cls.category_name,
+        "departments": route.departments, "level": route.level, "confidence": cls.confidence,
+        "kb_version": route.kb_version, "rule_id": route.rule_id, "immediate": route.immediate,
+        "context": context, "location": asdict(location) if location else None, "location_reason": reason,
+        "triage": cls.confidence < threshold or location is None,
+    }
+
+
+def classify_stream(knowledge: Any, threshold: float, stdin: TextIO, stdout: TextIO) -> int:
+    bad = 0
+    for lineno, line in enumerate(stdin, start=1):
+        if not line.strip():
+            continue
+        try:
+            out = classify_line(knowledge, line, threshold)
+        except ValueError as exc:
+            bad += 1
+            out = {"error": str(exc), "line": lineno}
+        stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
+        stdout.flush()
+    return 1 if bad else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from streams.core.knowledge.knowledge import Knowledge
+    from streams.core.knowledge.taxonomy import DataError
+    from streams.settings import Settings
+
+    settings = Settings()
+    try:
+        knowledge = Knowledge.load(settings.kb_path, settings.city_dir)
+    except DataError as exc:
+        print(f"streams classify: knowledge base not usable: {exc}", file=sys.stderr)
+        return 2
+    return classify_stream(knowledge, settings.triage_confidence, sys.stdin, sys.stdout)

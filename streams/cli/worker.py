@@ -1,0 +1,24 @@
+"""``streams worker``: the stream-processing worker."""
+from __future__ import annotations
+
+import argparse
+
+from streams.settings import Settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("worker", help="run the stream-processing worker (Faust agents + lean consumers + sink)")
+    p.set_defaults(func=cmd_worker)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import logging
+
+    from streams.agents.worker import build_worker, ensure_topics
+
+    settings = Settings()
+    logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python (admin, lag probe) chatter
+    ensure_topics(settings)
+    worker = build_worker(settings)
+    worker.execute_from_commandline()
+    return 0

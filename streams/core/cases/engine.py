@@ -1,0 +1,476 @@
+"""The case engine: signals, actions and clock ticks in; case rows, transitions, dispatches, SLA
+alerts, rejections and department notifications out. Pure Python: the worker feeds it from Faust
+(with Faust tables as the two mappings), ``streams replay`` from a file (with dicts).
+
+State is only what the two mappings hold (``cases``: case_id → case document, ``sources``:
+source_id → case_id); the dedup and deadline indexes are derived from them by :meth:`CaseEngine.rebuild`.
+Every change to a document is written back with ``cases[case_id] = doc`` (a Faust table only
+persists assignments). Timer state (yellow/red fired) lives in the document, so a restart that
+rebuilds from the changelog never fires a timer twice.
+"""
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+
+import orjson
+from collections import defaultdict
+from collections.abc import Iterable, MutableMapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from streams.core.times import BadTimestamp, iso_to_ms
+from streams.core.cases import dedup, lifecycle, sla
+from streams.core.cases.lifecycle import Rejected, Step
+from streams.core.model import STAGES, Location, Signal
+
+SYSTEM = "system"
+# A case a sensor or camera keeps alerting on must not grow without end (it is one table value):
+# the first sources are listed, the latest ids are remembered for idempotency.
+MAX_SOURCES = 100
+# Street-code stand-in for a signal without a street: the same key the worker gives such signals
+# on case.inputs, so actions routed by the case-id prefix reach the same partition.
+UNLOCATED = "unlocated"
+MAX_REMEMBERED = 500
+# Who is told about an escalation, by the level the case rises to.
+CENTRE_OF_LEVEL = {4: lifecycle.STATION_DEPARTMENT, 3: lifecycle.STREET_CENTRE, 2: lifecycle.DISTRICT_CENTRE,
+                   1: lifecycle.DISTRICT_CENTRE}
+
+
+class RouteLike(Protocol):
+    departments: list[str]
+    level: int
+    stage_limits: dict[str, tuple[str, int]]
+    escalate_on_red: bool
+    immediate: bool
+    kb_version: str
+
+
+class KnowledgeLike(Protocol):
+    version: str
+
+    def route(self, category_code: str, context: Iterable[str], location: Location | None = None) -> RouteLike: ...
+
+
+@dataclass
+class Outputs:
+    """Rows by ClickHouse table name, plus rejections and notifications."""
+
+    cases: list[dict] = field(default_factory=list)
+    case_transitions: list[dict] = field(default_factory=list)
+    dispatches: list[dict] = field(default_factory=list)
+    sla_alerts: list[dict] = field(default_factory=list)
+    rejections: list[dict] = field(default_factory=list)
+    notifications: list[dict] = field(default_factory=list)
+    merged: int = 0
+
+    TABLES = ("cases", "case_transitions", "dispatches", "sla_alerts")
+
+    def extend(self, other: "Outputs") -> None:
+        for name in ("cases", "case_transitions", "dispatches", "sla_alerts", "rejections", "notifications"):
+            getattr(self, name).extend(getattr(other, name))
+        self.merged += other.merged
+
+    def tables(self) -> dict[str, list[dict]]:
+        """The store rows of this output, by table (only non-empty tables)."""
+        return {name: getattr(self, name) for name in self.TABLES if getattr(self, name)}
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, n) for n in ("cases", "case_transitions", "dispatches", "sla_alerts",
+                                              "rejections", "notifications"))
+
+
+def _clone(doc: dict) -> dict:
+    """A private copy to change (committed only when complete); the document is JSON anyway and
+    an orjson round trip is much faster than copy.deepcopy (and than the stdlib json)."""
+    return orjson.loads(orjson.dumps(doc))
+
+
+def _hash(*parts: object, n: int = 20) -> str:
+    return hashlib.sha1("|".join(str(p) for p in parts).encode("utf-8")).hexdigest()[:n]
+
+
+def make_case_id(signal: Signal) -> str:
+    """``{street_code}-{yyyymmdd}-{8 hex}``; deterministic from the first signal (replays agree)."""
+    day = sla.local_date(signal.ts_ms).strftime("%Y%m%d")
+    return f"{signal.street_code or UNLOCATED}-{day}-{_hash(signal.signal_id, n=8)}"
+
+
+def iso_local(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, sla.CITY_TZ).isoformat()
+
+
+class CaseEngine:
+    def __init__(self, knowledge: KnowledgeLike, cases: MutableMapping[str, dict],
+                 sources: MutableMapping[str, str], calendar: sla.WorkCalendar | None = None,
+                 auto_dispatch: bool = False) -> None:
+        # auto_dispatch: every case is registered 立案 on arrival and dispatched 派遣 by the KB at once
+        # (the centre's review happens in triage 人工分拨 for what the classifier is unsure of). False:
+        # hotline calls wait for the centre's accept, and only level-4 / immediate routes dispatch themselves.
+        self.auto_dispatch = auto_dispatch
+        self.knowledge = knowledge
+        self.cases = cases
+        self.sources = sources
+        self.calendar = calendar or sla.default_calendar()
+        self.index = dedup.DedupIndex()
+        # partition -> heap of (due_ms, case_id, timer seq, "yellow"|"red"); stale entries are skipped
+        self.deadlines: dict[int, list[tuple[int, str, int, str]]] = defaultdict(list)
+        self._scheduled: dict[str, tuple] = {}  # case_id -> timer instants last pushed
+
+    # ------------------------------------------------------------ indexes
+
+    def rebuild(self) -> None:
+        """Derive the dedup and deadline indexes from ``cases`` (after start, restart or rebalance)."""
+        self.index.rebuild(self.cases)
+        self.deadlines.clear()
+        self._scheduled.clear()
+        for case_id in list(self.cases):
+            doc = self.cases.get(case_id)
+            if doc is not None:
+                self._schedule(doc)
+
+    def _schedule(self, doc: dict) -> None:
+        timer = doc.get("timer")
+        if not doc.get("open") or timer is None or doc.get("suspended_ms") is not None:
+            self._scheduled.pop(doc["case_id"], None)
+            return
+        due = (timer["seq"], timer["yellow_ms"], timer["deadline_ms"], timer["yellow_fired"], timer["red_fired"])
+        if self._scheduled.get(doc["case_id"]) == due:
+            return  # unchanged since last pushed: no duplicate heap entries
+        self._scheduled[doc["case_id"]] = due
+        heap = self.deadlines[doc.get("partition", 0)]
+        if not timer["yellow_fired"]:
+            heapq.heappush(heap, (timer["yellow_ms"], doc["case_id"], timer["seq"], "yellow"))
+        if not timer["red_fired"]:
+            heapq.heappush(heap, (timer["deadline_ms"] + 1, doc["case_id"], timer["seq"], "red"))
+
+    def purge(self, closed_before_ms: int) -> int:
+        """Forget closed and void cases finished before the instant (their rows stay in the store).
+        Returns how many; re-delivered records of a purged case would open a new case."""
+        purged = 0
+        for case_id in list(self.cases):
+            doc = self.cases.get(case_id)
+            if doc is None or doc.get("open"):
+                continue
+            if doc.get("updated_ms", 0) >= closed_before_ms:
+                continue
+            for source in doc.get("sources", []):
+                source_id = source.split(":", 1)[1]
+                if self.sources.get(source_id) == case_id:
+                    del self.sources[source_id]
+            del self.cases[case_id]
+            self.index.remove(case_id)
+            purged += 1
+        return purged
+
+    def next_due(self, partition: int | None = None) -> int | None:
+        """Earliest pending timer instant (may be stale): lets a virtual clock jump between timers."""
+        heaps = [self.deadlines.get(partition, [])] if partition is not None else list(self.deadlines.values())
+        heads = [h[0][0] for h in heaps if h]
+        return min(heads) if heads else None
+
+    def timers_pending(self) -> int:
+        return sum(len(h) for h in self.deadlines.values())
+
+    # ------------------------------------------------------------ signals
+
+    def on_signal(self, signal: Signal, partition: int = 0) -> Outputs:
+        out = Outputs()
+        known = self.sources.get(signal.source_id)
+        if known is not None:
+            doc = self.cases.get(known)
+            if doc is not None and signal.signal_id in doc.get("signal_ids", []):
+                return out  # a re-delivered record changes nothing
+        case_id = self.index.find(signal, self.cases, partition)
+        if case_id is not None:
+            doc = _clone(self.cases[case_id])
+            steps = self._merge(doc, signal)
+            out.merged = 1
+        else:
+            doc = self._open(signal, partition)
+            steps = self._auto_steps(doc, signal)
+        self.sources[signal.source_id] = doc["case_id"]
+        self._commit(doc, steps, signal.signal_id, out)
+        if case_id is None and signal.source_kind == "sensor":
+            out.notifications.append(self._notification(doc, "alarm", signal.ts_ms, signal.signal_id,
+                                                        doc["departments"]))
+        return out
+
+    def _open(self, signal: Signal, partition: int) -> dict:
+        location = Location(signal.lat, signal.lon, signal.cell, signal.community, signal.street,
+                            signal.street_code, signal.district, signal.address, list(signal.context))
+        route = self.knowledge.route(signal.category_code, signal.context, location)
+        level = signal.level_hint if signal.level_hint in (1, 2, 3, 4) else route.level
+        case_id = make_case_id(signal)
+        doc: dict[str, Any] = {
+            "case_id": case_id, "version": 0, "partition": partition,
+            "opened_ms": signal.ts_ms, "updated_ms": signal.ts_ms, "last_signal_ms": signal.ts_ms,
+            "category_code": signal.category_code, "category_name": signal.category_name,
+            "departments": list(route.departments), "level": int(level),
+            "stage_limits": {k: [v[0], int(v[1])] for k, v in route.stage_limits.items()},
+            "escalate_on_red": bool(route.escalate_on_red), "immediate": bool(route.immediate),
+            "kb_version": route.kb_version or getattr(self.knowledge, "version", ""),
+            "rule_id": getattr(route, "rule_id", ""),
+            "origin": signal.source_kind, "origin_reporter": signal.reporter_id,
+            "street": signal.street, "street_code": signal.street_code, "community": signal.community,
+            "cell": signal.cell, "address": signal.address, "lat": signal.lat, "lon": signal.lon,
+            "context": list(signal.context),
+            "stage": "register", "open": True, "suspended_ms": None, "timer": None, "timer_seq": 0,
+            "stages": {"discover": signal.ts_ms}, "lights": {},
+            "reporters": 0, "reporter_keys": [], "sources": [], "signal_ids": [], "action_ids": [],
+            "places": [], "devices": [],
+            "rework_count": 0, "urge_count": 0, "return_count": 0, "escalations": 0,
+            "quick_handled": False, "dispatched_by": "", "closed_ms": 0, "ever_red": False,
+        }
+        self._add_report(doc, signal)
+        lifecycle.start_timer(doc, "register", signal.ts_ms, self.calendar)
+        return doc
+
+    def _add_report(self, doc: dict, signal: Signal) -> None:
+        reporter = f"{signal.source_kind}:{signal.reporter_id or signal.source_id}"
+        if reporter not in doc["reporter_keys"]:
+            doc["reporter_keys"].append(reporter)
+            doc["reporters"] = len(doc["reporter_keys"])
+        source = f"{signal.source_kind}:{signal.source_id}"
+        if len(doc["sources"]) < MAX_SOURCES and source not in doc["sources"]:
+            doc["sources"].append(source)
+        doc["signal_ids"] = (doc["signal_ids"] + [signal.signal_id])[-MAX_REMEMBERED:]
+        doc["places"] = dedup.add_place(doc["places"], dedup.place_of(signal))
+        device = dedup.device_of(signal)
+        if device:
+            doc["devices"] = dedup.unique(doc["devices"] + [device])
+        doc["last_signal_ms"] = max(doc.get("last_signal_ms", signal.ts_ms), signal.ts_ms)
+
+    def _auto_steps(self, doc: dict, signal: Signal) -> list[Step]:
+        """发现, then what happens without anyone acting: self-registration, immediate dispatch,
+        handled-on-the-spot inspector reports."""
+        actor_kind, actor_id = signal.source_kind, signal.reporter_id or signal.source_id
+        steps = [Step(signal.ts_ms, "", "register", "discover", actor_kind, actor_id,
+                      detail={"source": f"{signal.source_kind}:{signal.source_id}"})]
+        if signal.source_kind not in lifecycle.SELF_REGISTERING and not doc["immediate"] and not self.auto_dispatch:
+            return steps  # a hotline call waits for the centre to accept (立案) it
+        steps.append(lifecycle.move(doc, "dispatch", "register", actor_kind, actor_id, signal.ts_ms,
+                                    self.calendar, done="register"))
+        on_spot = (signal.source_kind == "inspector" and signal.handled_on_spot
+                   and signal.photos and signal.after_photos)
+        if on_spot:
+            # handled on the spot with before/after photos: straight to verification (街镇快速处置)
+            doc["quick_handled"] = True
+            doc["dispatched_by"] = "street"
+            steps.append(lifecycle.move(doc, "verify", "handled_on_spot", actor_kind, actor_id, signal.ts_ms,
+                                        self.calendar, done="handle", photos=signal.photos,
+                                        after_photos=signal.after_photos))
+        elif doc["immediate"] or doc["level"] == 4 or self.auto_dispatch:
+            steps.append(lifecycle.dispatch(doc, doc["departments"], SYSTEM, "auto", signal.ts_ms, self.calendar,
+                                            immediate=doc["immediate"]))
+        return steps
+
+    def _merge(self, doc: dict, signal: Signal) -> list[Step]:
+        self._add_report(doc, signal)
+        actor_id = signal.reporter_id or signal.source_id
+        steps = [lifecycle.stay(doc, "merge", signal.source_kind, actor_id, signal.ts_ms,
+                                source=f"{signal.source_kind}:{signal.source_id}", reporters=doc["reporters"])]
+        if signal.level_hint in (1, 2, 3) and signal.level_hint < doc["level"]:
+            # e.g. a crowd growing from 关注 to 管控: the case rises to the level the new report needs
+            doc["level"] = signal.level_hint
+            doc["escalations"] = doc.get("escalations", 0) + 1
+            steps.append(lifecycle.stay(doc, "escalate", signal.source_kind, actor_id, signal.ts_ms,
+                                        reason="level_hint", level=doc["level"]))
+            steps[-1].notify.append("escalate")
+        if doc["stage"] == "register" and signal.source_kind in lifecycle.SELF_REGISTERING:
+            # a station/inspector/device confirms a waiting hotline call: registered 立案 now
+            steps.append(lifecycle.move(doc, "dispatch", "register", signal.source_kind, actor_id,
+                                        max(signal.ts_ms, doc["stage_started_ms"]), self.calendar, done="register"))
+        return steps
+
+    # ------------------------------------------------------------ actions
+
+    def on_action(self, action: dict, partition: int = 0) -> Outputs:
+        out = Outputs()
+        case_id = action.get("case_id") or self.sources.get(action.get("source_id") or "")
+        doc0 = self.cases.get(case_id) if case_id else None
+        try:
+            ts_ms = iso_to_ms(action["ts"])
+        except BadTimestamp as exc:
+            out.rejections.append(self._rejection(action, case_id, str(exc), 0))
+            return out
+        if doc0 is None:
+            what = f"case {action['case_id']}" if action.get("case_id") else f"source {action.get('source_id')}"
+            out.rejections.append(self._rejection(action, case_id, f"unknown {what}", ts_ms))
+            return out
+        if action["action_id"] in doc0.get("action_ids", []):
+            return out  # a re-delivered action changes nothing
+        doc = _clone(doc0)
+        try:
+            steps = lifecycle.apply_action(doc, action, ts_ms, self.calendar)
+        except Rejected as exc:
+            out.rejections.append(self._rejection(action, case_id, exc.reason, ts_ms))
+            return out
+        doc["action_ids"] = (doc["action_ids"] + [action["action_id"]])[-MAX_REMEMBERED:]
+        self._commit(doc, steps, action["action_id"], out)
+        return out
+
+    @staticmethod
+    def _rejection(action: dict, case_id: str | None, reason: str, ts_ms: int) -> dict:
+        return {"action_id": action.get("action_id", ""), "case_id": case_id, "reason": reason,
+                "ts_ms": ts_ms, "action": json.dumps(action, ensure_ascii=False, sort_keys=True)}
+
+    # ------------------------------------------------------------ timers
+
+    def on_tick(self, now_ms: int, partition: int | None = None) -> Outputs:
+        """Fire the timers due at ``now_ms`` (caller's clock): yellow, then red with 催办/上报."""
+        out = Outputs()
+        partitions = [partition] if partition is not None else list(self.deadlines)
+        for p in partitions:
+            heap = self.deadlines.get(p)
+            while heap and heap[0][0] <= now_ms:
+                _, case_id, seq, kind = heapq.heappop(heap)
+                self._fire(case_id, seq, kind, now_ms, out)
+        return out
+
+    def _fire(self, case_id: str, seq: int, kind: str, now_ms: int, out: Outputs) -> None:
+        doc0 = self.cases.get(case_id)
+        if doc0 is None or not doc0.get("open") or doc0.get("suspended_ms") is not None:
+            return
+        timer0 = doc0.get("timer")
+        if timer0 is None or timer0["seq"] != seq:
+            return  # the stage moved on: a stale entry
+        if kind == "yellow" and (timer0["yellow_fired"] or timer0["yellow_ms"] > now_ms):
+            return  # already fired, or pushed back by an extension (a new entry exists)
+        if kind == "red" and (timer0["red_fired"] or timer0["deadline_ms"] >= now_ms):
+            return
+        doc = _clone(doc0)
+        timer = doc["timer"]
+        stage = timer["stage"]
+        lights = doc.setdefault("lights", {})
+        cause = f"timer{seq}"
+        at = timer["yellow_ms"] if kind == "yellow" else timer["deadline_ms"] + 1  # event time of the light
+        steps: list[Step] = []
+        if kind == "yellow":
+            timer["yellow_fired"] = True
+            lights[stage] = sla.worst(lights.get(stage, sla.GREEN), sla.YELLOW)
+            self._alert(doc, out, cause, at, stage, sla.YELLOW, "sla_yellow")
+        else:
+            timer["red_fired"] = True
+            timer["yellow_fired"] = True
+            doc["ever_red"] = True
+            lights[stage] = sla.RED
+            self._alert(doc, out, cause, at, stage, sla.RED, "sla_red")
+            doc["urge_count"] = doc.get("urge_count", 0) + 1  # 催办 to the department
+            steps.append(lifecycle.stay(doc, "urge", SYSTEM, "sla", at, reason="overdue"))
+            steps[-1].notify.append("urge")
+            if doc.get("escalate_on_red") and doc.get("level", 4) > 1:
+                doc["level"] -= 1
+                doc["escalations"] = doc.get("escalations", 0) + 1
+                steps.append(lifecycle.stay(doc, "escalate", SYSTEM, "sla", at, reason="overdue", level=doc["level"]))
+                steps[-1].notify.append("escalate")
+        self._commit(doc, steps, cause, out, schedule=False)
+        # the other timer of this stage (red after yellow) is still in the heap
+
+    def _alert(self, doc: dict, out: Outputs, cause: str, ts_ms: int, stage: str, light: str, kind: str) -> None:
+        timer = doc.get("timer") or {}
+        event_id = _hash(doc["case_id"], cause, kind)
+        out.sla_alerts.append({"alert_id": event_id, "case_id": doc["case_id"], "ts_ms": ts_ms, "stage": stage,
+                               "light": light, "kind": kind, "departments": list(doc["departments"]),
+                               "deadline_ms": int(timer.get("deadline_ms") or 0)})
+        out.notifications.append(self._notification(doc, kind, ts_ms, cause, doc["departments"]))
+
+    # ------------------------------------------------------------ outputs
+
+    def _commit(self, doc: dict, steps: list[Step], cause: str, out: Outputs, schedule: bool = True) -> None:
+        doc["version"] = doc.get("version", 0) + 1
+        doc["updated_ms"] = max([doc.get("updated_ms", 0)] + [s.ts_ms for s in steps])
+        self.cases[doc["case_id"]] = doc  # write back: a Faust table persists assignments only
+        self.index.update(doc["case_id"], doc)
+        if schedule:
+            self._schedule(doc)
+        for i, step in enumerate(steps):
+            event_id = _hash(doc["case_id"], cause, i, step.action)
+            step.detail["seq"] = doc["version"] * 100 + i  # orders the steps of one instant
+            out.case_transitions.append(self._transition_row(doc, step, event_id))
+            if step.dispatched:
+                out.dispatches.append(self._dispatch_row(doc, step, event_id))
+            for kind in step.notify:
+                departments = doc["departments"]
+                if kind == "escalate":
+                    departments = [CENTRE_OF_LEVEL.get(doc["level"], lifecycle.DISTRICT_CENTRE)]
+                if kind in ("urge", "escalate"):
+                    timer = doc.get("timer") or {}
+                    out.sla_alerts.append({"alert_id": _hash(event_id, kind), "case_id": doc["case_id"],
+                                           "ts_ms": step.ts_ms, "stage": step.from_stage, "light": step.light,
+                                           "kind": kind, "departments": list(departments),
+                                           "deadline_ms": int(timer.get("deadline_ms") or 0)})
+                out.notifications.append(self._notification(doc, kind, step.ts_ms, f"{event_id}", departments))
+        out.cases.append(self.case_row(doc))
+
+    def _notification(self, doc: dict, kind: str, ts_ms: int, cause: str, departments: list[str]) -> dict:
+        timer = doc.get("timer")
+        return {"kind": kind, "case_id": doc["case_id"], "ts_ms": ts_ms, "departments": list(departments),
+                "category_code": doc["category_code"], "category_name": doc["category_name"],
+                "level": doc["level"], "deadline_ms": timer["deadline_ms"] if timer else None,
+                "address": doc.get("address"), "lat": doc.get("lat"), "lon": doc.get("lon"),
+                "cell": doc.get("cell"), "street": doc.get("street"),
+                "event_id": _hash(doc["case_id"], cause, kind, "notify")}
+
+    def _transition_row(self, doc: dict, step: Step, event_id: str) -> dict:
+        return {"event_id": event_id, "case_id": doc["case_id"], "ts_ms": step.ts_ms,
+                "from_stage": step.from_stage, "to_stage": step.to_stage, "action": step.action,
+                "actor_kind": step.actor_kind or "", "actor_id": step.actor_id or "",
+                "spent_ms": int(step.spent_ms), "clock": step.clock, "light": step.light,
+                "category_code": doc["category_code"], "street": doc.get("street") or "",
+                "departments": list(doc["departments"]),
+                "detail": json.dumps(step.detail, ensure_ascii=False, sort_keys=True, separators=(",", ":"))}
+
+    def _dispatch_row(self, doc: dict, step: Step, event_id: str) -> dict:
+        timer = doc.get("timer") or {}
+        return {"dispatch_id": event_id, "case_id": doc["case_id"], "ts_ms": step.ts_ms,
+                "departments": list(doc["departments"]), "primary_department": doc["departments"][0],
+                "level": doc["level"], "category_code": doc["category_code"],
+                "category_name": doc["category_name"], "street": doc.get("street") or "",
+                "deadline_ms": int(timer.get("deadline_ms") or 0), "kb_version": doc.get("kb_version") or ""}
+
+    @staticmethod
+    def current_light(doc: dict) -> str:
+        if not doc.get("open"):
+            return sla.worst(*doc.get("lights", {}).values()) if doc.get("lights") else sla.GREEN
+        timer = doc.get("timer")
+        return lifecycle.timer_light(timer, doc.get("updated_ms", 0)) if timer else sla.GREEN
+
+    @classmethod
+    def case_row(cls, doc: dict) -> dict:
+        """The ClickHouse ``cases`` row of a document (ReplacingMergeTree by ``version``)."""
+        timer = doc.get("timer")
+        closed = doc["stage"] == lifecycle.CLOSED
+        return {
+            "case_id": doc["case_id"], "version": doc["version"], "updated_ms": doc["updated_ms"],
+            "opened_ms": doc["opened_ms"], "category_code": doc["category_code"],
+            "category_name": doc["category_name"], "departments": list(doc["departments"]),
+            "level": doc["level"], "status": lifecycle.status_of(doc), "origin": doc.get("origin") or "",
+            "street": doc.get("street") or "", "street_code": doc.get("street_code") or "",
+            "community": doc.get("community") or "", "cell": doc.get("cell") or "",
+            "address": doc.get("address") or "", "lat": doc.get("lat"), "lon": doc.get("lon"),
+            "reporters": doc["reporters"], "sources": list(doc["sources"]), "light": cls.current_light(doc),
+            "deadline_ms": int(timer["deadline_ms"]) if timer else 0,
+            "rework_count": doc.get("rework_count", 0), "urge_count": doc.get("urge_count", 0),
+            "quick_handled": int(bool(doc.get("quick_handled"))), "dispatched_by": doc.get("dispatched_by") or "",
+            "closed_ms": doc.get("closed_ms") or 0, "on_time": int(closed and not doc.get("ever_red")),
+            "handling_ms": (doc["closed_ms"] - doc["opened_ms"]) if closed else 0,
+            "kb_version": doc.get("kb_version") or "",
+            "stages": json.dumps(doc.get("stages", {}), sort_keys=True),
+        }
+
+
+def case_summary(doc: dict) -> dict:
+    """One line of ``streams replay --json``: the case as an officer reads it."""
+    stages = {s: iso_local(doc["stages"][s]) for s in STAGES if s in doc.get("stages", {})}
+    lights = dict(doc.get("lights", {}))
+    timer = doc.get("timer")
+    if doc.get("open") and timer:
+        lights[timer["stage"]] = sla.worst(lights.get(timer["stage"], sla.GREEN),
+                                           lifecycle.timer_light(timer, doc.get("updated_ms", 0)))
+    return {"case_id": doc["case_id"], "category_name": doc["category_name"], "departments": list(doc["departments"]),
+            "level": doc["level"], "status": lifecycle.status_of(doc), "stages": stages,
+            "lights": {s: lights[s] for s in STAGES if s in lights}, "reporters": doc["reporters"],
+            "sources": list(doc["sources"])}

@@ -1,0 +1,394 @@
+"""The six-stage case state machine 发现→立案→派遣→处置→核查→结案, over plain case documents.
+
+A case document is a JSON-able dict (it lives in a Faust table in the worker). ``doc["stage"]`` is
+the step the case is waiting for:
+
+    register 立案 → dispatch 派遣 → handle 处置 → verify 核查 → close 结案 → closed | void
+
+(``discover`` 发现 is done when the first signal arrives). ``doc["stages"][s]`` is when step ``s``
+was last done. Side paths: return 退单 (handle → dispatch), escalate 上报 (level 4→3→2→1, back to
+dispatch at the higher centre, which dispatches down: 双向联动派发), extend 延期, suspend/resume
+挂账 (the SLA clock stops), void 作废, verify_fail/refuse_close → rework 返工 (counted), urge 催办.
+
+Rules: no close without a passed verification; "谁发单、谁验收、谁结案": a case opened by a
+residential station or committee is closed (or refused closure) only by that reporter; an
+inspector's report handled on the spot with before/after photos goes straight to verification;
+the street centre may handle a case itself (街镇快速处置, ``quick_handled``). An action that is not
+allowed raises :class:`Rejected` with the reason and changes nothing.
+
+Each stage with a limit in the KB has a timer in ``doc["timer"]`` (clock, limit, suspended
+intervals, yellow/deadline instants and whether yellow/red already fired), so lights survive restarts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.core.cases import sla
+from streams.core.model import STAGES
+
+# Stages a case waits in while open, in order (discover is instantaneous).
+OPEN_STAGES = STAGES[1:]  # register, dispatch, handle, verify, close
+CLOSED, VOID = "closed", "void"
+STATUS_SUSPENDED = "suspended"
+
+ACTIONS = ("accept", "handled", "verify_pass", "verify_fail", "close", "refuse_close", "return",
+           "escalate", "urge", "extend", "suspend", "resume", "void", "dispatch")
+
+# Sources whose reporter files the case himself (立案 on receipt): grid inspectors, residential
+# stations and committees; devices and registries are registered automatically. Hotline calls wait
+# for the centre to accept them.
+SELF_REGISTERING = ("inspector", "station", "committee", "camera", "sensor", "registry")
+# Cases whose originator verifies and closes them (谁发单、谁验收、谁结案).
+ORIGINATOR_CLOSES = ("station", "committee")
+
+STATION_DEPARTMENT = "居民区工作站"
+STREET_CENTRE = "街道网格中心"
+DISTRICT_CENTRE = "区网格中心"
+
+
+class Rejected(Exception):
+    """An action that is not allowed in the case's state; ``reason`` says why (for case.actions.rejected)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class Step:
+    """One applied change of a case: becomes a case_transitions row (and maybe more)."""
+
+    ts_ms: int
+    from_stage: str
+    to_stage: str
+    action: str
+    actor_kind: str
+    actor_id: str
+    spent_ms: int = 0      # time spent in from_stage, in that stage's clock (suspensions excluded)
+    clock: str = ""
+    light: str = sla.GREEN
+    detail: dict[str, Any] = field(default_factory=dict)
+    notify: list[str] = field(default_factory=list)   # notification kinds: dispatch, urge, escalate, closed
+    dispatched: bool = False
+
+
+def status_of(doc: dict) -> str:
+    """The ``status`` column: the stage waited for, or closed / void / suspended.
+    After a passed verification the case waits for the originator's 结案 and still shows ``verify``."""
+    if doc.get("suspended_ms") is not None:
+        return STATUS_SUSPENDED
+    stage = doc["stage"]
+    return "verify" if stage == "close" else stage
+
+
+def dispatched_by_for(level: int) -> str:
+    return {4: "station", 3: "street"}.get(level, "district")
+
+
+# ---------------------------------------------------------------- timers
+
+
+def start_timer(doc: dict, stage: str, ts_ms: int, calendar: sla.WorkCalendar) -> None:
+    """Enter ``stage`` at ts: a fresh timer when the KB gives the stage a limit."""
+    doc["stage"] = stage
+    doc["stage_started_ms"] = ts_ms
+    doc["timer_seq"] = doc.get("timer_seq", 0) + 1
+    limit = doc.get("stage_limits", {}).get(stage)
+    if not limit:
+        doc["timer"] = None
+        return
+    clock, minutes = limit[0], int(limit[1])
+    timer = {"stage": stage, "seq": doc["timer_seq"], "start_ms": ts_ms, "clock": clock,
+             "limit_ms": minutes * sla.MINUTE_MS, "suspended": [], "yellow_fired": False, "red_fired": False}
+    _schedule(timer, ts_ms, calendar)
+    doc["timer"] = timer
+
+
+def _schedule(timer: dict, now_ms: int, calendar: sla.WorkCalendar) -> None:
+    """(Re)compute the yellow and deadline instants from the clock time already used at now."""
+    used = sla.elapsed_ms(timer["start_ms"], now_ms, timer["clock"], timer["suspended"], calendar)
+    limit = timer["limit_ms"]
+    timer["deadline_ms"] = sla.deadline_ms(now_ms, timer["clock"], max(0, limit - used), calendar)
+    yellow_at = sla.yellow_amount_ms(limit)
+    timer["yellow_ms"] = sla.deadline_ms(now_ms, timer["clock"], max(0, yellow_at - used), calendar)
+
+
+def timer_light(timer: dict | None, at_ms: int) -> str:
+    """Light of a timer at an instant: red when past the deadline, yellow from 80% of the limit."""
+    if timer is None:
+        return sla.GREEN
+    if at_ms > timer["deadline_ms"] or timer.get("red_fired"):
+        return sla.RED
+    if at_ms >= timer["yellow_ms"] or timer.get("yellow_fired"):
+        return sla.YELLOW
+    return sla.GREEN
+
+
+def _leave_stage(doc: dict, ts_ms: int, calendar: sla.WorkCalendar) -> tuple[int, str, str]:
+    """Close the current stage's timer: (spent in its clock, clock, light); the light is kept per stage."""
+    timer = doc.get("timer")
+    stage = doc["stage"]
+    if timer is None:
+        spent = max(0, ts_ms - doc.get("stage_started_ms", ts_ms))
+        return spent, sla.CALENDAR_DAYS, sla.GREEN
+    suspended = [tuple(x) for x in timer["suspended"]]
+    spent = sla.elapsed_ms(timer["start_ms"], ts_ms, timer["clock"], suspended, calendar)
+    lit = timer_light(timer, ts_ms)
+    lights = doc.setdefault("lights", {})
+    lights[stage] = sla.worst(lights.get(stage, sla.GREEN), lit)
+    if lit == sla.RED:
+        doc["ever_red"] = True
+    return spent, timer["clock"], lit
+
+
+def move(doc: dict, to_stage: str, action: str, actor_kind: str, actor_id: str, ts_ms: int,
+         calendar: sla.WorkCalendar, done: str | None = None, **detail: Any) -> Step:
+    """Leave the current stage for ``to_stage``; ``done`` names the step whose time is recorded."""
+    from_stage = doc["stage"]
+    spent, clock, lit = _leave_stage(doc, ts_ms, calendar)
+    if done:
+        doc.setdefault("stages", {})[done] = ts_ms
+    if to_stage in (CLOSED, VOID):
+        doc["stage"] = to_stage
+        doc["timer"] = None
+        doc["open"] = False
+    else:
+        start_timer(doc, to_stage, ts_ms, calendar)
+    return Step(ts_ms, from_stage, to_stage, action, actor_kind, actor_id, spent, clock, lit,
+                {k: v for k, v in detail.items() if v is not None})
+
+
+def stay(doc: dict, action: str, actor_kind: str, actor_id: str, ts_ms: int, **detail: Any) -> Step:
+    """An applied action that keeps the stage (urge, extend, accept by the department ...)."""
+    stage = doc["stage"]
+    lit = timer_light(doc.get("timer"), ts_ms)
+    clock = doc["timer"]["clock"] if doc.get("timer") else ""
+    return Step(ts_ms, stage, stage, action, actor_kind, actor_id, 0, clock, lit,
+                {k: v for k, v in detail.items() if v is not None})
+
+
+# ---------------------------------------------------------------- who may act
+
+
+def closer_of(doc: dict) -> tuple[str, str | None]:
+    """Who verifies-and-closes: the originating station/committee, otherwise the centre."""
+    if doc.get("origin") in ORIGINATOR_CLOSES:
+        return doc["origin"], doc.get("origin_reporter")
+    return "center", None
+
+
+def _is_closer(doc: dict, actor_kind: str, actor_id: str) -> bool:
+    kind, reporter = closer_of(doc)
+    if kind == "center":
+        return actor_kind == "center" or (
+            doc.get("origin") == "inspector" and actor_kind == "inspector" and actor_id == doc.get("origin_reporter"))
+    return actor_kind == kind and (reporter is None or actor_id == reporter)
+
+
+def _closer_text(doc: dict) -> str:
+    kind, reporter = closer_of(doc)
+    return f"{kind} {reporter}" if reporter else kind
+
+
+def _is_verifier(doc: dict, actor_kind: str, actor_id: str) -> bool:
+    return _is_closer(doc, actor_kind, actor_id) or actor_kind in ("center", "inspector")
+
+
+def _is_handler(doc: dict, actor_kind: str, actor_id: str) -> bool:
+    departments = doc.get("departments", [])
+    if actor_kind in ("department", "center", "station") and actor_id in departments:
+        return True  # a department acts under its directory name (the centre too when it is the handler)
+    if actor_kind == "station" and STATION_DEPARTMENT in departments:
+        return True
+    return False
+
+
+# ---------------------------------------------------------------- actions
+
+
+def apply_action(doc: dict, action: dict, ts_ms: int, calendar: sla.WorkCalendar) -> list[Step]:
+    """Apply a schema-valid case.actions record to the case document (in place) or raise Rejected.
+
+    The document is changed only when no exception is raised (checks come before changes)."""
+    name = action["action"]
+    kind, actor = action["actor_kind"], action["actor_id"]
+    stage = doc["stage"]
+    note = action.get("note")
+    if name not in ACTIONS:
+        raise Rejected(f"unknown action {name!r}; expected one of {', '.join(ACTIONS)}")
+    if stage in (CLOSED, VOID):
+        raise Rejected(f"case is {stage}; no action is allowed")
+    if ts_ms < doc.get("stage_started_ms", 0):
+        raise Rejected(f"action time {ts_ms} is before the current stage {stage} began ({doc['stage_started_ms']})")
+    suspended = doc.get("suspended_ms") is not None
+    if suspended and name not in ("resume", "void", "urge"):
+        raise Rejected(f"case is suspended (挂账) since {doc['suspended_ms']}; resume it before '{name}'")
+
+    if name == "accept":
+        if stage == "register":
+            if kind not in ("center", "station", "committee", "inspector"):
+                raise Rejected("only the centre (or a station/committee/inspector) registers 立案 a case")
+            return [move(doc, "dispatch", "accept", kind, actor, ts_ms, calendar, done="register", note=note)]
+        if stage == "handle":
+            if not _is_handler(doc, kind, actor):
+                raise Rejected(f"{kind} {actor} is not among the case's departments {doc.get('departments')}")
+            doc["accepted_ms"] = ts_ms  # 签收
+            return [stay(doc, "accept", kind, actor, ts_ms, note=note)]
+        raise Rejected(f"'accept' is not allowed in stage {stage}")
+
+    if name == "dispatch":
+        if stage not in ("register", "dispatch", "handle"):
+            raise Rejected(f"'dispatch' is not allowed in stage {stage}")
+        if kind not in ("center", "station"):
+            raise Rejected("only a centre (or the residential station at level 4) dispatches 派遣")
+        departments = list(action.get("departments") or doc.get("departments") or [])
+        if not departments:
+            raise Rejected("dispatch without departments and the KB gave none")
+        steps: list[Step] = []
+        if stage == "register":
+            steps.append(move(doc, "dispatch", "accept", kind, actor, ts_ms, calendar, done="register"))
+        steps.append(dispatch(doc, departments, kind, actor, ts_ms, calendar, note=note))
+        return steps
+
+    if name == "handled":
+        if stage == "handle" and _is_handler(doc, kind, actor):
+            photos = action.get("photos")
+            return [move(doc, "verify", "handled", kind, actor, ts_ms, calendar, done="handle",
+                         note=note, photos=photos)]
+        if stage in ("dispatch", "handle") and kind == "center" and doc.get("level", 3) >= 3:
+            # 街镇快速处置: the street centre handles it itself
+            doc["quick_handled"] = True
+            if stage == "dispatch":
+                doc.setdefault("stages", {})["dispatch"] = ts_ms
+            return [move(doc, "verify", "handled", kind, actor, ts_ms, calendar, done="handle",
+                         note=note, quick=True)]
+        if stage != "handle":
+            raise Rejected(f"'handled' is not allowed in stage {stage}: the case is not being handled")
+        raise Rejected(f"{kind} {actor} is not among the case's departments {doc.get('departments')}")
+
+    if name in ("verify_pass", "verify_fail"):
+        if stage != "verify":
+            raise Rejected(f"'{name}' is not allowed in stage {stage}: nothing reported handled to verify")
+        if not _is_verifier(doc, kind, actor):
+            raise Rejected(f"{kind} {actor} may not verify 核查 this case (谁发单、谁验收: {_closer_text(doc)})")
+        if name == "verify_pass":
+            return [move(doc, "close", "verify_pass", kind, actor, ts_ms, calendar, done="verify", note=note)]
+        doc["rework_count"] = doc.get("rework_count", 0) + 1  # 返工
+        step = move(doc, "handle", "verify_fail", kind, actor, ts_ms, calendar, note=note,
+                    rework=doc["rework_count"])
+        step.notify.append("urge")
+        return [step]
+
+    if name == "close":
+        if stage != "close":
+            raise Rejected("no close without a passed verification 核查 (哪个环节不到位，就不能结案)")
+        if not _is_closer(doc, kind, actor):
+            raise Rejected(f"only {_closer_text(doc)} may close this case (谁发单、谁结案)")
+        step = move(doc, CLOSED, "close", kind, actor, ts_ms, calendar, done="close", note=note)
+        doc["closed_ms"] = ts_ms
+        step.notify.append("closed")
+        return [step]
+
+    if name == "refuse_close":
+        if stage not in ("verify", "close"):
+            raise Rejected(f"'refuse_close' is not allowed in stage {stage}: nothing awaits closure")
+        if not _is_closer(doc, kind, actor):
+            raise Rejected(f"only {_closer_text(doc)} may refuse to close this case")
+        doc["rework_count"] = doc.get("rework_count", 0) + 1
+        doc["refused_count"] = doc.get("refused_count", 0) + 1
+        doc.get("stages", {}).pop("verify", None)
+        step = move(doc, "handle", "refuse_close", kind, actor, ts_ms, calendar, note=note,
+                    rework=doc["rework_count"])
+        step.notify.append("urge")
+        return [step]
+
+    if name == "return":
+        if stage != "handle":
+            raise Rejected(f"'return' 退单 is only allowed while the case is being handled, not in {stage}")
+        if not _is_handler(doc, kind, actor):
+            raise Rejected(f"{kind} {actor} is not among the case's departments {doc.get('departments')}")
+        doc["return_count"] = doc.get("return_count", 0) + 1
+        return [move(doc, "dispatch", "return", kind, actor, ts_ms, calendar, note=note)]
+
+    if name == "escalate":
+        if stage not in ("register", "dispatch", "handle"):
+            raise Rejected(f"'escalate' is not allowed in stage {stage}")
+        if doc.get("level", 4) <= 1:
+            raise Rejected("the case is already at level 1 (市级); it cannot be escalated further")
+        doc["level"] = doc.get("level", 4) - 1
+        doc["escalations"] = doc.get("escalations", 0) + 1
+        if stage == "register":
+            doc.setdefault("stages", {})["register"] = ts_ms
+        step = move(doc, "dispatch", "escalate", kind, actor, ts_ms, calendar, note=note, level=doc["level"])
+        step.notify.append("escalate")
+        return [step]
+
+    if name == "urge":
+        doc["urge_count"] = doc.get("urge_count", 0) + 1
+        step = stay(doc, "urge", kind, actor, ts_ms, note=note)
+        step.notify.append("urge")
+        return [step]
+
+    if name == "extend":
+        minutes = action.get("extend_minutes")
+        if not minutes or minutes <= 0:
+            raise Rejected("'extend' 延期 needs a positive extend_minutes")
+        if kind != "center" and not _is_handler(doc, kind, actor):
+            raise Rejected(f"{kind} {actor} may not extend 延期 this case: only the centre or its departments")
+        timer = doc.get("timer")
+        if timer is None:
+            raise Rejected(f"stage {stage} has no time limit to extend")
+        timer["limit_ms"] += int(minutes) * sla.MINUTE_MS
+        _schedule(timer, ts_ms, calendar)
+        return [stay(doc, "extend", kind, actor, ts_ms, note=note, extend_minutes=minutes,
+                     deadline_ms=timer["deadline_ms"])]
+
+    if name == "suspend":
+        if suspended:
+            raise Rejected("case is already suspended (挂账)")
+        if kind not in ("center", "department", "station"):
+            raise Rejected(f"{kind} may not suspend 挂账 a case")
+        doc["suspended_ms"] = ts_ms
+        if doc.get("timer"):
+            doc["timer"]["suspended"].append([ts_ms, None])
+        return [Step(ts_ms, stage, STATUS_SUSPENDED, "suspend", kind, actor, 0,
+                     doc["timer"]["clock"] if doc.get("timer") else "", timer_light(doc.get("timer"), ts_ms),
+                     {"note": note} if note else {})]
+
+    if name == "resume":
+        if not suspended:
+            raise Rejected("case is not suspended; nothing to resume")
+        since = doc.pop("suspended_ms")
+        doc["suspended_ms"] = None
+        timer = doc.get("timer")
+        if timer:
+            timer["suspended"][-1] = [since, max(since, ts_ms)]
+            _schedule(timer, ts_ms, calendar)
+        return [Step(ts_ms, STATUS_SUSPENDED, stage, "resume", kind, actor, max(0, ts_ms - since),
+                     sla.CALENDAR_DAYS, timer_light(timer, ts_ms), {"note": note} if note else {})]
+
+    if name == "void":
+        if kind != "center":
+            raise Rejected("only the centre may void 作废 a case")
+        if suspended:
+            since = doc.get("suspended_ms")
+            if doc.get("timer"):
+                doc["timer"]["suspended"][-1] = [since, max(since, ts_ms)]
+            doc["suspended_ms"] = None
+        return [move(doc, VOID, "void", kind, actor, ts_ms, calendar, note=note)]
+
+    raise Rejected(f"action {name!r} is not handled")  # pragma: no cover - ACTIONS is exhaustive
+
+
+def dispatch(doc: dict, departments: list[str], actor_kind: str, actor_id: str, ts_ms: int,
+             calendar: sla.WorkCalendar, **detail: Any) -> Step:
+    """派遣: to the departments (primary first); dispatch → handle."""
+    doc["departments"] = departments
+    doc["dispatched_by"] = dispatched_by_for(doc.get("level", 3))
+    doc["dispatch_count"] = doc.get("dispatch_count", 0) + 1
+    step = move(doc, "handle", "dispatch", actor_kind, actor_id, ts_ms, calendar, done="dispatch",
+                departments=departments, level=doc.get("level"), **detail)
+    step.dispatched = True
+    step.notify.append("dispatch")
+    return step

@@ -1,0 +1,311 @@
+"""The knowledge base (责任清单): what a report is, where it is and who must handle it.
+
+`Knowledge.load` reads the taxonomy, the sample city (grid, gazetteer, departments, components,
+devices), the versioned KB and the corpus, validates them (errors name file, line and field)
+and trains the text classifier (cached per process: the same corpus trains the same model).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from streams.core.knowledge.classify import Classification, TextClassifier, load_corpus
+from streams.core.knowledge.geo import City
+from streams.core.model import (CTX_COMPOUND, CTX_DECIBEL, CTX_HERITAGE, CTX_STALL, CTX_STREET_FRONT, LEVELS,
+                                Location)
+from streams.core.knowledge.sensors import DeviceRegistry
+from streams.core.knowledge.taxonomy import (Category, DataError, Taxonomy, field_path, line_of, load_marked_yaml,
+                                   validate_marked)
+
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"  # the packaged sample city
+CTX_COMMITTEE = "committee"   # reported by a residents' committee 居委会 (e.g. 群租: dispatch at once)
+CONTEXT_FLAGS = (CTX_COMPOUND, CTX_STREET_FRONT, CTX_STALL, CTX_HERITAGE, CTX_DECIBEL, CTX_COMMITTEE)
+CLOCKS = ("emergency_hours", "work_hours", "work_days", "calendar_days")
+LIMIT_STAGES = ("register", "dispatch", "handle", "verify", "close")
+_LIMIT_RE = re.compile(r"^\s*(\d+)\s*(m|h|d)\s+(\w+)\s*$")
+_UNIT_MINUTES = {"m": 1, "h": 60, "d": 1440}
+
+
+# ---------------------------------------------------------------- file schema
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _RuleIn(_Strict):
+    id: str = Field(min_length=1)
+    category: str
+    when: list[str] = []
+    departments: list[str] = Field(min_length=1)
+    level: int = Field(ge=1, le=4)
+    limits: str | dict[str, str]
+    immediate: bool = False
+    escalate_on_red: bool = False
+    add_when: dict[str, list[str]] = {}
+    owner_component: str | None = None
+
+
+class _CameraTypeIn(_Strict):
+    category: str
+    min_confidence: float = Field(ge=0, le=1)
+
+
+class _CrowdIn(_Strict):
+    default: tuple[int, int, int]
+    areas: dict[str, tuple[int, int, int]] = {}
+
+
+class _KbIn(_Strict):
+    version: str = Field(min_length=1)
+    limits: dict[str, dict[str, str]]
+    rules: list[_RuleIn] = Field(min_length=1)
+    keywords: dict[str, list[str]] = {}
+    context_cues: dict[str, list[str]] = {}
+    camera_types: dict[str, _CameraTypeIn] = {}
+    crowd_levels: _CrowdIn
+    ebike_repeat_per_day: int = Field(3, ge=1)
+
+
+# ---------------------------------------------------------------- results
+@dataclass
+class Route:
+    departments: list[str]                       # primary first, names from the department directory
+    level: int                                   # 4 居民区工作站, 3 街道网格中心, 2 区网格中心, 1 市级
+    stage_limits: dict[str, tuple[str, int]]     # stage -> (clock, minutes of that clock)
+    escalate_on_red: bool
+    immediate: bool                              # dispatch at once, no centre review
+    kb_version: str
+    rule_id: str
+
+    @property
+    def primary(self) -> str:
+        return self.departments[0]
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    category_code: str
+    when: frozenset[str]
+    departments: tuple[str, ...]
+    level: int
+    limits: dict[str, tuple[str, int]]
+    immediate: bool
+    escalate_on_red: bool
+    add_when: dict[str, tuple[str, ...]]
+    owner_component: str | None
+    line: int
+
+
+@dataclass(frozen=True)
+class CameraType:
+    category_code: str
+    min_confidence: float
+
+
+@dataclass
+class KnowledgeBase:
+    version: str
+    rules: dict[str, list[Rule]]               # category code -> rules in file order
+    keywords: dict[str, list[str]]
+    context_cues: dict[str, list[str]]
+    camera_types: dict[str, CameraType]
+    crowd_default: tuple[int, int, int]
+    crowd_areas: dict[str, tuple[int, int, int]]
+    ebike_repeat_per_day: int
+    path: Path = field(default=Path())
+
+    @classmethod
+    def load(cls, path: Path, taxonomy: Taxonomy, city: City) -> "KnowledgeBase":
+        raw = load_marked_yaml(path)
+        data = validate_marked(_KbIn, raw, path)
+
+        def err(loc: tuple, problem: str) -> DataError:
+            return DataError(path, line_of(raw, loc), field_path(loc), problem)
+
+        def parse_limits(spec: dict[str, str], loc: tuple) -> dict[str, tuple[str, int]]:
+            out: dict[str, tuple[str, int]] = {}
+            for stage, text in spec.items():
+                if stage not in LIMIT_STAGES:
+                    raise err(loc + (stage,), f"unknown stage {stage!r} (one of {', '.join(LIMIT_STAGES)})")
+                m = _LIMIT_RE.match(text)
+                if not m:
+                    raise err(loc + (stage,), f"{text!r} is not '<amount><m|h|d> <clock>'")
+                if m.group(3) not in CLOCKS:
+                    raise err(loc + (stage,), f"unknown clock {m.group(3)!r} (one of {', '.join(CLOCKS)})")
+                out[stage] = (m.group(3), int(m.group(1)) * _UNIT_MINUTES[m.group(2)])
+            return out
+
+        profiles = {name: parse_limits(spec, ("limits", name)) for name, spec in data.limits.items()}
+
+        def category_code(name: str, loc: tuple) -> str:
+            cat = taxonomy.get(name)
+            if cat is None:
+                raise err(loc, f"unknown category {name!r}")
+            return cat.code
+
+        def department(name: str, loc: tuple) -> str:
+            if name not in city.departments:
+                raise err(loc, f"unknown department {name!r} (not in the department directory)")
+            return name
+
+        rules: dict[str, list[Rule]] = {}
+        seen: set[str] = set()
+        for i, r in enumerate(data.rules):
+            loc = ("rules", i)
+            if r.id in seen:
+                raise err(loc + ("id",), f"duplicate rule id {r.id!r}")
+            seen.add(r.id)
+            code = category_code(r.category, loc + ("category",))
+            for j, flag in enumerate(r.when):
+                if flag not in CONTEXT_FLAGS:
+                    raise err(loc + ("when", j), f"unknown context flag {flag!r} (one of {', '.join(CONTEXT_FLAGS)})")
+            depts = tuple(department(d, loc + ("departments", j)) for j, d in enumerate(r.departments))
+            if len(set(depts)) != len(depts):
+                raise err(loc + ("departments",), "a department is listed twice")
+            if isinstance(r.limits, str):
+                if r.limits not in profiles:
+                    raise err(loc + ("limits",), f"unknown limits profile {r.limits!r}")
+                limits = profiles[r.limits]
+            else:
+                limits = parse_limits(r.limits, loc + ("limits",))
+            add_when: dict[str, tuple[str, ...]] = {}
+            for flag, names in r.add_when.items():
+                if flag not in CONTEXT_FLAGS:
+                    raise err(loc + ("add_when", flag), f"unknown context flag {flag!r}")
+                add_when[flag] = tuple(department(d, loc + ("add_when", flag, j)) for j, d in enumerate(names))
+            if r.owner_component and r.owner_component not in {c.kind for c in city.components}:
+                raise err(loc + ("owner_component",), f"no component of kind {r.owner_component!r} in the registry")
+            rules.setdefault(code, []).append(Rule(r.id, code, frozenset(r.when), depts, r.level, limits,
+                                                   r.immediate, r.escalate_on_red, add_when, r.owner_component,
+                                                   raw["rules"].item_lines[i]))
+        for cat in taxonomy:
+            if not any(not rule.when for rule in rules.get(cat.code, [])):
+                line = rules[cat.code][0].line if cat.code in rules else raw["rules"].line
+                raise DataError(path, line, "rules", f"category {cat.name} ({cat.code}) has no default rule (one without 'when')")
+
+        keywords = {}
+        for name, words in data.keywords.items():
+            keywords[taxonomy.by_code[category_code(name, ("keywords", name))].name] = words
+        for flag in data.context_cues:
+            if flag not in CONTEXT_FLAGS:
+                raise err(("context_cues", flag), f"unknown context flag {flag!r}")
+        cameras = {t: CameraType(category_code(c.category, ("camera_types", t, "category")), c.min_confidence)
+                   for t, c in data.camera_types.items()}
+        for loc, levels in [(("crowd_levels", "default"), data.crowd_levels.default)] + [
+                (("crowd_levels", "areas", a), v) for a, v in data.crowd_levels.areas.items()]:
+            if not levels[0] < levels[1] < levels[2]:
+                raise err(loc, f"crowd thresholds must increase, got {list(levels)}")
+        return cls(data.version, rules, keywords, data.context_cues, cameras, data.crowd_levels.default,
+                   dict(data.crowd_levels.areas), data.ebike_repeat_per_day, path)
+
+
+# ---------------------------------------------------------------- the facade
+_MODEL_CACHE: dict[str, TextClassifier] = {}
+_MODEL_LOCK = threading.Lock()
+
+
+def _classifier(taxonomy: Taxonomy, corpus_dir: Path, kb: KnowledgeBase) -> TextClassifier:
+    """Train once per process for a given corpus + rules (training is deterministic)."""
+    digest = hashlib.sha256()
+    for path in sorted(corpus_dir.glob("*.jsonl")):
+        digest.update(path.name.encode() + path.read_bytes())
+    digest.update(json.dumps([kb.keywords, kb.context_cues, taxonomy.version], sort_keys=True, ensure_ascii=False).encode())
+    key = digest.hexdigest()
+    with _MODEL_LOCK:
+        if key not in _MODEL_CACHE:
+            examples = load_corpus(corpus_dir, taxonomy)
+            _MODEL_CACHE[key] = TextClassifier(taxonomy, examples, kb.keywords, kb.context_cues)
+        return _MODEL_CACHE[key]
+
+
+class Knowledge:
+    """Taxonomy + city + 责任清单 + classifier: the read-only knowledge every stage consults."""
+
+    def __init__(self, taxonomy: Taxonomy, city: City, kb: KnowledgeBase, devices: DeviceRegistry,
+                 classifier: TextClassifier) -> None:
+        self.taxonomy = taxonomy
+        self.city = city
+        self.kb = kb
+        self.devices = devices
+        self.classifier = classifier
+        self.version: str = kb.version
+
+    @classmethod
+    def load(cls, kb_path: Path | str | None = None, city_dir: Path | str | None = None) -> "Knowledge":
+        """The knowledge base and city data; unset paths mean the packaged sample city (Xuhui)."""
+        city_dir = Path(city_dir) if city_dir else DATA_DIR / "city"
+        kb_path = Path(kb_path) if kb_path else DATA_DIR / "kb.yaml"
+        taxonomy = Taxonomy.load(DATA_DIR / "taxonomy.yaml")
+        city = City.load(city_dir / "city.yaml")
+        kb = KnowledgeBase.load(kb_path, taxonomy, city)
+        devices = DeviceRegistry.load(city_dir / "devices.yaml", city)
+        corpus_dir = city_dir / "corpus" if (city_dir / "corpus").is_dir() else DATA_DIR / "corpus"
+        return cls(taxonomy, city, kb, devices, _classifier(taxonomy, corpus_dir, kb))
+
+    # ------------------------------------------------------------ sample data for the simulator / demo
+    def sample_places(self) -> list[dict]:
+        """Every gazetteer address with its coordinates: places the locator is sure to find."""
+        return [{"address": a.address, "lat": a.at[0], "lon": a.at[1]} for a in self.city.addresses.values()]
+
+    def sample_devices(self) -> list[dict]:
+        """One entry per (device, metric): heritage sensors with their threshold, lifts with ebike_detected."""
+        out = [{"device_id": s.id, "metric": metric, "threshold": limit, "building": s.building}
+               for s in self.devices.sensors.values() for metric, limit in s.thresholds.items()]
+        out += [{"device_id": lift.id, "metric": "ebike_detected", "building": lift.building}
+                for lift in self.devices.lifts.values()]
+        return out
+
+    def sample_cameras(self) -> list[str]:
+        return list(self.devices.cameras)
+
+    def sample_heritage_addresses(self) -> list[str]:
+        """Gazetteer addresses inside the 衡复 zone (a registry change there raises 历史建筑擅自装修)."""
+        return [a.address for a in self.city.addresses.values() if self.city.cell_of(*a.at) in self.city.heritage_cells]
+
+    @property
+    def departments(self) -> list[str]:
+        return list(self.city.departments)
+
+    def category(self, code_or_name: str) -> Category | None:
+        return self.taxonomy.get(code_or_name)
+
+    def classify(self, text: str) -> Classification:
+        return self.classifier.classify(text)
+
+    def classify_many(self, texts: list[str]) -> list[Classification]:
+        return self.classifier.classify_many(texts)
+
+    def read_context(self, text: str) -> list[str]:
+        return self.classifier.read_context(text)
+
+    def locate(self, lat: float | None, lon: float | None, address: str | None,
+               text: str | None = None) -> tuple[Location | None, str | None]:
+        return self.city.locate(lat, lon, address, text)
+
+    def route(self, category_code: str, context: Iterable[str], location: Location | None = None) -> Route:
+        """First rule of the category whose `when` flags are all in the context (text + location)."""
+        category = self.taxonomy.get(category_code)
+        if category is None:
+            raise KeyError(f"unknown category {category_code!r}")
+        flags = set(context) | set(location.context if location else [])
+        rule = next(r for r in self.kb.rules[category.code] if r.when <= flags)
+        departments = list(rule.departments)
+        rule_id = rule.id
+        if rule.owner_component:
+            component = self.city.component_at(rule.owner_component, location)
+            if component is not None:
+                departments = [component.owner] + [d for d in departments if d != component.owner]
+                rule_id = f"{rule.id}+owner:{component.id}"
+        for flag, extra in rule.add_when.items():
+            if flag in flags:
+                departments += [d for d in extra if d not in departments]
+        assert rule.level in LEVELS
+        return Route(departments, rule.level, dict(rule.limits), rule.escalate_on_red, rule.immediate,
+                     self.version, rule_id)

@@ -1,0 +1,23 @@
+"""Department webhooks (issue 6): signed, retried, idempotent HTTP deliveries driven from Kafka.
+
+- ``config``: endpoint configuration per department (YAML named by ``settings.webhooks_file``).
+- ``payload``: lifecycle notifications -> ``webhook_delivery`` records with a documented JSON body.
+- ``signing``: request headers, HMAC-SHA256 signature and ``verify_signature`` for receivers.
+- ``deliver``: ``WebhookDeliverer``, the at-least-once delivery service on ``webhook.deliveries``.
+- ``cli``: ``streams webhooks run`` and ``streams webhooks redeliver``.
+"""
+from streams.sinks.webhooks.config import Endpoint, WebhooksConfig, load_config
+from streams.sinks.webhooks.payload import NotificationError, build_deliveries, encode_delivery
+from streams.sinks.webhooks.signing import sign, signed_headers, verify_signature
+
+__all__ = [
+    "Endpoint",
+    "WebhooksConfig",
+    "load_config",
+    "NotificationError",
+    "build_deliveries",
+    "encode_delivery",
+    "sign",
+    "signed_headers",
+    "verify_signature",
+]

@@ -1,0 +1,105 @@
+"""Dedup: address normalisation, compatible categories, and the spatial index agreeing with a brute-force scan."""
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.core.cases import dedup
+from streams.core.model import Signal
+
+T0 = 1_793_581_200_000
+
+
+def sig(category: str, ts: int, lat=None, lon=None, cell=None, address=None, kind="12345", extra=None) -> Signal:
+    return Signal("s", "hotline", kind, "src", ts, ts, "X", category, 0.9, [], lat, lon, cell, None, None, None,
+                  None, address, extra=extra)
+
+
+def doc(case_id: str, category: str, opened: int, places: list[dict], open_: bool = True, devices=()) -> dict:
+    return {"case_id": case_id, "category_name": category, "opened_ms": opened, "last_signal_ms": opened,
+            "open": open_, "places": places, "devices": list(devices)}
+
+
+def test_normalise_address():
+    assert dedup.normalise_address("上海市徐汇区 钦江路１５号") == "钦江路15号"
+    assert dedup.normalise_address("漕溪北路 88 号") == dedup.normalise_address("漕溪北路88号")
+    assert dedup.normalise_address("  ") is None and dedup.normalise_address(None) is None
+
+
+def test_compatible_categories():
+    assert dedup.compatible("占道经营", "无照经营")
+    assert dedup.compatible("群租", "群租")
+    assert not dedup.compatible("群租", "暴露垃圾")
+
+
+def test_haversine_scale():
+    # 0.001° of latitude ≈ 111 m
+    assert 110 < dedup.haversine_m(31.0, 121.0, 31.001, 121.0) < 112
+
+
+def test_same_cell_matches_without_coordinates():
+    d = doc("c1", "暴露垃圾", T0, [{"lat": None, "lon": None, "cell": "89309b96ebbffff", "address_key": None}])
+    index = dedup.DedupIndex()
+    index.rebuild({"c1": d})
+    assert index.find(sig("暴露垃圾", T0 + 60_000, cell="89309b96ebbffff"), {"c1": d}) == "c1"
+    assert index.find(sig("暴露垃圾", T0 + 60_000, cell="89309b96ebcffff"), {"c1": d}) is None
+
+
+def test_closed_cases_leave_the_index():
+    d = doc("c1", "群租", T0, [dedup.place_of(sig("群租", T0, address="钦江路15号"))])
+    index = dedup.DedupIndex()
+    index.update("c1", d)
+    assert index.candidates(sig("群租", T0, address="钦江路15号")) == {"c1"}
+    index.update("c1", {**d, "open": False})
+    assert index.candidates(sig("群租", T0, address="钦江路15号")) == set()
+    assert not index.by_address and not index.keys
+
+
+def test_signal_before_the_case_within_the_window_still_matches():
+    d = doc("c1", "占道经营", T0, [{"lat": 31.2, "lon": 121.44, "cell": None, "address_key": None}])
+    assert dedup.matches(sig("占道经营", T0 - 3_600_000, lat=31.2, lon=121.44), d)
+    assert not dedup.matches(sig("占道经营", T0 - 2 * 86_400_000, lat=31.2, lon=121.44), d)
+
+
+# --- the index finds exactly what a scan of every case finds
+
+coords = st.tuples(st.floats(31.15, 31.16), st.floats(121.40, 121.41))
+categories = st.sampled_from(["占道经营", "无照经营", "暴露垃圾", "群租"])
+addresses = st.sampled_from([None, "钦江路15号", "钦江路 15 号", "宜山路100号"])
+cells = st.sampled_from([None, "a", "b"])
+
+
+@st.composite
+def a_case(draw, i: int):
+    lat, lon = draw(coords)
+    place = {"lat": lat, "lon": lon, "cell": draw(cells), "address_key": dedup.normalise_address(draw(addresses))}
+    return doc(f"c{i}", draw(categories), T0 + draw(st.integers(0, 86_400_000)), [place], draw(st.booleans()))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_index_agrees_with_brute_force(data):
+    n = data.draw(st.integers(0, 12))
+    cases = {f"c{i}": data.draw(a_case(i)) for i in range(n)}
+    lat, lon = data.draw(coords)
+    s = sig(data.draw(categories), T0 + data.draw(st.integers(0, 2 * 86_400_000)), lat, lon, data.draw(cells),
+            data.draw(addresses))
+    index = dedup.DedupIndex()
+    index.rebuild(cases)
+    found = index.find(s, cases)
+    brute = [cid for cid, d in cases.items() if d["open"] and dedup.matches(s, d)]
+    if brute:
+        assert found in brute
+        best_gap = min(abs(s.ts_ms - cases[c]["last_signal_ms"]) for c in brute)
+        assert abs(s.ts_ms - cases[found]["last_signal_ms"]) == best_gap
+    else:
+        assert found is None
+
+
+def test_bucket_size_covers_every_merge_radius():
+    """3×3 buckets must hold every candidate: a bucket is at least the largest radius wide (to 45° N)."""
+    import math
+
+    largest = max([r.radius_m for r in dedup.MERGE_RULES.values()] + [dedup.DEFAULT_RULE.radius_m])
+    narrowest_m = dedup.BUCKET_DEG * 111_320 * math.cos(math.radians(45))
+    assert largest <= narrowest_m
