@@ -24,9 +24,9 @@ def build_worker(settings: Settings) -> Any:
     from streams.agents.services import ConsumerLagService, GaugeService, WebhookService
     from streams.wall.web import register_views
     from streams.metrics import start_metrics_server
-    from streams.storage import open_store
+    from streams.storage import open_configured_store
 
-    store = open_store(settings.store_url)
+    store = open_configured_store(settings)
     store.migrate()
     pipeline = Pipeline(settings)
     register_views(pipeline, store)

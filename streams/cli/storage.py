@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from streams.settings import Settings
 from streams.storage.retention import drop_expired_partitions
-from streams.storage.store import open_store
+from streams.storage.store import open_configured_store
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,7 +24,7 @@ def _store_url(args: argparse.Namespace) -> str:
 
 def run_migrate(args: argparse.Namespace) -> int:
     url = _store_url(args)
-    with open_store(url) as store:
+    with open_configured_store(Settings(), url) as store:
         applied = store.migrate()
         current = store.applied_migrations()
     if applied:
@@ -37,7 +37,7 @@ def run_migrate(args: argparse.Namespace) -> int:
 def run_retention(args: argparse.Namespace) -> int:
     url = _store_url(args)
     settings = Settings()
-    with open_store(url) as store:
+    with open_configured_store(settings, url) as store:
         dropped = drop_expired_partitions(store, settings.retention_months, datetime.now(UTC))
     for table, partitions in dropped.items():
         print(f"{table}: dropped {', '.join(partitions) if partitions else 'nothing'}")
