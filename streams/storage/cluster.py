@@ -73,9 +73,9 @@ def shard_key(create_statement: str) -> list[str]:
     columns = _split_top_level(key[1:-1]) if key.startswith("(") else [key]
     derived = set()
     for definition in _split_top_level(match.group("body")):
-        column = definition.split(None, 1)
-        if len(column) == 2 and _DERIVED.search(column[1]):
-            derived.add(column[0])
+        name_and_rest = definition.split(None, 1)
+        if len(name_and_rest) == 2 and _DERIVED.search(name_and_rest[1]):
+            derived.add(name_and_rest[0])
     for column in columns:
         if not re.fullmatch(r"\w+", column):
             raise ClusterLayoutError(f"{name}: ORDER BY item {column!r} is not a plain column")

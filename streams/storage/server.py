@@ -7,7 +7,6 @@ from typing import Any
 from streams.storage.sql import quote_identifier
 from streams.storage.store import DEFAULT_DATABASE, Store, StoreError
 
-
 # On a cluster: an INSERT returns once every shard has its rows (the sink commits its offsets after it),
 # and a subquery over a Distributed table inside a query over another runs once and is sent to the
 # shards (GLOBAL) instead of being refused.

@@ -225,11 +225,11 @@ class Store:
                     for node in self.nodes()]
         return sorted(set.intersection(*per_node)) if per_node else []
 
-    def nodes(self) -> list["Store"]:
+    def nodes(self) -> list[Store]:
         """The stores of every node holding this store's data: itself, or each node of its cluster."""
         return [self]
 
-    def partition_targets(self, table: str) -> list[tuple["Store", str]]:
+    def partition_targets(self, table: str) -> list[tuple[Store, str]]:
         """Where the data parts of ``table`` live, as (node store, table name there): for retention."""
         if not self.cluster:
             return [(self, table)]
@@ -274,6 +274,6 @@ def open_store(url: str, cluster: str = "") -> Store:
     raise ValueError(f"{url!r}: store URL must start with chdb:// or clickhouse://")
 
 
-def open_configured_store(settings: "Settings", url: str | None = None) -> Store:
+def open_configured_store(settings: Settings, url: str | None = None) -> Store:
     """The store the settings name (``store_url``, or ``url`` instead, sharded over ``store_cluster``)."""
     return open_store(url or settings.store_url, cluster=settings.store_cluster)

@@ -2,7 +2,7 @@
 in RocksDB files under the data dir, is killed, restarts on them and carries on with the same cases."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -26,7 +26,7 @@ def test_worker_recovers_its_cases_from_rocksdb_after_a_kill(
         kafka: LocalKafka, topic_prefix: str, worker_factory, store_url_factory, tmp_path: Path) -> None:
     pytest.importorskip("rocksdict")
     store_url = store_url_factory("chdb")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     produce(kafka.bootstrap, topic_prefix, [("hotline.calls", call(f"R1-{i}", i, now, caller=1)) for i in range(8)])
     worker = worker_factory(store_url, table_store="rocksdb://")
     wait_rows(worker, timeout=180, signals=8, cases=8)

@@ -2,11 +2,10 @@
 inserts through the Distributed table, the same rows from either shard, every wall query, retention."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
-
-from collections.abc import Iterator
 
 from streams.core.times import CITY_TZ
 from streams.local.clickhouse import LocalClickHouseCluster
@@ -90,7 +89,7 @@ def seeded_cluster_store(clickhouse_cluster: LocalClickHouseCluster) -> Iterator
 def test_wall_query_on_the_cluster(seeded_cluster_store: Store, name: str) -> None:
     rows = wall.run(seeded_cluster_store, name, FROM_S, TO_S, interval_s=3600, variables=VARIABLES)
     expected = EXPECTED[name]
-    assert [{k: row[k] for k in exp} for row, exp in zip(rows, expected)] == expected
+    assert [{k: row[k] for k in exp} for row, exp in zip(rows, expected, strict=False)] == expected
     assert len(rows) == len(expected)
 
 
