@@ -25,7 +25,8 @@ MAGIC = b"\xc3\x01"
 SCHEMAS_DIR = REPO_DIR / "schemas"
 
 # Fields carrying ISO-8601 timestamps in the raw contracts: checked beyond the Avro type.
-ISO_FIELDS = {"received_at", "reported_at", "ts"}
+OPEN311_MAX_DESCRIPTION = 4000  # GeoReport v2: "free form text limited to 4,000 characters"
+ISO_FIELDS = {"received_at", "reported_at", "requested_at", "ts"}
 
 
 class DecodeError(ValueError):
@@ -158,6 +159,13 @@ def check_semantics(name: str, record: dict[str, Any]) -> None:
             raise DecodeError("a case action needs 'case_id' or 'source_id'")
         if record["actor_kind"] not in ("department", "center", "station", "committee", "inspector"):
             raise DecodeError(f"field 'actor_kind' not allowed: {record['actor_kind']!r}")
+    if name == "open311_request":
+        if (record["lat"] is None) != (record["lon"] is None):
+            raise DecodeError("fields 'lat' and 'lon' go together: give both or neither")
+        if record["lat"] is None and not record["address_string"] and not record["address_id"]:
+            raise DecodeError("an Open311 request needs a location: 'lat' and 'lon', 'address_string' or 'address_id'")
+        if record["description"] is not None and len(record["description"]) > OPEN311_MAX_DESCRIPTION:
+            raise DecodeError(f"field 'description' is longer than {OPEN311_MAX_DESCRIPTION} characters")
     for lat_key, lon_key in (("lat", "lon"),):
         lat, lon = record.get(lat_key), record.get(lon_key)
         if lat is not None and not -90 <= lat <= 90:
