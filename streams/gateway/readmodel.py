@@ -43,6 +43,14 @@ def stage_times(row: dict[str, Any]) -> dict[str, int]:
     return {k: int(v) for k, v in stages.items() if isinstance(v, (int, float))}
 
 
+def _seq(detail: str) -> int:
+    """The engine's order of the steps of one instant (detail.seq)."""
+    try:
+        return int(json.loads(detail or "{}").get("seq", 0))
+    except (ValueError, TypeError, AttributeError):
+        return 0
+
+
 class ReadModel:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -82,10 +90,10 @@ class ReadModel:
         return rows[0] if rows else None
 
     async def history(self, case_id: str) -> list[dict[str, Any]]:
-        return await self.query(
+        rows = await self.query(
             "SELECT event_id, ts_ms, from_stage, to_stage, action, actor_kind, actor_id, spent_ms, clock, light, "
-            "departments, detail FROM case_transitions FINAL WHERE case_id = %(id)s ORDER BY ts_ms, event_id",
-            {"id": case_id})
+            "departments, detail FROM case_transitions FINAL WHERE case_id = %(id)s", {"id": case_id})
+        return sorted(rows, key=lambda r: (r["ts_ms"], _seq(r["detail"]), r["event_id"]))
 
     async def dispatches(self, case_ids: list[str]) -> list[dict[str, Any]]:
         if not case_ids:
