@@ -60,7 +60,11 @@ def render_page(t: Tracking) -> str:
     department = t.agency
     rows.append(("责任部门", escape(department) if department else "待派遣后确定"))
     if not t.closed:
-        rows.append(("办理时限", _time(t.expected_ms) if t.expected_ms else "立案后确定"))
+        # the handling deadline the department was given (expected), and the current stage's own limit + light
+        rows.append(("预计办结", _time(t.expected_ms) if t.expected_ms else "派遣后确定"))
+        stage_deadline = case["deadline_ms"] if case is not None else 0
+        if stage_deadline and stage_deadline != t.expected_ms:
+            rows.append(("本环节时限", _time(stage_deadline)))
         light = case["light"] if case is not None else None
         if light in LIGHT_TEXT:
             rows.append(("时限状态", f'<span class="light {light}">{LIGHT_TEXT[light]}</span>'))
