@@ -87,7 +87,7 @@ def check_sizes(items: list[tuple[Any, str | None, int]], body_size: int, max_re
                 size = len(orjson.dumps(obj))
             if size > max_record:
                 raise TooLarge(f"record {index} is {size} bytes of JSON; the limit is {max_record}")
-        if isinstance(obj, dict):
+        if isinstance(obj, dict) and not 0 <= size <= max_field:  # no string is longer than its line
             for name, value in obj.items():
                 if isinstance(value, str) and len(value) > max_field:
                     raise TooLarge(f"record {index}: field '{name}' has {len(value)} characters; the limit is {max_field}")
