@@ -111,17 +111,31 @@ async def load(url: str, records: int, batch: int, concurrency: int, seconds: fl
         started = time.perf_counter()
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-        single: list[float] = []
-        for i in range(300):
+    return {"accepted": accepted, "rejected": rejected, "errors": errors, "elapsed": elapsed, "latencies": latencies}
+
+
+async def singles(url: str, count: int) -> list[float]:
+    """One record per request, one request in flight: the latency a single accepted record sees."""
+    import aiohttp
+
+    out: list[float] = []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        for i in range(count):
             body = json.dumps(call(10_000_000 + i)).encode()
             t0 = time.perf_counter()
             async with session.post(f"{url}/v1/feeds/hotline.calls", data=body,
                                     headers={"X-Api-Key": KEY, "Content-Type": "application/json"}) as response:
                 await response.read()
             if response.status == 202:
-                single.append(time.perf_counter() - t0)
-    return {"accepted": accepted, "rejected": rejected, "errors": errors, "elapsed": elapsed,
-            "latencies": latencies, "single": single}
+                out.append(time.perf_counter() - t0)
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), to express the gateway's cost per record
+    independently of how busy the machine's other processes keep its cores."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def end_offsets(bootstrap: str, topic: str) -> int:
@@ -180,11 +194,13 @@ def main() -> int:
                         raise RuntimeError((base / "gateway.log").read_text(errors="replace")[-3000:])
                     time.sleep(0.3)
 
+            cpu_before = cpu_seconds(gateway.pid)
             result = asyncio.run(load(url, args.records, args.batch, args.concurrency, args.seconds))
+            cpu_used = cpu_seconds(gateway.pid) - cpu_before
+            single = asyncio.run(singles(url, 300))
             rate = result["accepted"] / result["elapsed"]
             on_topic = end_offsets(broker.bootstrap, f"{PREFIX}.hotline.calls")
             lat = result["latencies"]
-            single = result["single"]
             print(f"gateway: {result['accepted']:,} records accepted in {result['elapsed']:.1f}s "
                   f"({len(lat)} requests of {args.batch} JSON lines, {args.concurrency} in flight): {rate:,.0f} records/s")
             print(f"  batch request latency p50 {percentile(lat, 0.5) * 1000:.0f} ms, "
@@ -192,6 +208,10 @@ def main() -> int:
             print(f"  single-record request latency p50 {percentile(single, 0.5) * 1000:.1f} ms, "
                   f"p99 {percentile(single, 0.99) * 1000:.1f} ms ({len(single)} requests, one in flight)")
             print(f"  records on the topic: {on_topic:,} (accepted + single: {result['accepted'] + len(single):,})")
+            per_cpu = result["accepted"] / cpu_used if cpu_used else float("nan")
+            print(f"  gateway CPU during the batched run: {cpu_used:.1f}s for {result['accepted']:,} records = "
+                  f"{per_cpu:,.0f} records per CPU-second (the rate with one core to itself); "
+                  f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
             print(f"  ratio gateway / baseline: {rate / base_rate:.2f}")
             if on_topic < result["accepted"]:
                 print("ERROR: fewer records on the topic than accepted", file=sys.stderr)

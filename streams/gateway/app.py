@@ -21,7 +21,7 @@ from streams.bus.topics import TopicNames
 from streams.core.knowledge.knowledge import Knowledge
 from streams.core.knowledge.services import Service, catalogue
 from streams.gateway import cases, feeds, open311, openapi, progress
-from streams.gateway.cases import ApiError, json_response
+from streams.gateway.cases import API_KEY, ApiError, json_response
 from streams.gateway.keys import ApiKey, KeyRing
 from streams.gateway.limits import RateLimited, RateLimits
 from streams.gateway.producer import FeedProducer, ProduceError
@@ -81,7 +81,7 @@ class Gateway:
 
     async def charge_key(self, request: web.Request, key: ApiKey) -> None:
         """The request budget of a key authenticated after the middleware (Open311's form api_key)."""
-        if request.get("api_key") is key:
+        if request.get(API_KEY) is key:
             return  # already charged by the middleware
         verdict = await self.limits.request(f"key:{key.name}", key.rate_limit)
         if not verdict.allowed:
@@ -119,7 +119,7 @@ async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
         key = g.keys.authenticate(presented)
         if presented and key is None and not request.path.startswith("/open311/"):
             raise ApiError(401, "unknown API key")
-        request["api_key"] = key
+        request[API_KEY] = key
         who, limit = (f"key:{key.name}", key.rate_limit) if key else (f"addr:{request.remote}", None)
         verdict = await g.limits.request(who, limit)
         if not verdict.allowed:

@@ -29,6 +29,8 @@ from streams.gateway.keys import ApiKey
 from streams.gateway.readmodel import LIGHTS, MAX_PAGE_SIZE, STATUSES, iso, stage_times
 from streams.gateway.tracking import now_ms
 
+# The caller's key (or None), set by the gateway's middleware for the handlers.
+API_KEY: Any = web.RequestKey("api_key", object) if hasattr(web, "RequestKey") else "api_key"
 STATUS_ZH = {"register": "待立案", "dispatch": "待派遣", "handle": "处置中", "verify": "核查中", "closed": "已结案",
              "void": "已作废", "suspended": "挂账"}
 LIGHT_ZH = {"green": "绿灯", "yellow": "黄灯", "red": "红灯"}
@@ -148,7 +150,7 @@ def build_action(key: ApiKey, case_id: str, body: Any) -> dict[str, Any]:
 
 def routes(gateway_key: web.AppKey) -> list[web.RouteDef]:
     def reader(request: web.Request) -> ApiKey:
-        key = request.get("api_key")
+        key = request.get(API_KEY)
         if key is None:
             raise ApiError(401, "an API key is required (header X-Api-Key or Authorization: Bearer)")
         if not key.may_read_cases:
@@ -186,7 +188,7 @@ def routes(gateway_key: web.AppKey) -> list[web.RouteDef]:
         return json_response(case_detail(row, history, await model.dispatches([case_id])))
 
     async def post_action(request: web.Request) -> web.Response:
-        key = request.get("api_key")
+        key = request.get(API_KEY)
         if key is None:
             raise ApiError(401, "an API key is required (header X-Api-Key or Authorization: Bearer)")
         g = request.app[gateway_key]

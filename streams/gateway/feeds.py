@@ -189,7 +189,7 @@ def message_key(schema_name: str, record: dict[str, Any]) -> bytes | None:
 def routes(gateway_key: Any) -> list[Any]:
     from aiohttp import web
 
-    from streams.gateway.cases import ApiError, json_response
+    from streams.gateway.cases import API_KEY, ApiError, json_response
     from streams.gateway.limits import RateLimited
 
     async def post_feed(request: web.Request) -> web.Response:
@@ -200,7 +200,7 @@ def routes(gateway_key: Any) -> list[Any]:
         schema_name = FEED_TOPICS.get(topic)
         if schema_name is None:
             raise ApiError(404, f"no feed {topic!r}; feeds: {', '.join(FEED_TOPICS)}")
-        key = request.get("api_key")
+        key = request.get(API_KEY)
         if key is None:
             raise ApiError(401, "an API key is required (header X-Api-Key or Authorization: Bearer)")
         if not key.may_feed(topic):
