@@ -187,6 +187,7 @@ def message_key(schema_name: str, record: dict[str, Any]) -> bytes | None:
 
 
 def routes(gateway_key: Any) -> list[Any]:
+    # imported here: cases uses field_errors from this module
     from aiohttp import web
 
     from streams.gateway.cases import API_KEY, ApiError, json_response
