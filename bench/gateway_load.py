@@ -191,7 +191,7 @@ def main() -> int:
                         break
                 except OSError:
                     if time.monotonic() > deadline or gateway.poll() is not None:
-                        raise RuntimeError((base / "gateway.log").read_text(errors="replace")[-3000:])
+                        raise RuntimeError((base / "gateway.log").read_text(errors="replace")[-3000:]) from None
                     time.sleep(0.3)
 
             cpu_before = cpu_seconds(gateway.pid)

@@ -201,7 +201,7 @@ class GatewayRunner:
         await self.runner.setup()
         site = web.TCPSite(self.runner, settings.gateway_host, settings.gateway_port, backlog=1024)
         await site.start()
-        sockets = site._server.sockets if site._server else []  # the bound port (0 picks a free one)
+        sockets = getattr(site._server, "sockets", None) or []  # the bound port (0 picks a free one)
         self.port = sockets[0].getsockname()[1] if sockets else settings.gateway_port
         log.info("gateway listening on http://%s:%s", settings.gateway_host, self.port)
         return self

@@ -222,10 +222,11 @@ def routes(gateway_key: Any) -> list[Any]:
         valid = [o for o in outcomes if o.ok]
         physical = g.topics.name(topic)
         encode = g.codec.encode
-        errors = await g.send_many([(physical, message_key(schema_name, o.record), encode(schema_name, o.record))
-                                    for o in valid]) if valid else []
+        records = [o.record for o in valid if o.record is not None]
+        errors = await g.send_many([(physical, message_key(schema_name, r), encode(schema_name, r))
+                                    for r in records]) if records else []
         failed = 0
-        for outcome, error in zip(valid, errors):
+        for outcome, error in zip(valid, errors, strict=True):
             if error is not None:
                 failed += 1
                 outcome.errors.append({"field": None, "reason": f"not stored, retry: {error}", "retry": True})

@@ -289,13 +289,12 @@ def routes(gateway_key: web.AppKey) -> list[web.RouteDef]:
             pending = [p for i in ids if i not in have and (p := g.pending.get(i)) is not None]
             found = {t.request_id: t for t in await track_rows(g.model, rows, pending)}
             return render(fmt, "service_requests", [request_entry(found[i]) for i in ids if i in found])
-        start, end = _date(q.get("start_date"), "start_date"), _date(q.get("end_date"), "end_date")
-        if start is None and end is None:
-            end = datetime.now(CITY_TZ)
-        if start is None:
+        given_start, given_end = _date(q.get("start_date"), "start_date"), _date(q.get("end_date"), "end_date")
+        if given_start is None:
+            end = given_end or datetime.now(CITY_TZ)
             start = end - MAX_SPAN
-        if end is None:
-            end = start + MAX_SPAN
+        else:
+            start, end = given_start, given_end or given_start + MAX_SPAN
         if end < start:
             raise Open311Error(400, "end_date is before start_date")
         if end - start > MAX_SPAN:
@@ -309,10 +308,9 @@ def routes(gateway_key: web.AppKey) -> list[web.RouteDef]:
                                       limit=MAX_RESULTS * 3 if statuses else MAX_RESULTS)
         pending = [p for p in g.pending.values() if start_ms <= p["requested_ms"] <= end_ms
                    and (not codes or p["service_code"] in codes)]
-        found = await track_rows(g.model, rows, pending)
-        found = [t for t in found if not statuses or t.status in statuses]
-        found.sort(key=lambda t: (-t.requested_ms, t.request_id))
-        return render(fmt, "service_requests", [request_entry(t) for t in found[:MAX_RESULTS]])
+        matches = [t for t in await track_rows(g.model, rows, pending) if not statuses or t.status in statuses]
+        matches.sort(key=lambda t: (-t.requested_ms, t.request_id))
+        return render(fmt, "service_requests", [request_entry(t) for t in matches[:MAX_RESULTS]])
 
     async def get_request(request: web.Request) -> web.Response:
         request_id, fmt = split_format(request.match_info["name"])

@@ -25,9 +25,11 @@ def _avro_to_json_schema(avro_type: Any) -> dict[str, Any]:
         if kind == "map":
             return {"type": "object", "additionalProperties": _avro_to_json_schema(avro_type["values"])}
         return _avro_to_json_schema(kind)
-    return {"string": {"type": "string"}, "double": {"type": "number"}, "float": {"type": "number"},
-            "long": {"type": "integer"}, "int": {"type": "integer"}, "boolean": {"type": "boolean"},
-            "null": {"nullable": True}}.get(avro_type, {})
+    primitives: dict[str, dict[str, Any]] = {
+        "string": {"type": "string"}, "double": {"type": "number"}, "float": {"type": "number"},
+        "long": {"type": "integer"}, "int": {"type": "integer"}, "boolean": {"type": "boolean"},
+        "null": {"nullable": True}}
+    return primitives.get(avro_type, {})
 
 
 def record_schema(codec: Any, schema_name: str) -> dict[str, Any]:

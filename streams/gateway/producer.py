@@ -94,7 +94,7 @@ class FeedProducer:
                     for i in indexes:
                         outcome[i] = exc
         results = await asyncio.gather(*(future for future, _ in sent), return_exceptions=True)
-        for (_, indexes), result in zip(sent, results):
+        for (_, indexes), result in zip(sent, results, strict=True):
             if isinstance(result, BaseException):
                 for i in indexes:
                     outcome[i] = result if isinstance(result, Exception) else RuntimeError(repr(result))

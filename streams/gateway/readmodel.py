@@ -121,7 +121,8 @@ class ReadModel:
     # ---------------------------------------------------------------- Open311 requests
     async def requests(self, ids: list[str] | None = None, service_codes: list[str] | None = None,
                        start_ms: int | None = None, end_ms: int | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        where, params = ["1 = 1"], {}
+        where: list[str] = ["1 = 1"]
+        params: dict[str, Any] = {}
         if ids is not None and not ids:
             return []
         if ids is not None:

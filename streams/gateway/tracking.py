@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,7 +133,8 @@ def _from_pending(item: dict[str, Any]) -> Tracking:
                     item.get("media_url"), int(item["requested_ms"]), "received")
 
 
-async def track_rows(model: ReadModel, rows: list[dict[str, Any]], pending: list[dict[str, Any]] = ()) -> list[Tracking]:
+async def track_rows(model: ReadModel, rows: list[dict[str, Any]],
+                     pending: Sequence[dict[str, Any]] = ()) -> list[Tracking]:
     """Trackings for request rows (and pending requests not written yet), each with its case and dispatch."""
     items = [_from_row(r) for r in rows]
     have = {t.request_id for t in items}

@@ -93,8 +93,9 @@ def test_requests_in_over_http_become_cases_read_back_and_closed_over_http(
                                timeout=30)
         assert answer.status_code == 202 and answer.json()["actor"] == {"kind": "center", "id": "街道网格中心"}
         expected = "verify" if action == "verify_pass" else "closed"
-        wait_until(lambda: requests.get(f"{url}/v1/cases/{case_id}", headers=headers("centre"),
-                                        timeout=30).json()["status"] == expected, 60, f"{action} applied", worker.tail)
+        wait_until(lambda expected=expected: requests.get(f"{url}/v1/cases/{case_id}", headers=headers("centre"),
+                                                          timeout=30).json()["status"] == expected,
+                   60, f"{action} applied", worker.tail)
     closed = citizen.get_service_request(request_id)
     assert closed["status"] == "closed" and closed["status_notes"].startswith("已结案")
     history = requests.get(f"{url}/v1/cases/{case_id}", headers=headers("centre"), timeout=30).json()["history"]
