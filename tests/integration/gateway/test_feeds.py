@@ -118,3 +118,30 @@ def test_rate_limit_answers_429_with_retry_after(gateway: GatewayThread) -> None
     assert "rate limit" in answers[2].json()["error"]["reason"]
     # other keys keep their own budget
     assert post(gateway, "hotline.calls", body).status_code == 202
+
+
+async def test_batched_records_land_on_the_partition_a_plain_send_would_choose(kafka: LocalKafka, topic_prefix: str,
+                                                                               gateway_settings) -> None:
+    """One producer batch per partition must not change where a key goes: a case's actions stay in one
+    partition whoever produced them (the simulator keys by case id with kafka-python, the same murmur2)."""
+    from aiokafka import AIOKafkaProducer
+
+    from streams.gateway.producer import FeedProducer
+
+    topic = f"{topic_prefix}.case.actions"
+    keys = [f"XH0{i % 9}-20261120-{i:08x}".encode() for i in range(40)]
+    ours = FeedProducer(gateway_settings)
+    await ours.start()
+    plain = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap)
+    await plain.start()
+    try:
+        assert await ours.send_many([(topic, k, b"x") for k in keys]) == [None] * len(keys)
+        expected = [(await (await plain.send(topic, b"y", key=k))).partition for k in keys]
+    finally:
+        await ours.stop()
+        await plain.stop()
+    consumer = KafkaConsumer(topic, bootstrap_servers=kafka.bootstrap, auto_offset_reset="earliest",
+                             consumer_timeout_ms=5000)
+    placed = {m.key: m.partition for m in consumer if m.value == b"x"}
+    consumer.close()
+    assert [placed[k] for k in keys] == expected and len(set(expected)) > 1
