@@ -12,6 +12,7 @@ On one fresh local broker:
  3. single-record requests at concurrency 1: p50/p99 latency of one accepted record.
 Prints the figures and the ratio gateway / baseline. Traffic goes to 127.0.0.1 only; every loop is bounded.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,9 +36,17 @@ PREFIX = "bench"
 
 
 def call(i: int) -> dict:
-    return {"call_id": f"B-{i}", "line": "12345", "received_at": "2026-11-20T09:30:00+08:00",
-            "caller": f"1380000{i % 10000:04d}", "text": "钦江路15号有6户居室群租，人员很杂，影响居民生活",
-            "address": "钦江路15号", "lat": 31.1725, "lon": 121.4062, "channel": "app"}
+    return {
+        "call_id": f"B-{i}",
+        "line": "12345",
+        "received_at": "2026-11-20T09:30:00+08:00",
+        "caller": f"1380000{i % 10000:04d}",
+        "text": "钦江路15号有6户居室群租，人员很杂，影响居民生活",
+        "address": "钦江路15号",
+        "lat": 31.1725,
+        "lon": 121.4062,
+        "channel": "app",
+    }
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -53,9 +62,15 @@ async def baseline(bootstrap: str, n: int, batch: int, concurrency: int) -> floa
     from streams.settings import Settings
 
     codec = registry()
-    records = [(f"{PREFIX}.baseline", f"B-{i}".encode(), codec.encode("hotline_call", codec.from_json("hotline_call", call(i))))
-               for i in range(n)]
-    chunks = [records[i:i + batch] for i in range(0, n, batch)]
+    records = [
+        (
+            f"{PREFIX}.baseline",
+            f"B-{i}".encode(),
+            codec.encode("hotline_call", codec.from_json("hotline_call", call(i))),
+        )
+        for i in range(n)
+    ]
+    chunks = [records[i : i + batch] for i in range(0, n, batch)]
     producer = FeedProducer(Settings(kafka_bootstrap=bootstrap))
     await producer.start()
     queue: asyncio.Queue = asyncio.Queue()
@@ -123,8 +138,11 @@ async def singles(url: str, count: int) -> list[float]:
         for i in range(count):
             body = json.dumps(call(10_000_000 + i)).encode()
             t0 = time.perf_counter()
-            async with session.post(f"{url}/v1/feeds/hotline.calls", data=body,
-                                    headers={"X-Api-Key": KEY, "Content-Type": "application/json"}) as response:
+            async with session.post(
+                f"{url}/v1/feeds/hotline.calls",
+                data=body,
+                headers={"X-Api-Key": KEY, "Content-Type": "application/json"},
+            ) as response:
                 await response.read()
             if response.status == 202:
                 out.append(time.perf_counter() - t0)
@@ -166,23 +184,44 @@ def main() -> int:
         try:
             broker.start()
             broker.create_topics(TopicNames(PREFIX).all() + [f"{PREFIX}.baseline"], partitions=4)
-            base_rate = asyncio.run(baseline(broker.bootstrap, min(args.records, 100_000), args.batch, args.concurrency))
-            print(f"baseline (the gateway's producer on pre-encoded records, no HTTP/validation): "
-                  f"{base_rate:,.0f} records/s", flush=True)
+            base_rate = asyncio.run(
+                baseline(broker.bootstrap, min(args.records, 100_000), args.batch, args.concurrency)
+            )
+            print(
+                f"baseline (the gateway's producer on pre-encoded records, no HTTP/validation): "
+                f"{base_rate:,.0f} records/s",
+                flush=True,
+            )
 
             keys = base / "keys.yaml"
-            keys.write_text(f"- {{name: bench, key: {KEY}, scopes: ['feed:hotline.calls'], "
-                            f"rate_limit: 100000/second, record_rate_limit: 10000000/second}}\n", encoding="utf-8")
+            keys.write_text(
+                f"- {{name: bench, key: {KEY}, scopes: ['feed:hotline.calls'], "
+                f"rate_limit: 100000/second, record_rate_limit: 10000000/second}}\n",
+                encoding="utf-8",
+            )
             port = free_port()
             env = {k: v for k, v in os.environ.items() if not k.startswith("CITYGRID_")}
-            env.update({"CITYGRID_KAFKA_BOOTSTRAP": broker.bootstrap, "CITYGRID_TOPIC_PREFIX": PREFIX,
-                        "CITYGRID_STORE_URL": f"chdb://{base / 'chdb'}", "CITYGRID_GATEWAY_KEYS_FILE": str(keys),
-                        "CITYGRID_GATEWAY_PORT": str(port), "CITYGRID_LOG_LEVEL": "warning",
-                        "PYTHONPATH": str(REPO)})
+            env.update(
+                {
+                    "CITYGRID_KAFKA_BOOTSTRAP": broker.bootstrap,
+                    "CITYGRID_TOPIC_PREFIX": PREFIX,
+                    "CITYGRID_STORE_URL": f"chdb://{base / 'chdb'}",
+                    "CITYGRID_GATEWAY_KEYS_FILE": str(keys),
+                    "CITYGRID_GATEWAY_PORT": str(port),
+                    "CITYGRID_LOG_LEVEL": "warning",
+                    "PYTHONPATH": str(REPO),
+                }
+            )
             log = open(base / "gateway.log", "ab")
             profile = ["-m", "cProfile", "-o", str(args.profile.resolve())] if args.profile else []
-            gateway = subprocess.Popen([sys.executable, *profile, "-m", "streams.cli", "gateway"], env=env, cwd=base,
-                                       stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            gateway = subprocess.Popen(
+                [sys.executable, *profile, "-m", "streams.cli", "gateway"],
+                env=env,
+                cwd=base,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             url = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + 60
             while True:
@@ -201,17 +240,25 @@ def main() -> int:
             rate = result["accepted"] / result["elapsed"]
             on_topic = end_offsets(broker.bootstrap, f"{PREFIX}.hotline.calls")
             lat = result["latencies"]
-            print(f"gateway: {result['accepted']:,} records accepted in {result['elapsed']:.1f}s "
-                  f"({len(lat)} requests of {args.batch} JSON lines, {args.concurrency} in flight): {rate:,.0f} records/s")
-            print(f"  batch request latency p50 {percentile(lat, 0.5) * 1000:.0f} ms, "
-                  f"p99 {percentile(lat, 0.99) * 1000:.0f} ms; rejected {result['rejected']}, errors {result['errors']}")
-            print(f"  single-record request latency p50 {percentile(single, 0.5) * 1000:.1f} ms, "
-                  f"p99 {percentile(single, 0.99) * 1000:.1f} ms ({len(single)} requests, one in flight)")
+            print(
+                f"gateway: {result['accepted']:,} records accepted in {result['elapsed']:.1f}s "
+                f"({len(lat)} requests of {args.batch} JSON lines, {args.concurrency} in flight): {rate:,.0f} records/s"
+            )
+            print(
+                f"  batch request latency p50 {percentile(lat, 0.5) * 1000:.0f} ms, "
+                f"p99 {percentile(lat, 0.99) * 1000:.0f} ms; rejected {result['rejected']}, errors {result['errors']}"
+            )
+            print(
+                f"  single-record request latency p50 {percentile(single, 0.5) * 1000:.1f} ms, "
+                f"p99 {percentile(single, 0.99) * 1000:.1f} ms ({len(single)} requests, one in flight)"
+            )
             print(f"  records on the topic: {on_topic:,} (accepted + single: {result['accepted'] + len(single):,})")
             per_cpu = result["accepted"] / cpu_used if cpu_used else float("nan")
-            print(f"  gateway CPU during the batched run: {cpu_used:.1f}s for {result['accepted']:,} records = "
-                  f"{per_cpu:,.0f} records per CPU-second (the rate with one core to itself); "
-                  f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+            print(
+                f"  gateway CPU during the batched run: {cpu_used:.1f}s for {result['accepted']:,} records = "
+                f"{per_cpu:,.0f} records per CPU-second (the rate with one core to itself); "
+                f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+            )
             print(f"  ratio gateway / baseline: {rate / base_rate:.2f}")
             if on_topic < result["accepted"]:
                 print("ERROR: fewer records on the topic than accepted", file=sys.stderr)

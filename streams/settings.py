@@ -11,10 +11,25 @@ from typing import Any
 
 import yaml
 from pydantic import Field
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-REPO_DIR = PACKAGE_DIR.parent
+REPO_DIR = PACKAGE_DIR.parent  # the checkout when running from one; site-packages in an installed wheel
+
+
+def package_data(packaged: str, checkout: str) -> Path:
+    """A file or folder that lives outside ``streams/`` in the repository and that the wheel copies into the
+    package (pyproject.toml, ``force-include``): the installed copy ``PACKAGE_DIR/packaged`` first, else the
+    checkout's ``REPO_DIR/checkout`` (editable and development installs, which import from the checkout).
+
+    When neither exists the installed location is returned, so the caller's error names where it looked.
+    """
+    installed = PACKAGE_DIR / packaged
+    if installed.exists():
+        return installed
+    source = REPO_DIR / checkout
+    return source if source.exists() else installed
 
 
 def default_cache_dir() -> Path:
@@ -25,7 +40,7 @@ def default_cache_dir() -> Path:
 class _YamlFileSource(PydanticBaseSettingsSource):
     """Reads the optional YAML settings file (keys are the field names, lower case)."""
 
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
@@ -53,18 +68,25 @@ class Settings(BaseSettings):
         40.0, gt=0, description="Kafka request timeout; also bounds a stuck seek during Faust recovery after a crash")
     topic_prefix: str = Field("", description="prefixes every topic name (isolates tests sharing a broker)")
     # Storage: chdb://PATH (embedded) or clickhouse://host:port/db (server)
-    store_url: str = Field("chdb://var/chdb", description='ClickHouse: chdb://PATH (embedded, default) or clickhouse://[user[:pw]@]host:port/db (server)')
+    store_url: str = Field("chdb://var/chdb", description="ClickHouse: chdb://PATH (embedded, default) or "
+                           "clickhouse://[user[:pw]@]host:port/db (server)")
     store_batch_rows: int = Field(5000, ge=1)
     store_flush_seconds: float = Field(1.0, gt=0)
-    store_buffer_rows: int = Field(200_000, ge=1, description="rows buffered while ClickHouse is down before back-pressure")
-    retention_months: dict[str, int] = Field(default_factory=dict, description="per-table retention, e.g. {signals: 24}")
+    store_buffer_rows: int = Field(200_000, ge=1,
+                                   description="rows buffered while ClickHouse is down before back-pressure")
+    retention_months: dict[str, int] = Field(default_factory=dict,
+                                             description="per-table retention, e.g. {signals: 24}")
     # Faust state
-    table_store: str = Field("memory://", description='Faust table store: memory:// (dev) or rocksdb:// (production; pip extra rocksdb)')
+    table_store: str = Field("memory://", description="Faust table store: memory:// (dev) or rocksdb:// "
+                             "(production; pip extra rocksdb)")
     data_dir: Path = Field(Path("var/worker"), description='worker state dir (Faust tables, RocksDB files)')
     # Knowledge
-    kb_path: Path | None = Field(None, description="responsibility knowledge base 责任清单 YAML (default: the packaged sample city's)")
-    city_dir: Path | None = Field(None, description='city data dir: grid, gazetteer, departments, devices (default: packaged Xuhui)')
-    holiday_override_file: Path | None = Field(None, description='local holiday / 调休 overrides on top of chinese-calendar (YAML)')
+    kb_path: Path | None = Field(
+        None, description="responsibility knowledge base 责任清单 YAML (default: the packaged sample city's)")
+    city_dir: Path | None = Field(
+        None, description="city data dir: grid, gazetteer, departments, devices (default: packaged Xuhui)")
+    holiday_override_file: Path | None = Field(
+        None, description="local holiday / 调休 overrides on top of chinese-calendar (YAML)")
     auto_dispatch: bool = Field(True, description="dispatch every registered case by the KB at once (false: the centre "
                                 "accepts hotline calls and dispatches all but level-4/immediate routes by action)")
     triage_confidence: float = Field(0.55, ge=0, le=1, description="below this a signal goes to manual triage 人工分拨")
@@ -77,7 +99,8 @@ class Settings(BaseSettings):
     web_port: int = Field(6066, description='worker HTTP port: /wall/ (live view JSON), /health/')
     log_level: str = Field("info", description='worker log level')
     # Webhooks
-    webhooks_file: Path | None = Field(None, description='department webhook endpoints YAML (docs/webhooks.md); unset: no webhooks')
+    webhooks_file: Path | None = Field(
+        None, description="department webhook endpoints YAML (docs/webhooks.md); unset: no webhooks")
     # HTTP gateway (docs/gateway.md)
     gateway_host: str = Field("127.0.0.1", description="address `streams gateway` listens on")
     gateway_port: int = Field(8080, ge=0, le=65535, description="port of `streams gateway`")
@@ -86,9 +109,11 @@ class Settings(BaseSettings):
     gateway_in_worker: bool = Field(False, description="run the gateway inside `streams worker` (needed with an "
                                     "embedded chdb store, which one process holds; `make demo` does this)")
     gateway_max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="largest request body (413 above)")
-    gateway_max_record_bytes: int = Field(64 * 1024, ge=256, description="largest single feed record, JSON bytes (413 above)")
+    gateway_max_record_bytes: int = Field(64 * 1024, ge=256,
+                                          description="largest single feed record, JSON bytes (413 above)")
     gateway_max_field_chars: int = Field(10_000, ge=16, description="longest string field of a record (413 above)")
-    gateway_rate_limit: str = Field("100/second", description="requests per API key (per client address without a key); 429 above")
+    gateway_rate_limit: str = Field("100/second", description="requests per API key (per client address without "
+                                    "a key); 429 above")
     gateway_record_rate_limit: str = Field("100000/second", description="feed records per API key; 429 above")
     gateway_jurisdiction_id: str = Field("", description="Open311 jurisdiction_id this gateway serves; empty: "
                                          "accept any (one jurisdiction)")

@@ -20,10 +20,10 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 from fastavro.validation import validate
 
 from streams.core import times
-from streams.settings import REPO_DIR
+from streams.settings import package_data
 
 MAGIC = b"\xc3\x01"
-SCHEMAS_DIR = REPO_DIR / "schemas"
+SCHEMAS_DIR = package_data("schemas", "schemas")  # top-level schemas/, packaged as streams/schemas/ in the wheel
 
 # Fields carrying ISO-8601 timestamps in the raw contracts: checked beyond the Avro type.
 OPEN311_MAX_DESCRIPTION = 4000  # GeoReport v2: "free form text limited to 4,000 characters"

@@ -1,5 +1,6 @@
 """``streams gateway``: the HTTP front door (feeds, work API, Open311, progress page); ``--new-key`` prints a
 fresh API key and the keys-file entry that stores only its SHA-256."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,9 +11,13 @@ from streams.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("gateway", help="HTTP gateway: feeds, departments' work API, Open311 GeoReport v2, progress page")
+    p = sub.add_parser(
+        "gateway", help="HTTP gateway: feeds, departments' work API, Open311 GeoReport v2, progress page"
+    )
     p.add_argument("--new-key", metavar="NAME", help="print a new API key and its keys-file entry, then exit")
-    p.add_argument("--scope", action="append", default=[], help="scope of the new key (repeat), e.g. feed:hotline.calls")
+    p.add_argument(
+        "--scope", action="append", default=[], help="scope of the new key (repeat), e.g. feed:hotline.calls"
+    )
     p.set_defaults(func=cmd_gateway)
 
 
@@ -46,9 +51,12 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     try:
         store = open_store(settings.store_url)
     except StoreError as exc:
-        print(f"gateway: cannot open the case store {settings.store_url}: {str(exc).splitlines()[0]}\n"
-              "(an embedded chdb store is held by the worker: point both at clickhouse://..., or run the gateway "
-              "inside the worker with CITYGRID_GATEWAY_IN_WORKER=true)", file=sys.stderr)
+        print(
+            f"gateway: cannot open the case store {settings.store_url}: {str(exc).splitlines()[0]}\n"
+            "(an embedded chdb store is held by the worker: point both at clickhouse://..., or run the gateway "
+            "inside the worker with CITYGRID_GATEWAY_IN_WORKER=true)",
+            file=sys.stderr,
+        )
         return 2
     try:
         store.migrate()  # the gateway reads open311_requests: make sure the tables exist

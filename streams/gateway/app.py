@@ -5,6 +5,7 @@
 serves until stopped (``streams gateway``); ``GatewayRunner`` starts it inside another event loop (the
 worker, with ``CITYGRID_GATEWAY_IN_WORKER``).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -36,17 +37,31 @@ log = logging.getLogger(__name__)
 class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("citygrid_gateway_requests_total", "HTTP requests by route and status",
-                                ["route", "status"], registry=self.registry)
-        self.latency = Histogram("citygrid_gateway_request_seconds", "HTTP request latency by route", ["route"],
-                                 registry=self.registry,
-                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
-        self.records = Counter("citygrid_gateway_records_total", "feed records by outcome (accepted, rejected, "
-                               "failed)", ["topic", "outcome"], registry=self.registry)
-        self.actions = Counter("citygrid_gateway_actions_total", "case actions queued", ["action", "actor_kind"],
-                               registry=self.registry)
-        self.open311_requests = Counter("citygrid_gateway_open311_requests_total", "Open311 requests filed",
-                                        ["client"], registry=self.registry)
+        self.requests = Counter(
+            "citygrid_gateway_requests_total",
+            "HTTP requests by route and status",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "citygrid_gateway_request_seconds",
+            "HTTP request latency by route",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.records = Counter(
+            "citygrid_gateway_records_total",
+            "feed records by outcome (accepted, rejected, failed)",
+            ["topic", "outcome"],
+            registry=self.registry,
+        )
+        self.actions = Counter(
+            "citygrid_gateway_actions_total", "case actions queued", ["action", "actor_kind"], registry=self.registry
+        )
+        self.open311_requests = Counter(
+            "citygrid_gateway_open311_requests_total", "Open311 requests filed", ["client"], registry=self.registry
+        )
         self.limited = Counter("citygrid_gateway_rate_limited_total", "answers 429", ["budget"], registry=self.registry)
 
 
@@ -130,26 +145,37 @@ async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
         return response
     except ApiError as exc:
         status = exc.status
-        return json_response({"error": {"status": exc.status, "reason": exc.reason, **exc.extra}}, exc.status,
-                             headers={"Retry-After": "1"} if exc.status == 503 else None)
+        return json_response(
+            {"error": {"status": exc.status, "reason": exc.reason, **exc.extra}},
+            exc.status,
+            headers={"Retry-After": "1"} if exc.status == 503 else None,
+        )
     except RateLimited as exc:
         status = 429
         if request.path.startswith("/open311/"):
-            return open311.render_error(open311._fmt_of(request), open311.Open311Error(429, str(exc)),
-                                        {"Retry-After": str(exc.retry_after)})
+            return open311.render_error(
+                open311._fmt_of(request), open311.Open311Error(429, str(exc)), {"Retry-After": str(exc.retry_after)}
+            )
         g.metrics.limited.labels(budget="records" if "records" in str(exc) else "requests").inc()
-        return json_response({"error": {"status": 429, "reason": str(exc)}}, 429,
-                             headers={"Retry-After": str(exc.retry_after)})
+        return json_response(
+            {"error": {"status": 429, "reason": str(exc)}}, 429, headers={"Retry-After": str(exc.retry_after)}
+        )
     except StoreError as exc:
         status = 503
         log.warning("gateway: read model unavailable: %s", str(exc).splitlines()[0])
-        return json_response({"error": {"status": 503, "reason": "the case store is not reachable, retry"}}, 503,
-                             headers={"Retry-After": "5"})
+        return json_response(
+            {"error": {"status": 503, "reason": "the case store is not reachable, retry"}},
+            503,
+            headers={"Retry-After": "5"},
+        )
     except web.HTTPException as exc:
         status = exc.status
         if exc.status >= 400 and not request.path.startswith("/progress/"):
-            reason = exc.reason if exc.status != 413 else (
-                f"request body larger than {g.settings.gateway_max_body_bytes} bytes")
+            reason = (
+                exc.reason
+                if exc.status != 413
+                else (f"request body larger than {g.settings.gateway_max_body_bytes} bytes")
+            )
             return json_response({"error": {"status": exc.status, "reason": reason}}, exc.status)
         raise
     finally:
@@ -180,10 +206,14 @@ def make_app(gateway: Gateway) -> web.Application:
 
 def build_gateway(settings: Settings, store: Store, knowledge: Knowledge | None = None) -> Gateway:
     keys = KeyRing.load(settings.gateway_keys_file) if settings.gateway_keys_file else KeyRing.empty()
-    return Gateway(settings=settings, keys=keys,
-                   limits=RateLimits(settings.gateway_rate_limit, settings.gateway_record_rate_limit),
-                   producer=FeedProducer(settings), model=ReadModel(store),
-                   knowledge=knowledge or Knowledge.load(settings.kb_path, settings.city_dir))
+    return Gateway(
+        settings=settings,
+        keys=keys,
+        limits=RateLimits(settings.gateway_rate_limit, settings.gateway_record_rate_limit),
+        producer=FeedProducer(settings),
+        model=ReadModel(store),
+        knowledge=knowledge or Knowledge.load(settings.kb_path, settings.city_dir),
+    )
 
 
 class GatewayRunner:
@@ -194,7 +224,7 @@ class GatewayRunner:
         self.runner: web.AppRunner | None = None
         self.port = 0
 
-    async def start(self) -> "GatewayRunner":
+    async def start(self) -> GatewayRunner:
         settings = self.gateway.settings
         await self.gateway.producer.start()
         self.runner = web.AppRunner(make_app(self.gateway), access_log=None)
@@ -216,8 +246,11 @@ class GatewayRunner:
 async def serve(settings: Settings, store: Store, ready: Any = None) -> None:
     """Serve until SIGINT/SIGTERM (the ``streams gateway`` command)."""
     runner = await GatewayRunner(build_gateway(settings, store)).start()
-    print(f"gateway: http://{settings.gateway_host}:{runner.port}/ (keys: {len(runner.gateway.keys)}; "
-          f"OpenAPI at /openapi.json)", flush=True)
+    print(
+        f"gateway: http://{settings.gateway_host}:{runner.port}/ (keys: {len(runner.gateway.keys)}; "
+        f"OpenAPI at /openapi.json)",
+        flush=True,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -10,6 +10,7 @@
 
 Reads come from ClickHouse (``readmodel``); a department key sees and acts on its own department's cases only.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -22,7 +23,7 @@ from aiohttp import web
 from streams.bus.codec import DecodeError
 from streams.bus.topics import CASE_ACTIONS
 from streams.core.cases.lifecycle import ACTIONS
-from streams.core.model import STAGES, STAGE_ZH
+from streams.core.model import STAGE_ZH, STAGES
 from streams.core.times import CITY_TZ
 from streams.gateway.feeds import field_errors
 from streams.gateway.keys import ApiKey
@@ -31,14 +32,26 @@ from streams.gateway.tracking import now_ms
 
 # The caller's key (or None), set by the gateway's middleware for the handlers.
 API_KEY: Any = web.RequestKey("api_key", object) if hasattr(web, "RequestKey") else "api_key"
-STATUS_ZH = {"register": "待立案", "dispatch": "待派遣", "handle": "处置中", "verify": "核查中", "closed": "已结案",
-             "void": "已作废", "suspended": "挂账"}
+STATUS_ZH = {
+    "register": "待立案",
+    "dispatch": "待派遣",
+    "handle": "处置中",
+    "verify": "核查中",
+    "closed": "已结案",
+    "void": "已作废",
+    "suspended": "挂账",
+}
 LIGHT_ZH = {"green": "绿灯", "yellow": "黄灯", "red": "红灯"}
 SEVERITY = {"green": 0, "yellow": 1, "red": 2}
 # Body fields a caller may send with an action; the rest of the case.actions record is the gateway's.
 ACTION_FIELDS = {"action", "note", "photos", "extend_minutes", "departments", "action_id"}
-NOT_FROM_BODY = {"actor_kind": "the API key", "actor_id": "the API key", "case_id": "the URL",
-                 "source_id": "the URL", "ts": "the gateway's clock"}
+NOT_FROM_BODY = {
+    "actor_kind": "the API key",
+    "actor_id": "the API key",
+    "case_id": "the URL",
+    "source_id": "the URL",
+    "ts": "the gateway's clock",
+}
 
 
 class ApiError(Exception):
@@ -52,12 +65,26 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def case_summary(row: dict[str, Any]) -> dict[str, Any]:
-    return {"case_id": row["case_id"], "category_code": row["category_code"], "category_name": row["category_name"],
-            "status": row["status"], "status_zh": STATUS_ZH.get(row["status"], row["status"]), "light": row["light"],
-            "level": row["level"], "departments": list(row["departments"]), "deadline": iso(row["deadline_ms"]),
-            "opened": iso(row["opened_ms"]), "updated": iso(row["updated_ms"]), "origin": row["origin"],
-            "street": row["street"], "community": row["community"], "address": row["address"],
-            "reporters": row["reporters"], "urge_count": row["urge_count"], "rework_count": row["rework_count"]}
+    return {
+        "case_id": row["case_id"],
+        "category_code": row["category_code"],
+        "category_name": row["category_name"],
+        "status": row["status"],
+        "status_zh": STATUS_ZH.get(row["status"], row["status"]),
+        "light": row["light"],
+        "level": row["level"],
+        "departments": list(row["departments"]),
+        "deadline": iso(row["deadline_ms"]),
+        "opened": iso(row["opened_ms"]),
+        "updated": iso(row["updated_ms"]),
+        "origin": row["origin"],
+        "street": row["street"],
+        "community": row["community"],
+        "address": row["address"],
+        "reporters": row["reporters"],
+        "urge_count": row["urge_count"],
+        "rework_count": row["rework_count"],
+    }
 
 
 def stage_lights(row: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, str]:
@@ -77,21 +104,48 @@ def case_detail(row: dict[str, Any], history: list[dict[str, Any]], dispatches: 
     times = stage_times(row)
     lights = stage_lights(row, history)
     out = case_summary(row)
-    out.update({
-        "stages": [{"stage": s, "zh": STAGE_ZH[s], "done_at": iso(times.get(s)), "light": lights.get(s)}
-                   for s in STAGES],
-        "closed_at": iso(row["closed_ms"]), "on_time": bool(row["on_time"]) if row["status"] == "closed" else None,
-        "lat": row["lat"], "lon": row["lon"], "cell": row["cell"], "street_code": row["street_code"],
-        "quick_handled": bool(row["quick_handled"]), "dispatched_by": row["dispatched_by"] or None,
-        "kb_version": row["kb_version"], "sources": list(row["sources"]),
-        "history": [{"at": iso(t["ts_ms"]), "from_stage": t["from_stage"] or None, "to_stage": t["to_stage"],
-                     "action": t["action"], "actor_kind": t["actor_kind"] or None, "actor_id": t["actor_id"] or None,
-                     "light": t["light"] or None, "spent_ms": t["spent_ms"], "clock": t["clock"] or None,
-                     "detail": _json_or_text(t["detail"])} for t in history],
-        "dispatches": [{"at": iso(d["ts_ms"]), "departments": list(d["departments"]),
-                        "primary_department": d["primary_department"], "level": d["level"],
-                        "deadline": iso(d["deadline_ms"])} for d in dispatches],
-    })
+    out.update(
+        {
+            "stages": [
+                {"stage": s, "zh": STAGE_ZH[s], "done_at": iso(times.get(s)), "light": lights.get(s)} for s in STAGES
+            ],
+            "closed_at": iso(row["closed_ms"]),
+            "on_time": bool(row["on_time"]) if row["status"] == "closed" else None,
+            "lat": row["lat"],
+            "lon": row["lon"],
+            "cell": row["cell"],
+            "street_code": row["street_code"],
+            "quick_handled": bool(row["quick_handled"]),
+            "dispatched_by": row["dispatched_by"] or None,
+            "kb_version": row["kb_version"],
+            "sources": list(row["sources"]),
+            "history": [
+                {
+                    "at": iso(t["ts_ms"]),
+                    "from_stage": t["from_stage"] or None,
+                    "to_stage": t["to_stage"],
+                    "action": t["action"],
+                    "actor_kind": t["actor_kind"] or None,
+                    "actor_id": t["actor_id"] or None,
+                    "light": t["light"] or None,
+                    "spent_ms": t["spent_ms"],
+                    "clock": t["clock"] or None,
+                    "detail": _json_or_text(t["detail"]),
+                }
+                for t in history
+            ],
+            "dispatches": [
+                {
+                    "at": iso(d["ts_ms"]),
+                    "departments": list(d["departments"]),
+                    "primary_department": d["primary_department"],
+                    "level": d["level"],
+                    "deadline": iso(d["deadline_ms"]),
+                }
+                for d in dispatches
+            ],
+        }
+    )
     return out
 
 
@@ -122,30 +176,50 @@ def build_action(key: ApiKey, case_id: str, body: Any) -> dict[str, Any]:
     """The case.actions record for a body, with the key's actor; ApiError(400/403) when it cannot be."""
     actor = key.actor
     if actor is None:
-        raise ApiError(403, f"key {key.name!r} acts as nobody: it needs a department:<name>, centre, station:<id>, "
-                            "committee:<id> or inspector:<id> scope")
+        raise ApiError(
+            403,
+            f"key {key.name!r} acts as nobody: it needs a department:<name>, centre, station:<id>, "
+            "committee:<id> or inspector:<id> scope",
+        )
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object")
     for name, source in NOT_FROM_BODY.items():
         if name in body:
-            raise ApiError(400, f"field '{name}' comes from {source}, not from the body",
-                           errors=[{"field": name, "reason": f"not allowed: taken from {source}"}])
+            raise ApiError(
+                400,
+                f"field '{name}' comes from {source}, not from the body",
+                errors=[{"field": name, "reason": f"not allowed: taken from {source}"}],
+            )
     unknown = sorted(set(body) - ACTION_FIELDS)
     if unknown:
-        raise ApiError(400, f"unknown field(s) {unknown}", errors=[{"field": f, "reason": "unknown field"} for f in unknown])
+        raise ApiError(
+            400, f"unknown field(s) {unknown}", errors=[{"field": f, "reason": "unknown field"} for f in unknown]
+        )
     action = body.get("action")
     if action not in ACTIONS:
-        raise ApiError(400, f"field 'action' must be one of {', '.join(ACTIONS)}",
-                       errors=[{"field": "action", "reason": f"not an action: {action!r}"}])
+        raise ApiError(
+            400,
+            f"field 'action' must be one of {', '.join(ACTIONS)}",
+            errors=[{"field": "action", "reason": f"not an action: {action!r}"}],
+        )
     client_id = body.get("action_id")
     if client_id is not None and (not isinstance(client_id, str) or not 1 <= len(client_id) <= 128):
         raise ApiError(400, "field 'action_id' must be a string of 1..128 characters (your id, for safe retries)")
     # the key's name namespaces the caller's ids: a retry with the same id is applied once
     action_id = f"{key.name}:{client_id}" if client_id else f"{key.name}:{case_id}:{now_ms()}:{secrets.token_hex(4)}"
-    return {"action_id": action_id, "ts": datetime.now(CITY_TZ).isoformat(timespec="milliseconds"),
-            "case_id": case_id, "source_id": None, "actor_kind": actor.kind, "actor_id": actor.id,
-            "action": action, "note": body.get("note"), "photos": body.get("photos"),
-            "extend_minutes": body.get("extend_minutes"), "departments": body.get("departments")}
+    return {
+        "action_id": action_id,
+        "ts": datetime.now(CITY_TZ).isoformat(timespec="milliseconds"),
+        "case_id": case_id,
+        "source_id": None,
+        "actor_kind": actor.kind,
+        "actor_id": actor.id,
+        "action": action,
+        "note": body.get("note"),
+        "photos": body.get("photos"),
+        "extend_minutes": body.get("extend_minutes"),
+        "departments": body.get("departments"),
+    }
 
 
 def routes(gateway_key: web.AppKey) -> list[web.RouteDef]:
@@ -173,9 +247,15 @@ def routes(gateway_key: web.AppKey) -> list[web.RouteDef]:
         page = _int(q.get("page"), "page", 1, 1, 1_000_000)
         size = _int(q.get("page_size"), "page_size", 50, 1, MAX_PAGE_SIZE)
         total, rows = await request.app[gateway_key].model.case_page(department, stage, light, page, size)
-        return json_response({"page": page, "page_size": size, "total": total,
-                              "filters": {"department": department, "stage": stage, "light": light},
-                              "cases": [case_summary(r) for r in rows]})
+        return json_response(
+            {
+                "page": page,
+                "page_size": size,
+                "total": total,
+                "filters": {"department": department, "stage": stage, "light": light},
+                "cases": [case_summary(r) for r in rows],
+            }
+        )
 
     async def get_case(request: web.Request) -> web.Response:
         key = reader(request)
@@ -207,10 +287,21 @@ def routes(gateway_key: web.AppKey) -> list[web.RouteDef]:
             raise ApiError(404, f"case {case_id!r} not found (a case opened a moment ago may not be stored yet: retry)")
         await g.produce_one(CASE_ACTIONS, case_id.encode(), g.codec.encode("case_action", valid))
         g.metrics.actions.labels(action=valid["action"], actor_kind=valid["actor_kind"]).inc()
-        return json_response({"status": "queued", "action_id": valid["action_id"], "case_id": case_id,
-                              "action": valid["action"], "actor": {"kind": valid["actor_kind"], "id": valid["actor_id"]},
-                              "outcome": f"applied actions appear in GET /v1/cases/{case_id} (history); "
-                                         "refused ones go to case.actions.rejected with the reason"}, status=202)
+        return json_response(
+            {
+                "status": "queued",
+                "action_id": valid["action_id"],
+                "case_id": case_id,
+                "action": valid["action"],
+                "actor": {"kind": valid["actor_kind"], "id": valid["actor_id"]},
+                "outcome": f"applied actions appear in GET /v1/cases/{case_id} (history); "
+                "refused ones go to case.actions.rejected with the reason",
+            },
+            status=202,
+        )
 
-    return [web.get("/v1/cases", list_cases), web.get("/v1/cases/{case_id}", get_case),
-            web.post("/v1/cases/{case_id}/actions", post_action)]
+    return [
+        web.get("/v1/cases", list_cases),
+        web.get("/v1/cases/{case_id}", get_case),
+        web.post("/v1/cases/{case_id}/actions", post_action),
+    ]

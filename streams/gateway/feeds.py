@@ -6,6 +6,7 @@ Limits: the body (``gateway_max_body_bytes``), each record (``gateway_max_record
 string field (``gateway_max_field_chars``) answer 413 for the whole request, before anything is produced:
 an oversized payload is a client bug, not a city report to sort out record by record.
 """
+
 from __future__ import annotations
 
 import re
@@ -15,7 +16,7 @@ from typing import Any
 import fastavro
 import orjson
 
-from streams.bus.codec import DecodeError, ISO_FIELDS, SchemaRegistry, check_semantics, parse_iso
+from streams.bus.codec import ISO_FIELDS, DecodeError, SchemaRegistry, check_semantics, parse_iso
 from streams.bus.topics import CASE_ACTIONS, OPEN311_REQUESTS, RAW_SCHEMAS
 
 # Raw feeds a key may post. case.actions and open311.requests have their own doors (the work API takes
@@ -23,11 +24,23 @@ from streams.bus.topics import CASE_ACTIONS, OPEN311_REQUESTS, RAW_SCHEMAS
 FEED_TOPICS: dict[str, str] = {t: s for t, s in RAW_SCHEMAS.items() if t not in (CASE_ACTIONS, OPEN311_REQUESTS)}
 OWN_DOOR = {CASE_ACTIONS: "POST /v1/cases/{case_id}/actions", OPEN311_REQUESTS: "POST /open311/v2/requests.json"}
 # The record field that keys a feed's Kafka messages: a re-sent record lands on the same partition.
-KEY_FIELDS = {"hotline_call": "call_id", "field_report": "report_id", "field_track": "inspector_id",
-              "iot_reading": "device_id", "camera_alert": "alert_id", "registry_change": "change_id",
-              "case_action": "case_id", "open311_request": "request_id"}
-JSON_LINES_TYPES = ("application/x-ndjson", "application/jsonl", "application/x-jsonlines", "application/json-seq",
-                    "text/plain")
+KEY_FIELDS = {
+    "hotline_call": "call_id",
+    "field_report": "report_id",
+    "field_track": "inspector_id",
+    "iot_reading": "device_id",
+    "camera_alert": "alert_id",
+    "registry_change": "change_id",
+    "case_action": "case_id",
+    "open311_request": "request_id",
+}
+JSON_LINES_TYPES = (
+    "application/x-ndjson",
+    "application/jsonl",
+    "application/x-jsonlines",
+    "application/json-seq",
+    "text/plain",
+)
 _FIELD_IN_REASON = re.compile(r"field '([A-Za-z_][A-Za-z0-9_]*)'")
 
 
@@ -43,7 +56,7 @@ class TooLarge(ValueError):
 class Outcome:
     index: int
     errors: list[dict[str, Any]] = field(default_factory=list)
-    record: dict[str, Any] | None = None   # the validated record (accepted so far)
+    record: dict[str, Any] | None = None  # the validated record (accepted so far)
 
     @property
     def ok(self) -> bool:
@@ -90,12 +103,16 @@ def check_sizes(items: list[tuple[Any, str | None, int]], body_size: int, max_re
         if isinstance(obj, dict) and not 0 <= size <= max_field:  # no string is longer than its line
             for name, value in obj.items():
                 if isinstance(value, str) and len(value) > max_field:
-                    raise TooLarge(f"record {index}: field '{name}' has {len(value)} characters; the limit is {max_field}")
+                    raise TooLarge(
+                        f"record {index}: field '{name}' has {len(value)} characters; the limit is {max_field}"
+                    )
                 if isinstance(value, list):
                     for item in value:
                         if isinstance(item, str) and len(item) > max_field:
-                            raise TooLarge(f"record {index}: an item of field '{name}' has {len(item)} characters; "
-                                           f"the limit is {max_field}")
+                            raise TooLarge(
+                                f"record {index}: an item of field '{name}' has {len(item)} characters; "
+                                f"the limit is {max_field}"
+                            )
 
 
 def field_errors(codec: SchemaRegistry, schema_name: str, obj: Any, error: DecodeError) -> list[dict[str, Any]]:
@@ -147,8 +164,9 @@ def _takes_double(avro_type: Any) -> bool:
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"
-    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
-            dict: "object"}.get(type(value), type(value).__name__)
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}.get(
+        type(value), type(value).__name__
+    )
 
 
 def _type_text(avro_type: Any) -> str:
@@ -171,8 +189,14 @@ def validate_all(codec: SchemaRegistry, schema_name: str, items: list[tuple[Any,
             outcomes.append(Outcome(index, [{"field": None, "reason": parse_error}]))
             continue
         try:
-            outcomes.append(Outcome(index, record=from_json(schema_name, obj) if isinstance(obj, dict)
-                                    else from_json(schema_name, orjson.dumps(obj))))
+            outcomes.append(
+                Outcome(
+                    index,
+                    record=from_json(schema_name, obj)
+                    if isinstance(obj, dict)
+                    else from_json(schema_name, orjson.dumps(obj)),
+                )
+            )
         except DecodeError as exc:
             outcomes.append(Outcome(index, field_errors(codec, schema_name, obj, exc)))
     return outcomes
@@ -206,7 +230,7 @@ def routes(gateway_key: Any) -> list[Any]:
             raise ApiError(401, "an API key is required (header X-Api-Key or Authorization: Bearer)")
         if not key.may_feed(topic):
             raise ApiError(403, f"key {key.name!r} may not post to {topic} (scope feed:{topic} missing)")
-        body = await request.read()   # over gateway_max_body_bytes aiohttp answers 413 itself
+        body = await request.read()  # over gateway_max_body_bytes aiohttp answers 413 itself
         try:
             items = split_body(body, request.content_type)
         except PayloadError as exc:
@@ -223,8 +247,11 @@ def routes(gateway_key: Any) -> list[Any]:
         physical = g.topics.name(topic)
         encode = g.codec.encode
         records = [o.record for o in valid if o.record is not None]
-        errors = await g.send_many([(physical, message_key(schema_name, r), encode(schema_name, r))
-                                    for r in records]) if records else []
+        errors = (
+            await g.send_many([(physical, message_key(schema_name, r), encode(schema_name, r)) for r in records])
+            if records
+            else []
+        )
         failed = 0
         for outcome, error in zip(valid, errors, strict=True):
             if error is not None:
@@ -234,11 +261,26 @@ def routes(gateway_key: Any) -> list[Any]:
         g.metrics.records.labels(topic=topic, outcome="accepted").inc(accepted)
         g.metrics.records.labels(topic=topic, outcome="rejected").inc(len(outcomes) - len(valid))
         g.metrics.records.labels(topic=topic, outcome="failed").inc(failed)
-        results = [{"index": o.index, "status": "accepted"} if o.ok else
-                   {"index": o.index, "status": "failed" if o.errors and o.errors[-1].get("retry") else "rejected",
-                    "errors": o.errors} for o in outcomes]
-        return json_response({"topic": topic, "accepted": accepted, "rejected": len(outcomes) - len(valid),
-                              "failed": failed, "records": results}, status=503 if failed else 202,
-                             headers={"Retry-After": "1"} if failed else None)
+        results = [
+            {"index": o.index, "status": "accepted"}
+            if o.ok
+            else {
+                "index": o.index,
+                "status": "failed" if o.errors and o.errors[-1].get("retry") else "rejected",
+                "errors": o.errors,
+            }
+            for o in outcomes
+        ]
+        return json_response(
+            {
+                "topic": topic,
+                "accepted": accepted,
+                "rejected": len(outcomes) - len(valid),
+                "failed": failed,
+                "records": results,
+            },
+            status=503 if failed else 202,
+            headers={"Retry-After": "1"} if failed else None,
+        )
 
     return [web.post("/v1/feeds/{topic}", post_feed)]

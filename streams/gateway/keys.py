@@ -10,6 +10,7 @@ API), and at most one actor scope, which is who the key acts as on ``case.action
 ``department:<name>`` (a department of the directory; also reads its own cases), ``centre`` or
 ``centre:<name>`` (the grid centre; reads everything), ``station:<id>``, ``committee:<id>``, ``inspector:<id>``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,8 +26,13 @@ SCOPE_OPEN311 = "open311"
 SCOPE_READ = "read"
 FEED_PREFIX = "feed:"
 # actor scope -> actor_kind of case.actions (schemas/case_action.avsc)
-ACTOR_SCOPES = {"department": "department", "centre": "center", "station": "station",
-                "committee": "committee", "inspector": "inspector"}
+ACTOR_SCOPES = {
+    "department": "department",
+    "centre": "center",
+    "station": "station",
+    "committee": "committee",
+    "inspector": "inspector",
+}
 
 
 class KeysFileError(ValueError):
@@ -39,7 +45,7 @@ def digest(key: str) -> bytes:
 
 @dataclass(frozen=True)
 class Actor:
-    kind: str   # department | center | station | committee | inspector
+    kind: str  # department | center | station | committee | inspector
     id: str
 
 
@@ -84,8 +90,14 @@ class ApiKey:
         return self.reads_all_cases or self.department is not None
 
 
-Scope = Annotated[str, StringConstraints(min_length=1, pattern=r"^(feed:[a-z0-9._]+|open311|read|centre(:.+)?|"
-                                                                  r"(department|station|committee|inspector):.+)$")]
+Scope = Annotated[
+    str,
+    StringConstraints(
+        min_length=1,
+        pattern=r"^(feed:[a-z0-9._]+|open311|read|centre(:.+)?|"
+        r"(department|station|committee|inspector):.+)$",
+    ),
+]
 
 
 class _KeyIn(BaseModel):
@@ -98,7 +110,7 @@ class _KeyIn(BaseModel):
     record_rate_limit: str | None = None
 
     @model_validator(mode="after")
-    def _one_secret_one_actor(self) -> "_KeyIn":
+    def _one_secret_one_actor(self) -> _KeyIn:
         if (self.key is None) == (self.key_sha256 is None):
             raise ValueError("give exactly one of 'key' and 'key_sha256'")
         actors = [s for s in self.scopes if s.split(":", 1)[0] in ACTOR_SCOPES]
@@ -114,11 +126,11 @@ class KeyRing:
         self.keys = list(keys)
 
     @classmethod
-    def empty(cls) -> "KeyRing":
+    def empty(cls) -> KeyRing:
         return cls([])
 
     @classmethod
-    def from_entries(cls, entries: Any, source: str = "keys") -> "KeyRing":
+    def from_entries(cls, entries: Any, source: str = "keys") -> KeyRing:
         if entries is None:
             entries = []
         if not isinstance(entries, list):
@@ -136,15 +148,14 @@ class KeyRing:
                 raise KeysFileError(f"{source}: key #{i + 1}: duplicate name {parsed.name!r}")
             names.add(parsed.name)
             sha = digest(parsed.key) if parsed.key is not None else bytes.fromhex(parsed.key_sha256 or "")
-            keys.append(ApiKey(parsed.name, sha, frozenset(parsed.scopes), parsed.rate_limit,
-                               parsed.record_rate_limit))
+            keys.append(ApiKey(parsed.name, sha, frozenset(parsed.scopes), parsed.rate_limit, parsed.record_rate_limit))
         digests = [k.sha256 for k in keys]
         if len(set(digests)) != len(digests):
             raise KeysFileError(f"{source}: two entries share one key")
         return cls(keys)
 
     @classmethod
-    def load(cls, path: Path | str) -> "KeyRing":
+    def load(cls, path: Path | str) -> KeyRing:
         path = Path(path)
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))

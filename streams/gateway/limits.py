@@ -4,6 +4,7 @@ hit whatever the cost, so a batch of 5,000 records is one hit of cost 5,000.
 Two budgets per caller: requests (every endpoint; callers without a key are counted by client address)
 and feed records (POST /v1/feeds). A key may carry its own budgets in the keys file.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,11 +19,11 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 @dataclass(frozen=True)
 class Verdict:
     allowed: bool
-    retry_after: int = 0   # whole seconds, for the Retry-After header
+    retry_after: int = 0  # whole seconds, for the Retry-After header
 
 
 def parse_limit(text: str) -> RateLimitItem:
-    """"100/second", "6000/minute", ... (the limits library's notation); a bad one fails at start."""
+    """ "100/second", "6000/minute", ... (the limits library's notation); a bad one fails at start."""
     try:
         return parse(text)
     except ValueError as exc:

@@ -15,6 +15,7 @@ format) and JSON by the resource's suffix.
 Errors are the spec's list of ``{code, description}``: 400, 403 (bad or missing api_key), 404.
 Personal data (email, phone, names, device and account ids) never leaves the gateway: only a pseudonym.
 """
+
 from __future__ import annotations
 
 import re
@@ -26,24 +27,31 @@ from xml.etree import ElementTree as ET
 import orjson
 from aiohttp import web
 
-from streams.bus.codec import DecodeError, OPEN311_MAX_DESCRIPTION
+from streams.bus.codec import OPEN311_MAX_DESCRIPTION, DecodeError
 from streams.bus.topics import OPEN311_REQUESTS
 from streams.core.ingest import pseudonym
 from streams.core.knowledge.services import Service, attribute_problems
 from streams.core.times import CITY_TZ, BadTimestamp, parse_iso
 from streams.gateway.limits import RateLimited
 from streams.gateway.producer import ProduceError
-from streams.storage import StoreError
 from streams.gateway.readmodel import iso
 from streams.gateway.tracking import Tracking, now_ms, track, track_rows
+from streams.storage import StoreError
 
 FORMATS = {"json": "application/json; charset=utf-8", "xml": "text/xml; charset=utf-8"}
-MAX_RESULTS = 1000          # "first 1000 requests returned"
+MAX_RESULTS = 1000  # "first 1000 requests returned"
 MAX_SPAN = timedelta(days=90)
 _ATTRIBUTE = re.compile(r"^attribute\[([^\[\]]+)\](\[\])?$")
 # XML element names for the items of a list field (the Spark convention's inverse)
-_XML_ITEM = {"services": "service", "service_requests": "request", "attributes": "attribute", "values": "value",
-             "errors": "error", "endpoints": "endpoint", "formats": "format"}
+_XML_ITEM = {
+    "services": "service",
+    "service_requests": "request",
+    "attributes": "attribute",
+    "values": "value",
+    "errors": "error",
+    "endpoints": "endpoint",
+    "formats": "format",
+}
 
 
 class Open311Error(Exception):
@@ -89,8 +97,12 @@ def render(fmt: str, root: str, data: Any, status: int = 200) -> web.Response:
 
 
 def render_error(fmt: str, error: Open311Error, headers: dict[str, str] | None = None) -> web.Response:
-    response = render(fmt if fmt in FORMATS else "xml", "errors",
-                      [{"code": error.code, "description": error.description}], error.status)
+    response = render(
+        fmt if fmt in FORMATS else "xml",
+        "errors",
+        [{"code": error.code, "description": error.description}],
+        error.status,
+    )
     response.headers.update(headers or {})
     return response
 
@@ -107,26 +119,56 @@ def split_format(name: str) -> tuple[str, str]:
 
 # ---------------------------------------------------------------- documents
 def service_entry(service: Service) -> dict[str, Any]:
-    return {"service_code": service.code, "service_name": service.name, "description": service.description,
-            "metadata": service.metadata, "type": "realtime", "keywords": ",".join(service.keywords),
-            "group": service.group}
+    return {
+        "service_code": service.code,
+        "service_name": service.name,
+        "description": service.description,
+        "metadata": service.metadata,
+        "type": "realtime",
+        "keywords": ",".join(service.keywords),
+        "group": service.group,
+    }
 
 
 def service_definition(service: Service) -> dict[str, Any]:
-    return {"service_code": service.code, "attributes": [
-        {"variable": True, "code": a.code, "datatype": a.datatype, "required": a.required,
-         "datatype_description": None, "order": a.order, "description": a.description,
-         "values": [{"key": key, "name": name} for key, name in a.values.items()]}
-        for a in service.attributes]}
+    return {
+        "service_code": service.code,
+        "attributes": [
+            {
+                "variable": True,
+                "code": a.code,
+                "datatype": a.datatype,
+                "required": a.required,
+                "datatype_description": None,
+                "order": a.order,
+                "description": a.description,
+                "values": [{"key": key, "name": name} for key, name in a.values.items()],
+            }
+            for a in service.attributes
+        ],
+    }
 
 
 def request_entry(t: Tracking) -> dict[str, Any]:
-    return {"service_request_id": t.request_id, "status": t.status, "status_notes": t.status_notes,
-            "service_name": t.service_name, "service_code": t.service_code, "description": t.description,
-            "agency_responsible": t.agency, "service_notice": None,
-            "requested_datetime": iso(t.requested_ms), "updated_datetime": iso(t.updated_ms),
-            "expected_datetime": iso(t.expected_ms), "address": t.address, "address_id": None, "zipcode": None,
-            "lat": t.lat, "long": t.lon, "media_url": t.media_url}
+    return {
+        "service_request_id": t.request_id,
+        "status": t.status,
+        "status_notes": t.status_notes,
+        "service_name": t.service_name,
+        "service_code": t.service_code,
+        "description": t.description,
+        "agency_responsible": t.agency,
+        "service_notice": None,
+        "requested_datetime": iso(t.requested_ms),
+        "updated_datetime": iso(t.updated_ms),
+        "expected_datetime": iso(t.expected_ms),
+        "address": t.address,
+        "address_id": None,
+        "zipcode": None,
+        "lat": t.lat,
+        "long": t.lon,
+        "media_url": t.media_url,
+    }
 
 
 # ---------------------------------------------------------------- request parsing
@@ -190,11 +232,21 @@ def build_request(form: Any, services: dict[str, Service], knowledge: Any, clien
     if problems:
         raise Open311Error(400, "; ".join(problems))
     who = next((v for v in (_text(form, n) for n in ("email", "phone", "account_id", "device_id")) if v), None)
-    return {"request_id": new_request_id(), "service_code": service.code,
-            "requested_at": datetime.now(CITY_TZ).isoformat(timespec="milliseconds"), "client": client,
-            "jurisdiction_id": _text(form, "jurisdiction_id"), "lat": lat, "lon": lon, "address_string": address,
-            "address_id": address_id, "description": description, "media_url": media_url,
-            "attributes": answers or None, "reporter": pseudonym(who.lower()) if who else None}
+    return {
+        "request_id": new_request_id(),
+        "service_code": service.code,
+        "requested_at": datetime.now(CITY_TZ).isoformat(timespec="milliseconds"),
+        "client": client,
+        "jurisdiction_id": _text(form, "jurisdiction_id"),
+        "lat": lat,
+        "lon": lon,
+        "address_string": address,
+        "address_id": address_id,
+        "description": description,
+        "media_url": media_url,
+        "attributes": answers or None,
+        "reporter": pseudonym(who.lower()) if who else None,
+    }
 
 
 def _date(value: str | None, name: str) -> datetime | None:
@@ -203,7 +255,9 @@ def _date(value: str | None, name: str) -> datetime | None:
     try:
         return parse_iso(value.strip())
     except BadTimestamp:
-        raise Open311Error(400, f"{name} must be a w3 date-time with offset, e.g. 2010-01-01T00:00:00Z; got {value!r}") from None
+        raise Open311Error(
+            400, f"{name} must be a w3 date-time with offset, e.g. 2010-01-01T00:00:00Z; got {value!r}"
+        ) from None
 
 
 def _csv(value: str | None) -> list[str]:
@@ -228,12 +282,24 @@ def routes(gateway_key: web.AppKey) -> list[web.RouteDef]:
     async def discovery(request: web.Request) -> web.Response:
         _, fmt = split_format(f"discovery.{request.match_info['fmt']}")
         base = gw(request).public_base(request)
-        return render(fmt, "discovery", {
-            "changeset": "2026-11-01T00:00:00+08:00", "contact": "城市网格化综合管理中心 (the operations centre)",
-            "key_service": "API keys are issued by the operations centre",
-            "endpoints": [{"specification": "http://wiki.open311.org/GeoReport_v2", "url": f"{base}/open311/v2",
-                           "changeset": "2026-11-01T00:00:00+08:00", "type": "production",
-                           "formats": ["text/xml", "application/json"]}]})
+        return render(
+            fmt,
+            "discovery",
+            {
+                "changeset": "2026-11-01T00:00:00+08:00",
+                "contact": "城市网格化综合管理中心 (the operations centre)",
+                "key_service": "API keys are issued by the operations centre",
+                "endpoints": [
+                    {
+                        "specification": "http://wiki.open311.org/GeoReport_v2",
+                        "url": f"{base}/open311/v2",
+                        "changeset": "2026-11-01T00:00:00+08:00",
+                        "type": "production",
+                        "formats": ["text/xml", "application/json"],
+                    }
+                ],
+            },
+        )
 
     async def services(request: web.Request) -> web.Response:
         _, fmt = split_format(f"services.{request.match_info['fmt']}")
@@ -265,17 +331,25 @@ def routes(gateway_key: web.AppKey) -> list[web.RouteDef]:
         except DecodeError as exc:
             raise Open311Error(400, str(exc)) from None
         try:
-            await g.producer.send_one(g.topics.name(OPEN311_REQUESTS), valid["request_id"].encode(),
-                                      g.codec.encode("open311_request", valid))
+            await g.producer.send_one(
+                g.topics.name(OPEN311_REQUESTS), valid["request_id"].encode(), g.codec.encode("open311_request", valid)
+            )
         except ProduceError as exc:
             # the spec's "general service error (e.g. CRM is down)": 400, the code in the body says more
             raise Open311Error(400, f"the request could not be stored, please retry: {exc}", 503) from None
         g.pending.add({**valid, "requested_ms": now_ms(), "service_name": g.services[valid["service_code"]].name})
         g.metrics.open311_requests.labels(client=key.name).inc()
         base = g.public_base(request)
-        return render(fmt, "service_requests", [{
-            "service_request_id": valid["request_id"],
-            "service_notice": f"已受理，进度查询 Track it at {base}/progress/{valid['request_id']}"}])
+        return render(
+            fmt,
+            "service_requests",
+            [
+                {
+                    "service_request_id": valid["request_id"],
+                    "service_notice": f"已受理，进度查询 Track it at {base}/progress/{valid['request_id']}",
+                }
+            ],
+        )
 
     async def list_requests(request: web.Request) -> web.Response:
         _, fmt = split_format(f"requests.{request.match_info['fmt']}")
@@ -304,10 +378,17 @@ def routes(gateway_key: web.AppKey) -> list[web.RouteDef]:
             raise Open311Error(400, f"status must be open and/or closed, got {q.get('status')!r}")
         codes = _csv(q.get("service_code"))
         start_ms, end_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
-        rows = await g.model.requests(service_codes=codes or None, start_ms=start_ms, end_ms=end_ms,
-                                      limit=MAX_RESULTS * 3 if statuses else MAX_RESULTS)
-        pending = [p for p in g.pending.values() if start_ms <= p["requested_ms"] <= end_ms
-                   and (not codes or p["service_code"] in codes)]
+        rows = await g.model.requests(
+            service_codes=codes or None,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            limit=MAX_RESULTS * 3 if statuses else MAX_RESULTS,
+        )
+        pending = [
+            p
+            for p in g.pending.values()
+            if start_ms <= p["requested_ms"] <= end_ms and (not codes or p["service_code"] in codes)
+        ]
         matches = [t for t in await track_rows(g.model, rows, pending) if not statuses or t.status in statuses]
         matches.sort(key=lambda t: (-t.requested_ms, t.request_id))
         return render(fmt, "service_requests", [request_entry(t) for t in matches[:MAX_RESULTS]])
@@ -335,12 +416,18 @@ def routes(gateway_key: web.AppKey) -> list[web.RouteDef]:
             except Open311Error as exc:
                 return render_error(_fmt_of(request), exc)
             except RateLimited as exc:
-                return render_error(_fmt_of(request), Open311Error(429, str(exc)),
-                                    {"Retry-After": str(exc.retry_after)})
+                return render_error(
+                    _fmt_of(request), Open311Error(429, str(exc)), {"Retry-After": str(exc.retry_after)}
+                )
             except StoreError as exc:
                 # the spec's "general service error": 400, with 503 in the body
-                return render_error(_fmt_of(request), Open311Error(400, f"the city's records are not reachable "
-                                                                        f"right now, please retry ({exc})".split("\n")[0], 503))
+                return render_error(
+                    _fmt_of(request),
+                    Open311Error(
+                        400, f"the city's records are not reachable right now, please retry ({exc})".split("\n")[0], 503
+                    ),
+                )
+
         run.__name__ = handler.__name__
         return run
 

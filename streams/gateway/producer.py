@@ -4,6 +4,7 @@ answered "accepted" for is durable and a retry inside the producer never writes 
 ``gateway_producer_config`` builds the aiokafka options from Settings; it stands in for the project's shared
 client-config factory (``streams.bus.clients``) and is meant to be replaced by it once that exists.
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -4,6 +4,7 @@ A small, mobile-friendly Chinese page with no script and no outside resources: t
 发现→立案→派遣→处置→核查→结案 with their times, the responsible department, the deadline and its light.
 No personal data: not the description, not the exact address (only the street and community), nobody's name.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -11,14 +12,23 @@ from html import escape
 
 from aiohttp import web
 
-from streams.core.model import STAGES, STAGE_ZH
+from streams.core.model import STAGE_ZH, STAGES
 from streams.core.times import CITY_TZ
 from streams.gateway.readmodel import stage_times
 from streams.gateway.tracking import Tracking, track
 
 LIGHT_TEXT = {"green": "绿灯 · 按期办理中", "yellow": "黄灯 · 临近时限", "red": "红灯 · 已超时限"}
-PHASE_TEXT = {"received": "已收到", "triage": "人工分拨中", "register": "待立案", "dispatch": "待派遣",
-              "handle": "处置中", "verify": "核查中", "closed": "已结案", "void": "已作废", "suspended": "挂账"}
+PHASE_TEXT = {
+    "received": "已收到",
+    "triage": "人工分拨中",
+    "register": "待立案",
+    "dispatch": "待派遣",
+    "handle": "处置中",
+    "verify": "核查中",
+    "closed": "已结案",
+    "void": "已作废",
+    "suspended": "挂账",
+}
 
 STYLE = """
 *{box-sizing:border-box}body{margin:0;font:16px/1.5 -apple-system,"PingFang SC","Noto Sans CJK SC","Microsoft YaHei",
@@ -28,8 +38,8 @@ box-shadow:0 1px 3px rgba(0,0,0,.08)}.id{color:#5b6675;font-size:14px;word-break
 .status{display:inline-block;padding:2px 10px;border-radius:12px;background:#e7eefc;color:#1a56db;font-weight:600}
 .status.closed{background:#e6f6ea;color:#137333}dl{margin:0;display:grid;grid-template-columns:6.5em 1fr;gap:6px 8px}
 dt{color:#5b6675}dd{margin:0}ol{list-style:none;margin:0;padding:0}li{display:flex;gap:12px;padding:8px 0;
-border-left:3px solid #d5dbe3;margin-left:9px;padding-left:16px;position:relative}li:before{content:"";position:absolute;
-left:-9px;top:12px;width:15px;height:15px;border-radius:50%;background:#d5dbe3}li.done{border-color:#2f9e59}
+border-left:3px solid #d5dbe3;margin-left:9px;padding-left:16px;position:relative}
+li:before{content:"";position:absolute;left:-9px;top:12px;width:15px;height:15px;border-radius:50%;background:#d5dbe3}li.done{border-color:#2f9e59}
 li.done:before{background:#2f9e59}li.now:before{background:#1a56db;box-shadow:0 0 0 4px #cfdcfb}.stage{font-weight:600;
 min-width:3em}.when{color:#5b6675}.light{font-weight:600}.light.green{color:#137333}.light.yellow{color:#b06000}
 .light.red{color:#c5221f}footer{color:#8a94a3;font-size:13px;text-align:center;margin-top:8px}
@@ -55,7 +65,9 @@ def render_page(t: Tracking) -> str:
         done = stage in times and (stage != current)
         css = "done" if done else ("now" if stage == current else "")
         when = _time(times.get(stage)) if done else ("进行中" if css == "now" else "—")
-        items.append(f'<li class="{css}"><span class="stage">{STAGE_ZH[stage]}</span><span class="when">{when}</span></li>')
+        items.append(
+            f'<li class="{css}"><span class="stage">{STAGE_ZH[stage]}</span><span class="when">{when}</span></li>'
+        )
     rows = [("事项类别", escape(t.service_name)), ("当前状态", escape(PHASE_TEXT.get(status, status)))]
     department = t.agency
     rows.append(("责任部门", escape(department) if department else "待派遣后确定"))
@@ -72,8 +84,13 @@ def render_page(t: Tracking) -> str:
         rows.append(("办结时间", _time(case.get("closed_ms") or case.get("updated_ms")) if case else "—"))
         if case is not None and status == "closed":
             on_time = bool(case.get("on_time"))
-            rows.append(("时限状态", f'<span class="light {"green" if on_time else "red"}">'
-                                     f'{"按时办结" if on_time else "超时办结"}</span>'))
+            rows.append(
+                (
+                    "时限状态",
+                    f'<span class="light {"green" if on_time else "red"}">'
+                    f"{'按时办结' if on_time else '超时办结'}</span>",
+                )
+            )
     place = " ".join(p for p in (t.street, case.get("community") if case else None) if p)
     if place:
         rows.append(("所在街道", escape(place)))
@@ -92,7 +109,7 @@ def render_page(t: Tracking) -> str:
 <div class="card"><div class="id">受理编号 {escape(t.request_id)}</div>
 <p><span class="{badge}">{escape(PHASE_TEXT.get(status, status))}</span></p>
 <dl>{details}</dl>{note}</div>
-<div class="card"><ol>{''.join(items)}</ol></div>
+<div class="card"><ol>{"".join(items)}</ol></div>
 <footer>城市网格化综合管理 · 发现→立案→派遣→处置→核查→结案</footer>
 </main></body></html>"""
 
@@ -100,7 +117,8 @@ def render_page(t: Tracking) -> str:
 NOT_FOUND = """<!DOCTYPE html>
 <html lang="zh-CN"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>未找到该事项</title><style>{style}</style></head><body><main><h1>事项进度查询</h1>
-<div class="card"><p>未找到受理编号为 <b>{rid}</b> 的事项。</p><p class="when">刚提交的事项可能需要几秒钟才能查到，请稍后刷新。</p></div>
+<div class="card"><p>未找到受理编号为 <b>{rid}</b> 的事项。</p>
+<p class="when">刚提交的事项可能需要几秒钟才能查到，请稍后刷新。</p></div>
 </main></body></html>"""
 
 
@@ -110,9 +128,14 @@ def routes(gateway_key: web.AppKey) -> list[web.RouteDef]:
         request_id = request.match_info["request_id"]
         found = await track(g.model, g.pending, request_id)
         if found is None:
-            return web.Response(text=NOT_FOUND.format(style=STYLE, rid=escape(request_id)), status=404,
-                                content_type="text/html", charset="utf-8")
-        return web.Response(text=render_page(found), content_type="text/html", charset="utf-8",
-                            headers={"Cache-Control": "no-store"})
+            return web.Response(
+                text=NOT_FOUND.format(style=STYLE, rid=escape(request_id)),
+                status=404,
+                content_type="text/html",
+                charset="utf-8",
+            )
+        return web.Response(
+            text=render_page(found), content_type="text/html", charset="utf-8", headers={"Cache-Control": "no-store"}
+        )
 
     return [web.get("/progress/{request_id}", progress)]

@@ -9,6 +9,7 @@ requests it accepted itself from its own memory (see ``open311.Pending``).
 Queries are plain SQL that clickhouse-server 18.16 also runs; tables are read with FINAL (the latest
 version of a case, no duplicates of a retried batch).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -19,10 +20,14 @@ from typing import Any
 from streams.core.times import CITY_TZ
 from streams.storage import Store
 
-CASE_LIST_COLUMNS = ("case_id, version, updated_ms, opened_ms, category_code, category_name, departments, level, "
-                     "status, origin, street, community, address, reporters, light, deadline_ms, urge_count, "
-                     "rework_count, closed_ms, on_time, stages")
-CASE_COLUMNS = CASE_LIST_COLUMNS + ", street_code, cell, lat, lon, sources, quick_handled, dispatched_by, handling_ms, kb_version"
+CASE_LIST_COLUMNS = (
+    "case_id, version, updated_ms, opened_ms, category_code, category_name, departments, level, "
+    "status, origin, street, community, address, reporters, light, deadline_ms, urge_count, "
+    "rework_count, closed_ms, on_time, stages"
+)
+CASE_COLUMNS = (
+    CASE_LIST_COLUMNS + ", street_code, cell, lat, lon, sources, quick_handled, dispatched_by, handling_ms, kb_version"
+)
 STATUSES = ("register", "dispatch", "handle", "verify", "closed", "void", "suspended")
 LIGHTS = ("green", "yellow", "red")
 MAX_PAGE_SIZE = 500
@@ -74,15 +79,18 @@ class ReadModel:
             params["light"] = light
         return " AND ".join(where), params
 
-    async def case_page(self, department: str | None, stage: str | None, light: str | None,
-                        page: int, page_size: int) -> tuple[int, list[dict[str, Any]]]:
+    async def case_page(
+        self, department: str | None, stage: str | None, light: str | None, page: int, page_size: int
+    ) -> tuple[int, list[dict[str, Any]]]:
         """The work queue: most urgent first (earliest deadline; cases without one last)."""
         where, params = self._case_filter(department, stage, light)
         total = await self.query(f"SELECT count() AS n FROM cases FINAL WHERE {where}", params)
         rows = await self.query(
             f"SELECT {CASE_LIST_COLUMNS} FROM cases FINAL WHERE {where} "
             f"ORDER BY deadline_ms = 0, deadline_ms, opened_ms, case_id "
-            f"LIMIT {int((page - 1) * page_size)}, {int(page_size)}", params)
+            f"LIMIT {int((page - 1) * page_size)}, {int(page_size)}",
+            params,
+        )
         return int(total[0]["n"]) if total else 0, rows
 
     async def case(self, case_id: str) -> dict[str, Any] | None:
@@ -92,7 +100,9 @@ class ReadModel:
     async def history(self, case_id: str) -> list[dict[str, Any]]:
         rows = await self.query(
             "SELECT event_id, ts_ms, from_stage, to_stage, action, actor_kind, actor_id, spent_ms, clock, light, "
-            "departments, detail FROM case_transitions FINAL WHERE case_id = %(id)s", {"id": case_id})
+            "departments, detail FROM case_transitions FINAL WHERE case_id = %(id)s",
+            {"id": case_id},
+        )
         return sorted(rows, key=lambda r: (r["ts_ms"], _seq(r["detail"]), r["event_id"]))
 
     async def dispatches(self, case_ids: list[str]) -> list[dict[str, Any]]:
@@ -101,7 +111,8 @@ class ReadModel:
         return await self.query(
             "SELECT dispatch_id, case_id, ts_ms, departments, primary_department, level, deadline_ms "
             "FROM dispatches FINAL WHERE has(%(ids)s, case_id) ORDER BY ts_ms, dispatch_id",
-            {"ids": list(case_ids)})
+            {"ids": list(case_ids)},
+        )
 
     async def cases_of_sources(self, sources: list[str]) -> dict[str, dict[str, Any]]:
         """source ('open311:<id>') → the case that holds it."""
@@ -109,7 +120,8 @@ class ReadModel:
             return {}
         rows = await self.query(
             f"SELECT {CASE_COLUMNS} FROM cases FINAL WHERE arrayExists(s -> has(%(sources)s, s), sources)",
-            {"sources": list(sources)})
+            {"sources": list(sources)},
+        )
         wanted = set(sources)
         found: dict[str, dict[str, Any]] = {}
         for row in rows:
@@ -119,8 +131,14 @@ class ReadModel:
         return found
 
     # ---------------------------------------------------------------- Open311 requests
-    async def requests(self, ids: list[str] | None = None, service_codes: list[str] | None = None,
-                       start_ms: int | None = None, end_ms: int | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+    async def requests(
+        self,
+        ids: list[str] | None = None,
+        service_codes: list[str] | None = None,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
         where: list[str] = ["1 = 1"]
         params: dict[str, Any] = {}
         if ids is not None and not ids:
@@ -141,4 +159,6 @@ class ReadModel:
         return await self.query(
             "SELECT request_id, ts_ms, ingest_ms, service_code, service_name, description, address, lat, lon, "
             f"media_url, client, signal_id, triage_id, street, community FROM open311_requests FINAL "
-            f"WHERE {' AND '.join(where)} ORDER BY ts_ms DESC, request_id LIMIT {int(limit)}", params)
+            f"WHERE {' AND '.join(where)} ORDER BY ts_ms DESC, request_id LIMIT {int(limit)}",
+            params,
+        )

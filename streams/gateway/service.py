@@ -1,5 +1,6 @@
 """The gateway inside the worker (``CITYGRID_GATEWAY_IN_WORKER=true``): an embedded chdb store is held by one
 process, so with chdb the gateway shares the worker's store instead of opening its own (``make demo``)."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -3,6 +3,7 @@ until the sink has written it), the case that holds it (``cases.sources`` has ``
 merged into an existing case follows that case) and its latest dispatch. Shared by Open311 and the progress
 page, so both say the same thing.
 """
+
 from __future__ import annotations
 
 import time
@@ -67,7 +68,7 @@ class Tracking:
     lon: float | None
     media_url: str | None
     requested_ms: int
-    phase: str                          # received | triage | case
+    phase: str  # received | triage | case
     case: dict[str, Any] | None = None
     dispatch: dict[str, Any] | None = None
     street: str | None = None
@@ -90,7 +91,8 @@ class Tracking:
     def status_notes(self) -> str:
         note = STATUS_NOTES.get(self.case_status, self.case_status)
         if self.case is not None and self.case.get("reporters", 1) > 1:
-            note += f"；同一问题共 {self.case['reporters']} 人反映，已并案处理 ({self.case['reporters']} reports merged into one case)"
+            n = self.case["reporters"]
+            note += f"；同一问题共 {n} 人反映，已并案处理 ({n} reports merged into one case)"
         return note
 
     @property
@@ -122,19 +124,39 @@ class Tracking:
 
 
 def _from_row(row: dict[str, Any]) -> Tracking:
-    return Tracking(row["request_id"], row["service_code"], row["service_name"], row["description"] or None,
-                    row["address"] or None, row["lat"], row["lon"], row["media_url"] or None, int(row["ts_ms"]),
-                    "triage" if row["triage_id"] else "received", street=row.get("street") or None)
+    return Tracking(
+        row["request_id"],
+        row["service_code"],
+        row["service_name"],
+        row["description"] or None,
+        row["address"] or None,
+        row["lat"],
+        row["lon"],
+        row["media_url"] or None,
+        int(row["ts_ms"]),
+        "triage" if row["triage_id"] else "received",
+        street=row.get("street") or None,
+    )
 
 
 def _from_pending(item: dict[str, Any]) -> Tracking:
-    return Tracking(item["request_id"], item["service_code"], item["service_name"], item.get("description"),
-                    item.get("address_string") or item.get("address_id"), item.get("lat"), item.get("lon"),
-                    item.get("media_url"), int(item["requested_ms"]), "received")
+    return Tracking(
+        item["request_id"],
+        item["service_code"],
+        item["service_name"],
+        item.get("description"),
+        item.get("address_string") or item.get("address_id"),
+        item.get("lat"),
+        item.get("lon"),
+        item.get("media_url"),
+        int(item["requested_ms"]),
+        "received",
+    )
 
 
-async def track_rows(model: ReadModel, rows: list[dict[str, Any]],
-                     pending: Sequence[dict[str, Any]] = ()) -> list[Tracking]:
+async def track_rows(
+    model: ReadModel, rows: list[dict[str, Any]], pending: Sequence[dict[str, Any]] = ()
+) -> list[Tracking]:
     """Trackings for request rows (and pending requests not written yet), each with its case and dispatch."""
     items = [_from_row(r) for r in rows]
     have = {t.request_id for t in items}

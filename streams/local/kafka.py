@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from streams.bus.admin import create_topics
-from streams.settings import REPO_DIR, default_cache_dir
+from streams.settings import default_cache_dir, package_data
 
 KAFKA_VERSION = "3.9.1"
-POM = REPO_DIR / "deploy" / "local" / "kafka" / "pom.xml"
+POM = package_data("local/kafka-maven/pom.xml", "deploy/local/kafka/pom.xml")  # packaged copy in the wheel
 
 
 class KafkaError(RuntimeError):
@@ -135,14 +135,14 @@ class LocalKafka:
         )
         return config
 
-    def _java(self, lib: Path, *args: str, **kw) -> list[str]:
+    def _java(self, lib: Path, *args: str) -> list[str]:
         return [
             "java", f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC",
             f"-Dlog4j.configuration=file:{self.data_dir / 'log4j.properties'}",
             "-cp", f"{lib}/*", *args,
         ]
 
-    def start(self, timeout: float = 90.0) -> "LocalKafka":
+    def start(self, timeout: float = 90.0) -> LocalKafka:
         lib = fetch_jars(self.cache_dir)
         config = self.write_config()
         logs = self.data_dir / "kraft-logs"

@@ -5,6 +5,7 @@ context a citizen can give (where a noise comes from decides who handles it, see
 Used by the gateway to describe the services and by the ingestor to turn the answers into context flags,
 so both read the same definition.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -31,18 +32,18 @@ class Attribute:
 
     code: str
     description: str
-    datatype: str              # singlevaluelist here
+    datatype: str  # singlevaluelist here
     required: bool
     order: int
-    values: dict[str, str] = field(default_factory=dict)   # key -> human name
+    values: dict[str, str] = field(default_factory=dict)  # key -> human name
 
 
 @dataclass(frozen=True)
 class Service:
-    code: str                  # taxonomy code, e.g. E0103
-    name: str                  # Chinese name
+    code: str  # taxonomy code, e.g. E0103
+    name: str  # Chinese name
     description: str
-    group: str                 # 部件/事件 and the national class, e.g. "事件 · 市容环境"
+    group: str  # 部件/事件 and the national class, e.g. "事件 · 市容环境"
     keywords: list[str]
     attributes: list[Attribute]
 
@@ -64,11 +65,27 @@ def service_attributes(knowledge: Knowledge, category_code: str) -> list[Attribu
     where = [flag for flag in WHERE_OPTIONS if flag in flags]
     if where:
         values = {flag: WHERE_OPTIONS[flag] for flag in where + ["other"]}
-        attributes.append(Attribute(WHERE, "问题发生在哪里？ Where is it? (decides who handles it)", "singlevaluelist",
-                                    False, len(attributes) + 1, values))
+        attributes.append(
+            Attribute(
+                WHERE,
+                "问题发生在哪里？ Where is it? (decides who handles it)",
+                "singlevaluelist",
+                False,
+                len(attributes) + 1,
+                values,
+            )
+        )
     if CTX_DECIBEL in flags:
-        attributes.append(Attribute(DECIBEL, "需要分贝检测吗？ Do you ask for a noise measurement?", "singlevaluelist",
-                                    False, len(attributes) + 1, dict(YES_NO)))
+        attributes.append(
+            Attribute(
+                DECIBEL,
+                "需要分贝检测吗？ Do you ask for a noise measurement?",
+                "singlevaluelist",
+                False,
+                len(attributes) + 1,
+                dict(YES_NO),
+            )
+        )
     return attributes
 
 
@@ -79,11 +96,16 @@ def catalogue(knowledge: Knowledge) -> list[Service]:
         if category.code not in knowledge.kb.rules:
             continue
         keywords = list(dict.fromkeys([category.name] + knowledge.kb.keywords.get(category.name, [])))
-        services.append(Service(
-            code=category.code, name=category.name,
-            description=f"{category.name} ({category.name_en}): {category.kind}/{category.class_name}",
-            group=f"{category.kind} · {category.class_name}", keywords=keywords,
-            attributes=service_attributes(knowledge, category.code)))
+        services.append(
+            Service(
+                code=category.code,
+                name=category.name,
+                description=f"{category.name} ({category.name_en}): {category.kind}/{category.class_name}",
+                group=f"{category.kind} · {category.class_name}",
+                keywords=keywords,
+                attributes=service_attributes(knowledge, category.code),
+            )
+        )
     return services
 
 

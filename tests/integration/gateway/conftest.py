@@ -1,4 +1,5 @@
 """A running gateway (real Kafka broker, real chdb store) for the integration tests of this folder."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -22,9 +23,16 @@ def knowledge() -> Knowledge:
 @pytest.fixture
 def gateway_settings(kafka: LocalKafka, topic_prefix: str, tmp_path: Path) -> Settings:
     kafka.create_topics(TopicNames(topic_prefix).all(), partitions=2)
-    return Settings(kafka_bootstrap=kafka.bootstrap, topic_prefix=topic_prefix, gateway_port=0,
-                    gateway_keys_file=write_keys_file(tmp_path / "keys.yaml", {"slow": "2/minute"}),
-                    gateway_max_body_bytes=2 * 1024 * 1024, gateway_max_record_bytes=4096, gateway_max_field_chars=1000, gateway_jurisdiction_id="xuhui.sh.cn")
+    return Settings(
+        kafka_bootstrap=kafka.bootstrap,
+        topic_prefix=topic_prefix,
+        gateway_port=0,
+        gateway_keys_file=write_keys_file(tmp_path / "keys.yaml", {"slow": "2/minute"}),
+        gateway_max_body_bytes=2 * 1024 * 1024,
+        gateway_max_record_bytes=4096,
+        gateway_max_field_chars=1000,
+        gateway_jurisdiction_id="xuhui.sh.cn",
+    )
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
 """The Open311 project's published JSON Schemas for GeoReport v2 (tests/data/open311/, see SOURCE.md)."""
+
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from jsonschema import Draft7Validator, FormatChecker
@@ -15,10 +16,15 @@ SCHEMA_DIR = REPO_ROOT / "tests" / "data" / "open311"
 FILES = ("request", "requests", "service", "services", "service-definition")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _registry() -> Registry:
-    resources = [(f"{name}.json", Resource.from_contents(json.loads((SCHEMA_DIR / f"{name}.json").read_text()),
-                                                         default_specification=DRAFT7)) for name in FILES]
+    resources = [
+        (
+            f"{name}.json",
+            Resource.from_contents(json.loads((SCHEMA_DIR / f"{name}.json").read_text()), default_specification=DRAFT7),
+        )
+        for name in FILES
+    ]
     return Registry().with_resources(resources)
 
 

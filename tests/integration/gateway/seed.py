@@ -1,5 +1,6 @@
 """Cases in ClickHouse as the worker would leave them: the real Ingestor and CaseEngine over raw records,
 their rows inserted the way the ClickHouse sink inserts them (without Kafka, to test the read side alone)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,6 +1,7 @@
 """The departments' work API over the ClickHouse tables the pipeline writes: the queue (filters, paging, a
 department sees its own cases), one case with stages, lights, deadline and history, and actions produced to
 case.actions with the key's actor."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,17 +18,24 @@ pytestmark = [pytest.mark.kafka]
 
 
 def call(call_id: str, text: str, address: str, at: str = "2026-11-20T09:30:00+08:00") -> dict:
-    return {"call_id": call_id, "line": "12345", "received_at": at, "caller": "13800000000", "text": text,
-            "address": address}
+    return {
+        "call_id": call_id,
+        "line": "12345",
+        "received_at": at,
+        "caller": "13800000000",
+        "text": text,
+        "address": address,
+    }
 
 
 @pytest.fixture
 def city(chdb_store: Store, knowledge) -> City:
     city = City(knowledge, chdb_store)
-    city.raw("hotline_call", call("C-YY", "斜土路1221号饭店油烟直排", "斜土路1221号"))          # 城管执法中队
-    city.raw("hotline_call", call("C-QZ", "钦江路15号有6户居室群租", "钦江路15号"))             # 房管办
-    city.raw("hotline_call", call("C-XGG", "宜山路455号门口小广告贴满了", "宜山路455号",
-                                  "2026-11-20T10:00:00+08:00"))                             # 城管执法中队, quick
+    city.raw("hotline_call", call("C-YY", "斜土路1221号饭店油烟直排", "斜土路1221号"))  # 城管执法中队
+    city.raw("hotline_call", call("C-QZ", "钦江路15号有6户居室群租", "钦江路15号"))  # 房管办
+    city.raw(
+        "hotline_call", call("C-XGG", "宜山路455号门口小广告贴满了", "宜山路455号", "2026-11-20T10:00:00+08:00")
+    )  # 城管执法中队, quick
     return city
 
 
@@ -75,31 +83,41 @@ def test_one_case_with_stages_lights_deadline_and_history(gateway: GatewayThread
     assert get(gateway, "/v1/cases/XH07-20261120-deadbeef").status_code == 404
 
 
-def test_an_action_goes_to_case_actions_with_the_keys_actor(gateway: GatewayThread, city: City, kafka: LocalKafka,
-                                                            topic_prefix: str) -> None:
+def test_an_action_goes_to_case_actions_with_the_keys_actor(
+    gateway: GatewayThread, city: City, kafka: LocalKafka, topic_prefix: str
+) -> None:
     [case] = get(gateway, "/v1/cases", key="fangguan").json()["cases"]
     url = f"{gateway.url}/v1/cases/{case['case_id']}/actions"
     headers = {"X-Api-Key": key_of("fangguan")}
-    done = requests.post(url, json={"action": "handled", "note": "已现场协调处置", "photos": ["s3://after/1.jpg"],
-                                    "action_id": "fg-1"}, headers=headers, timeout=30)
+    done = requests.post(
+        url,
+        json={"action": "handled", "note": "已现场协调处置", "photos": ["s3://after/1.jpg"], "action_id": "fg-1"},
+        headers=headers,
+        timeout=30,
+    )
     assert done.status_code == 202, done.text
     assert done.json()["actor"] == {"kind": "department", "id": "房管办"}
     assert done.json()["action_id"] == "fangguan:fg-1"
 
-    forged = requests.post(url, json={"action": "close", "actor_kind": "center", "actor_id": "中心"},
-                           headers=headers, timeout=30)
+    forged = requests.post(
+        url, json={"action": "close", "actor_kind": "center", "actor_id": "中心"}, headers=headers, timeout=30
+    )
     assert forged.status_code == 400 and "the API key" in forged.json()["error"]["reason"]
     unknown = requests.post(url, json={"action": "celebrate"}, headers=headers, timeout=30)
     assert unknown.status_code == 400 and unknown.json()["error"]["errors"][0]["field"] == "action"
     nobody = requests.post(url, json={"action": "urge"}, headers={"X-Api-Key": key_of("reader")}, timeout=30)
     assert nobody.status_code == 403
     others = requests.post(url, json={"action": "urge"}, headers={"X-Api-Key": key_of("chengguan")}, timeout=30)
-    assert others.status_code == 404   # not a case of that department
+    assert others.status_code == 404  # not a case of that department
     bad_extend = requests.post(url, json={"action": "extend", "extend_minutes": "soon"}, headers=headers, timeout=30)
     assert bad_extend.status_code == 400 and bad_extend.json()["error"]["errors"][0]["field"] == "extend_minutes"
 
-    consumer = KafkaConsumer(f"{topic_prefix}.case.actions", bootstrap_servers=kafka.bootstrap,
-                             auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    consumer = KafkaConsumer(
+        f"{topic_prefix}.case.actions",
+        bootstrap_servers=kafka.bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+    )
     messages = list(consumer)
     consumer.close()
     assert len(messages) == 1

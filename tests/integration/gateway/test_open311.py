@@ -1,5 +1,6 @@
 """Open311 GeoReport v2 with clients nobody on the project wrote: `georeport` reads (JSON and XML), `civicbot`
 files requests (form POST with api_key). Every answer is checked against the Open311 project's JSON Schemas."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,9 @@ pytestmark = [pytest.mark.kafka]
 
 
 def civicbot(gateway: GatewayThread) -> Open311Client:
-    endpoint = Endpoint(id="citygrid-test", name="Xuhui (test gateway)", base_url=f"{gateway.url}/open311/v2",
-                        write=True)
+    endpoint = Endpoint(
+        id="citygrid-test", name="Xuhui (test gateway)", base_url=f"{gateway.url}/open311/v2", write=True
+    )
     return Open311Client(endpoint, transport=HttpTransport(rate_limiter=RateLimiter(min_interval=0.0)))
 
 
@@ -34,9 +36,18 @@ def raw(gateway: GatewayThread, path: str, **params) -> requests.Response:
 
 def file_noise(gateway: GatewayThread, **extra) -> str:
     prepared = civicbot(gateway).create_request(
-        "E0103", dry_run=False, confirm="SEND", api_key=key_of("civic-app"), address_string="钦江路101号",
-        description="楼下夜市摊贩的喇叭太吵了", attributes={"where": "stall", "decibel": "yes"},
-        media_url="https://example.org/photo/1.jpg", email="Citizen@Example.org", first_name="张", **extra)
+        "E0103",
+        dry_run=False,
+        confirm="SEND",
+        api_key=key_of("civic-app"),
+        address_string="钦江路101号",
+        description="楼下夜市摊贩的喇叭太吵了",
+        attributes={"where": "stall", "decibel": "yes"},
+        media_url="https://example.org/photo/1.jpg",
+        email="Citizen@Example.org",
+        first_name="张",
+        **extra,
+    )
     validate_swagger("RequestResponse", prepared.response)
     [answer] = prepared.response
     assert "/progress/" in answer["service_notice"]
@@ -65,13 +76,18 @@ def test_services_and_definitions_read_by_georeport_in_json_and_xml(gateway: Gat
     validate("service-definition", GeoReport(f"{gateway.url}/open311/v2").get_service_definition("B0103"))
 
 
-def test_civicbot_files_a_request_that_is_retrievable_at_once(gateway: GatewayThread, kafka: LocalKafka,
-                                                              topic_prefix: str) -> None:
+def test_civicbot_files_a_request_that_is_retrievable_at_once(
+    gateway: GatewayThread, kafka: LocalKafka, topic_prefix: str
+) -> None:
     request_id = file_noise(gateway)
 
     # on the raw feed, as the worker will read it: no personal data, a pseudonym of the email
-    consumer = KafkaConsumer(f"{topic_prefix}.open311.requests", bootstrap_servers=kafka.bootstrap,
-                             auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    consumer = KafkaConsumer(
+        f"{topic_prefix}.open311.requests",
+        bootstrap_servers=kafka.bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+    )
     [message] = list(consumer)
     consumer.close()
     name, record = registry().decode(message.value)
@@ -95,14 +111,28 @@ def test_civicbot_files_a_request_that_is_retrievable_at_once(gateway: GatewayTh
     assert token == [{"service_request_id": request_id, "token": request_id}]
 
 
-def test_the_request_follows_its_case_status_agency_and_deadline(gateway: GatewayThread, kafka: LocalKafka,
-                                                                 topic_prefix: str, chdb_store: Store, knowledge) -> None:
+def test_the_request_follows_its_case_status_agency_and_deadline(
+    gateway: GatewayThread, kafka: LocalKafka, topic_prefix: str, chdb_store: Store, knowledge
+) -> None:
     request_id = file_noise(gateway)
-    other_id = civicbot(gateway).create_request(
-        "B0103", dry_run=False, confirm="SEND", api_key=key_of("civic-app"), address_string="天钥桥路300号",
-        description="路灯不亮").response[0]["service_request_id"]
-    consumer = KafkaConsumer(f"{topic_prefix}.open311.requests", bootstrap_servers=kafka.bootstrap,
-                             auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    other_id = (
+        civicbot(gateway)
+        .create_request(
+            "B0103",
+            dry_run=False,
+            confirm="SEND",
+            api_key=key_of("civic-app"),
+            address_string="天钥桥路300号",
+            description="路灯不亮",
+        )
+        .response[0]["service_request_id"]
+    )
+    consumer = KafkaConsumer(
+        f"{topic_prefix}.open311.requests",
+        bootstrap_servers=kafka.bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+    )
     records = {registry().decode(m.value)[1]["request_id"]: registry().decode(m.value)[1] for m in consumer}
     consumer.close()
     # what the worker does with them (ingest + case engine), written to the tables the gateway reads
@@ -113,16 +143,19 @@ def test_the_request_follows_its_case_status_agency_and_deadline(gateway: Gatewa
     got = GeoReport(f"{gateway.url}/open311/v2").get_service_request(request_id)
     validate("requests", [got])
     assert got["status"] == "open" and got["status_notes"].startswith("已派遣")
-    assert got["agency_responsible"] == "城管执法中队"          # a stall's noise (the citizen's answer)
+    assert got["agency_responsible"] == "城管执法中队"  # a stall's noise (the citizen's answer)
     assert got["expected_datetime"] and got["expected_datetime"] > got["requested_datetime"]
     assert got["description"] == "楼下夜市摊贩的喇叭太吵了" and got["media_url"] == "https://example.org/photo/1.jpg"
 
     # the department handles it, the centre verifies and closes: the request is closed
-    for action in ({"action": "handled", "actor_kind": "department", "actor_id": "城管执法中队"},
-                   {"action": "verify_pass", "actor_kind": "center", "actor_id": "街道网格中心"},
-                   {"action": "close", "actor_kind": "center", "actor_id": "街道网格中心"}):
-        assert not city.act({"action_id": f"a-{action['action']}", "ts": "2030-01-01T10:00:00+08:00",
-                             "case_id": case_id, **action})["rejections"]
+    for action in (
+        {"action": "handled", "actor_kind": "department", "actor_id": "城管执法中队"},
+        {"action": "verify_pass", "actor_kind": "center", "actor_id": "街道网格中心"},
+        {"action": "close", "actor_kind": "center", "actor_id": "街道网格中心"},
+    ):
+        assert not city.act(
+            {"action_id": f"a-{action['action']}", "ts": "2030-01-01T10:00:00+08:00", "case_id": case_id, **action}
+        )["rejections"]
     closed = GeoReport(f"{gateway.url}/open311/v2").get_service_request(request_id)
     validate("requests", [closed])
     assert closed["status"] == "closed" and closed["expected_datetime"] is None
@@ -148,7 +181,9 @@ def test_the_request_follows_its_case_status_agency_and_deadline(gateway: Gatewa
 def test_errors_are_the_specs_list_with_400_403_404(gateway: GatewayThread) -> None:
     bot = civicbot(gateway)
     with pytest.raises(HttpError) as missing_key:
-        bot.http.post_form(f"{gateway.url}/open311/v2/requests.json", {"service_code": "E0103", "lat": 31.17, "long": 121.4})
+        bot.http.post_form(
+            f"{gateway.url}/open311/v2/requests.json", {"service_code": "E0103", "lat": 31.17, "long": 121.4}
+        )
     assert missing_key.value.status == 403
     validate_errors(json.loads(missing_key.value.body))
     with pytest.raises(HttpError) as wrong_scope:
@@ -161,11 +196,15 @@ def test_errors_are_the_specs_list_with_400_403_404(gateway: GatewayThread) -> N
     form = {"api_key": key_of("civic-app"), "service_code": "E0103"}
     no_place = requests.post(f"{gateway.url}/open311/v2/requests.json", data=form, timeout=10)
     assert no_place.status_code == 400 and "location" in no_place.json()[0]["description"]
-    bad_answer = requests.post(f"{gateway.url}/open311/v2/requests.json", timeout=10,
-                               data={**form, "lat": "31.17", "long": "121.4", "attribute[where]": "moon"})
+    bad_answer = requests.post(
+        f"{gateway.url}/open311/v2/requests.json",
+        timeout=10,
+        data={**form, "lat": "31.17", "long": "121.4", "attribute[where]": "moon"},
+    )
     assert bad_answer.status_code == 400 and "attribute[where]" in bad_answer.json()[0]["description"]
-    not_a_number = requests.post(f"{gateway.url}/open311/v2/requests.xml", data={**form, "lat": "north", "long": "1"},
-                                 timeout=10)
+    not_a_number = requests.post(
+        f"{gateway.url}/open311/v2/requests.xml", data={**form, "lat": "north", "long": "1"}, timeout=10
+    )
     assert not_a_number.status_code == 400 and not_a_number.headers["Content-Type"].startswith("text/xml")
     root = ET.fromstring(not_a_number.content)
     assert root.tag == "errors" and root.find("error/code").text == "400"
@@ -178,6 +217,8 @@ def test_errors_are_the_specs_list_with_400_403_404(gateway: GatewayThread) -> N
     assert raw(gateway, "services.json", jurisdiction_id="xuhui.sh.cn").status_code == 200
     assert raw(gateway, "services.html").status_code == 400
     assert raw(gateway, "requests.json", start_date="yesterday").status_code == 400
-    assert raw(gateway, "requests.json", start_date="2026-01-01T00:00:00Z",
-               end_date="2026-06-01T00:00:00Z").status_code == 400
+    assert (
+        raw(gateway, "requests.json", start_date="2026-01-01T00:00:00Z", end_date="2026-06-01T00:00:00Z").status_code
+        == 400
+    )
     assert raw(gateway, "requests.json", status="pending").status_code == 400

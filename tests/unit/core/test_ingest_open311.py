@@ -1,5 +1,6 @@
 """open311.requests: a citizen's request from a civic app becomes a signal from source "open311" on the same
 classify/locate/dedup/case path as a hotline call, and always leaves an open311_requests row to find it by."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -22,8 +23,14 @@ def kb() -> Knowledge:
 
 
 def request(request_id: str = "sr-1", **kw: Any) -> dict[str, Any]:
-    base = {"request_id": request_id, "service_code": "E0103", "requested_at": "2026-11-20T21:30:00+08:00",
-            "client": "fixmystreet", "description": "楼下夜市摊贩的喇叭太吵了", "address_string": "钦江路101号"}
+    base = {
+        "request_id": request_id,
+        "service_code": "E0103",
+        "requested_at": "2026-11-20T21:30:00+08:00",
+        "client": "fixmystreet",
+        "description": "楼下夜市摊贩的喇叭太吵了",
+        "address_string": "钦江路101号",
+    }
     base.update(kw)
     return base
 
@@ -39,8 +46,14 @@ def ingest(kb: Knowledge, record: dict[str, Any]):
 
 
 def test_request_becomes_an_open311_signal_with_the_chosen_category(kb: Knowledge) -> None:
-    result = ingest(kb, request(attributes={"where": ["stall"], "decibel": ["yes"]},
-                                media_url="https://example.org/p.jpg", reporter="citizen-abc"))
+    result = ingest(
+        kb,
+        request(
+            attributes={"where": ["stall"], "decibel": ["yes"]},
+            media_url="https://example.org/p.jpg",
+            reporter="citizen-abc",
+        ),
+    )
     [signal] = result.signals
     assert (signal.source, signal.source_kind, signal.source_id) == ("open311", "open311", "sr-1")
     assert signal.signal_id == stable_id("sig", "open311.requests", "sr-1")
@@ -80,12 +93,15 @@ def test_unknown_service_and_wrong_answers_are_rejected_with_the_field(kb: Knowl
         ingest(kb, request(attributes={"colour": ["red"]}))
 
 
-@pytest.mark.parametrize("change, reason", [
-    ({"address_string": None}, "needs a location"),
-    ({"lat": 31.17, "address_string": None}, "go together"),
-    ({"description": "吵" * 4001}, "longer than 4000"),
-    ({"requested_at": "2026-11-20 21:30"}, "offset"),
-])
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ({"address_string": None}, "needs a location"),
+        ({"lat": 31.17, "address_string": None}, "go together"),
+        ({"description": "吵" * 4001}, "longer than 4000"),
+        ({"requested_at": "2026-11-20 21:30"}, "offset"),
+    ],
+)
 def test_schema_rules_for_the_feed(change: dict[str, Any], reason: str) -> None:
     with pytest.raises(DecodeError, match=reason):
         registry().from_json("open311_request", request(**change))

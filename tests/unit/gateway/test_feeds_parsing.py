@@ -1,4 +1,5 @@
 """Feed bodies: one object, an array or JSON lines; size limits; reasons field by field with the worker's verdict."""
+
 from __future__ import annotations
 
 import json
@@ -6,13 +7,27 @@ import json
 import pytest
 
 from streams.bus.codec import DecodeError, registry
-from streams.gateway.feeds import (FEED_TOPICS, PayloadError, TooLarge, check_sizes, field_errors, message_key,
-                                   split_body, validate_all)
+from streams.gateway.feeds import (
+    FEED_TOPICS,
+    PayloadError,
+    TooLarge,
+    check_sizes,
+    field_errors,
+    message_key,
+    split_body,
+    validate_all,
+)
 
 
 def call(**kw) -> dict:
-    return {"call_id": "C1", "line": "12345", "received_at": "2026-11-20T09:30:00+08:00", "caller": "1",
-            "text": "噪音", **kw}
+    return {
+        "call_id": "C1",
+        "line": "12345",
+        "received_at": "2026-11-20T09:30:00+08:00",
+        "caller": "1",
+        "text": "噪音",
+        **kw,
+    }
 
 
 def test_three_body_shapes() -> None:
@@ -41,8 +56,11 @@ def test_sizes() -> None:
 
 def test_the_worker_decides_and_the_reasons_name_every_field() -> None:
     codec = registry()
-    outcomes = validate_all(codec, "hotline_call", [(call(), None, 0), (call(line=5, lat="x", extra=1), None, 0),
-                                                    ([1, 2], None, 0), (None, "not JSON: x", 0)])
+    outcomes = validate_all(
+        codec,
+        "hotline_call",
+        [(call(), None, 0), (call(line=5, lat="x", extra=1), None, 0), ([1, 2], None, 0), (None, "not JSON: x", 0)],
+    )
     assert outcomes[0].ok and outcomes[0].record["call_id"] == "C1"
     assert {e["field"] for e in outcomes[1].errors} == {"line", "lat", "extra"}
     assert outcomes[2].errors[0]["field"] is None and not outcomes[3].ok
@@ -50,7 +68,9 @@ def test_the_worker_decides_and_the_reasons_name_every_field() -> None:
     alert = {"alert_id": "a", "camera_id": "c", "type": "crowd", "ts": "2026-11-20T09:30:00+08:00", "confidence": 1.5}
     with pytest.raises(DecodeError) as info:
         codec.from_json("camera_alert", alert)
-    assert field_errors(codec, "camera_alert", alert, info.value) == [{"field": "confidence", "reason": str(info.value)}]
+    assert field_errors(codec, "camera_alert", alert, info.value) == [
+        {"field": "confidence", "reason": str(info.value)}
+    ]
 
 
 def test_doors_and_keys() -> None:

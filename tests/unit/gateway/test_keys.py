@@ -1,4 +1,5 @@
 """API keys: only digests in memory, constant-time match over every key, scopes and the one actor."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,8 +15,10 @@ def ring(*entries: dict) -> KeyRing:
 
 
 def test_clear_and_hashed_keys_authenticate_and_only_digests_are_kept() -> None:
-    keys = ring({"name": "a", "key": "a-key-0123456789abcdef", "scopes": ["read"]},
-                {"name": "b", "key_sha256": digest("b-key-0123456789abcdef").hex(), "scopes": ["open311"]})
+    keys = ring(
+        {"name": "a", "key": "a-key-0123456789abcdef", "scopes": ["read"]},
+        {"name": "b", "key_sha256": digest("b-key-0123456789abcdef").hex(), "scopes": ["open311"]},
+    )
     assert keys.authenticate("a-key-0123456789abcdef").name == "a"
     assert keys.authenticate("b-key-0123456789abcdef").name == "b"
     assert keys.authenticate("a-key-0123456789abcdeX") is None
@@ -24,11 +27,13 @@ def test_clear_and_hashed_keys_authenticate_and_only_digests_are_kept() -> None:
 
 
 def test_scopes_give_feeds_open311_reads_and_the_actor() -> None:
-    keys = ring({"name": "dept", "key": "d" * 20, "scopes": ["department:房管办", "feed:field.reports"]},
-                {"name": "centre-desk", "key": "c" * 20, "scopes": ["centre"]},
-                {"name": "hm", "key": "h" * 20, "scopes": ["centre:街道网格中心"]},
-                {"name": "st", "key": "s" * 20, "scopes": ["station:ST-9", "read"]},
-                {"name": "app", "key": "p" * 20, "scopes": ["open311"]})
+    keys = ring(
+        {"name": "dept", "key": "d" * 20, "scopes": ["department:房管办", "feed:field.reports"]},
+        {"name": "centre-desk", "key": "c" * 20, "scopes": ["centre"]},
+        {"name": "hm", "key": "h" * 20, "scopes": ["centre:街道网格中心"]},
+        {"name": "st", "key": "s" * 20, "scopes": ["station:ST-9", "read"]},
+        {"name": "app", "key": "p" * 20, "scopes": ["open311"]},
+    )
     dept, centre, named, station, app = keys.keys
     assert dept.actor == Actor("department", "房管办") and dept.department == "房管办"
     assert dept.may_feed("field.reports") and not dept.may_feed("hotline.calls")
@@ -39,16 +44,19 @@ def test_scopes_give_feeds_open311_reads_and_the_actor() -> None:
     assert app.actor is None and app.may_file_open311 and not app.may_read_cases
 
 
-@pytest.mark.parametrize("entry, problem", [
-    ({"name": "x", "scopes": ["read"]}, "exactly one of"),
-    ({"name": "x", "key": "k" * 20, "key_sha256": "0" * 64, "scopes": ["read"]}, "exactly one of"),
-    ({"name": "x", "key": "short", "scopes": ["read"]}, "key"),
-    ({"name": "x", "key_sha256": "abc", "scopes": ["read"]}, "key_sha256"),
-    ({"name": "x", "key": "k" * 20, "scopes": ["admin"]}, "scopes"),
-    ({"name": "x", "key": "k" * 20, "scopes": []}, "scopes"),
-    ({"name": "x", "key": "k" * 20, "scopes": ["department:房管办", "station:S1"]}, "one actor"),
-    ({"name": "x", "key": "k" * 20, "scopes": ["read"], "role": "boss"}, "role"),
-])
+@pytest.mark.parametrize(
+    "entry, problem",
+    [
+        ({"name": "x", "scopes": ["read"]}, "exactly one of"),
+        ({"name": "x", "key": "k" * 20, "key_sha256": "0" * 64, "scopes": ["read"]}, "exactly one of"),
+        ({"name": "x", "key": "short", "scopes": ["read"]}, "key"),
+        ({"name": "x", "key_sha256": "abc", "scopes": ["read"]}, "key_sha256"),
+        ({"name": "x", "key": "k" * 20, "scopes": ["admin"]}, "scopes"),
+        ({"name": "x", "key": "k" * 20, "scopes": []}, "scopes"),
+        ({"name": "x", "key": "k" * 20, "scopes": ["department:房管办", "station:S1"]}, "one actor"),
+        ({"name": "x", "key": "k" * 20, "scopes": ["read"], "role": "boss"}, "role"),
+    ],
+)
 def test_a_bad_entry_is_named(entry: dict, problem: str) -> None:
     with pytest.raises(KeysFileError, match=problem) as info:
         ring(entry)

@@ -1,4 +1,5 @@
 """Per-key budgets on the limits library: requests and records, with a Retry-After."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,8 +12,8 @@ async def test_request_budget_per_caller() -> None:
     verdicts = [await limits.request("key:a") for _ in range(4)]
     assert [v.allowed for v in verdicts] == [True, True, True, False]
     assert 1 <= verdicts[-1].retry_after <= 60
-    assert (await limits.request("key:b")).allowed            # another caller, another budget
-    assert (await limits.request("key:a", "10/minute")).allowed   # a key's own budget is its own window
+    assert (await limits.request("key:b")).allowed  # another caller, another budget
+    assert (await limits.request("key:a", "10/minute")).allowed  # a key's own budget is its own window
 
 
 async def test_record_budget_counts_records_not_requests() -> None:

@@ -1,5 +1,6 @@
 """Open311 documents and form handling without a server: XML in the spec's shape, the form → feed record
 (no personal data), the errors; and the progress page's HTML (no personal data)."""
+
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
@@ -38,30 +39,44 @@ def test_xml_has_the_specs_shape(services: dict) -> None:
 
 
 def test_the_form_becomes_a_valid_feed_record_without_personal_data(kb: Knowledge, services: dict) -> None:
-    form = MultiDict([("service_code", "E0103"), ("lat", "31.1712"), ("long", "121.4072"), ("description", " 太吵 "),
-                      ("attribute[where]", "street_front"), ("attribute[decibel][]", "yes"),
-                      ("email", "A@B.org"), ("first_name", "明"), ("phone", "139"), ("jurisdiction_id", "xuhui")])
+    form = MultiDict(
+        [
+            ("service_code", "E0103"),
+            ("lat", "31.1712"),
+            ("long", "121.4072"),
+            ("description", " 太吵 "),
+            ("attribute[where]", "street_front"),
+            ("attribute[decibel][]", "yes"),
+            ("email", "A@B.org"),
+            ("first_name", "明"),
+            ("phone", "139"),
+            ("jurisdiction_id", "xuhui"),
+        ]
+    )
     record = build_request(form, services, kb, "app")
     valid = registry().from_json("open311_request", record)
     assert valid["attributes"] == {"where": ["street_front"], "decibel": ["yes"]}
     assert (valid["lat"], valid["lon"], valid["description"], valid["client"]) == (31.1712, 121.4072, "太吵", "app")
     assert "A@B.org" not in str(valid) and "明" not in str(valid) and valid["reporter"].startswith("caller-")
     same_person = form.copy()
-    same_person["email"] = "a@b.ORG"   # an email is case-insensitive: one person, one pseudonym
+    same_person["email"] = "a@b.ORG"  # an email is case-insensitive: one person, one pseudonym
     assert build_request(same_person, services, kb, "app")["reporter"] == valid["reporter"]
     assert valid["request_id"] != build_request(form, services, kb, "app")["request_id"]
 
 
-@pytest.mark.parametrize("fields, status, words", [
-    ({}, 400, "service_code was not provided"),
-    ({"service_code": "Z1"}, 404, "not found"),
-    ({"service_code": "E0103"}, 400, "location is required"),
-    ({"service_code": "E0103", "lat": "31"}, 400, "together"),
-    ({"service_code": "E0103", "lat": "x", "long": "1"}, 400, "number"),
-    ({"service_code": "E0103", "address_string": "a", "description": "x" * 4001}, 400, "4000"),
-    ({"service_code": "E0103", "address_string": "a", "media_url": "javascript:alert(1)"}, 400, "http"),
-    ({"service_code": "E0103", "address_string": "a", "attribute[where]": "moon"}, 400, "attribute[where]"),
-])
+@pytest.mark.parametrize(
+    "fields, status, words",
+    [
+        ({}, 400, "service_code was not provided"),
+        ({"service_code": "Z1"}, 404, "not found"),
+        ({"service_code": "E0103"}, 400, "location is required"),
+        ({"service_code": "E0103", "lat": "31"}, 400, "together"),
+        ({"service_code": "E0103", "lat": "x", "long": "1"}, 400, "number"),
+        ({"service_code": "E0103", "address_string": "a", "description": "x" * 4001}, 400, "4000"),
+        ({"service_code": "E0103", "address_string": "a", "media_url": "javascript:alert(1)"}, 400, "http"),
+        ({"service_code": "E0103", "address_string": "a", "attribute[where]": "moon"}, 400, "attribute[where]"),
+    ],
+)
 def test_form_errors(kb: Knowledge, services: dict, fields: dict, status: int, words: str) -> None:
     with pytest.raises(Open311Error) as info:
         build_request(MultiDict(fields), services, kb, "app")
@@ -79,13 +94,34 @@ def test_format_suffix() -> None:
 
 
 def test_progress_page_shows_stages_department_deadline_and_no_personal_data() -> None:
-    case = {"case_id": "XH07-20261120-1", "status": "handle", "stages": '{"discover": 1795000000000, '
-            '"register": 1795000000000, "dispatch": 1795000060000}', "light": "yellow", "deadline_ms": 1795300000000,
-            "updated_ms": 1795000060000, "reporters": 3, "departments": ["房管办"], "community": "怡桂苑",
-            "closed_ms": 0, "on_time": 0}
-    t = Tracking("20261120-0123456789", "E0601", "群租", "我家电话13900000000", "钦江路15号", None, None, None,
-                 1795000000000, "case", case=case, street="虹梅街道",
-                 dispatch={"primary_department": "房管办", "deadline_ms": 1795300000000})
+    case = {
+        "case_id": "XH07-20261120-1",
+        "status": "handle",
+        "stages": '{"discover": 1795000000000, "register": 1795000000000, "dispatch": 1795000060000}',
+        "light": "yellow",
+        "deadline_ms": 1795300000000,
+        "updated_ms": 1795000060000,
+        "reporters": 3,
+        "departments": ["房管办"],
+        "community": "怡桂苑",
+        "closed_ms": 0,
+        "on_time": 0,
+    }
+    t = Tracking(
+        "20261120-0123456789",
+        "E0601",
+        "群租",
+        "我家电话13900000000",
+        "钦江路15号",
+        None,
+        None,
+        None,
+        1795000000000,
+        "case",
+        case=case,
+        street="虹梅街道",
+        dispatch={"primary_department": "房管办", "deadline_ms": 1795300000000},
+    )
     html = render_page(t)
     assert "群租" in html and "房管办" in html and "黄灯" in html and "处置中" in html and "3 人反映" in html
     assert 'class="now"><span class="stage">处置' in html and 'class="done"><span class="stage">派遣' in html

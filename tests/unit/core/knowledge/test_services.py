@@ -1,5 +1,6 @@
 """The service catalogue citizens' apps see: one service per routed category, questions only where the KB
 reads context a citizen can give."""
+
 from __future__ import annotations
 
 import pytest
@@ -41,4 +42,6 @@ def test_answers_become_flags_and_wrong_answers_are_named(kb: Knowledge) -> None
     assert context_of_answers(kb, "E0103", {"where": ["other"]}) == []
     assert context_of_answers(kb, "B0103", {"where": ["stall"]}) == []  # not asked: never trusted
     assert attribute_problems(kb, "E0103", {"where": ["stall"]}) == []
-    assert attribute_problems(kb, "E0103", {"where": ["stall", "compound"]}) == ["attribute[where]: one value expected, got 2"]
+    assert attribute_problems(kb, "E0103", {"where": ["stall", "compound"]}) == [
+        "attribute[where]: one value expected, got 2"
+    ]
