@@ -93,8 +93,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
                "CITYGRID_LOG_LEVEL": "warning",
                # the HTTP gateway runs inside the worker: the embedded chdb store is held by one process
                "CITYGRID_GATEWAY_IN_WORKER": "true",
-               "CITYGRID_GATEWAY_PORT": str(gateway_port),
-               "CITYGRID_GATEWAY_KEYS_FILE": os.environ.get("CITYGRID_GATEWAY_KEYS_FILE") or str(DEMO_KEYS)}
+               "CITYGRID_GATEWAY_PORT": str(gateway_port)}
+        # the demo keys live in the checkout (deploy/local/); from an installed wheel only the public reads work
+        if not env.get("CITYGRID_GATEWAY_KEYS_FILE") and DEMO_KEYS.exists():
+            env["CITYGRID_GATEWAY_KEYS_FILE"] = str(DEMO_KEYS)
         streams_cmd = [sys.executable, "-m", "streams.cli"]
         worker_log = open(base / "worker.log", "ab")
         ensure_topics(Settings(kafka_bootstrap=broker.bootstrap))
@@ -106,7 +108,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"demo: worker (log {base / 'worker.log'}), simulator at {args.rate}/s; "
               f"metrics http://127.0.0.1:{metrics_port}/metrics; Ctrl-C stops everything", flush=True)
         print(f"demo: gateway http://127.0.0.1:{gateway_port}/ (Open311 at /open311/v2/, work API at /v1/cases, "
-              f"OpenAPI at /openapi.json; demo keys in {env['CITYGRID_GATEWAY_KEYS_FILE']})", flush=True)
+              f"OpenAPI at /openapi.json; keys in {env.get('CITYGRID_GATEWAY_KEYS_FILE', '(none)')})", flush=True)
         run_live(f"http://127.0.0.1:{web_port}", seconds=args.seconds, children=children)
     except KeyboardInterrupt:
         pass
