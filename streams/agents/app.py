@@ -35,7 +35,7 @@ from streams.metrics import PipelineMetrics
 from streams.settings import Settings
 from streams.bus.topics import (
     ACTIONS_REJECTED, CAMERA_ALERTS, CASE_ACTIONS, CASE_EVENTS, CASE_INPUTS, CASES, DISPATCHES, FIELD_REPORTS,
-    HOTLINE_CALLS, INTERNAL_SCHEMAS, IOT_COMMANDS, RAW_SCHEMAS, REGISTRY_CHANGES, SIGNALS, SLA_ALERTS, TRIAGE,
+    HOTLINE_CALLS, INTERNAL_SCHEMAS, IOT_COMMANDS, OPEN311_REQUESTS, RAW_SCHEMAS, REGISTRY_CHANGES, SIGNALS, SLA_ALERTS, TRIAGE,
     WEBHOOK_DELIVERIES, TopicNames,
 )
 
@@ -43,9 +43,10 @@ log = logging.getLogger(__name__)
 
 # Raw feeds handled per event by the Faust ingest agent; the high-volume feeds
 # (iot.readings, field.tracks) go through the lean batch consumer in streams.agents.lean.
-AGENT_RAW_TOPICS = (HOTLINE_CALLS, FIELD_REPORTS, CAMERA_ALERTS, REGISTRY_CHANGES)
+AGENT_RAW_TOPICS = (HOTLINE_CALLS, FIELD_REPORTS, CAMERA_ALERTS, REGISTRY_CHANGES, OPEN311_REQUESTS)
 SOURCE_OF_TOPIC = {
     HOTLINE_CALLS: "hotline", FIELD_REPORTS: "field", CAMERA_ALERTS: "camera", REGISTRY_CHANGES: "registry",
+    OPEN311_REQUESTS: "open311",
 }
 UNLOCATED_KEY = "unlocated"
 

@@ -38,4 +38,8 @@ def build_worker(settings: Settings) -> Any:
     services += [GaugeService(pipeline), ConsumerLagService(settings, pipeline.metrics)]
     if settings.webhooks_file:
         services.append(WebhookService(settings, pipeline.metrics, store))
+    if settings.gateway_in_worker:
+        from streams.gateway.service import GatewayService
+
+        services.append(GatewayService(settings, store, pipeline.knowledge))
     return faust.Worker(pipeline.app, *services, loglevel=settings.log_level, redirect_stdouts=False)
