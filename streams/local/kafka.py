@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from streams.bus.admin import create_topics
-from streams.settings import REPO_DIR, default_cache_dir
+from streams.settings import REPO_DIR, Settings, default_cache_dir
 
 KAFKA_VERSION = "3.9.1"
 POM = REPO_DIR / "deploy" / "local" / "kafka" / "pom.xml"
@@ -200,7 +200,7 @@ class LocalKafka:
         self.process = None
 
     def create_topics(self, names: list[str], partitions: int = 4) -> None:
-        create_topics(self.bootstrap, names, partitions)
+        create_topics(Settings(kafka_bootstrap=self.bootstrap), names, partitions)
 
 
 def _kafka_cluster_id() -> str:

@@ -30,8 +30,9 @@ SYSTEM = "system"
 # A case a sensor or camera keeps alerting on must not grow without end (it is one table value):
 # the first sources are listed, the latest ids are remembered for idempotency.
 MAX_SOURCES = 100
-# Street-code stand-in for a signal without a street: the same key the worker gives such signals
-# on case.inputs, so actions routed by the case-id prefix reach the same partition.
+# Street-code stand-in for a signal without a street, the prefix of its case id. The one definition:
+# the worker keys such signals on case.inputs with it (streams.bus.records.case_inputs_key), so
+# actions routed by the case-id prefix reach the same partition.
 UNLOCATED = "unlocated"
 MAX_REMEMBERED = 500
 # Who is told about an escalation, by the level the case rises to.
@@ -66,16 +67,10 @@ class Outputs:
     notifications: list[dict] = field(default_factory=list)
     merged: int = 0
 
-    TABLES = ("cases", "case_transitions", "dispatches", "sla_alerts")
-
     def extend(self, other: "Outputs") -> None:
         for name in ("cases", "case_transitions", "dispatches", "sla_alerts", "rejections", "notifications"):
             getattr(self, name).extend(getattr(other, name))
         self.merged += other.merged
-
-    def tables(self) -> dict[str, list[dict]]:
-        """The store rows of this output, by table (only non-empty tables)."""
-        return {name: getattr(self, name) for name in self.TABLES if getattr(self, name)}
 
     def __bool__(self) -> bool:
         return any(getattr(self, n) for n in ("cases", "case_transitions", "dispatches", "sla_alerts",
