@@ -11,7 +11,7 @@ def ensure_topics(settings: Settings) -> None:
     from streams.bus.admin import create_topics
     from streams.bus.topics import TopicNames
 
-    create_topics(settings.kafka_bootstrap, TopicNames(settings.topic_prefix).all(), settings.topic_partitions)
+    create_topics(settings, TopicNames(settings.topic_prefix).all(), settings.topic_partitions)
 
 
 def build_worker(settings: Settings) -> Any:
@@ -19,12 +19,13 @@ def build_worker(settings: Settings) -> Any:
     import faust
 
     from streams.agents.app import Pipeline
+    from streams.agents.ingest import IngestAdapter
     from streams.agents.lean import LeanIngest
-    from streams.sinks.clickhouse import ClickHouseSink
     from streams.agents.services import ConsumerLagService, GaugeService, WebhookService
-    from streams.wall.web import register_views
     from streams.metrics import start_metrics_server
+    from streams.sinks.clickhouse import ClickHouseSink
     from streams.storage import open_store
+    from streams.wall.web import register_views
 
     store = open_store(settings.store_url)
     store.migrate()
@@ -32,7 +33,9 @@ def build_worker(settings: Settings) -> Any:
     register_views(pipeline, store)
     start_metrics_server(settings.metrics_port, pipeline.metrics)
     services: list[Any] = [
-        LeanIngest(settings, pipeline.ingestor, pipeline.codec, pipeline.metrics, pipeline.emit_ingest_result),
+        # the lean consumer's own adapter over the same Ingestor (one lift-repeat state)
+        LeanIngest(settings, IngestAdapter(pipeline.ingestor, pipeline.codec, pipeline.metrics, pipeline.topics,
+                                           classify_batches=False), pipeline.codec, pipeline.metrics),
         ClickHouseSink(settings, store, pipeline.codec, pipeline.metrics),
     ]
     services += [GaugeService(pipeline), ConsumerLagService(settings, pipeline.metrics)]

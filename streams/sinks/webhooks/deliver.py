@@ -127,17 +127,10 @@ class WebhookDeliverer:
     # ---- lifecycle -------------------------------------------------------------------------
     async def run(self) -> None:
         """Consume and deliver until ``stop()``."""
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            group_id=self.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            client_id=f"{self.group_id}-consumer",
-        )
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap, acks="all", enable_idempotence=True,
-            client_id=f"{self.group_id}-dlq",
-        )
+        from streams.bus import clients
+
+        self._consumer = AIOKafkaConsumer(**clients.delivery_consumer(self.settings, self.group_id))
+        self._producer = AIOKafkaProducer(**clients.delivery_producer(self.settings, self.group_id))
         self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         try:
             await self._producer.start()
