@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from streams.bus import clients
@@ -189,7 +189,7 @@ class DepartmentActors:
         self.thread = threading.Thread(target=self._run, name="department-actors", daemon=True)
         self.actions = 0
 
-    def start(self) -> "DepartmentActors":
+    def start(self) -> DepartmentActors:
         self.thread.start()
         return self
 
@@ -272,7 +272,7 @@ def run(settings: Settings, rate: float, duration: float | None, seed: int, sour
     reporters: dict[str, str] = {}
     actors = DepartmentActors(settings, names, producer, seed, reporters).start() if act else None
     try:
-        for topic, record in feeds.stream(datetime.now(timezone.utc), rate, sources):
+        for topic, record in feeds.stream(datetime.now(UTC), rate, sources):
             if count is not None and sent >= count:
                 break
             elapsed = time.monotonic() - started

@@ -36,7 +36,13 @@ from streams.settings import Settings
 from streams.sinks.webhooks.config import Endpoint, WebhooksConfig
 from streams.sinks.webhooks.metrics import DeliveryMetrics, PrometheusWebhookMetrics
 from streams.sinks.webhooks.policy import (
-    CircuitBreaker, EndpointState, Outcome, TokenBucket, backoff_seconds, classify_status, parse_retry_after,
+    CircuitBreaker,
+    EndpointState,
+    Outcome,
+    TokenBucket,
+    backoff_seconds,
+    classify_status,
+    parse_retry_after,
 )
 from streams.sinks.webhooks.signing import signed_headers
 
@@ -78,7 +84,7 @@ class _Lane:
 
 
 class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, deliverer: "WebhookDeliverer") -> None:
+    def __init__(self, deliverer: WebhookDeliverer) -> None:
         self.deliverer = deliverer
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
@@ -376,7 +382,7 @@ class WebhookDeliverer:
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 error = "" if outcome == "delivered" else f"HTTP {response.status}"
                 return AttemptResult(outcome, response.status, error, retry_after, latency)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return AttemptResult("retry", 0, f"timeout after {endpoint.timeout_seconds}s",
                                  None, time.perf_counter() - started)
         except aiohttp.ClientError as exc:
