@@ -12,7 +12,9 @@ import time
 from datetime import datetime
 from typing import Any
 
+from streams.bus import clients
 from streams.core.times import CITY_TZ
+from streams.settings import Settings
 
 
 class DepartmentActors:
@@ -21,11 +23,11 @@ class DepartmentActors:
     fails it: rework 返工) and closes 结案 — the originating station/committee for its own cases
     (谁发单、谁验收、谁结案), the centre otherwise."""
 
-    def __init__(self, bootstrap: str, names: Any, producer: Any, seed: int, reporters: dict[str, str],
+    def __init__(self, settings: Settings, names: Any, producer: Any, seed: int, reporters: dict[str, str],
                  delay: tuple[float, float] = (5.0, 25.0)) -> None:
         import threading
 
-        self.bootstrap, self.names, self.producer = bootstrap, names, producer
+        self.settings, self.names, self.producer = settings, names, producer
         self.rng = random.Random(seed ^ 0x5EED)
         self.reporters = reporters  # report id -> reporter id, of the reports this simulator filed
         self.delay = delay
@@ -83,8 +85,7 @@ class DepartmentActors:
         from streams.bus.codec import registry
 
         codec = registry()
-        consumer = KafkaConsumer(self.names.name("cases"), bootstrap_servers=self.bootstrap,
-                                 auto_offset_reset="latest")
+        consumer = KafkaConsumer(self.names.name("cases"), **clients.simulator_cases_consumer(self.settings))
         latest: dict[str, dict[str, Any]] = {}
         try:
             while not self.stop.is_set():
@@ -101,8 +102,9 @@ class DepartmentActors:
             consumer.close()
 
 
-def run(bootstrap: str, rate: float, duration: float | None, seed: int, sources: set[str], knowledge: Any,
-        topic_prefix: str = "", count: int | None = None, act: bool = False, malformed: float = 0.005) -> int:
+
+def run(settings: Settings, rate: float, duration: float | None, seed: int, sources: set[str], knowledge: Any,
+        count: int | None = None, act: bool = False, malformed: float = 0.005) -> int:
     """Produce simulated feeds at ``rate`` records/s for ``duration`` s (or ``count`` records), a share
     ``malformed`` of them failing their schema. Returns the count."""
     from kafka import KafkaProducer
@@ -110,15 +112,15 @@ def run(bootstrap: str, rate: float, duration: float | None, seed: int, sources:
     from streams.bus.topics import TopicNames
     from streams.sources.scenario import ScenarioConfig, scenario_for
 
-    names = TopicNames(topic_prefix)
+    names = TopicNames(settings.topic_prefix)
     scenario = scenario_for(knowledge, seed, ScenarioConfig(malformed_share=malformed), sources=sorted(sources))
     # raw bytes (a malformed record cut off in transit) go out as they are, everything else as JSON
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, value_serializer=lambda v: v if isinstance(
+    producer = KafkaProducer(**clients.simulator_producer(settings), value_serializer=lambda v: v if isinstance(
         v, bytes) else json.dumps(v, ensure_ascii=False).encode("utf-8"))
     sent = 0
     started = time.monotonic()
     reporters: dict[str, str] = {}
-    actors = DepartmentActors(bootstrap, names, producer, seed, reporters).start() if act else None
+    actors = DepartmentActors(settings, names, producer, seed, reporters).start() if act else None
     try:
         while count is None or sent < count:
             elapsed = time.monotonic() - started

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -211,7 +211,7 @@ class Store:
                     raise StoreError(f"migration {migration.version}_{migration.name}: {exc}") from exc
                 for each in statements:
                     self._execute(each)
-            now_ms = int(datetime.now(timezone.utc).timestamp() * 1000)
+            now_ms = int(datetime.now(UTC).timestamp() * 1000)
             self._insert_rows("schema_migrations", ["version", "name", "applied_ms"],
                               [[migration.version, migration.name, now_ms]])
             applied.append(migration.version)
@@ -237,7 +237,7 @@ class Store:
 
         return [(node, local_table(table)) for node in self.nodes()]
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:

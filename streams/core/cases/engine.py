@@ -41,8 +41,9 @@ SYSTEM = "system"
 # A case a sensor or camera keeps alerting on must not grow without end (it is one table value):
 # the first sources are listed, the latest ids are remembered for idempotency.
 MAX_SOURCES = 100
-# Street-code stand-in for a signal without a street: the same key the worker gives such signals
-# on case.inputs, so actions routed by the case-id prefix reach the same partition.
+# Street-code stand-in for a signal without a street, the prefix of its case id. The one definition:
+# the worker keys such signals on case.inputs with it (streams.bus.records.case_inputs_key), so
+# actions routed by the case-id prefix reach the same partition.
 UNLOCATED = "unlocated"
 MAX_REMEMBERED = 500
 # Who is told about an escalation, by the level the case rises to.

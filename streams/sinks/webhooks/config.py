@@ -42,7 +42,7 @@ class Endpoint(BaseModel):
     kinds: list[Kind] = Field(default_factory=lambda: list(KINDS), min_length=1, description="event kinds wanted")
 
     @model_validator(mode="after")
-    def _resolve_secret(self) -> "Endpoint":
+    def _resolve_secret(self) -> Endpoint:
         if self.secret_env:
             value = os.environ.get(self.secret_env)
             if not value:

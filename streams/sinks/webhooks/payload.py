@@ -12,7 +12,7 @@ import hmac
 import json
 import re
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -32,7 +32,7 @@ class NotificationError(ValueError):
 
 def idempotency_key(event_id: str, department: str) -> str:
     """Stable across retries, restarts and redeliveries: receivers deduplicate on it."""
-    return hashlib.sha256(f"{event_id}\x1f{department}".encode("utf-8")).hexdigest()
+    return hashlib.sha256(f"{event_id}\x1f{department}".encode()).hexdigest()
 
 
 def mask_phones(text: str | None) -> str | None:
@@ -52,7 +52,7 @@ def caller_ref(phone: str, key: str) -> str:
 def _iso(ms: int | None) -> str | None:
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _require(note: dict[str, Any], name: str, types: type | tuple[type, ...]) -> Any:

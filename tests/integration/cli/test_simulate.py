@@ -10,15 +10,16 @@ from kafka import KafkaConsumer
 from streams.bus.topics import TopicNames
 from streams.core.knowledge.knowledge import Knowledge
 from streams.local.kafka import LocalKafka
+from streams.settings import Settings
 from streams.sources import simulate
 
 pytestmark = pytest.mark.kafka
 
 
 def test_simulate_produces_the_scenario_to_kafka(kafka: LocalKafka, topic_prefix: str) -> None:
-    sent = simulate.run(kafka.bootstrap, rate=2000, duration=None, seed=9,
-                        sources={"hotline", "field", "camera", "registry"}, knowledge=Knowledge.load(),
-                        topic_prefix=topic_prefix, count=600, malformed=0.1)
+    settings = Settings(kafka_bootstrap=kafka.bootstrap, topic_prefix=topic_prefix)
+    sent = simulate.run(settings, rate=2000, duration=None, seed=9, sources={"hotline", "field", "camera", "registry"},
+                        knowledge=Knowledge.load(), count=600, malformed=0.1)
     assert sent == 600
     names = TopicNames(topic_prefix)
     topics = [names.name(t) for t in ("hotline.calls", "field.reports", "field.tracks", "camera.alerts",
