@@ -66,7 +66,8 @@ def department_actions(cases: dict[str, dict[str, Any]], seed: int) -> list[str]
         if not doc.get("departments") or doc.get("stage") != "handle":
             continue
         origin = doc.get("origin")
-        closer = (origin, doc.get("origin_reporter")) if origin in ("station", "committee") else ("center", "区网格中心")
+        own = origin in ("station", "committee")  # 谁发单、谁验收、谁结案
+        closer = (origin, doc.get("origin_reporter")) if own else ("center", "区网格中心")
         handler = ("department", doc["departments"][0])
         for hours, action, (actor_kind, actor) in ((HANDLED_AFTER_H, "handled", handler),
                                                    (CLOSED_AFTER_H, "verify_pass", closer),
@@ -197,7 +198,8 @@ def main() -> int:
         ratio = measured[table]["uncompressed"] / max(1, measured[table]["compressed"])
         out["tables"][table] = {"rows_per_day": rows, "bytes_per_row": round(bpr, 1), "mb_per_day": round(mb_day, 2),
                                 "measured_rows": measured[table]["rows"], "compression": round(ratio, 1)}
-        print(f"{table:<22}{rows:>14,.0f}{bpr:>11.1f}{mb_day:>10.1f}{mb_day * 30 / 1e3:>10.2f}{mb_day * 365 / 1e3:>10.1f}")
+        print(f"{table:<22}{rows:>14,.0f}{bpr:>11.1f}{mb_day:>10.1f}"
+              f"{mb_day * 30 / 1e3:>10.2f}{mb_day * 365 / 1e3:>10.1f}")
     print(f"{'total':<22}{'':>14}{'':>11}{total:>10.1f}{total * 30 / 1e3:>10.2f}{total * 365 / 1e3:>10.1f}")
     out["total_mb_per_day"] = round(total, 1)
     if args.json:
