@@ -1,65 +1,78 @@
-"""Throughput and latency of the hotline slice on the real broker, against the Python ceiling.
+"""The case path at city scale, against a Kafka passthrough measured in the same run.
 
-    .venv/bin/python bench/run.py [--calls 20000] [--latency-calls 3000]
+    .venv/bin/python bench/run.py [--events 20000] [--latency-rate 1000] [--profile] [--json FILE]
+                                  [--skip-two] [--skip-latency]
 
-In one process tree, on one fresh local broker:
- 1. baseline: a bare aiokafka getmany → send passthrough of N records (what Python can move at most);
- 2. throughput: N hotline calls pre-loaded, then the real worker (`streams worker` subprocess, chdb store)
-    drains them; sustained events/s = N / (time from the first to the last signal row stored);
- 3. latency: calls produced at a steady rate under capacity; p50/p99 of (row stored in ClickHouse −
-    call produced), read from the `signals` table afterwards.
-Prints the figures and the ratio pipeline / baseline. Speed goals are ratios, never absolute numbers.
+In one process tree, on one fresh local broker (and a private clickhouse-server for the runs that need it):
+
+1. **baseline**: an at-least-once aiokafka passthrough of N records (getmany → send all → await the acks →
+   commit): what one Python process moves at most on this broker.
+2. **case path, one worker**: N records of the city scenario's case-path feeds (streams/sources/scenario.py:
+   hotline calls, field reports, camera alerts, registry changes over the whole district, with its bursts,
+   follow-ups and 0.5 % malformed records) are loaded, then the real worker (`streams worker` subprocess,
+   embedded chdb) drains them: validate, locate, classify, dedup, case, dispatch, rows in ClickHouse.
+   Done when every expected outcome is stored (signals, triage and dead-letter rows, as an offline run of the
+   same ingest predicts) and every signal is on a case. Sustained events/s = N / (first record read → done).
+3. **one worker vs two** on clickhouse-server (chdb is one process): the same backlog, one worker, then two
+   workers sharing the partitions.
+4. **latency**: records at ``--latency-rate``/s into a running worker for ``--latency-seconds``; p50/p99 of
+   ingest → dispatch from the worker's histogram.
+
+``--profile`` records the one-worker run with py-spy and prints the functions where the time goes.
+Prints a table; writes JSON (default bench/results/latest.json). Speed goals are ratios to the baseline.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from streams.local.kafka import LocalKafka, free_port  # noqa: E402
 
-ROWS = "citygrid_clickhouse_rows_written_total"
+CASE_PATH_SOURCES = ["hotline", "field", "camera", "registry"]
+RESULTS = REPO / "bench" / "results"
 
 
-def stored_calls(url: str) -> float:
-    """Calls that reached ClickHouse: as a signal, or as a triage row (人工分拨) when the classifier is unsure."""
-    return metric(url, ROWS, 'table="signals"') + metric(url, ROWS, 'table="triage"')
-
-
-async def baseline(bootstrap: str, n: int) -> float:
-    """Bare aiokafka passthrough: consume n records from src, produce each to dst, commit. Returns msg/s."""
+# ------------------------------------------------------------------------------------------- baseline
+async def passthrough(bootstrap: str, n: int, payload: bytes = b"x" * 400) -> float:
+    """At-least-once passthrough: getmany → send all → await every ack → commit. Returns msg/s."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    src, dst = f"bench.src.{uuid.uuid4().hex[:6]}", f"bench.dst.{uuid.uuid4().hex[:6]}"
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all", max_batch_size=256 * 1024)
     await producer.start()
-    payload = b"x" * 300
     for i in range(n):
-        await producer.send("bench.src", payload, key=str(i).encode())
+        await producer.send(src, payload, key=str(i).encode())
     await producer.flush()
-    consumer = AIOKafkaConsumer("bench.src", bootstrap_servers=bootstrap, group_id="bench-baseline",
+    consumer = AIOKafkaConsumer(src, bootstrap_servers=bootstrap, group_id=f"bench-{src}",
                                 auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=5000)
     await consumer.start()
-    moved = 0
-    started = None
+    moved, started = 0, None
     while moved < n:
         batches = await consumer.getmany(timeout_ms=500, max_records=5000)
-        for recs in batches.values():
-            if started is None:
-                started = time.perf_counter()
-            futures = [await producer.send("bench.dst", r.value, key=r.key) for r in recs]
-            await asyncio.gather(*futures)
-            moved += len(recs)
+        if not batches:
+            continue
+        started = started or time.perf_counter()
+        futures = [await producer.send(dst, r.value, key=r.key) for recs in batches.values() for r in recs]
+        await asyncio.gather(*futures)
+        moved += len(futures)
         await consumer.commit()
     elapsed = time.perf_counter() - (started or time.perf_counter())
     await consumer.stop()
@@ -67,119 +80,318 @@ async def baseline(bootstrap: str, n: int) -> float:
     return n / elapsed
 
 
-def produce_calls(bootstrap: str, n: int, rate: float | None, seed: int) -> None:
-    """n hotline calls of the city scenario (the whole district, its day), at ``rate``/s or all at once."""
+# ------------------------------------------------------------------------------------------- the feeds
+def backlog(n: int, seed: int, start_ms: int) -> list[Any]:
+    """N case-path records of the city scenario (GPS fixes are the lean path's: left out)."""
+    from streams.core.knowledge.knowledge import Knowledge
+    from streams.sources.scenario import scenario_for
+
+    scenario = scenario_for(Knowledge.load(), seed, sources=CASE_PATH_SOURCES)
+    out = []
+    for record in scenario.timeline(start_ms):
+        if record.topic != "field.tracks":
+            out.append(record)
+            if len(out) >= n:
+                break
+    return out
+
+
+def expected_outcomes(records: list[Any]) -> dict[str, int]:
+    """What the worker must store for these records: the same ingest run offline (no Kafka)."""
+    from streams.bus.codec import DecodeError, registry
+    from streams.bus.topics import RAW_SCHEMAS
+    from streams.core.ingest import Ingestor, RejectRecord
+    from streams.core.knowledge.knowledge import Knowledge
+
+    codec, ingestor = registry(), Ingestor(Knowledge.load())
+    counts = collections.Counter()
+    for record in records:
+        try:
+            raw = codec.decode(record.payload(), RAW_SCHEMAS[record.topic])[1]
+            result = ingestor.ingest(RAW_SCHEMAS[record.topic], raw, record.ts_ms)
+        except (DecodeError, RejectRecord):
+            counts["dead_letters"] += 1
+            continue
+        counts["signals"] += len(result.signals)
+        counts["triage"] += len(result.triage)
+    return dict(counts)
+
+
+def produce(bootstrap: str, prefix: str, records: list[Any], rate: float | None = None) -> None:
     from kafka import KafkaProducer
 
-    from streams.core.knowledge.knowledge import Knowledge
-    from streams.sources.scenario import ScenarioConfig, scenario_for
+    from streams.bus.topics import TopicNames
 
-    scenario = scenario_for(Knowledge.load(), seed, ScenarioConfig(malformed_share=0.0), sources=["hotline"])
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    names = TopicNames(prefix)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, batch_size=256 * 1024)
     started = time.monotonic()
-    start_ms = int(time.time() * 1000) - 6 * 3_600_000
-    for i, record in enumerate(scenario.timeline(start_ms, count=n)):
+    for i, record in enumerate(records):
         if rate:
             ahead = i / rate - (time.monotonic() - started)
             if ahead > 0:
                 time.sleep(ahead)
-        producer.send("hotline.calls", record.payload())
+        producer.send(names.name(record.topic), record.payload())
     producer.flush()
     producer.close()
 
 
-def metric(url: str, name: str, label: str = "") -> float:
-    import urllib.request
-
+# ------------------------------------------------------------------------------------------- workers
+def scrape(url: str) -> str:
     try:
-        text = urllib.request.urlopen(url, timeout=5).read().decode()
+        return urllib.request.urlopen(url, timeout=5).read().decode()
     except OSError:
-        return 0.0
+        return ""
+
+
+def metric(url_or_text: str, name: str, label: str = "") -> float:
+    """The sum of a metric's samples (with ``label`` in their labels), from a URL or scraped text."""
+    text = scrape(url_or_text) if url_or_text.startswith("http") else url_or_text
     total = 0.0
     for line in text.splitlines():
-        if line.startswith(name) and label in line:
+        if (line.startswith(name + "{") or line.startswith(name + " ")) and label in line:
             total += float(line.rsplit(" ", 1)[1])
     return total
 
 
-def start_worker(bootstrap: str, workdir: Path, metrics_port: int) -> subprocess.Popen:
-    env = {**os.environ, "CITYGRID_KAFKA_BOOTSTRAP": bootstrap, "CITYGRID_STORE_URL": f"chdb://{workdir / 'chdb'}",
-           "CITYGRID_DATA_DIR": str(workdir / "worker"), "CITYGRID_METRICS_PORT": str(metrics_port),
-           "CITYGRID_WEB_PORT": str(free_port()), "CITYGRID_LOG_LEVEL": "warning"}
-    return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, cwd=workdir,
-                            stdout=open(workdir / "worker.log", "ab"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+def histogram(url: str, name: str) -> list[tuple[float, float]]:
+    """(upper bound, cumulative count) of a Prometheus histogram, summed over label sets."""
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    buckets: dict[float, float] = collections.defaultdict(float)
+    for line in text.splitlines():
+        match = re.match(rf'{name}_bucket{{.*le="([^"]+)".*}} (\S+)', line)
+        if match:
+            buckets[float(match.group(1))] += float(match.group(2))
+    return sorted(buckets.items())
 
 
-def stop(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+def quantile(buckets: list[tuple[float, float]], q: float) -> float:
+    """Linear interpolation inside the bucket holding the q-quantile (as Prometheus' histogram_quantile)."""
+    total = buckets[-1][1] if buckets else 0
+    if not total:
+        return float("nan")
+    rank, low, below = q * total, 0.0, 0.0
+    for upper, count in buckets:
+        if count >= rank:
+            if upper == float("inf"):
+                return low
+            return low + (upper - low) * (rank - below) / max(count - below, 1e-9)
+        low, below = upper, count
+    return low
 
 
-def wait_rows(url: str, target: float, timeout: float) -> tuple[float, float]:
-    """Wait until `target` calls are stored in ClickHouse (signal or triage row) AND the lifecycle agent
-    has put every signal on a case (opened + merged); returns (first row seen, done) monotonic times."""
+@dataclass
+class Worker:
+    proc: subprocess.Popen[bytes]
+    metrics_url: str
+    log: Path
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@dataclass
+class Run:
+    bootstrap: str
+    work: Path
+    prefix: str = field(default_factory=lambda: f"b{uuid.uuid4().hex[:6]}")
+    workers: list[Worker] = field(default_factory=list)
+
+    def start_worker(self, store_url: str, **extra: str) -> Worker:
+        index = len(self.workers)
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CITYGRID_")}
+        env.update({"CITYGRID_KAFKA_BOOTSTRAP": self.bootstrap, "CITYGRID_TOPIC_PREFIX": self.prefix,
+                    "CITYGRID_APP_ID": f"bench-{self.prefix}", "CITYGRID_STORE_URL": store_url,
+                    "CITYGRID_DATA_DIR": str(self.work / f"{self.prefix}-worker{index}"),
+                    "CITYGRID_METRICS_PORT": str(port), "CITYGRID_WEB_PORT": str(free_port()),
+                    "CITYGRID_LOG_LEVEL": "warning", "PYTHONPATH": str(REPO)})
+        env.update({f"CITYGRID_{k.upper()}": v for k, v in extra.items()})
+        log = self.work / f"{self.prefix}-worker{index}.log"
+        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, cwd=self.work,
+                                stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        worker = Worker(proc, f"http://127.0.0.1:{port}/metrics", log)
+        self.workers.append(worker)
+        return worker
+
+    def total(self, name: str, label: str = "", texts: list[str] | None = None) -> float:
+        return sum(metric(text, name, label) for text in (texts or self.scrape()))
+
+    def scrape(self) -> list[str]:
+        return [scrape(w.metrics_url) for w in self.workers]
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+
+def stored(run: Run, table: str, texts: list[str] | None = None) -> float:
+    return run.total("citygrid_clickhouse_rows_written_total", f'table="{table}"', texts)
+
+
+def wait_done(run: Run, n: int, expected: dict[str, int], timeout: float) -> tuple[float, float]:
+    """(first record read, everything stored and on a case), monotonic."""
     first = None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        stored = stored_calls(url)
-        on_cases = metric(url, "citygrid_cases_opened_total") + metric(url, "citygrid_dedup_merges_total")
-        if stored > 0 and first is None:
+        for worker in run.workers:
+            if worker.proc.poll() is not None:
+                raise SystemExit(f"bench: a worker exited ({worker.proc.returncode}); see {worker.log}")
+        texts = run.scrape()  # one scrape a worker per poll: scraping costs the worker time too
+        read = run.total("citygrid_events_in_total", texts=texts)
+        if first is None and read > 0:
             first = time.monotonic()
-        if stored >= target and on_cases >= metric(url, ROWS, 'table="signals"'):
+        on_cases = (run.total("citygrid_cases_opened_total", texts=texts)
+                    + run.total("citygrid_dedup_merges_total", texts=texts))
+        if (read >= n and all(stored(run, t, texts) >= c for t, c in expected.items())
+                and on_cases >= expected.get("signals", 0)):
             return first or time.monotonic(), time.monotonic()
-        time.sleep(0.2)
-    raise SystemExit(f"bench: only {stored_calls(url)} of {target} calls stored")
+        time.sleep(0.25)
+    state = {t: stored(run, t) for t in expected}
+    raise SystemExit(f"bench: not done after {timeout}s: expected {expected}, stored {state}, read "
+                     f"{run.total('citygrid_events_in_total')}; logs in {run.work}")
+
+
+def profile_summary(raw: Path, top: int = 25) -> dict[str, list[tuple[str, float]]]:
+    """Self and inclusive shares of the samples by function, from py-spy's raw (collapsed) output."""
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [re.sub(r" \(.*?/(site-packages|streams|lib/python[0-9.]+)/", " (", f) for f in stack.split(";")]
+        total += count
+        own[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    share = lambda c: round(100.0 * c / max(total, 1), 1)  # noqa: E731
+    return {"self": [(f, share(c)) for f, c in own.most_common(top)],
+            "inclusive": [(f, share(c)) for f, c in inclusive.most_common(top)
+                          if not f.startswith(("<module>", "run (asyncio", "_run_once", "run_forever",
+                                               "run_until_complete", "_run (asyncio"))]}
+
+
+def case_path(bootstrap: str, work: Path, records: list[Any], expected: dict[str, int], store_urls: list[str],
+              profile: Path | None = None, **worker_settings: str) -> float:
+    """Load the backlog, start ``len(store_urls)`` workers, time the drain. Returns events/s."""
+    run = Run(bootstrap, work)
+    from streams.agents.worker import ensure_topics
+    from streams.settings import Settings
+
+    ensure_topics(Settings(kafka_bootstrap=bootstrap, topic_prefix=run.prefix))
+    produce(bootstrap, run.prefix, records)
+    spy = None
+    try:
+        for url in store_urls:
+            run.start_worker(url, **worker_settings)
+        spy_bin = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        if profile is not None and Path(spy_bin).exists():
+            spy = subprocess.Popen([spy_bin, "record", "--pid", str(run.workers[0].proc.pid), "--rate", "100",
+                                    "--format", "raw", "--output", str(profile), "--nonblocking"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        first, done = wait_done(run, len(records), expected, timeout=900)
+    finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
+        run.stop()
+    return len(records) / max(done - first, 1e-6)
+
+
+def latency(bootstrap: str, work: Path, records: list[Any], store_url: str, rate: float) -> dict[str, float]:
+    run = Run(bootstrap, work)
+    from streams.agents.worker import ensure_topics
+    from streams.settings import Settings
+
+    ensure_topics(Settings(kafka_bootstrap=bootstrap, topic_prefix=run.prefix))
+    try:
+        worker = run.start_worker(store_url)
+        deadline = time.monotonic() + 120
+        while metric(worker.metrics_url, "citygrid_clickhouse_buffer_capacity_rows") == 0:
+            if time.monotonic() > deadline:
+                raise SystemExit("bench: the latency worker did not start")
+            time.sleep(0.2)
+        time.sleep(5)  # partitions assigned, agents running
+        produce(bootstrap, run.prefix, records, rate=rate)
+        time.sleep(3)
+        buckets = histogram(worker.metrics_url, "citygrid_ingest_to_dispatch_seconds")
+    finally:
+        run.stop()
+    return {"p50_ms": round(1000 * quantile(buckets, 0.5), 1), "p99_ms": round(1000 * quantile(buckets, 0.99), 1),
+            "dispatches": buckets[-1][1] if buckets else 0}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--calls", type=int, default=20000)
-    parser.add_argument("--latency-calls", type=int, default=3000)
-    parser.add_argument("--latency-rate", type=float, default=500.0)
+    parser.add_argument("--events", type=int, default=20000)
+    parser.add_argument("--latency-rate", type=float, default=1000.0)
+    parser.add_argument("--latency-seconds", type=float, default=20.0)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--profile", action="store_true", help="py-spy the one-worker run")
+    parser.add_argument("--skip-two", action="store_true")
+    parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--json", type=Path, default=RESULTS / "latest.json")
     args = parser.parse_args()
+    results: dict[str, Any] = {"events": args.events, "cpus": os.cpu_count(),
+                               "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     with tempfile.TemporaryDirectory(prefix="citygrid-bench-") as tmp:
         work = Path(tmp)
         broker = LocalKafka(work / "kafka").start()
+        server = None
         try:
-            base = asyncio.run(baseline(broker.bootstrap, args.calls))
-            print(f"baseline  aiokafka getmany→send passthrough: {base:,.0f} msg/s")
+            base = asyncio.run(passthrough(broker.bootstrap, args.events))
+            results["passthrough_msgs_per_s"] = round(base)
+            print(f"baseline   at-least-once aiokafka passthrough: {base:,.0f} msg/s")
+            start_ms = int(time.time() * 1000) - 6 * 3_600_000
+            records = backlog(args.events, args.seed, start_ms)
+            expected = expected_outcomes(records)
+            results["expected"] = expected
+            profile = work / "profile.raw" if args.profile else None
+            one = case_path(broker.bootstrap, work, records, expected, [f"chdb://{work / 'chdb-one'}"], profile)
+            results["case_path_events_per_s"] = round(one)
+            results["ratio"] = round(one / base, 3)
+            print(f"case path  one worker, chdb: {one:,.0f} events/s ({args.events} records: {expected}); "
+                  f"ratio {one / base:.3f}")
+            if profile is not None and profile.exists():
+                results["profile"] = profile_summary(profile)
+                print("profile    self time (share of samples):")
+                for frame, share in results["profile"]["self"][:15]:
+                    print(f"  {share:5.1f} %  {frame}")
+            if not args.skip_two:
+                from streams.local.clickhouse import LocalClickHouseServer
 
-            from streams.cli.worker import _ensure_topics
-            from streams.settings import Settings
-            _ensure_topics(Settings(kafka_bootstrap=broker.bootstrap))
-            produce_calls(broker.bootstrap, args.calls, None, seed=7)
-            metrics_port = free_port()
-            url = f"http://127.0.0.1:{metrics_port}/metrics"
-            worker = start_worker(broker.bootstrap, work, metrics_port)
-            try:
-                first, done = wait_rows(url, args.calls, timeout=600)
-                rate = args.calls / max(done - first, 1e-6)
-                print(f"pipeline  hotline → signal → case (dedup, dispatch) → ClickHouse (chdb): {rate:,.0f} events/s sustained "
-                      f"({args.calls} calls)")
-                stored_before = stored_calls(url)
-                produce_calls(broker.bootstrap, args.latency_calls, args.latency_rate, seed=8)
-                wait_rows(url, stored_before + args.latency_calls, timeout=600)
-            finally:
-                stop(worker)
-            from streams.storage import open_store
-            store = open_store(f"chdb://{work / 'chdb'}")
-            rows = store.query(
-                "SELECT quantile(0.5)(stored_ms - ingest_ms) AS p50, quantile(0.99)(stored_ms - ingest_ms) AS p99, "
-                "count() AS n FROM signals FINAL WHERE stored_ms > 0 AND ingest_ms >= "
-                "(SELECT max(ingest_ms) FROM signals) - 3600000 AND signal_id IN "
-                "(SELECT signal_id FROM signals ORDER BY ingest_ms DESC LIMIT %d)" % args.latency_calls)
-            store.close()
-            p = rows[0]
-            print(f"latency   call produced → signal row in ClickHouse at {args.latency_rate:.0f}/s: "
-                  f"p50 {p['p50']:.0f} ms, p99 {p['p99']:.0f} ms (n={p['n']})")
-            print(f"ratio     pipeline / baseline = {rate / base:.3f}")
+                server = LocalClickHouseServer(work / "clickhouse")
+                server.start()
+                single = case_path(broker.bootstrap, work, records, expected, [server.store_url("one")])
+                double = case_path(broker.bootstrap, work, records, expected,
+                                   [server.store_url("two"), server.store_url("two")])
+                results["server_one_worker_events_per_s"] = round(single)
+                results["server_two_workers_events_per_s"] = round(double)
+                print(f"scale-out  clickhouse-server: one worker {single:,.0f} events/s, two workers "
+                      f"{double:,.0f} events/s (x{double / single:.2f} on {os.cpu_count()} cores)")
+            if not args.skip_latency:
+                n = int(args.latency_rate * args.latency_seconds)
+                lat_records = backlog(n, args.seed + 1, int(time.time() * 1000) - 3_600_000)
+                lat = latency(broker.bootstrap, work, lat_records, f"chdb://{work / 'chdb-latency'}",
+                              args.latency_rate)
+                results["latency"] = {"rate": args.latency_rate, **lat}
+                print(f"latency    ingest → dispatch at {args.latency_rate:.0f} events/s: p50 {lat['p50_ms']:.0f} ms, "
+                      f"p99 {lat['p99_ms']:.0f} ms ({lat['dispatches']:.0f} dispatches)")
         finally:
+            if server is not None:
+                server.stop()
             broker.stop()
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, ensure_ascii=False, indent=2))
+    print(f"results    {args.json}")
     return 0
 
 

@@ -94,6 +94,13 @@ class Settings(BaseSettings):
                                 "accepts hotline calls and dispatches all but level-4/immediate routes by action)")
     triage_confidence: float = Field(0.55, ge=0, le=1, description="below this a signal goes to manual triage 人工分拨")
     # Processing
+    case_path: str = Field("lean", pattern="^(lean|faust)$",
+                           description="lean: the case path on aiokafka consumers with RocksDB case state "
+                           "(streams/agents/casepath.py); faust: the Faust agents and tables")
+    closed_case_ttl_hours: float = Field(72.0, gt=0, description="a closed or void case leaves the worker's live "
+                                         "state this long after it finished (its rows stay in ClickHouse)")
+    dedup_lateness_hours: float = Field(24.0, ge=0, description="a case leaves the dedup index once its merge window "
+                                        "ended this long before the newest report (late reports still merge)")
     batch_size: int = Field(500, ge=1, description="records per stream.take() batch")
     batch_seconds: float = Field(0.2, gt=0)
     timer_tick_seconds: float = Field(1.0, gt=0)

@@ -87,7 +87,11 @@ class Pipeline:
             table_cleanup_interval=30.0,
         )
         self.ingest = IngestAdapter(self.ingestor, self.codec, self.metrics, self.topics)
-        self._define()
+        # with case_path "lean" the case path runs on lean consumers (streams.agents.casepath) and this app only
+        # hosts the services and the web views; "faust": the agents and tables below
+        self.lean_lifecycle: Any = None
+        if settings.case_path == "faust":
+            self._define()
 
     def topic(self, logical: str, **kw: Any) -> faust.TopicT:
         return self.app.topic(self.topics.name(logical), value_type=bytes, key_type=bytes, **kw)
@@ -122,7 +126,12 @@ class Pipeline:
         return cast(faust.Stream, stream).take_events(self.settings.batch_size, within=self.settings.batch_seconds)
 
     def open_case_counts(self) -> dict[tuple[str, str], int]:
-        """(stage, light) -> open cases, for the gauge; reads the local table every few seconds."""
+        """(stage, light) -> open cases, for the gauge: kept as cases change on the lean path; the Faust
+        path reads its local table (O(cases)) every few seconds."""
+        if self.lean_lifecycle is not None:
+            return dict(self.lean_lifecycle.open_case_counts())
+        if self.settings.case_path != "faust":
+            return {}
         return open_case_counts(list(self.cases_table.values()))
 
     def _define(self) -> None:

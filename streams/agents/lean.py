@@ -25,8 +25,10 @@ class LeanIngest(BatchConsumerService):
     group_suffix = "lean-ingest"
 
     def __init__(self, settings: Settings, adapter: IngestAdapter, codec: SchemaRegistry, metrics: PipelineMetrics,
-                 **kw: Any) -> None:
-        super().__init__(settings, list(LEAN_RAW_TOPICS), metrics, **kw)
+                 topics: list[str] | None = None, group_suffix: str | None = None, **kw: Any) -> None:
+        super().__init__(settings, topics or list(LEAN_RAW_TOPICS), metrics, **kw)
+        if group_suffix is not None:
+            self.group_suffix = group_suffix  # another group: the case path's raw feeds (streams.agents.casepath)
         self.adapter = adapter
         self.codec = codec
         self.producer: AIOKafkaProducer | None = None

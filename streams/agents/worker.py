@@ -14,6 +14,26 @@ def ensure_topics(settings: Settings) -> None:
     create_topics(settings, TopicNames(settings.topic_prefix).all(), settings.topic_partitions)
 
 
+def lean_case_path(settings: Settings, pipeline: Any) -> list[Any]:
+    """The case path's services on lean consumers (streams.agents.casepath)."""
+    from streams.agents.actions import ActionRouter, source_index_lookup
+    from streams.agents.casepath import LeanActions, LeanLifecycle, SourceIndex, case_ingest
+    from streams.agents.ingest import IngestAdapter
+    from streams.agents.lifecycle import WebhookFanout
+
+    sources = SourceIndex(settings)
+    lifecycle = LeanLifecycle(settings, pipeline.knowledge, pipeline.codec, pipeline.metrics,
+                              deliveries=WebhookFanout(settings.webhooks_file))
+    pipeline.lean_lifecycle = lifecycle
+    router = ActionRouter(pipeline.codec, pipeline.metrics, pipeline.topics,
+                          source_index_lookup(sources, lambda: sources.caught_up))
+    return [
+        case_ingest(settings, IngestAdapter(pipeline.ingestor, pipeline.codec, pipeline.metrics, pipeline.topics),
+                    pipeline.codec, pipeline.metrics),
+        sources, lifecycle, LeanActions(settings, router, pipeline.codec, pipeline.metrics),
+    ]
+
+
 def build_worker(settings: Settings) -> Any:
     """The Faust worker with every service of the pipeline, ready to ``execute_from_commandline()``."""
     import faust
@@ -38,6 +58,8 @@ def build_worker(settings: Settings) -> Any:
                                            classify_batches=False), pipeline.codec, pipeline.metrics),
         ClickHouseSink(settings, store, pipeline.codec, pipeline.metrics),
     ]
+    if settings.case_path == "lean":
+        services += lean_case_path(settings, pipeline)
     services += [GaugeService(pipeline), ConsumerLagService(settings, pipeline.metrics)]
     if settings.webhooks_file:
         services.append(WebhookService(settings, pipeline.metrics, store))

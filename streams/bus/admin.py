@@ -15,7 +15,11 @@ def create_topics(settings: Settings, names: list[str], partitions: int) -> None
     admin = KafkaAdminClient(**clients.admin(settings))
     try:
         existing = set(admin.list_topics())
-        new = [NewTopic(n, partitions, 1) for n in names if n not in existing]
+        from streams.bus.topics import COMPACTED
+
+        compact = {"cleanup.policy": "compact"}
+        new = [NewTopic(n, partitions, 1, topic_configs=compact if _logical_in(n, COMPACTED) else {})
+               for n in names if n not in existing]
         if new:
             try:
                 admin.create_topics(new)
@@ -23,3 +27,8 @@ def create_topics(settings: Settings, names: list[str], partitions: int) -> None
                 pass
     finally:
         admin.close()
+
+
+def _logical_in(name: str, logical: frozenset[str]) -> bool:
+    """Whether a physical topic name (maybe under a prefix) is one of the logical names."""
+    return any(name == t or name.endswith(f".{t}") for t in logical)

@@ -22,6 +22,12 @@ WEBHOOK_DELIVERIES = "webhook.deliveries"
 WEBHOOK_DLQ = "webhook.deliveries.dlq"
 CASES = "cases"          # current case state (compacted)
 STORE_ROWS = "store.rows"  # batched rows for tables without a topic of their own
+# The lean lifecycle's state (streams.agents.casestate): per case.inputs partition, its documents, sources and
+# checkpoints (JSON, compacted; as many partitions as case.inputs); and source id -> case id for every worker.
+CASE_STATE = "case.state"
+CASE_SOURCES = "case.sources"
+STATE_TOPICS = (CASE_STATE, CASE_SOURCES)
+COMPACTED = frozenset({CASES, CASE_STATE, CASE_SOURCES})
 
 # Raw feeds: what the city's systems produce. Each has a dead-letter topic <name>.dlq.
 RAW_SCHEMAS: dict[str, str] = {
@@ -57,7 +63,7 @@ def dlq(topic: str) -> str:
 
 def all_topics() -> list[str]:
     names = list(RAW_SCHEMAS) + list(INTERNAL_SCHEMAS)
-    names += [dlq(t) for t in RAW_SCHEMAS] + [dlq(CASE_INPUTS)]
+    names += [dlq(t) for t in RAW_SCHEMAS] + [dlq(CASE_INPUTS)] + list(STATE_TOPICS)
     return names
 
 

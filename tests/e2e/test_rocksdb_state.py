@@ -1,5 +1,6 @@
-"""The RocksDB table store (``rocksdb://``, Faust's rocksdict driver): the worker keeps its case state
-in RocksDB files under the data dir, is killed, restarts on them and carries on with the same cases."""
+"""Case state in RocksDB (rocksdict): the lean lifecycle's own per-partition RocksDB (case_path "lean"), and
+Faust's table store ``rocksdb://`` (case_path "faust"). The worker keeps its cases in RocksDB files under
+the data dir, is killed, restarts on them and carries on with the same cases."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
@@ -22,18 +23,25 @@ def call(call_id: str, i: int, when: datetime, caller: int) -> dict:
             "address": f"{road}{100 + i * 40}号"}
 
 
+def rocksdb_dirs(root: Path) -> list[str]:
+    """Directories holding a RocksDB (its CURRENT file), relative to the worker's data dir."""
+    return sorted(str(p.parent.relative_to(root)) for p in root.rglob("CURRENT"))
+
+
+@pytest.mark.parametrize("case_path", ["lean", "faust"])
 def test_worker_recovers_its_cases_from_rocksdb_after_a_kill(
-        kafka: LocalKafka, topic_prefix: str, worker_factory, store_url_factory, tmp_path: Path) -> None:
-    pytest.importorskip("rocksdict")
+        kafka: LocalKafka, topic_prefix: str, worker_factory, store_url_factory, tmp_path: Path,
+        case_path: str) -> None:
     store_url = store_url_factory("chdb")
     now = datetime.now(UTC)
     produce(kafka.bootstrap, topic_prefix, [("hotline.calls", call(f"R1-{i}", i, now, caller=1)) for i in range(8)])
-    worker = worker_factory(store_url, table_store="rocksdb://")
+    worker = worker_factory(store_url, table_store="rocksdb://", case_path=case_path)
     wait_rows(worker, timeout=180, signals=8, cases=8)
     worker.kill()
 
-    databases = sorted(p.name for p in (tmp_path / "worker").rglob("*.db") if p.is_dir())
-    assert any(name.startswith("cases-") for name in databases), databases  # the state is in RocksDB files
+    databases = rocksdb_dirs(tmp_path / "worker")
+    expected = "cases/" if case_path == "lean" else "cases-"
+    assert any(expected in name for name in databases), databases  # the state is in RocksDB files
 
     # after the kill: a second report of each problem, and 处置 done on four of them
     later = now + timedelta(minutes=5)
@@ -43,7 +51,7 @@ def test_worker_recovers_its_cases_from_rocksdb_after_a_kill(
                                   "action": "handled", "note": "已整改"}) for i in range(4)]
     produce(kafka.bootstrap, topic_prefix, records)
 
-    restarted = worker_factory(store_url, table_store="rocksdb://")
+    restarted = worker_factory(store_url, table_store="rocksdb://", case_path=case_path)
     # 8 merges and 4 handled; a batch writes one row per changed case
     wait_rows(restarted, timeout=240, signals=8, cases=8, case_transitions=8 + 4)
     assert restarted.stop() == 0, restarted.tail()

@@ -3,18 +3,25 @@ alerts, rejections and department notifications out. Pure Python: the worker fee
 (with Faust tables as the two mappings), ``streams replay`` from a file (with dicts).
 
 State is only what the two mappings hold (``cases``: case_id → case document, ``sources``:
-source_id → case_id); the dedup and deadline indexes are derived from them by :meth:`CaseEngine.rebuild`.
-Every change to a document is written back with ``cases[case_id] = doc`` (a Faust table only
-persists assignments). Timer state (yellow/red fired) lives in the document, so a restart that
-rebuilds from the changelog never fires a timer twice.
+source_id → case_id); the dedup index and, with the in-memory queue, the timers are derived from them by
+:meth:`CaseEngine.rebuild`. Every change to a document is written back with ``cases[case_id] = doc`` (a
+Faust table only persists assignments). Timer state (yellow/red fired) lives in the document, so a restart
+that rebuilds from the changelog never fires a timer twice.
+
+Bounded state (for a city's millions of cases): with ``closed_ttl_ms`` a closed or void case leaves the
+mappings that long after it finished (its rows stay in ClickHouse); with ``index_lateness_ms`` the dedup
+index holds only the cases a new report can still join — those whose merge window (by category, from the
+last report) reaches the newest report seen minus that lateness — plus open sensor cases (a sensor stays on
+its case whatever the window). The index matches against small summaries of those cases, never a full
+document. ``on_change(before, after)`` sees every committed or purged document (the worker keeps its
+gauges and disk indexes by it, without walking the cases).
 """
 from __future__ import annotations
 
 import hashlib
 import heapq
 import json
-from collections import defaultdict
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, cast
@@ -34,6 +41,7 @@ from streams.core.cases.model import (
     SlaAlertRow,
     TransitionRow,
 )
+from streams.core.cases.timers import HeapTimers, TimerQueue
 from streams.core.model import STAGES, Location, Signal, TableRows
 from streams.core.times import BadTimestamp, iso_to_ms
 
@@ -46,6 +54,11 @@ MAX_SOURCES = 100
 # actions routed by the case-id prefix reach the same partition.
 UNLOCATED = "unlocated"
 MAX_REMEMBERED = 500
+# What the dedup index keeps of an indexed case: what dedup.matches and DedupIndex.find read.
+SUMMARY_KEYS = ("case_id", "partition", "category_name", "open", "opened_ms", "last_signal_ms", "places",
+                "devices")
+# window end of a case a sensor reports: it stays in the index while open
+FOREVER_MS = 2**62
 # Who is told about an escalation, by the level the case rises to.
 CENTRE_OF_LEVEL = {4: lifecycle.STATION_DEPARTMENT, 3: lifecycle.STREET_CENTRE, 2: lifecycle.DISTRICT_CENTRE,
                    1: lifecycle.DISTRICT_CENTRE}
@@ -126,10 +139,15 @@ def iso_local(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, sla.CITY_TZ).isoformat()
 
 
+Change = Callable[[CaseDoc | None, CaseDoc | None], None]  # (before, after); None: absent / purged
+
+
 class CaseEngine:
     def __init__(self, knowledge: KnowledgeLike, cases: MutableMapping[str, CaseDoc],
                  sources: MutableMapping[str, str], calendar: sla.WorkCalendar | None = None,
-                 auto_dispatch: bool = False) -> None:
+                 auto_dispatch: bool = False, *, timers: TimerQueue | None = None,
+                 closed_ttl_ms: int | None = None, index_lateness_ms: int | None = None,
+                 on_change: Change | None = None) -> None:
         # auto_dispatch: every case is registered 立案 on arrival and dispatched 派遣 by the KB at once
         # (the centre's review happens in triage 人工分拨 for what the classifier is unsure of). False:
         # hotline calls wait for the centre's accept, and only level-4 / immediate routes dispatch themselves.
@@ -139,40 +157,103 @@ class CaseEngine:
         self.sources = sources
         self.calendar = calendar or sla.default_calendar()
         self.index = dedup.DedupIndex()
-        # partition -> heap of (due_ms, case_id, timer seq, "yellow"|"red"); stale entries are skipped
-        self.deadlines: dict[int, list[tuple[int, str, int, str]]] = defaultdict(list)
-        self._scheduled: dict[str, tuple[int, int, int, bool, bool]] = {}  # case_id -> timer instants last pushed
+        # pending timers (due_ms, case_id, seq, "yellow"|"red"|"purge"); stale entries are skipped when fired
+        self.timers: TimerQueue = timers if timers is not None else HeapTimers()
+        self.closed_ttl_ms = closed_ttl_ms
+        self.index_lateness_ms = index_lateness_ms
+        self.on_change = on_change
+        # the dedup index's cases: case_id -> summary (SUMMARY_KEYS), and when each leaves the index
+        self.live: dict[str, CaseDoc] = {}
+        self._window_end: dict[str, int] = {}
+        self._expiry: list[tuple[int, str]] = []  # heap of (window end, case_id); stale entries skipped
+        self.watermark_ms = 0                     # the newest report's event time seen
+
+    @property
+    def deadlines(self) -> dict[int, list[tuple[int, str, int, str]]]:
+        """The in-memory timer heaps by partition (only with HeapTimers)."""
+        return self.timers.deadlines if isinstance(self.timers, HeapTimers) else {}
 
     # ------------------------------------------------------------ indexes
 
-    def rebuild(self) -> None:
-        """Derive the dedup and deadline indexes from ``cases`` (after start, restart or rebalance)."""
-        self.index.rebuild(self.cases)
-        self.deadlines.clear()
-        self._scheduled.clear()
-        for case_id in list(self.cases):
-            doc = self.cases.get(case_id)
-            if doc is not None:
+    def rebuild(self, docs: Iterable[CaseDoc] | None = None) -> None:
+        """Derive the dedup index (and in-memory timers) after start, restart or rebalance: from ``docs``
+        (the cases a persistent store knows to be within their merge window; its timers are on disk), or
+        from every case of ``cases``."""
+        self.index = dedup.DedupIndex()
+        self.live.clear()
+        self._window_end.clear()
+        self._expiry.clear()
+        in_memory = isinstance(self.timers, HeapTimers)
+        if in_memory:
+            self.timers.clear()
+        if docs is None:
+            docs = (doc for doc in (self.cases.get(case_id) for case_id in list(self.cases)) if doc is not None)
+        for doc in docs:
+            self.watermark_ms = max(self.watermark_ms, doc.get("last_signal_ms", 0))
+            self._index(doc)
+            if in_memory:
                 self._schedule(doc)
+        self.evict()
+
+    def window_end(self, doc: CaseDoc) -> int | None:
+        """Until when (event time) a new report may still join the case; None once it is closed."""
+        if not doc.get("open"):
+            return None
+        if doc.get("origin") == "sensor":
+            return FOREVER_MS
+        rule = dedup.rule_for(doc["category_name"])
+        return int(doc.get("last_signal_ms", doc["opened_ms"])) + rule.window_ms
+
+    def _index(self, doc: CaseDoc) -> None:
+        case_id = doc["case_id"]
+        end = self.window_end(doc)
+        if end is None or (self.index_lateness_ms is not None and end < self.watermark_ms - self.index_lateness_ms):
+            self._unindex(case_id)
+            return
+        summary = {key: doc.get(key) for key in SUMMARY_KEYS}
+        self.live[case_id] = cast(CaseDoc, summary)
+        self.index.update(case_id, doc)
+        if self._window_end.get(case_id) != end:
+            self._window_end[case_id] = end
+            heapq.heappush(self._expiry, (end, case_id))
+
+    def _unindex(self, case_id: str) -> None:
+        self.index.remove(case_id)
+        self.live.pop(case_id, None)
+        self._window_end.pop(case_id, None)
+
+    def evict(self) -> int:
+        """Drop from the index the cases whose merge window ended before the watermark minus the lateness."""
+        if self.index_lateness_ms is None:
+            return 0
+        horizon = self.watermark_ms - self.index_lateness_ms
+        evicted = 0
+        while self._expiry and self._expiry[0][0] < horizon:
+            end, case_id = heapq.heappop(self._expiry)
+            if self._window_end.get(case_id) == end:
+                self._unindex(case_id)
+                evicted += 1
+        return evicted
 
     def _schedule(self, doc: CaseDoc) -> None:
-        timer = doc.get("timer")
-        if not doc.get("open") or timer is None or doc.get("suspended_ms") is not None:
-            self._scheduled.pop(doc["case_id"], None)
+        partition = doc.get("partition", 0)
+        if not doc.get("open"):
+            if self.closed_ttl_ms is not None and doc.get("stage") in (lifecycle.CLOSED, "void"):
+                self.timers.push(partition, (doc["updated_ms"] + self.closed_ttl_ms, doc["case_id"],
+                                             doc["version"], "purge"))
             return
-        due = (timer["seq"], timer["yellow_ms"], timer["deadline_ms"], timer["yellow_fired"], timer["red_fired"])
-        if self._scheduled.get(doc["case_id"]) == due:
-            return  # unchanged since last pushed: no duplicate heap entries
-        self._scheduled[doc["case_id"]] = due
-        heap = self.deadlines[doc.get("partition", 0)]
+        timer = doc.get("timer")
+        if timer is None or doc.get("suspended_ms") is not None:
+            return
         if not timer["yellow_fired"]:
-            heapq.heappush(heap, (timer["yellow_ms"], doc["case_id"], timer["seq"], "yellow"))
+            self.timers.push(partition, (timer["yellow_ms"], doc["case_id"], timer["seq"], "yellow"))
         if not timer["red_fired"]:
-            heapq.heappush(heap, (timer["deadline_ms"] + 1, doc["case_id"], timer["seq"], "red"))
+            self.timers.push(partition, (timer["deadline_ms"] + 1, doc["case_id"], timer["seq"], "red"))
 
     def purge(self, closed_before_ms: int) -> int:
         """Forget closed and void cases finished before the instant (their rows stay in the store).
-        Returns how many; re-delivered records of a purged case would open a new case."""
+        Returns how many; re-delivered records of a purged case would open a new case. (O(cases): the
+        worker purges by timer instead, ``closed_ttl_ms``.)"""
         purged = 0
         for case_id in list(self.cases):
             doc = self.cases.get(case_id)
@@ -180,23 +261,27 @@ class CaseEngine:
                 continue
             if doc.get("updated_ms", 0) >= closed_before_ms:
                 continue
-            for source in doc.get("sources", []):
-                source_id = source.split(":", 1)[1]
-                if self.sources.get(source_id) == case_id:
-                    del self.sources[source_id]
-            del self.cases[case_id]
-            self.index.remove(case_id)
+            self._forget(doc)
             purged += 1
         return purged
 
+    def _forget(self, doc: CaseDoc) -> None:
+        case_id = doc["case_id"]
+        for source in doc.get("sources", []):
+            source_id = source.split(":", 1)[1]
+            if self.sources.get(source_id) == case_id:
+                del self.sources[source_id]
+        del self.cases[case_id]
+        self._unindex(case_id)
+        if self.on_change is not None:
+            self.on_change(doc, None)
+
     def next_due(self, partition: int | None = None) -> int | None:
         """Earliest pending timer instant (may be stale): lets a virtual clock jump between timers."""
-        heaps = [self.deadlines.get(partition, [])] if partition is not None else list(self.deadlines.values())
-        heads = [h[0][0] for h in heaps if h]
-        return min(heads) if heads else None
+        return self.timers.next_due(partition)
 
     def timers_pending(self) -> int:
-        return sum(len(h) for h in self.deadlines.values())
+        return self.timers.pending()
 
     # ------------------------------------------------------------ signals
 
@@ -207,16 +292,19 @@ class CaseEngine:
             doc = self.cases.get(known)
             if doc is not None and signal.signal_id in doc.get("signal_ids", []):
                 return out  # a re-delivered record changes nothing
-        case_id = self.index.find(signal, self.cases, partition)
+        self.watermark_ms = max(self.watermark_ms, signal.ts_ms)
+        case_id = self.index.find(signal, self.live, partition)
+        before: CaseDoc | None = None
         if case_id is not None:
-            doc = _clone(self.cases[case_id])
+            before = self.cases[case_id]
+            doc = _clone(before)
             steps = self._merge(doc, signal)
             out.merged = 1
         else:
             doc = self._open(signal, partition)
             steps = self._auto_steps(doc, signal)
         self.sources[signal.source_id] = doc["case_id"]
-        self._commit(doc, steps, signal.signal_id, out)
+        self._commit(doc, steps, signal.signal_id, out, before=before)
         if case_id is None and signal.source_kind == "sensor":
             out.notifications.append(self._notification(doc, "alarm", signal.ts_ms, signal.signal_id,
                                                         doc["departments"]))
@@ -334,7 +422,7 @@ class CaseEngine:
             out.rejections.append(self._rejection(action, case_id, exc.reason, ts_ms))
             return out
         doc["action_ids"] = (doc["action_ids"] + [action["action_id"]])[-MAX_REMEMBERED:]
-        self._commit(doc, steps, action["action_id"], out)
+        self._commit(doc, steps, action["action_id"], out, before=doc0)
         return out
 
     @staticmethod
@@ -345,15 +433,24 @@ class CaseEngine:
     # ------------------------------------------------------------ timers
 
     def on_tick(self, now_ms: int, partition: int | None = None) -> Outputs:
-        """Fire the timers due at ``now_ms`` (caller's clock): yellow, then red with 催办/上报."""
+        """Fire the timers due at ``now_ms`` (caller's clock): yellow, then red with 催办/上报, and the
+        purge of cases closed ``closed_ttl_ms`` ago; drop from the index the cases no report can join."""
         out = Outputs()
-        partitions = [partition] if partition is not None else list(self.deadlines)
+        partitions = [partition] if partition is not None else self.timers.partitions()
         for p in partitions:
-            heap = self.deadlines.get(p)
-            while heap and heap[0][0] <= now_ms:
-                _, case_id, seq, kind = heapq.heappop(heap)
-                self._fire(case_id, seq, kind, now_ms, out)
+            for _, case_id, seq, kind in list(self.timers.pop_due(p, now_ms)):
+                if kind == "purge":
+                    self._purge_case(case_id, seq)
+                else:
+                    self._fire(case_id, seq, kind, now_ms, out)
+        self.evict()
         return out
+
+    def _purge_case(self, case_id: str, version: int) -> None:
+        doc = self.cases.get(case_id)
+        if doc is None or doc.get("open") or doc.get("version") != version:
+            return  # gone already, reopened, or changed since (a later purge timer is queued)
+        self._forget(doc)
 
     def _fire(self, case_id: str, seq: int, kind: str, now_ms: int, out: Outputs) -> None:
         doc0 = self.cases.get(case_id)
@@ -392,8 +489,8 @@ class CaseEngine:
                 doc["escalations"] = doc.get("escalations", 0) + 1
                 steps.append(lifecycle.stay(doc, "escalate", SYSTEM, "sla", at, reason="overdue", level=doc["level"]))
                 steps[-1].notify.append("escalate")
-        self._commit(doc, steps, cause, out, schedule=False)
-        # the other timer of this stage (red after yellow) is still in the heap
+        self._commit(doc, steps, cause, out, schedule=False, before=doc0)
+        # the other timer of this stage (red after yellow) is still queued
 
     def _alert(self, doc: CaseDoc, out: Outputs, cause: str, ts_ms: int, stage: str, light: str, kind: str) -> None:
         event_id = _hash(doc["case_id"], cause, kind)
@@ -404,13 +501,16 @@ class CaseEngine:
 
     # ------------------------------------------------------------ outputs
 
-    def _commit(self, doc: CaseDoc, steps: list[Step], cause: str, out: Outputs, schedule: bool = True) -> None:
+    def _commit(self, doc: CaseDoc, steps: list[Step], cause: str, out: Outputs, schedule: bool = True,
+                before: CaseDoc | None = None) -> None:
         doc["version"] = doc.get("version", 0) + 1
         doc["updated_ms"] = max([doc.get("updated_ms", 0)] + [s.ts_ms for s in steps])
         self.cases[doc["case_id"]] = doc  # write back: a Faust table persists assignments only
-        self.index.update(doc["case_id"], doc)
-        if schedule:
+        self._index(doc)
+        if schedule or not doc.get("open"):
             self._schedule(doc)
+        if self.on_change is not None:
+            self.on_change(before, doc)
         for i, step in enumerate(steps):
             event_id = _hash(doc["case_id"], cause, i, step.action)
             step.detail["seq"] = doc["version"] * 100 + i  # orders the steps of one instant
