@@ -43,6 +43,9 @@ DOC, SOURCE, TIMER, WINDOW, META = b"c|", b"s|", b"t|", b"w|", b"m|"
 META_KEY = META + b"state"
 # changelog record keys (case.state): documents, sources, and the checkpoint
 LOG_DOC, LOG_SOURCE, LOG_CHECKPOINT = b"c:", b"s:", b"\x00checkpoint"
+# A document on the changelog is `header 0x1E document`: the header says what the disk indexes need (gauge
+# label, window end, timers), so a restore of a million cases stores the documents without decoding them.
+HEADER_END = b"\x1e"
 
 
 def _due_key(timer: Timer) -> bytes:
@@ -204,6 +207,7 @@ class PartitionCaseState:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = Rdict(str(path), Options(raw_mode=True))
         self.dirty_docs: dict[str, CaseDoc | None] = {}
+        self._restored: dict[str, bytes | None] = {}  # documents from the changelog, as stored there
         self.dirty_sources: dict[str, str | None] = {}
         self.puts: dict[bytes, bytes] = {}
         self.deletes: set[bytes] = set()
@@ -217,16 +221,23 @@ class PartitionCaseState:
         self.engine.watermark_ms = int(meta.get("watermark_ms", 0))
 
     # ------------------------------------------------------------ incremental indexes
+    def header(self, doc: CaseDoc) -> dict[str, Any]:
+        """What the disk indexes keep of a document (see HEADER_END)."""
+        return {"g": gauge_key(doc), "w": self.engine.window_end(doc),
+                "t": [[due, seq, kind] for due, _, seq, kind in self.engine.timers_of(doc)]}
+
     def _changed(self, before: CaseDoc | None, after: CaseDoc | None) -> None:
-        for doc, step in ((before, -1), (after, 1)):
-            if doc is not None:
-                label = gauge_key(doc)
-                if label is not None:
-                    self.counts[label] += step
-        old_end = self.engine.window_end(before) if before is not None else None
-        new_end = self.engine.window_end(after) if after is not None else None
+        case_id = (after or before or {}).get("case_id", "")
+        self._header_changed(case_id, self.header(before) if before is not None else None,
+                             self.header(after) if after is not None else None)
+
+    def _header_changed(self, case_id: str, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
+        for header, step in ((before, -1), (after, 1)):
+            if header is not None and header["g"] is not None:
+                self.counts[header["g"]] += step
+        old_end = before["w"] if before is not None else None
+        new_end = after["w"] if after is not None else None
         if old_end != new_end:
-            case_id = (after or before or {}).get("case_id", "")
             if old_end is not None:
                 key = _window_key(old_end, case_id)
                 self.puts.pop(key, None)
@@ -261,15 +272,18 @@ class PartitionCaseState:
 
     # ------------------------------------------------------------ the batch's changes
     def has_changes(self) -> bool:
-        return bool(self.dirty_docs or self.dirty_sources or self.puts or self.deletes)
+        return bool(self.dirty_docs or self._restored or self.dirty_sources or self.puts or self.deletes)
 
     def changelog_records(self) -> tuple[list[tuple[bytes, bytes | None]], dict[str, str | None]]:
         """(changelog records for case.state, source changes for case.sources). Documents are encoded once
         here and kept for :meth:`persist`."""
         self._encoded = {case_id: (orjson.dumps(doc) if doc is not None else None)
                          for case_id, doc in self.dirty_docs.items()}
-        records: list[tuple[bytes, bytes | None]] = [(LOG_DOC + case_id.encode(), data)
-                                                     for case_id, data in self._encoded.items()]
+        records: list[tuple[bytes, bytes | None]] = []
+        for case_id, data in self._encoded.items():
+            doc = self.dirty_docs[case_id]
+            value = None if doc is None or data is None else orjson.dumps(self.header(doc)) + HEADER_END + data
+            records.append((LOG_DOC + case_id.encode(), value))
         records += [(LOG_SOURCE + source_id.encode(), case_id.encode() if case_id is not None else None)
                     for source_id, case_id in self.dirty_sources.items()]
         return records, dict(self.dirty_sources)
@@ -286,6 +300,8 @@ class PartitionCaseState:
         if encoded is None:
             encoded = {case_id: (orjson.dumps(doc) if doc is not None else None)
                        for case_id, doc in self.dirty_docs.items()}
+        encoded = {**self._restored, **encoded}
+        self._restored = {}
         batch = WriteBatch(raw_mode=True)
         for case_id, data in encoded.items():
             if data is None:
@@ -330,12 +346,24 @@ class PartitionCaseState:
         if not key.startswith(LOG_DOC):
             return
         case_id = key[len(LOG_DOC):].decode()
-        before = self.engine.cases.get(case_id)
-        after = cast(CaseDoc, orjson.loads(value)) if value is not None else None
-        self.dirty_docs[case_id] = after
-        self._changed(before, after)
-        if after is not None:
-            self.engine._schedule(after)  # noqa: SLF001 - the engine's own rule for which timers a doc has
+        old = self.dirty_docs.get(case_id) if case_id in self.dirty_docs else None
+        if old is None and case_id in self._restored:
+            restored = self._restored[case_id]
+            old = cast(CaseDoc, orjson.loads(restored)) if restored is not None else None
+        elif old is None:
+            stored = self.db.get(DOC + case_id.encode())
+            old = cast(CaseDoc, orjson.loads(stored)) if stored is not None else None
+        before = self.header(old) if old is not None else None
+        if value is None:
+            self._restored[case_id] = None
+            self._header_changed(case_id, before, None)
+            return
+        head, _, data = value.partition(HEADER_END)
+        after = orjson.loads(head)
+        self._restored[case_id] = data  # stored as it came: no decode of the document
+        self._header_changed(case_id, before, after)
+        for due, seq, kind in after["t"]:
+            self.engine.timers.push(self.partition, (due, case_id, seq, kind))
 
     def close(self) -> None:
         self.db.close()

@@ -41,7 +41,7 @@ from streams.core.cases.model import (
     SlaAlertRow,
     TransitionRow,
 )
-from streams.core.cases.timers import HeapTimers, TimerQueue
+from streams.core.cases.timers import HeapTimers, Timer, TimerQueue
 from streams.core.model import STAGES, Location, Signal, TableRows
 from streams.core.times import BadTimestamp, iso_to_ms
 
@@ -235,20 +235,26 @@ class CaseEngine:
                 evicted += 1
         return evicted
 
-    def _schedule(self, doc: CaseDoc) -> None:
-        partition = doc.get("partition", 0)
+    def timers_of(self, doc: CaseDoc) -> list[Timer]:
+        """The timers a committed document waits for: its stage's yellow and red, or its purge once finished."""
         if not doc.get("open"):
             if self.closed_ttl_ms is not None and doc.get("stage") in (lifecycle.CLOSED, "void"):
-                self.timers.push(partition, (doc["updated_ms"] + self.closed_ttl_ms, doc["case_id"],
-                                             doc["version"], "purge"))
-            return
+                return [(doc["updated_ms"] + self.closed_ttl_ms, doc["case_id"], doc["version"], "purge")]
+            return []
         timer = doc.get("timer")
         if timer is None or doc.get("suspended_ms") is not None:
-            return
+            return []
+        out: list[Timer] = []
         if not timer["yellow_fired"]:
-            self.timers.push(partition, (timer["yellow_ms"], doc["case_id"], timer["seq"], "yellow"))
+            out.append((timer["yellow_ms"], doc["case_id"], timer["seq"], "yellow"))
         if not timer["red_fired"]:
-            self.timers.push(partition, (timer["deadline_ms"] + 1, doc["case_id"], timer["seq"], "red"))
+            out.append((timer["deadline_ms"] + 1, doc["case_id"], timer["seq"], "red"))
+        return out
+
+    def _schedule(self, doc: CaseDoc) -> None:
+        partition = doc.get("partition", 0)
+        for timer in self.timers_of(doc):
+            self.timers.push(partition, timer)
 
     def purge(self, closed_before_ms: int) -> int:
         """Forget closed and void cases finished before the instant (their rows stay in the store).
