@@ -41,6 +41,12 @@ class PipelineMetrics:
         self.open_cases = Gauge("citygrid_open_cases", "Open cases by stage and light", ["stage", "light"], registry=r)
         self.sla_transitions = Counter("citygrid_sla_transitions", "SLA light changes to yellow or red, by stage",
                                        ["light", "stage"], registry=r)
+        self.case_partitions = Gauge("citygrid_case_partitions",
+                                     "case.inputs partitions whose case state this worker holds (lean path)",
+                                     registry=r)
+        self.state_restore_seconds = Gauge("citygrid_case_state_restore_seconds",
+                                           "Time the last assigned partition took to be ready (changelog catch-up "
+                                           "and index), lean path", registry=r)
         self.ingest_to_dispatch = Histogram(
             "citygrid_ingest_to_dispatch_seconds", "End-to-end latency from ingest to dispatch",
             buckets=LATENCY_BUCKETS, registry=r)

@@ -157,6 +157,7 @@ class LeanLifecycle(mode.Service):
                 self.expected.pop(tp.partition, None)
                 if state is not None:
                     state.close()  # the files stay: a later assignment catches up from the changelog's tail
+            self.metrics.case_partitions.set(len(self.states))
 
     async def assigned(self, partitions: list[TopicPartition]) -> None:
         async with self.lock:
@@ -178,8 +179,10 @@ class LeanLifecycle(mode.Service):
                     self.consumer.seek(tp, state.upto)
                     self.expected[tp.partition] = state.upto
                 self.restore_seconds[tp.partition] = time.monotonic() - started
+                self.metrics.state_restore_seconds.set(self.restore_seconds[tp.partition])
                 log.info("lifecycle: partition %d ready in %.1f s (%d changelog records applied, %d cases indexed)",
                          tp.partition, self.restore_seconds[tp.partition], applied, len(state.engine.live))
+            self.metrics.case_partitions.set(len(self.states))
             self.ready.set()
 
     async def _catch_up(self, state: PartitionCaseState) -> int:

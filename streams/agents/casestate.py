@@ -62,6 +62,17 @@ def _window_key(end: int, case_id: str) -> bytes:
     return WINDOW + f"{end:019d}|{case_id}".encode()
 
 
+def header_of(engine: CaseEngine, doc: CaseDoc) -> dict[str, Any]:
+    """What the disk indexes keep of a document (see HEADER_END): gauge label, window end, timers."""
+    return {"g": gauge_key(doc), "w": engine.window_end(doc),
+            "t": [[due, seq, kind] for due, _, seq, kind in engine.timers_of(doc)]}
+
+
+def changelog_value(engine: CaseEngine, doc: CaseDoc, data: bytes | None = None) -> bytes:
+    """A document as the changelog carries it: ``header 0x1E document``."""
+    return orjson.dumps(header_of(engine, doc)) + HEADER_END + (data if data is not None else orjson.dumps(doc))
+
+
 def gauge_key(doc: CaseDoc) -> str | None:
     """``status|light`` of an open case (the open-cases gauge's labels); None for a closed or void one."""
     status = lifecycle.status_of(doc)
@@ -222,9 +233,7 @@ class PartitionCaseState:
 
     # ------------------------------------------------------------ incremental indexes
     def header(self, doc: CaseDoc) -> dict[str, Any]:
-        """What the disk indexes keep of a document (see HEADER_END)."""
-        return {"g": gauge_key(doc), "w": self.engine.window_end(doc),
-                "t": [[due, seq, kind] for due, _, seq, kind in self.engine.timers_of(doc)]}
+        return header_of(self.engine, doc)
 
     def _changed(self, before: CaseDoc | None, after: CaseDoc | None) -> None:
         case_id = (after or before or {}).get("case_id", "")
@@ -282,7 +291,7 @@ class PartitionCaseState:
         records: list[tuple[bytes, bytes | None]] = []
         for case_id, data in self._encoded.items():
             doc = self.dirty_docs[case_id]
-            value = None if doc is None or data is None else orjson.dumps(self.header(doc)) + HEADER_END + data
+            value = None if doc is None or data is None else changelog_value(self.engine, doc, data)
             records.append((LOG_DOC + case_id.encode(), value))
         records += [(LOG_SOURCE + source_id.encode(), case_id.encode() if case_id is not None else None)
                     for source_id, case_id in self.dirty_sources.items()]
