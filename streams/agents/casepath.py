@@ -10,7 +10,9 @@ case path is four plain services, each in a consumer group, sharing partitions a
   RocksDB state (streams.agents.casestate) → case events, dispatches, SLA alerts, webhook deliveries and the
   current state of each changed case; the partition's changed documents go to its compacted changelog
   ``case.state``, the changed source ids to ``case.sources``; clock ticks are the service's own (a tick needs
-  no Kafka round trip: the service owns the partition's state);
+  no Kafka round trip: the service owns the partition's state). With ``case_standbys`` every worker also
+  keeps a **standby** copy of the partitions it does not own, tailing their changelogs into the same RocksDB
+  layout: when a worker dies, the one taking its partitions over only reads the changelog's last records;
 - **source index** (:class:`SourceIndex`): every worker reads all of ``case.sources`` into a local RocksDB:
   which case holds a source record, for actions that name only their source;
 - **actions router** (:class:`LeanActions`): ``case.actions`` → ``case.inputs`` keyed by the case's street.
@@ -115,6 +117,10 @@ class LeanLifecycle(mode.Service):
         self.expected: dict[int, int] = {}     # partition -> next input offset the state wants
         self.restore_seconds: dict[int, float] = {}
         self.ready = asyncio.Event()
+        # standby copies of the partitions another worker owns (case_standbys): partition -> state, and its reader
+        self.standbys: dict[int, PartitionCaseState] = {}
+        self.standby_lock = asyncio.Lock()
+        self.standby_reader: AIOKafkaConsumer | None = None
 
     @property
     def root(self) -> Path:
@@ -130,10 +136,21 @@ class LeanLifecycle(mode.Service):
         self.consumer.subscribe([self.names.name(CASE_INPUTS)], listener=_Rebalance(self))
         self.add_future(self._consume())
         self.add_future(self._ticks())
+        if self.settings.case_standbys:
+            self.standby_reader = AIOKafkaConsumer(**clients.topic_reader(self.settings),
+                                                   fetch_max_bytes=32 * 1024 * 1024, max_poll_records=2000)
+            await self.standby_reader.start()
+            self.add_future(self._standby_loop())
 
     async def on_stop(self) -> None:
         if self.consumer is not None:
             await self.consumer.stop()
+        async with self.standby_lock:
+            if self.standby_reader is not None:
+                await self.standby_reader.stop()
+            for state in self.standbys.values():
+                state.close()
+            self.standbys.clear()
         async with self.lock:
             for state in self.states.values():
                 state.close()
@@ -161,13 +178,10 @@ class LeanLifecycle(mode.Service):
 
     async def assigned(self, partitions: list[TopicPartition]) -> None:
         async with self.lock:
+            await self._drop_standbys([tp.partition for tp in partitions])  # their files become the active state
             for tp in partitions:
                 started = time.monotonic()
-                state = PartitionCaseState(
-                    tp.partition, self.root / str(tp.partition), self.knowledge, self.calendar,
-                    self.settings.auto_dispatch,
-                    closed_ttl_ms=int(self.settings.closed_case_ttl_hours * HOUR_MS),
-                    index_lateness_ms=int(self.settings.dedup_lateness_hours * HOUR_MS))
+                state = self._new_state(tp.partition)
                 applied = await self._catch_up(state)
                 await asyncio.to_thread(state.rebuild)  # the live cases only; off the event loop
                 self.states[tp.partition] = state
@@ -316,6 +330,73 @@ class LeanLifecycle(mode.Service):
         for partition, future in checkpoints.items():
             metadata = await future
             self.states[partition].persist(upto[partition], metadata.offset + 1)
+
+
+    # ------------------------------------------------------------ standby copies
+    def _new_state(self, partition: int) -> PartitionCaseState:
+        return PartitionCaseState(partition, self.root / str(partition), self.knowledge, self.calendar,
+                                  self.settings.auto_dispatch,
+                                  closed_ttl_ms=int(self.settings.closed_case_ttl_hours * HOUR_MS),
+                                  index_lateness_ms=int(self.settings.dedup_lateness_hours * HOUR_MS))
+
+    async def _drop_standbys(self, partitions: list[int]) -> None:
+        async with self.standby_lock:
+            for partition in partitions:
+                state = self.standbys.pop(partition, None)
+                if state is not None:
+                    state.close()
+            self._assign_standby_reader()
+
+    def _assign_standby_reader(self) -> None:
+        if self.standby_reader is not None:
+            topic = self.names.name(CASE_STATE)
+            tps = [TopicPartition(topic, p) for p in sorted(self.standbys)]
+            self.standby_reader.assign(tps)
+            for tp in tps:
+                self.standby_reader.seek(tp, self.standbys[tp.partition].changelog_next)
+
+    async def _standby_loop(self) -> None:
+        """Tail the changelogs of the partitions another worker owns into their local RocksDB copies."""
+        assert self.standby_reader is not None and self.consumer is not None
+        topic = self.names.name(CASE_STATE)
+        while not self.should_stop:
+            if not self.ready.is_set():
+                await asyncio.sleep(0.5)  # the first assignment first
+                continue
+            inputs = self.names.name(CASE_INPUTS)
+            # ours, or being assigned to us (the rebalance listener may still be restoring it)
+            owned = set(self.states) | {tp.partition for tp in self.consumer.assignment() if tp.topic == inputs}
+            every = self.standby_reader.partitions_for_topic(topic) or set()
+            wanted = every - owned
+            if wanted != set(self.standbys):
+                async with self.standby_lock:
+                    for partition in set(self.standbys) - wanted:
+                        self.standbys.pop(partition).close()
+                    for partition in wanted - set(self.standbys):
+                        self.standbys[partition] = self._new_state(partition)
+                    self._assign_standby_reader()
+            if not self.standbys:
+                await asyncio.sleep(1.0)
+                continue
+            try:
+                fetched = await self.standby_reader.getmany(timeout_ms=500, max_records=2000)
+            except Exception as exc:
+                if self.should_stop:
+                    return
+                log.warning("lifecycle: standby fetch failed: %s", exc)
+                await asyncio.sleep(1)
+                continue
+            async with self.standby_lock:
+                for tp, recs in fetched.items():
+                    state = self.standbys.get(tp.partition)
+                    if state is None or not recs:
+                        continue
+                    recs = [r for r in recs if r.offset >= state.changelog_next]
+                    for rec in recs:
+                        state.apply_changelog(rec.key or b"", rec.value)
+                    if recs:
+                        state.persist(None, recs[-1].offset + 1)
+            await asyncio.sleep(0)
 
 
 class SourceIndex(mode.Service):

@@ -6,8 +6,9 @@ What a partition holds (one RocksDB under ``data_dir/cases/<partition>``, keys b
     s|<source_id>                the case holding that source record
     t|<due ms>|<case>|<seq>|<k>  a pending timer (yellow, red, purge): sorted by due time, so a tick reads
                                  only what is due
-    w|<window end>|<case_id>     until when a report may join the case: a restart loads only the cases still
-                                 within their merge window into the dedup index
+    w|<window end>|<case_id>     until when a report may join the case, with what the dedup index needs of
+                                 it (the engine's summary): a restart reads only these small values of the cases
+                                 still within their merge window
     m|...                        the input offset the state reaches, the changelog offset it holds, the
                                  newest report's time, and the open cases by (stage, light) for the gauge
 
@@ -63,8 +64,10 @@ def _window_key(end: int, case_id: str) -> bytes:
 
 
 def header_of(engine: CaseEngine, doc: CaseDoc) -> dict[str, Any]:
-    """What the disk indexes keep of a document (see HEADER_END): gauge label, window end, timers."""
-    return {"g": gauge_key(doc), "w": engine.window_end(doc),
+    """What the disk indexes keep of a document (see HEADER_END): gauge label, window end, the index's
+    summary (while the window is open), timers."""
+    end = engine.window_end(doc)
+    return {"g": gauge_key(doc), "w": end, "s": engine.summary(doc) if end is not None else None,
             "t": [[due, seq, kind] for due, _, seq, kind in engine.timers_of(doc)]}
 
 
@@ -246,15 +249,14 @@ class PartitionCaseState:
                 self.counts[header["g"]] += step
         old_end = before["w"] if before is not None else None
         new_end = after["w"] if after is not None else None
-        if old_end != new_end:
-            if old_end is not None:
-                key = _window_key(old_end, case_id)
-                self.puts.pop(key, None)
-                self.deletes.add(key)
-            if new_end is not None:
-                key = _window_key(new_end, case_id)
-                self.deletes.discard(key)
-                self.puts[key] = b""
+        if old_end is not None and old_end != new_end:
+            key = _window_key(old_end, case_id)
+            self.puts.pop(key, None)
+            self.deletes.add(key)
+        if after is not None and new_end is not None:
+            key = _window_key(new_end, case_id)
+            self.deletes.discard(key)
+            self.puts[key] = orjson.dumps(after["s"])
 
     def open_counts(self) -> dict[tuple[str, str], int]:
         out: dict[tuple[str, str], int] = {}
@@ -265,16 +267,14 @@ class PartitionCaseState:
         return out
 
     def live_documents(self) -> Iterator[CaseDoc]:
-        """The cases a report may still join (window end ≥ watermark − lateness): what the index needs."""
+        """The summaries of the cases a report may still join (window end ≥ watermark − lateness): what
+        the index needs, read in one sequential scan of small values."""
         lateness = self.engine.index_lateness_ms
         horizon = max(0, self.engine.watermark_ms - lateness) if lateness is not None else 0
-        for key in self.db.keys(from_key=_window_key(horizon, "")):
+        for key, value in self.db.items(from_key=_window_key(horizon, "")):
             if not key.startswith(WINDOW):
                 break
-            case_id = key[len(WINDOW) + 20:].decode()
-            doc = self.engine.cases.get(case_id)
-            if doc is not None:
-                yield doc
+            yield cast(CaseDoc, orjson.loads(value))
 
     def rebuild(self) -> None:
         self.engine.rebuild(self.live_documents())

@@ -122,6 +122,12 @@ class LifecycleAdapter(Adapter):
             return self.engine.on_action(json.loads(item["action"]), inbound.partition)
         if item["kind"] == "tick":
             return self.engine.on_tick(item["tick_ms"], inbound.partition)
+        if item["kind"] == "probe":
+            return self.engine.on_probe(json.loads(item["action"]), inbound.partition)
+        if item["kind"] == "void_duplicate":
+            return self.engine.on_void_duplicate(json.loads(item["action"]), inbound.partition)
+        if item["kind"] == "absorb":
+            return self.engine.on_absorb(json.loads(item["action"]), inbound.partition)
         raise DecodeError(f"unknown case input kind {item['kind']!r}")
 
     def emit_outputs(self, out: Emitter, outputs: Outputs, latest_cases: dict[str, dict[str, Any]]) -> None:

@@ -139,7 +139,19 @@ def output_records(outputs: Outputs) -> list[TopicRecord]:
     out += [TopicRecord(SLA_ALERTS, {k: row.get(k) for k in SLA_ALERT_FIELDS}, key=row["case_id"])
             for row in outputs.sla_alerts]
     out += [TopicRecord(ACTIONS_REJECTED, rejection, key=rejection.get("case_id")) for rejection in outputs.rejections]
+    out += [cross_input(item) for item in outputs.cross]
     return out
+
+
+# Case inputs one partition's engine sends another's (cross-boundary dedup: CaseEngine.on_probe & co.).
+CROSS_KINDS = ("probe", "void_duplicate", "absorb")
+
+
+def cross_input(item: Mapping[str, Any]) -> TopicRecord:
+    """An engine's input for the partition of street ``item["key"]``, its payload in the ``action`` field."""
+    payload = {k: v for k, v in item.items() if k not in ("key", "kind")}
+    return TopicRecord(CASE_INPUTS, {"kind": item["kind"], "signal": None, "action": _json(payload),
+                                     "tick_ms": None}, key=item["key"])
 
 
 def case_record(row: dict[str, Any]) -> TopicRecord:

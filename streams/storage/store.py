@@ -210,7 +210,7 @@ class Store:
                 except ClusterLayoutError as exc:
                     raise StoreError(f"migration {migration.version}_{migration.name}: {exc}") from exc
                 for each in statements:
-                    self._execute(each)
+                    self._execute_migration(each)
             now_ms = int(datetime.now(UTC).timestamp() * 1000)
             self._insert_rows("schema_migrations", ["version", "name", "applied_ms"],
                               [[migration.version, migration.name, now_ms]])
@@ -218,6 +218,20 @@ class Store:
         self._columns.clear()
         self._schemas.clear()
         return applied
+
+    _ADD_COLUMN = re.compile(r"^ALTER\s+TABLE\s+(\w+)\s+ADD\s+COLUMN\s+(\w+)\s", re.IGNORECASE)
+
+    def _execute_migration(self, statement: str) -> None:
+        """A migration statement; a column another process (a worker starting beside this one) added first
+        is not an error (18.16 has no ADD COLUMN IF NOT EXISTS; CREATE TABLE says IF NOT EXISTS)."""
+        try:
+            self._execute(statement)
+        except StoreError:
+            match = self._ADD_COLUMN.match(statement.strip())
+            if match is None or not self.query(
+                    "SELECT count() AS n FROM system.columns WHERE database = %(db)s AND table = %(t)s AND name = %(c)s",
+                    {"db": self.database, "t": match.group(1), "c": match.group(2)})[0]["n"]:
+                raise
 
     def applied_migrations(self) -> list[str]:
         """Versions applied (on a cluster: on every node)."""

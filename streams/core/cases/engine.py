@@ -15,6 +15,13 @@ last report) reaches the newest report seen minus that lateness — plus open se
 its case whatever the window). The index matches against small summaries of those cases, never a full
 document. ``on_change(before, after)`` sees every committed or purged document (the worker keeps its
 gauges and disk indexes by it, without walking the cases).
+
+Across street boundaries (the worker partitions cases by street, so an engine sees its streets only): a case
+opened by a report within its category's merge radius of another street sends a **probe** to that street's
+partition (``Outputs.cross``). There, if an open case matches the report, the older of the two cases wins:
+the other is voided 作废 as a duplicate by its own partition and its reports are **absorbed** by the winner.
+Both sides decide the winner alike (opening time, then id), so two cases opened at once on either side end
+as one, whichever probe arrives first.
 """
 from __future__ import annotations
 
@@ -24,7 +31,7 @@ import json
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import orjson
 
@@ -55,7 +62,7 @@ MAX_SOURCES = 100
 UNLOCATED = "unlocated"
 MAX_REMEMBERED = 500
 # What the dedup index keeps of an indexed case: what dedup.matches and DedupIndex.find read.
-SUMMARY_KEYS = ("case_id", "partition", "category_name", "open", "opened_ms", "last_signal_ms", "places",
+SUMMARY_KEYS = ("case_id", "partition", "category_name", "origin", "open", "opened_ms", "last_signal_ms", "places",
                 "devices")
 # window end of a case a sensor reports: it stays in the index while open
 FOREVER_MS = 2**62
@@ -79,6 +86,11 @@ class KnowledgeLike(Protocol):
     def route(self, category_code: str, context: Iterable[str], location: Location | None = None) -> RouteLike: ...
 
 
+def home_of(case_id: str) -> str:
+    """The street code a case's inputs are keyed by: the prefix of its id (``make_case_id``)."""
+    return case_id.split("-", 1)[0]
+
+
 @dataclass
 class Outputs:
     """Rows by ClickHouse table name, plus rejections and notifications."""
@@ -90,6 +102,8 @@ class Outputs:
     rejections: list[Rejection] = field(default_factory=list)
     notifications: list[Notification] = field(default_factory=list)
     merged: int = 0
+    # inputs for other partitions' cases (cross-boundary dedup): {"key": street code, "kind": ..., ...}
+    cross: list[dict[str, Any]] = field(default_factory=list)
 
     TABLES = ("cases", "case_transitions", "dispatches", "sla_alerts")
 
@@ -100,6 +114,7 @@ class Outputs:
         self.sla_alerts.extend(other.sla_alerts)
         self.rejections.extend(other.rejections)
         self.notifications.extend(other.notifications)
+        self.cross.extend(other.cross)
         self.merged += other.merged
 
     def tables(self) -> dict[str, TableRows]:
@@ -110,7 +125,7 @@ class Outputs:
 
     def __bool__(self) -> bool:
         return bool(self.cases or self.case_transitions or self.dispatches or self.sla_alerts
-                    or self.rejections or self.notifications)
+                    or self.rejections or self.notifications or self.cross)
 
 
 def _clone(doc: CaseDoc) -> CaseDoc:
@@ -210,12 +225,16 @@ class CaseEngine:
         if end is None or (self.index_lateness_ms is not None and end < self.watermark_ms - self.index_lateness_ms):
             self._unindex(case_id)
             return
-        summary = {key: doc.get(key) for key in SUMMARY_KEYS}
-        self.live[case_id] = cast(CaseDoc, summary)
+        self.live[case_id] = self.summary(doc)
         self.index.update(case_id, doc)
         if self._window_end.get(case_id) != end:
             self._window_end[case_id] = end
             heapq.heappush(self._expiry, (end, case_id))
+
+    @staticmethod
+    def summary(doc: CaseDoc) -> CaseDoc:
+        """What the dedup index keeps of a case (SUMMARY_KEYS); :meth:`rebuild` accepts these for documents."""
+        return cast(CaseDoc, {key: doc.get(key) for key in SUMMARY_KEYS})
 
     def _unindex(self, case_id: str) -> None:
         self.index.remove(case_id)
@@ -311,6 +330,8 @@ class CaseEngine:
             steps = self._auto_steps(doc, signal)
         self.sources[signal.source_id] = doc["case_id"]
         self._commit(doc, steps, signal.signal_id, out, before=before)
+        if case_id is None:
+            self._probe_neighbours(doc, signal, out)
         if case_id is None and signal.source_kind == "sensor":
             out.notifications.append(self._notification(doc, "alarm", signal.ts_ms, signal.signal_id,
                                                         doc["departments"]))
@@ -403,6 +424,88 @@ class CaseEngine:
             steps.append(lifecycle.move(doc, "dispatch", "register", signal.source_kind, actor_id,
                                         max(signal.ts_ms, doc["stage_started_ms"]), self.calendar, done="register"))
         return steps
+
+    # ------------------------------------------------------------ across street boundaries
+
+    def _probe_neighbours(self, doc: CaseDoc, signal: Signal, out: Outputs) -> None:
+        """A new case near other streets asks them whether they hold the same problem already."""
+        near = getattr(self.knowledge, "streets_near", None)
+        if near is None or signal.lat is None or signal.lon is None:
+            return
+        home = home_of(doc["case_id"])
+        radius = dedup.rule_for(doc["category_name"]).radius_m
+        for street in near(signal.lat, signal.lon, radius):
+            if street != home:
+                out.cross.append({"key": street, "kind": "probe", "case_id": doc["case_id"],
+                                  "opened_ms": doc["opened_ms"], "signal": signal.to_dict()})
+
+    def on_probe(self, probe: dict[str, Any], partition: int = 0) -> Outputs:
+        """Another partition's new case ``probe["case_id"]`` from ``probe["signal"]``: one case of ours the
+        same? The older wins; the loser's own partition voids it (作废) into the winner."""
+        out = Outputs()
+        signal = Signal.from_dict(probe["signal"])
+        self.watermark_ms = max(self.watermark_ms, signal.ts_ms)
+        local_id = self.index.find(signal, self.live, partition)
+        if local_id is None or local_id == probe["case_id"]:
+            return out
+        local = self.cases[local_id]
+        if (local["opened_ms"], local_id) <= (probe["opened_ms"], probe["case_id"]):
+            # ours is older: it takes the report now, and the other case is voided into it
+            if signal.signal_id not in local.get("signal_ids", []):
+                doc = _clone(local)
+                steps = self._merge(doc, signal)
+                self._commit(doc, steps, f"probe:{signal.signal_id}", out, before=local)
+                out.merged = 1
+            out.cross.append({"key": home_of(probe["case_id"]), "kind": "void_duplicate", "case_id": probe["case_id"],
+                              "into": local_id, "ts_ms": signal.ts_ms})
+        else:
+            self._void_into(local, probe["case_id"], signal.ts_ms, out)
+        return out
+
+    def on_void_duplicate(self, item: dict[str, Any], partition: int = 0) -> Outputs:
+        """Void our case ``item["case_id"]`` into the older case ``item["into"]`` of another partition."""
+        out = Outputs()
+        doc = self.cases.get(item["case_id"])
+        if doc is not None and doc.get("open"):
+            self._void_into(doc, item["into"], int(item["ts_ms"]), out)
+        return out
+
+    def _void_into(self, doc0: CaseDoc, into: str, ts_ms: int, out: Outputs) -> None:
+        doc = _clone(doc0)
+        at = max(ts_ms, doc.get("stage_started_ms", 0), doc.get("suspended_ms") or 0)
+        steps = lifecycle.apply_action(doc, {"action_id": f"dup:{into}", "case_id": doc["case_id"], "action": "void",
+                                             "actor_kind": "center", "actor_id": SYSTEM, "ts": iso_local(at),
+                                             "note": f"duplicate of {into} across a street boundary"},
+                                       at, self.calendar)
+        self._commit(doc, steps, f"void-into:{into}", out, before=doc0)
+        out.cross.append({"key": home_of(into), "kind": "absorb", "case_id": into, "from": doc["case_id"],
+                          "ts_ms": at, "reporter_keys": doc["reporter_keys"], "sources": doc["sources"],
+                          "signal_ids": doc["signal_ids"], "places": doc["places"], "devices": doc["devices"],
+                          "last_signal_ms": doc.get("last_signal_ms", doc["opened_ms"])})
+
+    def on_absorb(self, item: dict[str, Any], partition: int = 0) -> Outputs:
+        """The reports of a voided duplicate (another partition's case) join our case ``item["case_id"]``."""
+        out = Outputs()
+        doc0 = self.cases.get(item["case_id"])
+        if doc0 is None:
+            return out  # purged meanwhile: the duplicate's rows stay, void, in the store
+        doc = _clone(doc0)
+        for key in item["reporter_keys"]:
+            if key not in doc["reporter_keys"]:
+                doc["reporter_keys"].append(key)
+        doc["reporters"] = len(doc["reporter_keys"])
+        doc["sources"] = dedup.unique(doc["sources"] + list(item["sources"]))[:MAX_SOURCES]
+        doc["signal_ids"] = dedup.unique(doc["signal_ids"] + list(item["signal_ids"]))[-MAX_REMEMBERED:]
+        for place in item["places"]:
+            doc["places"] = dedup.add_place(doc["places"], place)
+        doc["devices"] = dedup.unique(doc["devices"] + list(item["devices"]))
+        doc["last_signal_ms"] = max(doc.get("last_signal_ms", 0), int(item["last_signal_ms"]))
+        if doc == doc0:
+            return out  # absorbed before (a re-delivered input)
+        at = max(int(item["ts_ms"]), doc.get("stage_started_ms", 0))
+        steps = [lifecycle.stay(doc, "absorb", SYSTEM, SYSTEM, at, duplicate=item["from"], reporters=doc["reporters"])]
+        self._commit(doc, steps, f"absorb:{item['from']}", out, before=doc0)
+        return out
 
     # ------------------------------------------------------------ actions
 

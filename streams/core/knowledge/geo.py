@@ -356,6 +356,22 @@ class City:
     def cell_of(self, lat: float, lon: float) -> str:
         return str(h3.latlng_to_cell(lat, lon, self.resolution))
 
+    def streets_near(self, lat: float, lon: float, radius_m: float) -> list[str]:
+        """Codes of the streets whose grid cells come within ``radius_m`` of the point (its own included).
+        Generous by a cell's radius: a cell counts when its centre is within ``radius_m`` plus that."""
+        cell = self.cell_of(lat, lon)
+        edge = float(h3.average_hexagon_edge_length(self.resolution, unit="m"))
+        rings = int(math.ceil(radius_m / edge)) + 1
+        codes = []
+        for near in h3.grid_disk(cell, rings):
+            name = self.cell_street.get(near)
+            if name is None:
+                continue
+            code = self.streets[name].code
+            if code not in codes and distance_m((lat, lon), h3.cell_to_latlng(near)) <= radius_m + edge:
+                codes.append(code)
+        return codes
+
     def at_point(self, lat: float, lon: float) -> tuple[Location | None, str | None]:
         cell = self.cell_of(lat, lon)
         street_name = self.cell_street.get(cell)

@@ -318,6 +318,10 @@ class Knowledge:
                text: str | None = None) -> tuple[Location | None, str | None]:
         return self.city.locate(lat, lon, address, text)
 
+    def streets_near(self, lat: float, lon: float, radius_m: float) -> list[str]:
+        """Street codes within ``radius_m`` of a point: where else a report there may have a twin."""
+        return self.city.streets_near(lat, lon, radius_m)
+
     def route(self, category_code: str, context: Iterable[str], location: Location | None = None) -> Route:
         """First rule of the category whose `when` flags are all in the context (text + location)."""
         category = self.taxonomy.get(category_code)
