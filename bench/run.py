@@ -1,13 +1,15 @@
 """The case path at city scale, against a Kafka passthrough measured in the same run.
 
-    .venv/bin/python bench/run.py [--events 20000] [--latency-rate 1000] [--profile] [--json FILE]
-                                  [--skip-two] [--skip-latency]
+    .venv/bin/python bench/run.py [--events 20000] [--baseline-records 100000] [--paths lean,faust]
+                                  [--latency-rate 1000] [--profile] [--json FILE] [--skip-two] [--skip-latency]
 
 In one process tree, on one fresh local broker (and a private clickhouse-server for the runs that need it):
 
-1. **baseline**: an at-least-once aiokafka passthrough of N records (getmany → send all → await the acks →
-   commit): what one Python process moves at most on this broker.
-2. **case path, one worker**: N records of the city scenario's case-path feeds (streams/sources/scenario.py:
+1. **baseline**: an at-least-once aiokafka passthrough of ``--baseline-records`` records (getmany → send all →
+   await the acks → commit): what one Python process moves at most on this broker. Measured again at the end;
+   a large difference means the machine was disturbed.
+2. **case path, one worker**, for each of ``--paths`` (the ``case_path`` setting: lean consumers, Faust
+   agents): N records of the city scenario's case-path feeds (streams/sources/scenario.py:
    hotline calls, field reports, camera alerts, registry changes over the whole district, with its bursts,
    follow-ups and 0.5 % malformed records) are loaded, then the real worker (`streams worker` subprocess,
    embedded chdb) drains them: validate, locate, classify, dedup, case, dispatch, rows in ClickHouse.
@@ -18,8 +20,9 @@ In one process tree, on one fresh local broker (and a private clickhouse-server 
 4. **latency**: records at ``--latency-rate``/s into a running worker for ``--latency-seconds``; p50/p99 of
    ingest → dispatch from the worker's histogram.
 
-``--profile`` records the one-worker run with py-spy and prints the functions where the time goes.
-Prints a table; writes JSON (default bench/results/latest.json). Speed goals are ratios to the baseline.
+``--profile`` records each path's one-worker run with py-spy and prints the functions where the time goes.
+Prints the figures; writes JSON (default bench/results/case_path.json) with the commit, date, CPU count and the
+load beside every figure. Speed goals are ratios to the baseline.
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.meta import load, run_metadata  # noqa: E402
 from streams.local.kafka import LocalKafka, free_port  # noqa: E402
 
 CASE_PATH_SOURCES = ["hotline", "field", "camera", "registry"]
@@ -234,18 +238,29 @@ def stored(run: Run, table: str, texts: list[str] | None = None) -> float:
     return run.total("citygrid_clickhouse_rows_written_total", f'table="{table}"', texts)
 
 
-def wait_done(run: Run, n: int, expected: dict[str, int], timeout: float) -> tuple[float, float]:
-    """(first record read, everything stored and on a case), monotonic."""
+def log_tail(worker: Worker, lines: int = 30) -> str:
+    try:
+        return "\n".join(worker.log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def wait_done(run: Run, n: int, expected: dict[str, int], timeout: float,
+              on_first: Any = None) -> tuple[float, float]:
+    """(first record read, everything stored and on a case), monotonic. ``on_first()`` runs once the first
+    record is read (the profiler starts there: the worker's start-up is not the case path)."""
     first = None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for worker in run.workers:
             if worker.proc.poll() is not None:
-                raise SystemExit(f"bench: a worker exited ({worker.proc.returncode}); see {worker.log}")
+                raise SystemExit(f"bench: a worker exited ({worker.proc.returncode}):\n{log_tail(worker)}")
         texts = run.scrape()  # one scrape a worker per poll: scraping costs the worker time too
         read = run.total("citygrid_events_in_total", texts=texts)
         if first is None and read > 0:
             first = time.monotonic()
+            if on_first is not None:
+                on_first()
         on_cases = (run.total("citygrid_cases_opened_total", texts=texts)
                     + run.total("citygrid_dedup_merges_total", texts=texts))
         if (read >= n and all(stored(run, t, texts) >= c for t, c in expected.items())
@@ -288,107 +303,151 @@ def case_path(bootstrap: str, work: Path, records: list[Any], expected: dict[str
 
     ensure_topics(Settings(kafka_bootstrap=bootstrap, topic_prefix=run.prefix))
     produce(bootstrap, run.prefix, records)
-    spy = None
+    spies: list[subprocess.Popen[bytes]] = []
+    spy_bin = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if profile is not None and not Path(spy_bin).exists():
+        print("bench: py-spy is not installed (pip install py-spy); no profile", file=sys.stderr)
+        profile = None
+
+    def start_profile() -> None:
+        if profile is not None:
+            spies.append(subprocess.Popen([spy_bin, "record", "--pid", str(run.workers[0].proc.pid), "--rate", "100",
+                                           "--format", "raw", "--output", str(profile), "--nonblocking"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
     try:
         for url in store_urls:
             run.start_worker(url, **worker_settings)
-        spy_bin = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-        if profile is not None and Path(spy_bin).exists():
-            spy = subprocess.Popen([spy_bin, "record", "--pid", str(run.workers[0].proc.pid), "--rate", "100",
-                                    "--format", "raw", "--output", str(profile), "--nonblocking"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        first, done = wait_done(run, len(records), expected, timeout=900)
+        first, done = wait_done(run, len(records), expected, timeout=900, on_first=start_profile)
     finally:
-        if spy is not None:
+        for spy in spies:
             spy.send_signal(signal.SIGINT)
             spy.wait(timeout=60)
         run.stop()
     return len(records) / max(done - first, 1e-6)
 
 
-def latency(bootstrap: str, work: Path, records: list[Any], store_url: str, rate: float) -> dict[str, float]:
+def latency(bootstrap: str, work: Path, records: list[Any], store_url: str, rate: float,
+            warm_up: int = 50, **worker_settings: str) -> dict[str, float]:
+    """p50/p99 ingest → dispatch while ``records`` arrive at ``rate``/s into a running worker.
+
+    The first ``warm_up`` records go in before the clock starts (the worker is ready when it has read them: its
+    partitions are assigned and its state restored); the quantiles are of the dispatches after that."""
     run = Run(bootstrap, work)
     from streams.agents.worker import ensure_topics
     from streams.settings import Settings
 
     ensure_topics(Settings(kafka_bootstrap=bootstrap, topic_prefix=run.prefix))
     try:
-        worker = run.start_worker(store_url)
-        deadline = time.monotonic() + 120
-        while metric(worker.metrics_url, "citygrid_clickhouse_buffer_capacity_rows") == 0:
-            if time.monotonic() > deadline:
-                raise SystemExit("bench: the latency worker did not start")
+        worker = run.start_worker(store_url, **worker_settings)
+        produce(bootstrap, run.prefix, records[:warm_up])
+        deadline = time.monotonic() + 180
+        while metric(worker.metrics_url, "citygrid_events_in_total") < warm_up:
+            if time.monotonic() > deadline or worker.proc.poll() is not None:
+                raise SystemExit(f"bench: the latency worker did not start:\n{log_tail(worker)}")
             time.sleep(0.2)
-        time.sleep(5)  # partitions assigned, agents running
-        produce(bootstrap, run.prefix, records, rate=rate)
+        time.sleep(2)  # the warm-up's cases dispatched
+        before = dict(histogram(worker.metrics_url, "citygrid_ingest_to_dispatch_seconds"))
+        produce(bootstrap, run.prefix, records[warm_up:], rate=rate)
+        deadline = time.monotonic() + 60
+        while metric(worker.metrics_url, "citygrid_events_in_total") < len(records) and time.monotonic() < deadline:
+            time.sleep(0.2)
         time.sleep(3)
-        buckets = histogram(worker.metrics_url, "citygrid_ingest_to_dispatch_seconds")
+        after = histogram(worker.metrics_url, "citygrid_ingest_to_dispatch_seconds")
     finally:
         run.stop()
+    buckets = [(upper, count - before.get(upper, 0.0)) for upper, count in after]
     return {"p50_ms": round(1000 * quantile(buckets, 0.5), 1), "p99_ms": round(1000 * quantile(buckets, 0.99), 1),
             "dispatches": buckets[-1][1] if buckets else 0}
+
+
+GOALS = {"case_path_events_per_s": 10_000, "case_path_events_per_s_must": 5_000, "latency_p99_ms": 200,
+         "latency_rate": 1_000}
+
+
+def figure(value: float, base: float | None = None, **extra: Any) -> dict[str, Any]:
+    """One measured figure with the load it was measured under (and its ratio to the passthrough)."""
+    out: dict[str, Any] = {"value": round(value), **extra, "load": load()}
+    if base:
+        out["ratio"] = round(value / base, 3)
+    return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=20000)
+    parser.add_argument("--baseline-records", type=int, default=100_000,
+                        help="records the passthrough moves (more than --events: it is fast and noisy)")
+    parser.add_argument("--paths", default="lean,faust", help="case paths to measure (case_path setting)")
     parser.add_argument("--latency-rate", type=float, default=1000.0)
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--profile", action="store_true", help="py-spy the one-worker run")
+    parser.add_argument("--profile", action="store_true", help="py-spy each path's one-worker run")
     parser.add_argument("--skip-two", action="store_true")
     parser.add_argument("--skip-latency", action="store_true")
-    parser.add_argument("--json", type=Path, default=RESULTS / "latest.json")
+    parser.add_argument("--json", type=Path, default=RESULTS / "case_path.json")
     args = parser.parse_args()
-    results: dict[str, Any] = {"events": args.events, "cpus": os.cpu_count(),
-                               "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    paths = [p for p in args.paths.split(",") if p]
+    results: dict[str, Any] = {"bench": "case_path", **run_metadata(), "events": args.events,
+                               "baseline_records": args.baseline_records, "goals": GOALS, "paths": {}}
     with tempfile.TemporaryDirectory(prefix="citygrid-bench-") as tmp:
         work = Path(tmp)
         broker = LocalKafka(work / "kafka").start()
         server = None
         try:
-            base = asyncio.run(passthrough(broker.bootstrap, args.events))
-            results["passthrough_msgs_per_s"] = round(base)
-            print(f"baseline   at-least-once aiokafka passthrough: {base:,.0f} msg/s")
+            base = asyncio.run(passthrough(broker.bootstrap, args.baseline_records))
+            results["passthrough"] = figure(base)
+            print(f"baseline   at-least-once aiokafka passthrough: {base:,.0f} msg/s (load {load()})")
             start_ms = int(time.time() * 1000) - 6 * 3_600_000
             records = backlog(args.events, args.seed, start_ms)
             expected = expected_outcomes(records)
             results["expected"] = expected
-            profile = work / "profile.raw" if args.profile else None
-            one = case_path(broker.bootstrap, work, records, expected, [f"chdb://{work / 'chdb-one'}"], profile)
-            results["case_path_events_per_s"] = round(one)
-            results["ratio"] = round(one / base, 3)
-            print(f"case path  one worker, chdb: {one:,.0f} events/s ({args.events} records: {expected}); "
-                  f"ratio {one / base:.3f}")
-            if profile is not None and profile.exists():
-                results["profile"] = profile_summary(profile)
-                print("profile    self time (share of samples):")
-                for frame, share in results["profile"]["self"][:15]:
-                    print(f"  {share:5.1f} %  {frame}")
+            for path in paths:
+                profile = work / f"profile-{path}.raw" if args.profile else None
+                rate = case_path(broker.bootstrap, work, records, expected, [f"chdb://{work / f'chdb-{path}'}"],
+                                 profile, case_path=path)
+                entry: dict[str, Any] = {"one_worker_chdb": figure(rate, base)}
+                results["paths"][path] = entry
+                print(f"case path  {path:<5} one worker, chdb: {rate:,.0f} events/s ({args.events} records: "
+                      f"{expected}); ratio {rate / base:.3f} (load {load()})")
+                if profile is not None and profile.exists():
+                    entry["profile"] = profile_summary(profile)
+                    print(f"profile    {path}: self time (share of samples):")
+                    for frame, share in entry["profile"]["self"][:15]:
+                        print(f"  {share:5.1f} %  {frame}")
+                if not args.skip_latency:
+                    n = int(args.latency_rate * args.latency_seconds)
+                    lat_records = backlog(n, args.seed + 1, int(time.time() * 1000) - 3_600_000)
+                    lat = latency(broker.bootstrap, work, lat_records, f"chdb://{work / f'chdb-latency-{path}'}",
+                                  args.latency_rate, case_path=path)
+                    entry["latency"] = {"rate": args.latency_rate, **lat, "load": load()}
+                    print(f"latency    {path:<5} ingest → dispatch at {args.latency_rate:.0f} events/s: "
+                          f"p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms ({lat['dispatches']:.0f} "
+                          f"dispatches; load {load()})")
             if not args.skip_two:
                 from streams.local.clickhouse import LocalClickHouseServer
 
                 server = LocalClickHouseServer(work / "clickhouse")
                 server.start()
-                single = case_path(broker.bootstrap, work, records, expected, [server.store_url("one")])
+                path = paths[0]
+                single = case_path(broker.bootstrap, work, records, expected, [server.store_url("one")],
+                                   case_path=path)
+                one = figure(single, base)
                 double = case_path(broker.bootstrap, work, records, expected,
-                                   [server.store_url("two"), server.store_url("two")])
-                results["server_one_worker_events_per_s"] = round(single)
-                results["server_two_workers_events_per_s"] = round(double)
-                print(f"scale-out  clickhouse-server: one worker {single:,.0f} events/s, two workers "
-                      f"{double:,.0f} events/s (x{double / single:.2f} on {os.cpu_count()} cores)")
-            if not args.skip_latency:
-                n = int(args.latency_rate * args.latency_seconds)
-                lat_records = backlog(n, args.seed + 1, int(time.time() * 1000) - 3_600_000)
-                lat = latency(broker.bootstrap, work, lat_records, f"chdb://{work / 'chdb-latency'}",
-                              args.latency_rate)
-                results["latency"] = {"rate": args.latency_rate, **lat}
-                print(f"latency    ingest → dispatch at {args.latency_rate:.0f} events/s: p50 {lat['p50_ms']:.0f} ms, "
-                      f"p99 {lat['p99_ms']:.0f} ms ({lat['dispatches']:.0f} dispatches)")
+                                   [server.store_url("two"), server.store_url("two")], case_path=path)
+                two = figure(double, base)
+                results["scale_out"] = {"path": path, "one_worker": one, "two_workers": two,
+                                        "two_over_one": round(double / single, 2)}
+                print(f"scale-out  {path} on clickhouse-server: one worker {single:,.0f} events/s, two workers "
+                      f"{double:,.0f} events/s (x{double / single:.2f} on {os.cpu_count()} cores; load {load()})")
+            end = asyncio.run(passthrough(broker.bootstrap, args.baseline_records))
+            results["passthrough_at_end"] = figure(end)
+            print(f"baseline   passthrough again at the end: {end:,.0f} msg/s (load {load()})")
         finally:
             if server is not None:
                 server.stop()
             broker.stop()
+    results["load_at_end"] = load()
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, ensure_ascii=False, indent=2))
     print(f"results    {args.json}")

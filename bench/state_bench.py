@@ -31,6 +31,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.meta import load, run_metadata  # noqa: E402
 from bench.run import RESULTS, Run, metric, scrape  # noqa: E402
 from streams.local.kafka import LocalKafka  # noqa: E402
 
@@ -193,7 +194,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--json", type=Path, default=RESULTS / "state.json")
     args = parser.parse_args()
-    results: dict[str, Any] = {"cases": args.cases, "partitions": args.partitions}
+    results: dict[str, Any] = {"bench": "state", **run_metadata(), "cases": args.cases,
+                               "partitions": args.partitions,
+                               "goals": {"seconds_to_processing_max": 30, "peak_rss_mb_max": 1536}}
     with tempfile.TemporaryDirectory(prefix="citygrid-state-") as tmp:
         work = Path(tmp)
         broker = LocalKafka(work / "kafka").start()
@@ -221,12 +224,14 @@ def main() -> int:
                 time.sleep(6)  # the gauge refreshes every 5 s
                 results[label] = {"seconds_to_processing": round(seconds, 1), "peak_rss_mb": round(rss),
                                   "open_cases_gauge": open_cases(worker),
-                                  "restore_seconds_by_partition": restore_seconds(worker.log)}
+                                  "restore_seconds_by_partition": restore_seconds(worker.log),
+                                  "load": load()}
                 print(f"{label:<11} back to processing in {seconds:.1f} s, peak RSS {rss:,.0f} MB, "
                       f"open-cases gauge {results[label]['open_cases_gauge']:,.0f}")
             run.stop()
         finally:
             broker.stop()
+    results["load_at_end"] = load()
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, ensure_ascii=False, indent=2))
     print(f"results    {args.json}")
