@@ -30,8 +30,14 @@ test: system-deps venv kafka-jars
 unit: venv
 	$(VENV)/bin/pytest -ra tests/unit $(PYTEST_ARGS)
 
-bench: venv kafka-jars
-	$(PY) bench/run.py
+# The case path against the passthrough (both paths, latency, one vs two workers on clickhouse-server, py-spy
+# profiles), then restart and RSS with a million open cases; the README's table is rewritten from the JSON.
+BENCH_ARGS ?= --profile
+STATE_BENCH_ARGS ?= --cases 1000000
+bench: system-deps venv kafka-jars
+	$(PY) bench/run.py $(BENCH_ARGS)
+	$(PY) bench/state_bench.py $(STATE_BENCH_ARGS)
+	$(PY) bench/readme_table.py
 
 # The installable wheel (carries schemas/, the migrations and streams/data/) in dist/.
 wheel: venv

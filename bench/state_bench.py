@@ -12,7 +12,8 @@
 3. **Restart** (the same files): the worker is stopped (SIGTERM, it leaves the group) and started again;
    time until the next probe is on a case. Then once more after SIGKILL (Kafka first waits out the dead
    member's session timeout, ``--session-timeout``).
-4. Peak RSS of each worker (VmHWM), the gauge's open cases, and the restore time the lifecycle logs.
+4. Peak RSS of each worker (VmHWM), the time until the open-cases gauge holds every case (all partitions
+   restored, not only the probe's), and the restore time the lifecycle logs for each partition.
 """
 from __future__ import annotations
 
@@ -180,6 +181,19 @@ def open_cases(worker: Any) -> float:
     return metric(scrape(worker.metrics_url), "citygrid_open_cases")
 
 
+def until_all_open(worker: Any, cases: int, since: float, timeout: float = 600) -> tuple[float | None, float]:
+    """(seconds from ``since`` until the open-cases gauge holds every case, peak RSS MB meanwhile): every
+    partition restored, not only the probe's. None when the gauge does not get there within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    peak = 0.0
+    while time.monotonic() < deadline and worker.proc.poll() is None:
+        peak = max(peak, peak_rss_mb(worker.proc.pid))
+        if open_cases(worker) >= cases:
+            return time.monotonic() - since, max(peak, peak_rss_mb(worker.proc.pid))
+        time.sleep(0.5)
+    return None, peak
+
+
 def restore_seconds(log: Path) -> list[float]:
     import re
 
@@ -221,13 +235,17 @@ def main() -> int:
                 worker = run.start_worker(store, **settings)
                 probe(broker.bootstrap, run.prefix, label)
                 seconds, rss = until_on_a_case(run, worker, started)
-                time.sleep(6)  # the gauge refreshes every 5 s
-                results[label] = {"seconds_to_processing": round(seconds, 1), "peak_rss_mb": round(rss),
+                full, full_rss = until_all_open(worker, args.cases, started)
+                rss = max(rss, full_rss)
+                results[label] = {"seconds_to_processing": round(seconds, 1),
+                                  "seconds_to_all_cases_open": None if full is None else round(full, 1),
+                                  "peak_rss_mb": round(rss),
                                   "open_cases_gauge": open_cases(worker),
                                   "restore_seconds_by_partition": restore_seconds(worker.log),
                                   "load": load()}
-                print(f"{label:<11} back to processing in {seconds:.1f} s, peak RSS {rss:,.0f} MB, "
-                      f"open-cases gauge {results[label]['open_cases_gauge']:,.0f}")
+                print(f"{label:<11} back to processing in {seconds:.1f} s, every case restored after "
+                      f"{full if full is not None else float('nan'):.1f} s, peak RSS {rss:,.0f} MB, "
+                      f"open-cases gauge {results[label]['open_cases_gauge']:,.0f} (load {load()})")
             run.stop()
         finally:
             broker.stop()

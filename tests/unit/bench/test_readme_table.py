@@ -1,0 +1,55 @@
+"""The README's benchmark table is the one bench/readme_table.py makes from the results in bench/results/."""
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from tests.paths import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT))
+from bench import readme_table  # noqa: E402
+
+CASE_PATH = {
+    "bench": "case_path", "commit": "abc", "date": "2026-01-01T00:00:00Z", "cpus": 2, "events": 20000,
+    "goals": {"case_path_events_per_s": 10000, "case_path_events_per_s_must": 5000, "latency_p99_ms": 200},
+    "passthrough": {"value": 60000, "load": [1.0, 1.0, 1.0]},
+    "paths": {"lean": {"one_worker_chdb": {"value": 6000, "ratio": 0.1, "load": [1.5, 1.0, 1.0]},
+                       "latency": {"rate": 1000.0, "p50_ms": 40.0, "p99_ms": 150.0, "dispatches": 900,
+                                   "load": [1.2, 1.0, 1.0]}}},
+    "scale_out": {"path": "lean", "one_worker": {"value": 5000, "ratio": 0.083, "load": [1.0, 1, 1]},
+                  "two_workers": {"value": 7000, "ratio": 0.117, "load": [2.0, 1, 1]}, "two_over_one": 1.4},
+}
+STATE = {"bench": "state", "commit": "abc", "date": "2026-01-01T00:00:00Z", "cpus": 2, "cases": 1000000,
+         "goals": {"seconds_to_processing_max": 30, "peak_rss_mb_max": 1536},
+         "restart": {"seconds_to_processing": 6.7, "peak_rss_mb": 811, "load": [2.0, 1, 1]}}
+
+
+def test_the_table_carries_every_figure_its_ratio_and_load() -> None:
+    text = readme_table.table(CASE_PATH, {"state.json": STATE})
+    assert "| At-least-once aiokafka passthrough (at start) | 60,000 msg/s | 1 | baseline | 1.0 |" in text
+    assert "| Case path `lean`, one worker, chdb (20,000 records) | 6,000 events/s | 0.100 |" in text
+    assert "p50 40 ms, p99 150 ms" in text
+    assert "two / one = 1.40" in text
+    assert "1,000,000 open cases, RocksDB: restart (SIGTERM) | 6.7 s to processing, peak RSS 811 MB" in text
+
+
+def test_rewrite_replaces_only_the_marked_section() -> None:
+    readme = f"intro\n{readme_table.BEGIN}\nold\n{readme_table.END}\noutro\n"
+    assert readme_table.rewrite(readme, "new") == f"intro\n{readme_table.BEGIN}\nnew\n{readme_table.END}\noutro\n"
+    with pytest.raises(ValueError):
+        readme_table.rewrite("no markers", "new")
+
+
+def test_the_readme_shows_the_latest_results() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert readme == readme_table.rewrite(readme, readme_table.table(*readme_table.latest())), \
+        "run bench/readme_table.py after a bench"
+
+
+def test_every_result_file_names_its_commit_date_cpus_and_load() -> None:
+    case_path, states = readme_table.latest()
+    for result in ([case_path] if case_path else []) + list(states.values()):
+        assert {"commit", "date", "cpus", "load_at_start"} <= result.keys()
+        json.dumps(result)
