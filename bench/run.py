@@ -55,8 +55,26 @@ RESULTS = REPO / "bench" / "results"
 
 
 # ------------------------------------------------------------------------------------------- baseline
-async def passthrough(bootstrap: str, n: int, payload: bytes = b"x" * 400) -> float:
-    """At-least-once passthrough: getmany → send all → await every ack → commit. Returns msg/s."""
+@dataclass
+class Rate:
+    """Records per second of wall time, and per CPU-second of the processes doing the work: on a machine
+    shared with other jobs the first follows the load, the second much less."""
+    per_s: float
+    per_cpu_s: float
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (its threads included; chdb runs inside the worker)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def passthrough(bootstrap: str, n: int, payload: bytes = b"x" * 400) -> Rate:
+    """At-least-once passthrough: getmany → send all → await every ack → commit. Returns msg/s (and per
+    CPU-second of this process while it moved them)."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     src, dst = f"bench.src.{uuid.uuid4().hex[:6]}", f"bench.dst.{uuid.uuid4().hex[:6]}"
@@ -68,20 +86,22 @@ async def passthrough(bootstrap: str, n: int, payload: bytes = b"x" * 400) -> fl
     consumer = AIOKafkaConsumer(src, bootstrap_servers=bootstrap, group_id=f"bench-{src}",
                                 auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=5000)
     await consumer.start()
-    moved, started = 0, None
+    moved, started, cpu_started = 0, None, 0.0
     while moved < n:
         batches = await consumer.getmany(timeout_ms=500, max_records=5000)
         if not batches:
             continue
-        started = started or time.perf_counter()
+        if started is None:
+            started, cpu_started = time.perf_counter(), time.process_time()
         futures = [await producer.send(dst, r.value, key=r.key) for recs in batches.values() for r in recs]
         await asyncio.gather(*futures)
         moved += len(futures)
         await consumer.commit()
     elapsed = time.perf_counter() - (started or time.perf_counter())
+    cpu = time.process_time() - cpu_started
     await consumer.stop()
     await producer.stop()
-    return n / elapsed
+    return Rate(n / max(elapsed, 1e-6), n / max(cpu, 1e-6))
 
 
 # ------------------------------------------------------------------------------------------- the feeds
@@ -294,9 +314,47 @@ def profile_summary(raw: Path, top: int = 25) -> dict[str, list[tuple[str, float
                                                "run_until_complete", "_run (asyncio"))]}
 
 
+# Where a sample's time goes, by the first of these found in its stack (checked in this order).
+STAGES: list[tuple[str, tuple[str, ...]]] = [
+    ("case engine: dedup, case, dispatch (streams/core/cases)", ("CaseEngine.",)),
+    ("ingest: decode, validate, locate, classify", ("IngestAdapter.", "Ingestor.", "SchemaRegistry.decode")),
+    ("ClickHouse rows (sink, chdb insert)", ("ClickHouseSink.", "Store.insert", "ChdbStore.", "ServerStore.")),
+    ("case state: RocksDB, changelog records", ("PartitionCaseState.", "_Documents.", "_Sources.", "_DiskTimers.")),
+    ("outputs: encode and produce (Emitter, Faust topics)", ("Emitter.", "LifecycleAdapter.emit_outputs",
+                                                             "Topic.publish_message", "Topic.send")),
+    ("metrics: the bench's scrapes, gauges", ("WSGIRequestHandler.", "generate_latest", "GaugeService.")),
+    ("Kafka client: fetch, produce, commit (aiokafka)", ("aiokafka/",)),
+    ("lean consumers' own loop (casepath.py, bus/consumer.py)", ("casepath.py", "bus/consumer.py", "lean.py")),
+    ("Faust/mode machinery (streams, agents, services)", ("faust/", "mode/")),
+]
+
+
+def profile_stages(raw: Path) -> dict[str, float]:
+    """Share of the samples by stage of the case path (see STAGES; the rest is asyncio, threads, ...)."""
+    counts: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        total += int(count_text)
+        frames = stack.split(";")
+        # on the event loop, only what runs inside a callback or task counts (Faust's worker wraps the loop)
+        loop_frames = [i for i, frame in enumerate(frames) if "._run_once (" in frame and "asyncio" in frame]
+        frames = frames[loop_frames[-1] + 1:] if loop_frames else frames
+        for stage, markers in STAGES:
+            if any(marker in frame for frame in frames for marker in markers):
+                counts[stage] += int(count_text)
+                break
+        else:
+            counts["other (the event loop itself: select, callbacks; threads)"] += int(count_text)
+    return {stage: round(100.0 * n / max(total, 1), 1) for stage, n in counts.most_common()}
+
+
 def case_path(bootstrap: str, work: Path, records: list[Any], expected: dict[str, int], store_urls: list[str],
-              profile: Path | None = None, **worker_settings: str) -> float:
-    """Load the backlog, start ``len(store_urls)`` workers, time the drain. Returns events/s."""
+              profile: Path | None = None, **worker_settings: str) -> Rate:
+    """Load the backlog, start ``len(store_urls)`` workers, time the drain. Returns events/s and events per
+    CPU-second of the workers (from their first record read until done)."""
     run = Run(bootstrap, work)
     from streams.agents.worker import ensure_topics
     from streams.settings import Settings
@@ -309,7 +367,10 @@ def case_path(bootstrap: str, work: Path, records: list[Any], expected: dict[str
         print("bench: py-spy is not installed (pip install py-spy); no profile", file=sys.stderr)
         profile = None
 
+    cpu_at_first: list[float] = []
+
     def start_profile() -> None:
+        cpu_at_first.extend(cpu_seconds(w.proc.pid) for w in run.workers)
         if profile is not None:
             spies.append(subprocess.Popen([spy_bin, "record", "--pid", str(run.workers[0].proc.pid), "--rate", "100",
                                            "--format", "raw", "--output", str(profile), "--nonblocking"],
@@ -319,12 +380,13 @@ def case_path(bootstrap: str, work: Path, records: list[Any], expected: dict[str
         for url in store_urls:
             run.start_worker(url, **worker_settings)
         first, done = wait_done(run, len(records), expected, timeout=900, on_first=start_profile)
+        cpu = sum(cpu_seconds(w.proc.pid) for w in run.workers) - sum(cpu_at_first)
     finally:
         for spy in spies:
             spy.send_signal(signal.SIGINT)
             spy.wait(timeout=60)
         run.stop()
-    return len(records) / max(done - first, 1e-6)
+    return Rate(len(records) / max(done - first, 1e-6), len(records) / max(cpu, 1e-6))
 
 
 def latency(bootstrap: str, work: Path, records: list[Any], store_url: str, rate: float,
@@ -365,11 +427,12 @@ GOALS = {"case_path_events_per_s": 10_000, "case_path_events_per_s_must": 5_000,
          "latency_rate": 1_000}
 
 
-def figure(value: float, base: float | None = None, **extra: Any) -> dict[str, Any]:
-    """One measured figure with the load it was measured under (and its ratio to the passthrough)."""
-    out: dict[str, Any] = {"value": round(value), **extra, "load": load()}
+def figure(rate: Rate, base: Rate | None = None) -> dict[str, Any]:
+    """One measured figure with the load it was measured under (and its ratios to the passthrough)."""
+    out: dict[str, Any] = {"value": round(rate.per_s), "per_cpu_second": round(rate.per_cpu_s), "load": load()}
     if base:
-        out["ratio"] = round(value / base, 3)
+        out["ratio"] = round(rate.per_s / base.per_s, 3)
+        out["cpu_ratio"] = round(rate.per_cpu_s / base.per_cpu_s, 3)
     return out
 
 
@@ -397,7 +460,8 @@ def main() -> int:
         try:
             base = asyncio.run(passthrough(broker.bootstrap, args.baseline_records))
             results["passthrough"] = figure(base)
-            print(f"baseline   at-least-once aiokafka passthrough: {base:,.0f} msg/s (load {load()})")
+            print(f"baseline   at-least-once aiokafka passthrough: {base.per_s:,.0f} msg/s, "
+                  f"{base.per_cpu_s:,.0f} msg per CPU-second (load {load()})")
             start_ms = int(time.time() * 1000) - 6 * 3_600_000
             records = backlog(args.events, args.seed, start_ms)
             expected = expected_outcomes(records)
@@ -408,13 +472,17 @@ def main() -> int:
                                  profile, case_path=path)
                 entry: dict[str, Any] = {"one_worker_chdb": figure(rate, base)}
                 results["paths"][path] = entry
-                print(f"case path  {path:<5} one worker, chdb: {rate:,.0f} events/s ({args.events} records: "
-                      f"{expected}); ratio {rate / base:.3f} (load {load()})")
+                print(f"case path  {path:<5} one worker, chdb: {rate.per_s:,.0f} events/s, {rate.per_cpu_s:,.0f} per "
+                      f"CPU-second ({args.events} records: {expected}); ratio {rate.per_s / base.per_s:.3f}, per "
+                      f"CPU-second {rate.per_cpu_s / base.per_cpu_s:.3f} (load {load()})")
                 if profile is not None and profile.exists():
-                    entry["profile"] = profile_summary(profile)
+                    entry["profile"] = {**profile_summary(profile), "stages": profile_stages(profile)}
                     print(f"profile    {path}: self time (share of samples):")
                     for frame, share in entry["profile"]["self"][:15]:
                         print(f"  {share:5.1f} %  {frame}")
+                    print(f"profile    {path}: by stage:")
+                    for stage, share in entry["profile"]["stages"].items():
+                        print(f"  {share:5.1f} %  {stage}")
                 if not args.skip_latency:
                     n = int(args.latency_rate * args.latency_seconds)
                     lat_records = backlog(n, args.seed + 1, int(time.time() * 1000) - 3_600_000)
@@ -437,12 +505,14 @@ def main() -> int:
                                    [server.store_url("two"), server.store_url("two")], case_path=path)
                 two = figure(double, base)
                 results["scale_out"] = {"path": path, "one_worker": one, "two_workers": two,
-                                        "two_over_one": round(double / single, 2)}
-                print(f"scale-out  {path} on clickhouse-server: one worker {single:,.0f} events/s, two workers "
-                      f"{double:,.0f} events/s (x{double / single:.2f} on {os.cpu_count()} cores; load {load()})")
+                                        "two_over_one": round(double.per_s / single.per_s, 2)}
+                print(f"scale-out  {path} on clickhouse-server: one worker {single.per_s:,.0f} events/s, two "
+                      f"workers {double.per_s:,.0f} events/s (x{double.per_s / single.per_s:.2f} on "
+                      f"{os.cpu_count()} cores; load {load()})")
             end = asyncio.run(passthrough(broker.bootstrap, args.baseline_records))
             results["passthrough_at_end"] = figure(end)
-            print(f"baseline   passthrough again at the end: {end:,.0f} msg/s (load {load()})")
+            print(f"baseline   passthrough again at the end: {end.per_s:,.0f} msg/s, {end.per_cpu_s:,.0f} msg per "
+                  f"CPU-second (load {load()})")
         finally:
             if server is not None:
                 server.stop()

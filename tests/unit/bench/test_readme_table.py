@@ -14,8 +14,9 @@ from bench import readme_table  # noqa: E402
 CASE_PATH = {
     "bench": "case_path", "commit": "abc", "date": "2026-01-01T00:00:00Z", "cpus": 2, "events": 20000,
     "goals": {"case_path_events_per_s": 10000, "case_path_events_per_s_must": 5000, "latency_p99_ms": 200},
-    "passthrough": {"value": 60000, "load": [1.0, 1.0, 1.0]},
-    "paths": {"lean": {"one_worker_chdb": {"value": 6000, "ratio": 0.1, "load": [1.5, 1.0, 1.0]},
+    "passthrough": {"value": 60000, "per_cpu_second": 70000, "load": [1.0, 1.0, 1.0]},
+    "paths": {"lean": {"one_worker_chdb": {"value": 6000, "ratio": 0.1, "per_cpu_second": 7000, "cpu_ratio": 0.1,
+                                           "load": [1.5, 1.0, 1.0]},
                        "latency": {"rate": 1000.0, "p50_ms": 40.0, "p99_ms": 150.0, "dispatches": 900,
                                    "load": [1.2, 1.0, 1.0]}}},
     "scale_out": {"path": "lean", "one_worker": {"value": 5000, "ratio": 0.083, "load": [1.0, 1, 1]},
@@ -28,8 +29,9 @@ STATE = {"bench": "state", "commit": "abc", "date": "2026-01-01T00:00:00Z", "cpu
 
 def test_the_table_carries_every_figure_its_ratio_and_load() -> None:
     text = readme_table.table(CASE_PATH, {"state.json": STATE})
-    assert "| At-least-once aiokafka passthrough (at start) | 60,000 msg/s | 1 | baseline | 1.0 |" in text
-    assert "| Case path `lean`, one worker, chdb (20,000 records) | 6,000 events/s | 0.100 |" in text
+    assert "| At-least-once aiokafka passthrough (at start) | 60,000 msg/s | 1 | 70,000 msg | baseline | 1.0 |" in text
+    assert "| Case path `lean`, one worker, chdb (20,000 records) | 6,000 events/s | 0.100 | 7,000 events (0.100) |" \
+        in text
     assert "p50 40 ms, p99 150 ms" in text
     assert "two / one = 1.40" in text
     assert "1,000,000 open cases, RocksDB: restart (SIGTERM) | 6.7 s to processing, peak RSS 811 MB" in text
