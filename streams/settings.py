@@ -99,8 +99,9 @@ class Settings(BaseSettings):
                            "(streams/agents/casepath.py); faust: the Faust agents and tables")
     closed_case_ttl_hours: float = Field(72.0, gt=0, description="a closed or void case leaves the worker's live "
                                          "state this long after it finished (its rows stay in ClickHouse)")
-    case_standbys: bool = Field(True, description="each worker keeps a standby copy of the case state of the "
-                                "partitions others own (tails their changelogs), so taking them over is quick")
+    case_standbys: bool = Field(False, description="each worker keeps a standby copy of the case state of the "
+                                "partitions others own (tails their changelogs), so taking them over is quick "
+                                "(off by default: not yet covered by the two-worker test)")
     dedup_lateness_hours: float = Field(24.0, ge=0, description="a case leaves the dedup index once its merge window "
                                         "ended this long before the newest report (late reports still merge)")
     batch_size: int = Field(500, ge=1, description="records per stream.take() batch")
