@@ -107,7 +107,8 @@ def metric(url: str, name: str, label: str = "") -> float:
 def start_worker(bootstrap: str, workdir: Path, metrics_port: int) -> subprocess.Popen:
     env = {**os.environ, "CITYGRID_KAFKA_BOOTSTRAP": bootstrap, "CITYGRID_STORE_URL": f"chdb://{workdir / 'chdb'}",
            "CITYGRID_DATA_DIR": str(workdir / "worker"), "CITYGRID_METRICS_PORT": str(metrics_port),
-           "CITYGRID_WEB_PORT": str(free_port()), "CITYGRID_LOG_LEVEL": "warning"}
+           "CITYGRID_WEB_PORT": str(free_port()), "CITYGRID_LOG_LEVEL": "warning",
+           "CITYGRID_TOPIC_REPLICATION_FACTOR": "1", "CITYGRID_TOPIC_MIN_INSYNC_REPLICAS": "1"}
     return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, cwd=workdir,
                             stdout=open(workdir / "worker.log", "ab"), stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -151,9 +152,10 @@ def main() -> int:
             base = asyncio.run(baseline(broker.bootstrap, args.calls))
             print(f"baseline  aiokafka getmany→send passthrough: {base:,.0f} msg/s")
 
-            from streams.cli.worker import _ensure_topics
+            from streams.agents.worker import ensure_topics
             from streams.settings import Settings
-            _ensure_topics(Settings(kafka_bootstrap=broker.bootstrap))
+            ensure_topics(Settings(kafka_bootstrap=broker.bootstrap, topic_replication_factor=1,
+                                   topic_min_insync_replicas=1))
             produce_calls(broker.bootstrap, args.calls, None, seed=7)
             metrics_port = free_port()
             url = f"http://127.0.0.1:{metrics_port}/metrics"

@@ -52,6 +52,24 @@ class Settings(BaseSettings):
     kafka_request_timeout_seconds: float = Field(
         40.0, gt=0, description="Kafka request timeout; also bounds a stuck seek during Faust recovery after a crash")
     topic_prefix: str = Field("", description="prefixes every topic name (isolates tests sharing a broker)")
+    topic_replication_factor: int = Field(
+        3, ge=1, description="replication factor of every topic the pipeline creates, Faust changelogs included "
+        "(the single local dev broker and the tests: 1)")
+    topic_min_insync_replicas: int = Field(
+        2, ge=1, description="min.insync.replicas of those topics: with acks=all a write survives the loss of "
+        "all but this many replicas (dev broker and tests: 1)")
+    kafka_max_message_bytes: int = Field(
+        1_000_000, ge=10_000, description="largest record the pipeline produces; a derived record above it is "
+        "dead-lettered with its input (keep at or below the broker's message.max.bytes)")
+    # Input rules (docs/reliability.md): a raw record outside them goes to <topic>.dlq with the reason
+    input_max_field_chars: int = Field(10_000, ge=1, description="longest string a raw record's field may hold")
+    input_max_items: int = Field(100, ge=1, description="most items an array field of a raw record may hold")
+    event_time_max_age_days: float = Field(
+        30.0, gt=0, description="a raw record whose event time is older than this, relative to its Kafka "
+        "timestamp, is dead-lettered")
+    event_time_max_ahead_seconds: float = Field(
+        600.0, ge=0, description="a raw record whose event time is further ahead of its Kafka timestamp than "
+        "this is dead-lettered")
     # Storage: chdb://PATH (embedded) or clickhouse://host:port/db (server)
     store_url: str = Field("chdb://var/chdb", description='ClickHouse: chdb://PATH (embedded, default) or clickhouse://[user[:pw]@]host:port/db (server)')
     store_batch_rows: int = Field(5000, ge=1)

@@ -26,6 +26,7 @@ from faust.types import EventT
 
 from streams.bus.emit import Emitter
 from streams.bus.codec import DecodeError, registry
+from streams.bus.rules import InputRules
 from streams.core.cases.engine import CaseEngine
 from streams.core.ingest import Ingestor, RejectRecord
 from streams.core.knowledge.knowledge import Knowledge
@@ -38,6 +39,7 @@ from streams.bus.topics import (
     HOTLINE_CALLS, INTERNAL_SCHEMAS, IOT_COMMANDS, RAW_SCHEMAS, REGISTRY_CHANGES, SIGNALS, SLA_ALERTS, TRIAGE,
     WEBHOOK_DELIVERIES, TopicNames,
 )
+from streams.bus.topics import CASES_TABLE, SOURCES_TABLE
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,11 @@ SOURCE_OF_TOPIC = {
     HOTLINE_CALLS: "hotline", FIELD_REPORTS: "field", CAMERA_ALERTS: "camera", REGISTRY_CHANGES: "registry",
 }
 UNLOCATED_KEY = "unlocated"
+
+
+def _kafka_ms(msg: Any) -> int | None:
+    """The Kafka timestamp of a Faust message in epoch ms (Faust gives seconds)."""
+    return int(msg.timestamp * 1000) if msg.timestamp else None
 
 
 def reason_label(reason: str) -> str:
@@ -71,6 +78,7 @@ class Pipeline:
         self.metrics = metrics or PipelineMetrics()
         self.knowledge = Knowledge.load(settings.kb_path, settings.city_dir)
         self.ingestor = Ingestor(self.knowledge, settings.triage_confidence)
+        self.rules = InputRules.from_settings(settings)
         self.schemas = {**RAW_SCHEMAS, **INTERNAL_SCHEMAS}
         self._producer: Any = None
         self.app = faust.App(
@@ -79,7 +87,7 @@ class Pipeline:
             store=settings.table_store,
             datadir=str(settings.data_dir),
             topic_partitions=settings.topic_partitions,
-            topic_replication_factor=1,
+            topic_replication_factor=settings.topic_replication_factor,
             value_serializer="raw",
             key_serializer="raw",
             consumer_auto_offset_reset="earliest",
@@ -106,7 +114,7 @@ class Pipeline:
             producer = await self.derived_producer()
             return await producer.send(topic, value, key=key, partition=partition)
 
-        return Emitter(send, self.codec, self.topics, self.schemas)
+        return Emitter(send, self.codec, self.topics, self.schemas, self.settings.kafka_max_message_bytes)
 
     async def derived_producer(self) -> Any:
         """A plain aiokafka producer for derived records: Faust's producer buffer hands records over
@@ -135,11 +143,13 @@ class Pipeline:
         self.case_inputs_topic = case_inputs
 
         # Case state: changelog-backed (RocksDB with table_store=rocksdb:// in production).
-        self.cases_table = app.Table("cases", default=None, partitions=settings.topic_partitions,
-                                     key_type=str, value_type=None)  # JSON values: plain case documents
+        state_topic_configs = {"min.insync.replicas": str(settings.topic_min_insync_replicas)}
+        self.cases_table = app.Table(CASES_TABLE, default=None, partitions=settings.topic_partitions,
+                                     key_type=str, value_type=None,  # JSON values: plain case documents
+                                     extra_topic_configs=state_topic_configs)
         # source id -> case id, read by the actions router on every worker.
-        self.sources_table = app.GlobalTable("case-sources", default=None, partitions=settings.topic_partitions,
-                                             key_type=str, value_type=None)
+        self.sources_table = app.GlobalTable(SOURCES_TABLE, default=None, partitions=settings.topic_partitions,
+                                             key_type=str, value_type=None, extra_topic_configs=state_topic_configs)
         calendar = WorkCalendar(settings.holiday_override_file or DEFAULT_OVERRIDE_FILE)
         self.cases_view, self.sources_view = _TableView(self.cases_table), _TableView(self.sources_table)
         self.engine = CaseEngine(self.knowledge, self.cases_view, self.sources_view,
@@ -189,22 +199,24 @@ class Pipeline:
             logical = self.topics.logical(msg.topic)
             self.metrics.event_in(SOURCE_OF_TOPIC.get(logical, logical), logical, time.time())
             try:
-                decoded.append((msg, logical, self.codec.decode(msg.value, RAW_SCHEMAS[logical])[1]))
-            except DecodeError as exc:
-                self._dead_letter(out, logical, msg, str(exc))
+                decoded.append((msg, logical, self.codec.decode(msg.value, RAW_SCHEMAS[logical], self.rules,
+                                                                _kafka_ms(msg))[1]))
+            except Exception as exc:  # DecodeError (the reason), or anything else the bytes provoke
+                self._dead_letter(out, logical, msg, str(exc) if isinstance(exc, DecodeError) else f"undecodable: {exc!r}")
         self.ingestor.prepare([record for _, _, record in decoded])  # one classifier call per batch
         for msg, logical, record in decoded:
-            ingest_ms = msg.timestamp and int(msg.timestamp * 1000) or int(time.time() * 1000)
+            ingest_ms = _kafka_ms(msg) or int(time.time() * 1000)
+            checkpoint = out.checkpoint()
             try:
                 result = self.ingestor.ingest(RAW_SCHEMAS[logical], record, ingest_ms)
+                self.emit_ingest_result(out, result)
             except RejectRecord as exc:
+                out.rollback(checkpoint)
                 self._dead_letter(out, logical, msg, str(exc))
-                continue
-            except Exception as exc:  # a bug must not stop the city's feed: park the record, loudly
-                log.exception("ingest: internal error on %s[%s]@%s", msg.topic, msg.partition, msg.offset)
+            except Exception as exc:  # a bug or an unsendable output must not stop the feed: park the record
+                out.rollback(checkpoint)
+                log.warning("ingest: %s[%s]@%s parked: %r", msg.topic, msg.partition, msg.offset, exc)
                 self._dead_letter(out, logical, msg, f"internal error: {exc!r}")
-                continue
-            self.emit_ingest_result(out, result)
         await out.flush()
 
     def emit_ingest_result(self, out: Emitter, result: Any) -> None:
@@ -230,9 +242,9 @@ class Pipeline:
             msg = event.message
             self.metrics.event_in("action", CASE_ACTIONS, time.time())
             try:
-                _, action = self.codec.decode(msg.value, RAW_SCHEMAS[CASE_ACTIONS])
-            except DecodeError as exc:
-                self._dead_letter(out, CASE_ACTIONS, msg, str(exc))
+                _, action = self.codec.decode(msg.value, RAW_SCHEMAS[CASE_ACTIONS], self.rules, _kafka_ms(msg))
+            except Exception as exc:
+                self._dead_letter(out, CASE_ACTIONS, msg, str(exc) if isinstance(exc, DecodeError) else f"undecodable: {exc!r}")
                 continue
             case_id = action.get("case_id") or await self.case_of_source(action.get("source_id") or "")
             if not case_id:

@@ -12,6 +12,7 @@ from streams.agents.app import reason_label
 from streams.bus.codec import DecodeError, SchemaRegistry
 from streams.bus.consumer import BatchConsumerService
 from streams.bus.emit import Emitter
+from streams.bus.rules import InputRules
 from streams.bus.topics import FIELD_TRACKS, INTERNAL_SCHEMAS, IOT_READINGS, RAW_SCHEMAS
 from streams.core.ingest import Ingestor, RejectRecord
 from streams.metrics import PipelineMetrics
@@ -33,6 +34,7 @@ class LeanIngest(BatchConsumerService):
         self.ingestor = ingestor
         self.codec = codec
         self.emit_result = emit_result  # Pipeline.emit_ingest_result
+        self.rules = InputRules.from_settings(settings)
         self.producer: AIOKafkaProducer | None = None
 
     async def on_start(self) -> None:
@@ -52,17 +54,21 @@ class LeanIngest(BatchConsumerService):
         async def send(topic: str, key: bytes | None, value: bytes, partition: int | None):
             return await producer.send(topic, value, key=key, partition=partition)
 
-        return Emitter(send, self.codec, self.names, {**RAW_SCHEMAS, **INTERNAL_SCHEMAS})
+        return Emitter(send, self.codec, self.names, {**RAW_SCHEMAS, **INTERNAL_SCHEMAS},
+                       self.settings.kafka_max_message_bytes)
 
     async def handle(self, records: list[ConsumerRecord]) -> None:
         out = self.emitter()
         for rec in records:
             logical = self.names.logical(rec.topic)
             self.metrics.event_in("iot" if logical == IOT_READINGS else "field", logical, time.time())
+            checkpoint = out.checkpoint()
             try:
-                _, record = self.codec.decode(rec.value, RAW_SCHEMAS[logical])
+                _, record = self.codec.decode(rec.value, RAW_SCHEMAS[logical], self.rules, rec.timestamp)
                 result = self.ingestor.ingest(RAW_SCHEMAS[logical], record, rec.timestamp or int(time.time() * 1000))
+                self.emit_result(out, result)
             except Exception as exc:  # DecodeError/RejectRecord, or a bug: park the record, never stop the feed
+                out.rollback(checkpoint)
                 known = isinstance(exc, (DecodeError, RejectRecord))
                 if not known:
                     log.exception("lean ingest: internal error on %s[%s]@%s", rec.topic, rec.partition, rec.offset)
@@ -70,5 +76,4 @@ class LeanIngest(BatchConsumerService):
                 self.metrics.dead_letters.labels(topic=logical, reason=reason_label(reason)).inc()
                 out.dead_letter(logical, rec.partition, rec.offset, reason, int(time.time() * 1000), rec.value, rec.key)
                 continue
-            self.emit_result(out, result)
         await out.flush()

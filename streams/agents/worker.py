@@ -7,11 +7,15 @@ from streams.settings import Settings
 
 
 def ensure_topics(settings: Settings) -> None:
-    """Every topic of the pipeline, with the configured partitions."""
-    from streams.bus.admin import create_topics
-    from streams.bus.topics import TopicNames
+    """Every topic of the pipeline with the configured partitions, replication and min.insync.replicas
+    (state topics compacted); existing topics, the Faust changelogs included, are checked against them."""
+    from streams.bus.admin import TopicPolicy, create_topics
+    from streams.bus.topics import COMPACTED, TopicNames, changelog_topics
 
-    create_topics(settings.kafka_bootstrap, TopicNames(settings.topic_prefix).all(), settings.topic_partitions)
+    names = TopicNames(settings.topic_prefix)
+    changelogs = changelog_topics(settings.app_id)
+    create_topics(settings.kafka_bootstrap, names.all(), TopicPolicy.from_settings(settings),
+                  compacted=[names.name(t) for t in COMPACTED] + changelogs, check=changelogs)
 
 
 def build_worker(settings: Settings) -> Any:

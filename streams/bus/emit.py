@@ -1,20 +1,67 @@
-"""Bulk, Avro-encoded produce with one await for the whole batch (few round trips per batch)."""
+"""Bulk, Avro-encoded produce with one await for the whole batch (few round trips per batch).
+
+An adapter stages the outputs of each input record, then ``flush()`` sends them all and waits
+for the acks; the input is acknowledged only after that (at-least-once end to end). Staging a
+record checks it can be sent: encoded, and no larger than ``max_message_bytes`` (the broker would
+refuse it and fail the whole batch). A record that cannot be staged raises here, inside the
+input's failure boundary; the adapter then ``rollback``s that input's staged outputs to its
+``checkpoint`` and dead-letters the input instead. A dead letter itself always fits: its reason
+and original bytes are cut to size (the cut is said in the reason).
+"""
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from streams.bus.codec import SchemaRegistry
-from streams.bus.topics import TopicNames, dlq
+from streams.bus.topics import (
+    ACTIONS_REJECTED, CASE_EVENTS, CASE_INPUTS, DISPATCHES, IOT_COMMANDS, SLA_ALERTS, STORE_ROWS, TRIAGE, TopicNames,
+    dlq,
+)
+from streams.settings import Settings
 
 # send(topic, key, value, partition) -> awaitable resolving to a delivery future
 SendFn = Callable[[str, bytes | None, bytes, int | None], Awaitable[Awaitable[Any]]]
 
+DEFAULT_MAX_MESSAGE_BYTES: int = Settings.model_fields["kafka_max_message_bytes"].default
+MAX_REASON_CHARS = 2000
+MAX_KEY_BYTES = 1000
+ENVELOPE_BYTES = 256  # Avro overhead of a dead_letter / store_rows record beyond its strings
+
+
+LEDGER_TABLE = "input_ledger"
+# An input's outcome in the ledger is its most telling output's topic (or 'dlq', 'rows', 'none').
+OUTCOME_ORDER = (CASE_INPUTS, TRIAGE, ACTIONS_REJECTED, CASE_EVENTS, DISPATCHES, SLA_ALERTS, IOT_COMMANDS)
+DEAD_LETTERED, ROWS_ONLY, NOTHING = "dlq", "rows", "none"
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    """The Kafka record an adapter is processing: where it came from and its bytes (for its dead letter)."""
+
+    topic: str            # logical topic
+    partition: int
+    offset: int
+    ts_ms: int            # Kafka timestamp
+    value: bytes | None
+    key: bytes | None
+
+
+class RecordTooLarge(ValueError):
+    """A derived record above the message size limit; the message names the topic and the sizes."""
+
 
 def _key(key: str | None) -> bytes | None:
     return key.encode("utf-8") if key is not None else None
+
+
+def safe_text(text: str, limit: int) -> str:
+    """Text that can always be encoded as UTF-8 (lone surrogates escaped), cut to ``limit`` characters."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 class Emitter:
@@ -23,43 +70,140 @@ class Emitter:
     The caller acknowledges its input only after ``flush()`` returned: at-least-once end to end.
     """
 
-    def __init__(self, send: SendFn, codec: SchemaRegistry, topics: TopicNames, schemas: dict[str, str]) -> None:
+    def __init__(self, send: SendFn, codec: SchemaRegistry, topics: TopicNames, schemas: dict[str, str],
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         self._send = send
         self._codec = codec
         self._topics = topics
         self._schemas = schemas  # logical topic -> schema name
+        self.max_message_bytes = max_message_bytes
         self._pending: list[tuple[str, bytes | None, bytes, int | None]] = []
-        self._rows: dict[str, list[dict[str, Any]]] = {}
+        self._logical: list[str] = []  # logical topic of each pending record ("<topic>.dlq" for dead letters)
+        self._rows: list[tuple[str, str, int]] = []  # (table, row as JSON, its UTF-8 size)
+        self._input: InputRecord | None = None
+        self._input_start: tuple[int, int] = (0, 0)
+        self.accounted = 0  # inputs given a ledger row by this emitter
 
+    # -- staging ------------------------------------------------------------------------------
     def record(self, topic: str, value: dict[str, Any], key: str | None = None, partition: int | None = None) -> None:
         data = self._codec.encode(self._schemas[topic], value)
+        if len(data) > self.max_message_bytes:
+            raise RecordTooLarge(f"derived {topic} record is {len(data)} bytes; the message limit is "
+                                 f"{self.max_message_bytes} (kafka_max_message_bytes)")
         self._pending.append((self._topics.name(topic), _key(key), data, partition))
+        self._logical.append(topic)
 
     def raw(self, physical_topic: str, data: bytes, key: bytes | None = None, partition: int | None = None) -> None:
         self._pending.append((physical_topic, key, data, partition))
+        self._logical.append(self._topics.logical(physical_topic))
 
     def rows(self, table: str, rows: Iterable[dict[str, Any]]) -> None:
-        """Rows for a table that has no topic of its own: sent as one store.rows message per table."""
-        self._rows.setdefault(table, []).extend(rows)
+        """Rows for a table that has no topic of its own: sent as store.rows messages (as many as
+        the size limit needs). Each row is serialized now, so a row that cannot be sent fails here."""
+        limit = self.max_message_bytes - ENVELOPE_BYTES - len(table.encode("utf-8"))
+        for row in rows:
+            text = json.dumps(row, ensure_ascii=False, allow_nan=False)
+            size = len(text.encode("utf-8"))  # raises on a lone surrogate: the row cannot be sent
+            if size > limit:
+                raise RecordTooLarge(f"derived {table} row is {size} bytes; the message limit is "
+                                     f"{self.max_message_bytes} (kafka_max_message_bytes)")
+            self._rows.append((table, text, size))
 
     def dead_letter(self, logical_topic: str, partition: int, offset: int, reason: str, ts_ms: int,
-                    original: bytes, key: bytes | None) -> None:
-        value = {"topic": logical_topic, "partition": partition, "offset": offset, "reason": reason,
-                 "ts_ms": ts_ms, "original": bytes(original), "key": bytes(key) if key is not None else None}
+                    original: bytes | None, key: bytes | None) -> None:
+        """The input record, its position and why it was parked. Never raises for any input: a
+        tombstone's original is empty, and reason and original are cut so the record fits."""
+        reason = safe_text(str(reason), MAX_REASON_CHARS)
+        original_bytes = bytes(original) if original is not None else b""
+        if original is None:
+            reason = f"{reason} [the record's value was null]"
+        key_bytes = bytes(key)[:MAX_KEY_BYTES] if key is not None else None
+        room = self.max_message_bytes - ENVELOPE_BYTES - len(reason.encode("utf-8")) - len(key_bytes or b"") - 64
+        if len(original_bytes) > room:
+            reason = safe_text(f"{reason} [original cut to its first {room} of {len(original_bytes)} bytes]",
+                               MAX_REASON_CHARS + 80)
+            original_bytes = original_bytes[:room]
+        value = {"topic": logical_topic, "partition": int(partition), "offset": int(offset), "reason": reason,
+                 "ts_ms": int(ts_ms), "original": original_bytes, "key": key_bytes}
         data = self._codec.encode("dead_letter", value)
-        self._pending.append((self._topics.name(dlq(logical_topic)), key, data, None))
+        self._pending.append((self._topics.name(dlq(logical_topic)), key_bytes, data, None))
+        self._logical.append(dlq(logical_topic))
+
+    # -- the failure boundary of one input record --------------------------------------------
+    def begin(self, record: InputRecord) -> None:
+        """Outputs staged from now on belong to ``record`` (closing the previous input)."""
+        self.end()
+        self._input = record
+        self._input_start = self.checkpoint()
+
+    def park(self, reason: str) -> None:
+        """Drop what the current input staged and dead-letter it instead: ``<topic>.dlq`` with the
+        reason, its bytes and position, stamped with its Kafka timestamp (a replay writes the same)."""
+        record = self._input
+        if record is None:
+            raise RuntimeError("park() outside begin()/end()")
+        self.rollback(self._input_start)
+        self.dead_letter(record.topic, record.partition, record.offset, reason, record.ts_ms, record.value,
+                         record.key)
+
+    def end(self) -> str | None:
+        """Close the current input: its ledger row (outcome, outputs) joins the staged rows."""
+        record, self._input = self._input, None
+        if record is None:
+            return None
+        start_pending, start_rows = self._input_start
+        topics = self._logical[start_pending:]
+        rows = len(self._rows) - start_rows
+        if any(t.endswith(".dlq") for t in topics):
+            outcome = DEAD_LETTERED
+        else:
+            outcome = next((t for t in OUTCOME_ORDER if t in topics), topics[0] if topics else
+                           (ROWS_ONLY if rows else NOTHING))
+        row = {"topic": record.topic, "partition": record.partition, "offset": record.offset,
+               "ts_ms": record.ts_ms, "outcome": outcome, "outputs": len(topics) + rows}
+        text = json.dumps(row, ensure_ascii=False)
+        self._rows.append((LEDGER_TABLE, text, len(text.encode("utf-8"))))
+        self.accounted += 1
+        return outcome
+
+    # -- one input's outputs, all or none -----------------------------------------------------
+    def checkpoint(self) -> tuple[int, int]:
+        """The staging position before an input's outputs; ``rollback`` returns to it."""
+        return len(self._pending), len(self._rows)
+
+    def rollback(self, checkpoint: tuple[int, int]) -> None:
+        pending, rows = checkpoint
+        del self._pending[pending:]
+        del self._logical[pending:]
+        del self._rows[rows:]
 
     def __len__(self) -> int:
         return len(self._pending) + len(self._rows)
 
-    async def flush(self) -> int:
-        from streams.bus.topics import STORE_ROWS
+    # -- sending ------------------------------------------------------------------------------
+    def _row_messages(self) -> None:
+        """Pack the staged rows into store.rows records of at most the message size, per table."""
+        by_table: dict[str, list[tuple[str, int]]] = {}
+        for table, text, size in self._rows:
+            by_table.setdefault(table, []).append((text, size))
+        self._rows = []
+        for table, rows in by_table.items():
+            limit = self.max_message_bytes - ENVELOPE_BYTES - len(table.encode("utf-8"))
+            chunk: list[str] = []
+            used = 2
+            for text, size in rows:
+                if chunk and used + size + 1 > limit:
+                    self.record(STORE_ROWS, {"table": table, "rows": "[" + ",".join(chunk) + "]"}, key=table)
+                    chunk, used = [], 2
+                chunk.append(text)
+                used += size + 1
+            if chunk:
+                self.record(STORE_ROWS, {"table": table, "rows": "[" + ",".join(chunk) + "]"}, key=table)
 
-        for table, rows in self._rows.items():
-            if rows:
-                self.record(STORE_ROWS, {"table": table, "rows": json.dumps(rows, ensure_ascii=False)}, key=table)
-        self._rows = {}
-        pending, self._pending = self._pending, []
+    async def flush(self) -> int:
+        self.end()
+        self._row_messages()
+        pending, self._pending, self._logical = self._pending, [], []
         if not pending:
             return 0
         futures = [await self._send(topic, key, value, partition) for topic, key, value, partition in pending]

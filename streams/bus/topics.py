@@ -49,6 +49,19 @@ INTERNAL_SCHEMAS: dict[str, str] = {
 }
 
 
+# State topics: compacted (the latest record per key is the state). The Faust tables' changelogs
+# (`<app id>-<table>-changelog`, created by Faust, compacted by it) are state topics too.
+COMPACTED = frozenset({CASES})
+CASES_TABLE = "cases"                # case_id -> case document
+SOURCES_TABLE = "case-sources"       # source_id -> case_id
+STATE_TABLES = (CASES_TABLE, SOURCES_TABLE)
+
+
+def changelog_topics(app_id: str) -> list[str]:
+    """The changelog topics Faust creates for the worker's tables (not prefixed: Faust names them by app id)."""
+    return [f"{app_id}-{table}-changelog" for table in STATE_TABLES]
+
+
 def dlq(topic: str) -> str:
     return f"{topic}.dlq"
 

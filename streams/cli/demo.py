@@ -78,10 +78,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
                "CITYGRID_DATA_DIR": str(base / "worker"),
                "CITYGRID_WEB_PORT": str(web_port),
                "CITYGRID_METRICS_PORT": str(metrics_port),
-               "CITYGRID_LOG_LEVEL": "warning"}
+               "CITYGRID_LOG_LEVEL": "warning",
+               # one local broker: one replica of everything (production keeps the defaults, 3 and 2)
+               "CITYGRID_TOPIC_REPLICATION_FACTOR": "1",
+               "CITYGRID_TOPIC_MIN_INSYNC_REPLICAS": "1"}
         streams_cmd = [sys.executable, "-m", "streams.cli"]
         worker_log = open(base / "worker.log", "ab")
-        ensure_topics(Settings(kafka_bootstrap=broker.bootstrap))
+        ensure_topics(Settings(kafka_bootstrap=broker.bootstrap, topic_replication_factor=1,
+                               topic_min_insync_replicas=1))
         children.append(subprocess.Popen([*streams_cmd, "worker"], env=env, stdout=worker_log,
                                          stderr=subprocess.STDOUT, start_new_session=True))
         sim_log = open(base / "simulate.log", "ab")

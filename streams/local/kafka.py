@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streams.bus.admin import create_topics
+from streams.bus.admin import TopicPolicy, create_topics
 from streams.settings import REPO_DIR, default_cache_dir
 
 KAFKA_VERSION = "3.9.1"
@@ -199,8 +199,9 @@ class LocalKafka:
         self.pid_file.unlink(missing_ok=True)
         self.process = None
 
-    def create_topics(self, names: list[str], partitions: int = 4) -> None:
-        create_topics(self.bootstrap, names, partitions)
+    def create_topics(self, names: list[str], partitions: int = 4, compacted: list[str] | tuple[str, ...] = ()) -> None:
+        """Topics on this single broker: one replica, min.insync.replicas 1."""
+        create_topics(self.bootstrap, names, TopicPolicy(partitions, 1, 1), compacted=compacted)
 
 
 def _kafka_cluster_id() -> str:
