@@ -29,7 +29,7 @@ class TopicPolicy:
     min_insync_replicas: int
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "TopicPolicy":
+    def from_settings(cls, settings: Settings) -> TopicPolicy:
         return cls(settings.topic_partitions, settings.topic_replication_factor, settings.topic_min_insync_replicas)
 
     def configs(self, compacted: bool) -> dict[str, str]:
@@ -71,7 +71,8 @@ def create_topics(bootstrap: str, names: list[str], policy: TopicPolicy, compact
             except TopicAlreadyExistsError:  # another worker won the race; checked below
                 pass
             except InvalidReplicationFactorError as exc:
-                raise TopicSettingsError(f"cannot create topics with {policy.replication_factor} replicas: {exc}") from exc
+                raise TopicSettingsError(
+                    f"cannot create topics with {policy.replication_factor} replicas: {exc}") from exc
         if new:
             _wait_visible(admin, [t.name for t in new])
         present = set(admin.list_topics())

@@ -18,7 +18,15 @@ from typing import Any
 
 from streams.bus.codec import SchemaRegistry
 from streams.bus.topics import (
-    ACTIONS_REJECTED, CASE_EVENTS, CASE_INPUTS, DISPATCHES, IOT_COMMANDS, SLA_ALERTS, STORE_ROWS, TRIAGE, TopicNames,
+    ACTIONS_REJECTED,
+    CASE_EVENTS,
+    CASE_INPUTS,
+    DISPATCHES,
+    IOT_COMMANDS,
+    SLA_ALERTS,
+    STORE_ROWS,
+    TRIAGE,
+    TopicNames,
     dlq,
 )
 from streams.settings import Settings

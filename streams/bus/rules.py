@@ -51,7 +51,7 @@ class InputRules:
     max_ahead_ms: int
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "InputRules":
+    def from_settings(cls, settings: Settings) -> InputRules:
         return cls(max_field_chars=settings.input_max_field_chars, max_items=settings.input_max_items,
                    max_age_ms=int(settings.event_time_max_age_days * DAY_MS),
                    max_ahead_ms=int(settings.event_time_max_ahead_seconds * 1000))
