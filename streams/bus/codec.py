@@ -31,10 +31,10 @@ from streams.bus.rules import DEFAULT_RULES, ISO_FIELDS, InputRules, RuleViolati
 from streams.bus.rules import check_semantics as _check_semantics
 from streams.bus.topics import RAW_SCHEMAS
 from streams.core import times
-from streams.settings import REPO_DIR
+from streams.settings import package_data
 
 MAGIC = b"\xc3\x01"
-SCHEMAS_DIR = REPO_DIR / "schemas"
+SCHEMAS_DIR = package_data("schemas", "schemas")  # top-level schemas/, packaged as streams/schemas/ in the wheel
 HISTORY = "history"
 RAW_SCHEMA_NAMES = frozenset(RAW_SCHEMAS.values())
 
