@@ -66,6 +66,9 @@ class Settings(BaseSettings):
         30.0, gt=0, description="a worker that dies is replaced after this long (Kafka consumer session timeout)")
     kafka_request_timeout_seconds: float = Field(
         40.0, gt=0, description="Kafka request timeout; also bounds a stuck seek during Faust recovery after a crash")
+    kafka_max_poll_interval_seconds: float = Field(
+        300.0, gt=0, description="a consumer that does not poll for this long leaves its group; the worker's "
+        "consumers keep polling (paused) while an output is unavailable, so an outage never reaches it")
     topic_prefix: str = Field("", description="prefixes every topic name (isolates tests sharing a broker)")
     topic_replication_factor: int = Field(
         3, ge=1, description="replication factor of every topic the pipeline creates, Faust changelogs included "
@@ -112,6 +115,8 @@ class Settings(BaseSettings):
     batch_size: int = Field(500, ge=1, description="records per stream.take() batch")
     batch_seconds: float = Field(0.2, gt=0)
     timer_tick_seconds: float = Field(1.0, gt=0)
+    crash_at: str = Field("", description="fault-injection tests only: SIGKILL the worker the n-th time it "
+                          "reaches a named point, point[:n] (streams/faults.py); empty in production")
     # Observability
     metrics_port: int = Field(9464, description='Prometheus /metrics port of the worker')
     web_port: int = Field(6066, description='worker HTTP port: /wall/ (live view JSON), /health/')
