@@ -10,11 +10,12 @@ from aiokafka.structs import ConsumerRecord
 
 from streams.agents.app import reason_label
 from streams.bus.codec import DecodeError, SchemaRegistry
-from streams.bus.consumer import BatchConsumerService
-from streams.bus.emit import Emitter
+from streams.bus.consumer import BatchConsumerService, Unavailable
+from streams.bus.emit import Emitter, InputRecord, SendFailed
 from streams.bus.rules import InputRules
 from streams.bus.topics import FIELD_TRACKS, INTERNAL_SCHEMAS, IOT_READINGS, RAW_SCHEMAS
 from streams.core.ingest import Ingestor, RejectRecord
+from streams.faults import crash_point
 from streams.metrics import PipelineMetrics
 from streams.settings import Settings
 
@@ -57,23 +58,29 @@ class LeanIngest(BatchConsumerService):
         return Emitter(send, self.codec, self.names, {**RAW_SCHEMAS, **INTERNAL_SCHEMAS},
                        self.settings.kafka_max_message_bytes)
 
-    async def handle(self, records: list[ConsumerRecord]) -> None:
+    async def prepare(self, records: list[ConsumerRecord]) -> Emitter:
         out = self.emitter()
         for rec in records:
             logical = self.names.logical(rec.topic)
             self.metrics.event_in("iot" if logical == IOT_READINGS else "field", logical, time.time())
-            checkpoint = out.checkpoint()
+            out.begin(InputRecord(logical, rec.partition, rec.offset, rec.timestamp or 0, rec.value, rec.key))
             try:
                 _, record = self.codec.decode(rec.value, RAW_SCHEMAS[logical], self.rules, rec.timestamp)
                 result = self.ingestor.ingest(RAW_SCHEMAS[logical], record, rec.timestamp or int(time.time() * 1000))
                 self.emit_result(out, result)
             except Exception as exc:  # DecodeError/RejectRecord, or a bug: park the record, never stop the feed
-                out.rollback(checkpoint)
                 known = isinstance(exc, (DecodeError, RejectRecord))
                 if not known:
                     log.exception("lean ingest: internal error on %s[%s]@%s", rec.topic, rec.partition, rec.offset)
                 reason = str(exc) if known else f"internal error: {exc!r}"
                 self.metrics.dead_letters.labels(topic=logical, reason=reason_label(reason)).inc()
-                out.dead_letter(logical, rec.partition, rec.offset, reason, int(time.time() * 1000), rec.value, rec.key)
-                continue
-        await out.flush()
+                out.park(reason)
+        out.end()
+        return out
+
+    async def deliver(self, out: Emitter) -> None:
+        try:
+            await out.flush()
+        except SendFailed as exc:
+            raise Unavailable(str(exc)) from exc
+        crash_point("lean.outputs_sent")

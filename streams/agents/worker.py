@@ -30,6 +30,9 @@ def build_worker(settings: Settings) -> Any:
     from streams.metrics import start_metrics_server
     from streams.storage import open_store
 
+    from streams import faults, logrepeat
+
+    faults.configure(settings.crash_at)
     store = open_store(settings.store_url)
     store.migrate()
     pipeline = Pipeline(settings)
@@ -42,4 +45,5 @@ def build_worker(settings: Settings) -> Any:
     services += [GaugeService(pipeline), ConsumerLagService(settings, pipeline.metrics)]
     if settings.webhooks_file:
         services.append(WebhookService(settings, pipeline.metrics, store))
+    logrepeat.install()  # after the client libraries are imported: their loggers exist now
     return faust.Worker(pipeline.app, *services, loglevel=settings.log_level, redirect_stdouts=False)

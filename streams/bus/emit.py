@@ -58,6 +58,26 @@ class InputRecord:
     key: bytes | None
 
 
+class SendFailed(RuntimeError):
+    """Some staged records were not acknowledged (the broker is away, most likely); they stay staged
+    and the next ``flush()`` sends them again."""
+
+    def __init__(self, unsent: int, error: BaseException) -> None:
+        super().__init__(f"{unsent} records not acknowledged: {type(error).__name__}: {error}")
+        self.unsent = unsent
+        self.error = error
+
+
+def _refused_by_broker(error: BaseException) -> bool:
+    """The broker refuses this record for good (retrying it cannot help), as opposed to being away."""
+    from aiokafka import errors
+
+    refusals = tuple(getattr(errors, name) for name in ("MessageSizeTooLargeError", "RecordTooLargeError",
+                                                         "CorruptRecordException", "InvalidRecord")
+                     if hasattr(errors, name))
+    return isinstance(error, refusals)
+
+
 class RecordTooLarge(ValueError):
     """A derived record above the message size limit; the message names the topic and the sizes."""
 
@@ -87,6 +107,7 @@ class Emitter:
         self.max_message_bytes = max_message_bytes
         self._pending: list[tuple[str, bytes | None, bytes, int | None]] = []
         self._logical: list[str] = []  # logical topic of each pending record ("<topic>.dlq" for dead letters)
+        self._origin: list[InputRecord | None] = []  # the input that staged each pending record
         self._rows: list[tuple[str, str, int]] = []  # (table, row as JSON, its UTF-8 size)
         self._input: InputRecord | None = None
         self._input_start: tuple[int, int] = (0, 0)
@@ -100,10 +121,12 @@ class Emitter:
                                  f"{self.max_message_bytes} (kafka_max_message_bytes)")
         self._pending.append((self._topics.name(topic), _key(key), data, partition))
         self._logical.append(topic)
+        self._origin.append(self._input)
 
     def raw(self, physical_topic: str, data: bytes, key: bytes | None = None, partition: int | None = None) -> None:
         self._pending.append((physical_topic, key, data, partition))
         self._logical.append(self._topics.logical(physical_topic))
+        self._origin.append(self._input)
 
     def rows(self, table: str, rows: Iterable[dict[str, Any]]) -> None:
         """Rows for a table that has no topic of its own: sent as store.rows messages (as many as
@@ -136,6 +159,7 @@ class Emitter:
         data = self._codec.encode("dead_letter", value)
         self._pending.append((self._topics.name(dlq(logical_topic)), key_bytes, data, None))
         self._logical.append(dlq(logical_topic))
+        self._origin.append(None)  # a dead letter is never rolled back into another one
 
     # -- the failure boundary of one input record --------------------------------------------
     def begin(self, record: InputRecord) -> None:
@@ -183,6 +207,7 @@ class Emitter:
         pending, rows = checkpoint
         del self._pending[pending:]
         del self._logical[pending:]
+        del self._origin[pending:]
         del self._rows[rows:]
 
     def __len__(self) -> int:
@@ -209,11 +234,39 @@ class Emitter:
                 self.record(STORE_ROWS, {"table": table, "rows": "[" + ",".join(chunk) + "]"}, key=table)
 
     async def flush(self) -> int:
+        """Send everything staged and wait for the acks. Raises SendFailed when some records were not
+        acknowledged: they stay staged, and calling ``flush()`` again sends just those (a record the
+        broker may have taken before the error is sent twice: consumers keep ids, at-least-once).
+        A record the broker refuses for good (too large for it) does not block the rest: the input
+        that staged it is dead-lettered instead."""
         self.end()
         self._row_messages()
-        pending, self._pending, self._logical = self._pending, [], []
-        if not pending:
+        if not self._pending:
             return 0
-        futures = [await self._send(topic, key, value, partition) for topic, key, value, partition in pending]
-        await asyncio.gather(*futures)
-        return len(pending)
+        outcomes: list[Any] = []
+        for topic, key, value, partition in self._pending:
+            try:
+                outcomes.append(await self._send(topic, key, value, partition))
+            except Exception as exc:  # no metadata (broker away), producer closed, ...
+                outcomes.append(exc)
+        waiting = [(i, f) for i, f in enumerate(outcomes) if not isinstance(f, BaseException)]
+        for (i, _), result in zip(waiting, await asyncio.gather(*(f for _, f in waiting), return_exceptions=True),
+                                  strict=True):
+            outcomes[i] = result
+        failed = [i for i, result in enumerate(outcomes) if isinstance(result, BaseException)]
+        sent = len(outcomes) - len(failed)
+        if not failed:
+            self._pending, self._logical, self._origin = [], [], []
+            return sent
+        keep = [i for i in failed if not (_refused_by_broker(outcomes[i]) and self._origin[i] is not None)]
+        refused = {id(self._origin[i]): (self._origin[i], outcomes[i]) for i in failed if i not in keep}
+        first_error = outcomes[failed[0]]
+        self._pending = [self._pending[i] for i in keep]
+        self._logical = [self._logical[i] for i in keep]
+        self._origin = [self._origin[i] for i in keep]
+        for record, error in refused.values():
+            assert record is not None
+            self.dead_letter(record.topic, record.partition, record.offset,
+                             f"the broker refused an output of this record: {type(error).__name__}: {error}",
+                             record.ts_ms, record.value, record.key)
+        raise SendFailed(len(self._pending), first_error)

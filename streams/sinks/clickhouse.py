@@ -11,12 +11,22 @@ from typing import Any
 from aiokafka.structs import ConsumerRecord
 
 from streams.bus.codec import DecodeError, SchemaRegistry
-from streams.bus.consumer import BatchConsumerService
+from streams.bus.consumer import BatchConsumerService, Unavailable
 from streams.bus.topics import (
-    CASE_EVENTS, CASE_INPUTS, CASES, DISPATCHES, RAW_SCHEMAS, SLA_ALERTS, STORE_ROWS, TRIAGE, dlq,
+    CASE_EVENTS,
+    CASE_INPUTS,
+    CASES,
+    DISPATCHES,
+    RAW_SCHEMAS,
+    SLA_ALERTS,
+    STORE_ROWS,
+    TRIAGE,
+    dlq,
 )
+from streams.faults import crash_point
 from streams.metrics import PipelineMetrics
 from streams.settings import Settings
+from streams.sinks.insert import Refused, SinkRow, StoreUnavailable, write_refused, write_table
 
 log = logging.getLogger(__name__)
 
@@ -99,33 +109,58 @@ class ClickHouseSink(BatchConsumerService):
             return value["table"], json.loads(value["rows"])
         raise DecodeError(f"no table for topic {logical}")
 
-    async def handle(self, records: list[ConsumerRecord]) -> None:
-        tables: dict[str, list[dict[str, Any]]] = {}
+    async def prepare(self, records: list[ConsumerRecord]) -> SinkBatch:
+        """Records → rows by table. A record that cannot be read is set aside (sink_dead_letters) with
+        the reason: our own topics, so it is a bug or a stranger's write, and it must not block the sink."""
+        batch = SinkBatch()
+        stored_ms = int(time.time() * 1000)
         for rec in records:
+            logical = self.names.logical(rec.topic)
             try:
                 table, rows = self.rows_of(rec)
-            except (DecodeError, ValueError, KeyError) as exc:
-                # Our own topics: a bad record here is a bug; keep it visible, never block the sink.
+                rows = [clean_row(r) for r in rows]
+            except Exception as exc:
                 log.error("sink: unreadable record %s[%s]@%s: %s", rec.topic, rec.partition, rec.offset, exc)
-                self.metrics.dead_letters.labels(topic=self.names.logical(rec.topic), reason="sink_unreadable").inc()
+                self.metrics.dead_letters.labels(topic=logical, reason="sink_unreadable").inc()
+                position = SinkRow(logical, rec.partition, rec.offset, 0, {"original": _text(rec.value)})
+                reason = str(exc) if isinstance(exc, DecodeError) else f"unreadable: {exc!r}"
+                batch.refused.append(Refused(position, "", reason))
                 continue
             if table:
-                tables.setdefault(table, []).extend(clean_row(r) for r in rows)
-        delay = 0.5
-        for table, rows in tables.items():
-            while True:
+                batch.tables.setdefault(table, []).extend(
+                    SinkRow(logical, rec.partition, rec.offset, i, row) for i, row in enumerate(rows))
+        batch.ts_ms = stored_ms
+        return batch
+
+    async def deliver(self, batch: SinkBatch) -> None:
+        """Each table in one INSERT (bisected around refused rows), then the refused rows; raises
+        Unavailable while ClickHouse is down (the consumer pauses and keeps the batch)."""
+        try:
+            for table in list(batch.tables):
+                rows = batch.tables[table]
                 started = time.perf_counter()
-                try:
-                    await asyncio.to_thread(self.store.insert, table, rows)
-                    self.metrics.store_write_seconds.labels(table=table).observe(time.perf_counter() - started)
-                    self.metrics.store_batch_rows.labels(table=table).observe(len(rows))
-                    self.metrics.store_rows_written.labels(table=table).inc(len(rows))
-                    break
-                except Exception as exc:
-                    self.metrics.store_write_failures.labels(table=table).inc()
-                    log.warning("sink: insert of %d rows into %s failed (%s); retrying in %.1fs",
-                                len(rows), table, exc, delay)
-                    if self.should_stop:
-                        raise
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 30.0)
+                refused = await asyncio.to_thread(write_table, self.store, table, rows)
+                self.metrics.store_write_seconds.labels(table=table).observe(time.perf_counter() - started)
+                self.metrics.store_batch_rows.labels(table=table).observe(len(rows))
+                self.metrics.store_rows_written.labels(table=table).inc(len(rows) - len(refused))
+                for item in refused:
+                    log.error("sink: %s row from %s[%s]@%s refused: %s", table, item.row.topic, item.row.partition,
+                              item.row.offset, item.reason)
+                    self.metrics.dead_letters.labels(topic=item.row.topic, reason="sink_refused").inc()
+                batch.refused.extend(refused)
+                del batch.tables[table]  # written: a retry after an outage starts at the next table
+            await asyncio.to_thread(write_refused, self.store, batch.refused, batch.ts_ms)
+            batch.refused = []
+        except StoreUnavailable as exc:
+            self.metrics.store_write_failures.labels(table="*").inc()
+            raise Unavailable(str(exc)) from exc
+        crash_point("sink.inserted")
+
+
+class SinkBatch:
+    """A fetched batch as rows by table, and the rows/records set aside; shrinks as tables are written."""
+
+    def __init__(self) -> None:
+        self.tables: dict[str, list[SinkRow]] = {}
+        self.refused: list[Refused] = []
+        self.ts_ms = 0

@@ -122,3 +122,60 @@ async def test_every_input_gets_one_ledger_row_with_its_outcome() -> None:
         ("hotline.calls", 12, "dlq", 1002), ("iot.readings", 5, "none", 1003), ("field.tracks", 6, "rows", 1004)]
     dead = [registry().decode(v)[1] for t, _, v in sent.records if t.endswith(".dlq")][0]
     assert (dead["offset"], dead["ts_ms"], dead["original"]) == (12, 1002, b"")
+
+
+class Flaky(Sent):
+    """Acks nothing while ``down``; with ``refuse`` set, the broker refuses records larger than that for good."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+        self.refuse: int | None = None
+
+    async def __call__(self, topic: str, key: bytes | None, value: bytes, partition: int | None) -> Any:
+        from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+
+        done: asyncio.Future = asyncio.get_running_loop().create_future()
+        if self.down:
+            done.set_exception(KafkaConnectionError("broker away"))
+        elif self.refuse is not None and len(value) > self.refuse:
+            done.set_exception(MessageSizeTooLargeError("too large for this broker"))
+        else:
+            self.records.append((topic, key, value))
+            done.set_result(None)
+        return done
+
+
+async def test_unacknowledged_records_stay_staged_and_go_on_the_next_flush() -> None:
+    from streams.bus.emit import SendFailed
+
+    sent = Flaky()
+    out = emitter(sent)
+    out.record("triage.manual", triage("a"))
+    out.record("triage.manual", triage("b"))
+    sent.down = True
+    with pytest.raises(SendFailed, match="2 records not acknowledged: KafkaConnectionError"):
+        await out.flush()
+    with pytest.raises(SendFailed):
+        await out.flush()
+    sent.down = False
+    assert await out.flush() == 2
+    assert await out.flush() == 0
+    assert [registry().decode(v)[1]["record"] for _, _, v in sent.records] == ["a", "b"]
+
+
+async def test_a_record_the_broker_refuses_for_good_dead_letters_its_input() -> None:
+    from streams.bus.emit import InputRecord, SendFailed
+
+    sent = Flaky()
+    sent.refuse = 5000
+    out = emitter(sent)
+    out.begin(InputRecord("hotline.calls", 2, 40, 7, b"{}", None))
+    out.record("triage.manual", triage("small"))
+    out.begin(InputRecord("hotline.calls", 2, 41, 8, b"{}", None))
+    out.record("triage.manual", triage("x" * 6000))
+    with pytest.raises(SendFailed):
+        await out.flush()
+    await out.flush()
+    dead = [registry().decode(v)[1] for t, _, v in sent.records if t.endswith(".dlq")]
+    assert [(d["offset"], "refused" in d["reason"]) for d in dead] == [(41, True)]
