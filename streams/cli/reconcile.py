@@ -48,7 +48,9 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     since = instant_ms(args.since) if args.since else until - duration_ms(args.last)
     store = open_store(settings.store_url)
     try:
-        result = reconcile(settings.kafka_bootstrap, store, settings.topic_prefix, since, until)
+        window_ms = int(settings.event_time_max_age_days * 86_400_000)  # cases an input of the range can touch
+        result = reconcile(settings.kafka_bootstrap, store, settings.topic_prefix, since, until,
+                           cases_since_ms=since - window_ms)
     finally:
         store.close()
     sys.stdout.write((dumps(result) if args.json else result.text()) + "\n")

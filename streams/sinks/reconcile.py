@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from streams.bus.rules import DEFAULT_RULES
 from streams.bus.topics import CASE_ACTIONS, CASE_INPUTS, RAW_SCHEMAS, TopicNames
 
 # Inputs with a ledger: the raw feeds (agents and lean consumers), the actions router, the lifecycle.
@@ -110,7 +111,7 @@ class Reconciliation:
             if t.dead_letter_rows != t.outcomes.get("dlq", 0):
                 lines.append(f"    DEAD LETTERS: ledger says {t.outcomes.get('dlq', 0)}, dead_letters has "
                              f"{t.dead_letter_rows}")
-        lines.append(f"outputs (cases opened in the range: {self.cases})")
+        lines.append(f"outputs (cases opened in the range or the event-time window before it: {self.cases})")
         for f in self.outputs:
             mark = "ok" if f.ok else "DIFFERENCE"
             lines.append(f"  {f.check:<52} expected {f.expected:>6}  found {f.found:>6}  {mark}")
@@ -274,10 +275,15 @@ def _counts(check: str, expected: Counter, found: Counter, missing_text: str, ex
 
 
 def reconcile(bootstrap: str, store: Any, topic_prefix: str, since_ms: int, until_ms: int,
-              topics: Iterable[str] = LEDGER_TOPICS) -> Reconciliation:
+              topics: Iterable[str] = LEDGER_TOPICS, cases_since_ms: int | None = None) -> Reconciliation:
+    """Inputs by Kafka timestamp in [since, until); outputs of the cases opened (event time) in
+    [cases_since, until) -- by default since minus the default event-time window, which covers every
+    case an input of the range can have opened or changed."""
     ranges = kafka_ranges(bootstrap, TopicNames(topic_prefix), topics, since_ms, until_ms)
     inputs = account_inputs(store, ranges)
-    cases, outputs = check_outputs(store, since_ms, until_ms)
+    if cases_since_ms is None:
+        cases_since_ms = since_ms - DEFAULT_RULES.max_age_ms
+    cases, outputs = check_outputs(store, cases_since_ms, until_ms)
     return Reconciliation(since_ms, until_ms, inputs, outputs, cases)
 
 
