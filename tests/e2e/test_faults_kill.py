@@ -50,7 +50,7 @@ def test_sigkill_at_every_moment_loses_nothing_and_doubles_nothing(kafka: LocalK
     for crash_at, delay in KILLS:
         worker = worker_factory(store_url, crash_at=crash_at) if crash_at else worker_factory(store_url)
         if crash_at:
-            wait_until(lambda: worker.proc is not None and worker.proc.poll() is not None, 240,
+            wait_until(lambda w=worker: w.proc is not None and w.proc.poll() is not None, 240,  # type: ignore[misc]
                        f"the worker to kill itself at {crash_at}", worker.tail)
             assert "fault injection: SIGKILL at" in worker.log_path.read_text(errors="replace"), worker.tail()
         else:
