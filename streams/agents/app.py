@@ -18,28 +18,46 @@ import json
 import logging
 import re
 import time
+import weakref
 from typing import Any
 
 import faust
 from faust.streams import current_event
 from faust.types import EventT
 
-from streams.bus.emit import Emitter
 from streams.bus.codec import DecodeError, registry
+from streams.bus.delivery import deliver_until_acked
+from streams.bus.emit import Emitter, InputRecord
 from streams.bus.rules import InputRules
+from streams.bus.topics import (
+    ACTIONS_REJECTED,
+    CAMERA_ALERTS,
+    CASE_ACTIONS,
+    CASE_EVENTS,
+    CASE_INPUTS,
+    CASES,
+    CASES_TABLE,
+    DISPATCHES,
+    FIELD_REPORTS,
+    HOTLINE_CALLS,
+    INTERNAL_SCHEMAS,
+    IOT_COMMANDS,
+    RAW_SCHEMAS,
+    REGISTRY_CHANGES,
+    SLA_ALERTS,
+    SOURCES_TABLE,
+    TRIAGE,
+    WEBHOOK_DELIVERIES,
+    TopicNames,
+)
 from streams.core.cases.engine import CaseEngine
+from streams.core.cases.sla import DEFAULT_OVERRIDE_FILE, WorkCalendar
 from streams.core.ingest import Ingestor, RejectRecord
 from streams.core.knowledge.knowledge import Knowledge
 from streams.core.model import Signal
-from streams.core.cases.sla import DEFAULT_OVERRIDE_FILE, WorkCalendar
+from streams.faults import crash_point
 from streams.metrics import PipelineMetrics
 from streams.settings import Settings
-from streams.bus.topics import (
-    ACTIONS_REJECTED, CAMERA_ALERTS, CASE_ACTIONS, CASE_EVENTS, CASE_INPUTS, CASES, DISPATCHES, FIELD_REPORTS,
-    HOTLINE_CALLS, INTERNAL_SCHEMAS, IOT_COMMANDS, RAW_SCHEMAS, REGISTRY_CHANGES, SIGNALS, SLA_ALERTS, TRIAGE,
-    WEBHOOK_DELIVERIES, TopicNames,
-)
-from streams.bus.topics import CASES_TABLE, SOURCES_TABLE
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +99,7 @@ class Pipeline:
         self.rules = InputRules.from_settings(settings)
         self.schemas = {**RAW_SCHEMAS, **INTERNAL_SCHEMAS}
         self._producer: Any = None
+        self._producer_lock = asyncio.Lock()
         self.app = faust.App(
             settings.app_id,
             broker=f"kafka://{settings.kafka_bootstrap}",
@@ -103,6 +122,7 @@ class Pipeline:
                                        settings.kafka_session_timeout_seconds + 5),
             broker_heartbeat_interval=max(0.5, settings.kafka_session_timeout_seconds / 10),
         )
+        idempotent_changelogs(self.app)
         self._define()
 
     # -- helpers --------------------------------------------------------------------------
@@ -119,14 +139,18 @@ class Pipeline:
     async def derived_producer(self) -> Any:
         """A plain aiokafka producer for derived records: Faust's producer buffer hands records over
         one at a time (~3-4k/s here); the agents' bulk sends go several times faster directly.
-        Table changelogs stay on Faust's producer. Started on first use, stopped with the app."""
-        if self._producer is None:
-            from aiokafka import AIOKafkaProducer
+        Table changelogs stay on Faust's producer. Started on first use (once: the agents ask for it
+        at the same time, and a second producer dropped mid-send would lose what it held), stopped
+        with the app."""
+        async with self._producer_lock:
+            if self._producer is None:
+                from aiokafka import AIOKafkaProducer
 
-            producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, linger_ms=5, acks="all",
-                                        max_batch_size=256 * 1024)
-            await producer.start()
-            self._producer = producer
+                producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, linger_ms=5,
+                                            acks="all", enable_idempotence=True, max_batch_size=256 * 1024,
+                                            max_request_size=self.settings.kafka_max_message_bytes + 64 * 1024)
+                await producer.start()
+                self._producer = producer
         return self._producer
 
     async def close(self) -> None:
@@ -182,42 +206,63 @@ class Pipeline:
         @app.timer(interval=settings.timer_tick_seconds)
         async def tick() -> None:
             """A tick per assigned case.inputs partition: timers fire inside stream processing, so their
-            table writes land in the right changelog partition and survive restarts."""
+            table writes land in the right changelog partition and survive restarts. A tick that cannot
+            be sent (broker away) is skipped: the next one fires whatever is due by then."""
             name = case_inputs.get_topic_name()
             now = int(time.time() * 1000)
             value = self.codec.encode("case_input", {"kind": "tick", "signal": None, "action": None, "tick_ms": now})
-            for tp in app.assignor.assigned_actives():
-                if tp.topic == name:
-                    await app.producer.send(name, None, value, tp.partition, None, None)
+            try:
+                for tp in app.assignor.assigned_actives():
+                    if tp.topic == name:
+                        await app.producer.send(name, None, value, tp.partition, None, None)
+            except Exception as exc:
+                log.warning("clock tick not sent (%s); the next tick catches up", exc)
 
     # -- adapters -------------------------------------------------------------------------
+    # Every adapter runs each input record inside ``out.begin(...)``: its outputs are staged, and a
+    # failure of any step (decode, validate, process, encode) rolls them back and dead-letters the
+    # record (``out.park``). The batch's outputs are then sent until acknowledged (an outage waits
+    # here; Faust keeps polling for us), and only then is the batch acknowledged.
+    def _input(self, msg: Any, logical: str) -> InputRecord:
+        return InputRecord(logical, msg.partition, msg.offset, _kafka_ms(msg) or 0, msg.value, msg.key)
+
+    def _park(self, out: Emitter, logical: str, reason: str) -> None:
+        self.metrics.dead_letters.labels(topic=logical, reason=reason_label(reason)).inc()
+        out.park(reason)
+
     async def ingest_batch(self, batch: list[EventT]) -> None:
         out = self.emitter()
-        decoded: list[tuple[Any, str, dict]] = []
+        decoded: list[tuple[Any, str, dict | None, str]] = []
         for event in batch:
             msg = event.message
             logical = self.topics.logical(msg.topic)
             self.metrics.event_in(SOURCE_OF_TOPIC.get(logical, logical), logical, time.time())
             try:
-                decoded.append((msg, logical, self.codec.decode(msg.value, RAW_SCHEMAS[logical], self.rules,
-                                                                _kafka_ms(msg))[1]))
+                record = self.codec.decode(msg.value, RAW_SCHEMAS[logical], self.rules, _kafka_ms(msg))[1]
+                decoded.append((msg, logical, record, ""))
             except Exception as exc:  # DecodeError (the reason), or anything else the bytes provoke
-                self._dead_letter(out, logical, msg, str(exc) if isinstance(exc, DecodeError) else f"undecodable: {exc!r}")
-        self.ingestor.prepare([record for _, _, record in decoded])  # one classifier call per batch
-        for msg, logical, record in decoded:
-            ingest_ms = _kafka_ms(msg) or int(time.time() * 1000)
-            checkpoint = out.checkpoint()
+                why = str(exc) if isinstance(exc, DecodeError) else f"undecodable: {exc!r}"
+                decoded.append((msg, logical, None, why))
+        try:
+            self.ingestor.prepare([record for _, _, record, _ in decoded if record is not None])
+        except Exception:  # an optimisation only: each record is classified on its own below
+            log.exception("ingest: batch classification failed")
+        for msg, logical, record, reason in decoded:
+            out.begin(self._input(msg, logical))
+            if record is None:
+                self._park(out, logical, reason)
+                continue
             try:
-                result = self.ingestor.ingest(RAW_SCHEMAS[logical], record, ingest_ms)
+                result = self.ingestor.ingest(RAW_SCHEMAS[logical], record, _kafka_ms(msg) or int(time.time() * 1000))
                 self.emit_ingest_result(out, result)
             except RejectRecord as exc:
-                out.rollback(checkpoint)
-                self._dead_letter(out, logical, msg, str(exc))
+                self._park(out, logical, str(exc))
             except Exception as exc:  # a bug or an unsendable output must not stop the feed: park the record
-                out.rollback(checkpoint)
                 log.warning("ingest: %s[%s]@%s parked: %r", msg.topic, msg.partition, msg.offset, exc)
-                self._dead_letter(out, logical, msg, f"internal error: {exc!r}")
-        await out.flush()
+                self._park(out, logical, f"internal error: {exc!r}")
+        out.end()
+        await deliver_until_acked(out, "ingest", lambda: self.app.should_stop)
+        crash_point("ingest.outputs_sent")
 
     def emit_ingest_result(self, out: Emitter, result: Any) -> None:
         for signal in result.signals:
@@ -232,31 +277,28 @@ class Pipeline:
         for table, rows in result.rows.items():
             out.rows(table, rows)
 
-    def _dead_letter(self, out: Emitter, logical: str, msg: Any, reason: str) -> None:
-        self.metrics.dead_letters.labels(topic=logical, reason=reason_label(reason)).inc()
-        out.dead_letter(logical, msg.partition, msg.offset, reason, int(time.time() * 1000), msg.value, msg.key)
-
     async def route_action_batch(self, batch: list[EventT]) -> None:
         out = self.emitter()
         for event in batch:
             msg = event.message
             self.metrics.event_in("action", CASE_ACTIONS, time.time())
+            out.begin(self._input(msg, CASE_ACTIONS))
             try:
                 _, action = self.codec.decode(msg.value, RAW_SCHEMAS[CASE_ACTIONS], self.rules, _kafka_ms(msg))
+                case_id = action.get("case_id") or await self.case_of_source(action.get("source_id") or "")
+                if not case_id:
+                    out.record(ACTIONS_REJECTED, {
+                        "action_id": action["action_id"], "case_id": None, "ts_ms": _kafka_ms(msg) or 0,
+                        "reason": f"unknown source_id {action.get('source_id')!r}: no case holds that record yet",
+                        "action": json.dumps(action, ensure_ascii=False)})
+                    continue
+                action["case_id"] = case_id
+                out.record(CASE_INPUTS, {"kind": "action", "signal": None, "tick_ms": None,
+                                         "action": json.dumps(action, ensure_ascii=False)}, key=street_of_case(case_id))
             except Exception as exc:
-                self._dead_letter(out, CASE_ACTIONS, msg, str(exc) if isinstance(exc, DecodeError) else f"undecodable: {exc!r}")
-                continue
-            case_id = action.get("case_id") or await self.case_of_source(action.get("source_id") or "")
-            if not case_id:
-                out.record(ACTIONS_REJECTED, {
-                    "action_id": action["action_id"], "case_id": None, "ts_ms": int(time.time() * 1000),
-                    "reason": f"unknown source_id {action.get('source_id')!r}: no case holds that record yet",
-                    "action": json.dumps(action, ensure_ascii=False)})
-                continue
-            action["case_id"] = case_id
-            out.record(CASE_INPUTS, {"kind": "action", "signal": None, "tick_ms": None,
-                                     "action": json.dumps(action, ensure_ascii=False)}, key=street_of_case(case_id))
-        await out.flush()
+                self._park(out, CASE_ACTIONS, str(exc) if isinstance(exc, DecodeError) else f"internal error: {exc!r}")
+        out.end()
+        await deliver_until_acked(out, "route-actions", lambda: self.app.should_stop)
 
     async def case_of_source(self, source_id: str, patience: float = 30.0) -> str | None:
         """The case holding a source record. Right after a (re)start the source index (a GlobalTable,
@@ -269,45 +311,64 @@ class Pipeline:
             case_id = self.sources_table.get(source_id)
         return case_id
 
+    def apply_case_input(self, msg: Any) -> Any:
+        _, item = self.codec.decode(msg.value, "case_input")
+        if item["kind"] == "signal":
+            signal = Signal.from_dict(json.loads(item["signal"]))
+            outputs = self.engine.on_signal(signal, msg.partition)
+            if outputs.dispatches:
+                self.metrics.ingest_to_dispatch.observe(max(0.0, time.time() - signal.ingest_ms / 1000))
+            return outputs
+        if item["kind"] == "action":
+            return self.engine.on_action(json.loads(item["action"]), msg.partition)
+        if item["kind"] == "tick":
+            return self.engine.on_tick(item["tick_ms"], msg.partition)
+        raise DecodeError(f"unknown case input kind {item['kind']!r}")
+
     async def lifecycle_batch(self, stream: faust.StreamT, batch: list[EventT]) -> None:
+        """Outputs before state: the batch's outputs are sent and acknowledged first, the case state
+        (the table's changelog) is written after. A crash between the two replays the batch from the
+        old state into the same outputs with the same ids (duplicates that every consumer keeps once);
+        the other order could store a state that already holds a signal whose dispatch was never sent."""
         if self._engine_stale:
             self.engine.rebuild()
             self._engine_stale = False
+        views = (self.cases_view, self.sources_view)
         out = self.emitter()
         latest_cases: dict[str, dict] = {}
         for event in batch:
-            # Table writes go to the changelog partition of the *current* event: set it per event,
-            # since take_events() leaves the last event of the batch as current.
-            stream._set_current_event(event)
+            # Table writes go to the changelog partition of the *current* event: point it at each one
+            focus(event)
             msg = event.message
+            out.begin(self._input(msg, CASE_INPUTS))
+            for view in views:
+                view.mark()
             try:
-                _, item = self.codec.decode(msg.value, "case_input")
-                if item["kind"] == "signal":
-                    signal = Signal.from_dict(json.loads(item["signal"]))
-                    outputs = self.engine.on_signal(signal, msg.partition)
-                    if outputs.dispatches:
-                        self.metrics.ingest_to_dispatch.observe(max(0.0, time.time() - signal.ingest_ms / 1000))
-                elif item["kind"] == "action":
-                    outputs = self.engine.on_action(json.loads(item["action"]), msg.partition)
-                elif item["kind"] == "tick":
-                    outputs = self.engine.on_tick(item["tick_ms"], msg.partition)
-                else:
-                    raise DecodeError(f"unknown case input kind {item['kind']!r}")
-            except (DecodeError, ValueError, KeyError) as exc:
-                self._dead_letter(out, CASE_INPUTS, msg, str(exc))
+                outputs = self.apply_case_input(msg)
+                changed: dict[str, dict] = {}
+                self.emit_outputs(out, outputs, changed)
+            except Exception as exc:  # the input's fault, or a bug: undo its state, park it, go on
+                if not isinstance(exc, (DecodeError, ValueError, KeyError)):
+                    log.exception("lifecycle: internal error on %s[%s]@%s", msg.topic, msg.partition, msg.offset)
+                if any([view.undo() for view in views]):
+                    self.engine.rebuild()  # its indexes saw the undone change
+                known = isinstance(exc, (DecodeError, ValueError, KeyError))
+                reason = str(exc) if known else f"internal error: {exc!r}"
+                self._park(out, CASE_INPUTS, reason)
                 continue
-            except Exception as exc:  # a bug must not stop every case: park the input, loudly
-                log.exception("lifecycle: internal error on %s[%s]@%s", msg.topic, msg.partition, msg.offset)
-                self._dead_letter(out, CASE_INPUTS, msg, f"internal error: {exc!r}")
-                continue
-            self.emit_outputs(out, outputs, latest_cases)
+            latest_cases.update(changed)
+        out.end()
         for row in latest_cases.values():  # the current state once per case and batch
-            out.record(CASES, {"case_id": row["case_id"], "version": row["version"],
-                               "state": json.dumps(row, ensure_ascii=False)}, key=row["case_id"])
+            try:
+                out.record(CASES, {"case_id": row["case_id"], "version": row["version"],
+                                   "state": json.dumps(row, ensure_ascii=False)}, key=row["case_id"])
+            except Exception:  # its next change writes it again; the case itself is in the table
+                log.exception("lifecycle: the state row of case %s cannot be sent", row.get("case_id"))
+        await deliver_until_acked(out, "lifecycle", lambda: self.app.should_stop)
+        crash_point("lifecycle.outputs_sent")
         self.cases_view.flush_writes(stream)
         self.sources_view.flush_writes(stream)
-        stream._set_current_event(batch[-1] if batch else None)
-        await out.flush()
+        crash_point("lifecycle.state_written")
 
     def emit_outputs(self, out: Emitter, outputs: Any, latest_cases: dict[str, dict]) -> None:
         for row in outputs.cases:
@@ -371,6 +432,30 @@ class Pipeline:
         return self._webhook_config
 
 
+def focus(event: EventT | None) -> None:
+    """Point Faust's table writes (this task's current event) at ``event``'s partition.
+
+    Only the task's context variable, never ``stream.current_event``: ``take_events()`` reads that
+    attribute when it buffers the *next* event while the agent still holds the batch, and an old
+    event put there makes it record the old event in place of the new one -- the new record would
+    be acknowledged without ever being processed."""
+    from faust.streams import _current_event
+
+    _current_event.set(weakref.ref(event) if event is not None else None)
+
+
+def idempotent_changelogs(app: faust.App) -> None:
+    """Faust's own producer (table changelogs, ticks) idempotent with acks=all, like every other
+    producer of the worker: a retried send after a broker hiccup is written once."""
+    from faust.transport.drivers.aiokafka import Producer
+
+    class IdempotentProducer(Producer):  # type: ignore[misc]
+        def _settings_extra(self) -> Any:
+            return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+    app.transport.Producer = IdempotentProducer
+
+
 class _TableView:
     """A plain MutableMapping over a Faust table (the core takes mappings, not Faust objects).
 
@@ -381,6 +466,7 @@ class _TableView:
     def __init__(self, table: Any) -> None:
         self._table = table
         self._pending: dict[str, tuple[Any, Any]] = {}
+        self._journal: dict[str, tuple[Any, Any] | None] | None = None
 
     def __getitem__(self, key: str) -> Any:
         value = self.get(key)
@@ -395,7 +481,23 @@ class _TableView:
         return default if value is None else value
 
     def __setitem__(self, key: str, value: Any) -> None:
+        if self._journal is not None and key not in self._journal:
+            self._journal[key] = self._pending.get(key)
         self._pending[key] = (value, current_event())
+
+    def mark(self) -> None:
+        """Start remembering what the next writes replace, so that :meth:`undo` can take them back."""
+        self._journal = {}
+
+    def undo(self) -> bool:
+        """Take back the writes since :meth:`mark` (an input that failed half-way); True if there were any."""
+        journal, self._journal = self._journal or {}, None
+        for key, previous in journal.items():
+            if previous is None:
+                self._pending.pop(key, None)
+            else:
+                self._pending[key] = previous
+        return bool(journal)
 
     def __delitem__(self, key: str) -> None:
         self.flush_writes(None)
@@ -416,8 +518,7 @@ class _TableView:
             return
         last = current_event()
         for key, (value, event) in pending.items():
-            if stream is not None and event is not None:
-                stream._set_current_event(event)
+            if event is not None:
+                focus(event)
             self._table[key] = value
-        if stream is not None:
-            stream._set_current_event(last)
+        focus(last)

@@ -39,7 +39,9 @@ class LeanIngest(BatchConsumerService):
         self.producer: AIOKafkaProducer | None = None
 
     async def on_start(self) -> None:
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, linger_ms=2, acks="all")
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, linger_ms=2, acks="all",
+                                         enable_idempotence=True,
+                                         max_request_size=self.settings.kafka_max_message_bytes + 64 * 1024)
         await self.producer.start()
         await super().on_start()
 

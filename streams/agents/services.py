@@ -18,9 +18,9 @@ class WebhookService(mode.Service):
 
     def __init__(self, settings: Settings, metrics: PipelineMetrics, store: Any, **kw: Any) -> None:
         super().__init__(**kw)
-        from streams.storage import BatchWriter
         from streams.sinks.webhooks import load_config
         from streams.sinks.webhooks.deliver import PrometheusWebhookMetrics, WebhookDeliverer
+        from streams.storage import BatchWriter
 
         self.writer = BatchWriter(store, settings, metrics)
         self.deliverer = WebhookDeliverer(settings, load_config(settings.webhooks_file),

@@ -14,23 +14,24 @@ def ensure_topics(settings: Settings) -> None:
 
     names = TopicNames(settings.topic_prefix)
     changelogs = changelog_topics(settings.app_id)
-    create_topics(settings.kafka_bootstrap, names.all(), TopicPolicy.from_settings(settings),
-                  compacted=[names.name(t) for t in COMPACTED] + changelogs, check=changelogs)
+    # The changelogs too, before Faust starts: it would create them itself, but a worker that joins
+    # its group before their metadata has spread can stall in the partition assignment.
+    create_topics(settings.kafka_bootstrap, names.all() + changelogs, TopicPolicy.from_settings(settings),
+                  compacted=[names.name(t) for t in COMPACTED] + changelogs)
 
 
 def build_worker(settings: Settings) -> Any:
     """The Faust worker with every service of the pipeline, ready to ``execute_from_commandline()``."""
     import faust
 
+    from streams import faults, logrepeat
     from streams.agents.app import Pipeline
     from streams.agents.lean import LeanIngest
-    from streams.sinks.clickhouse import ClickHouseSink
     from streams.agents.services import ConsumerLagService, GaugeService, WebhookService
-    from streams.wall.web import register_views
     from streams.metrics import start_metrics_server
+    from streams.sinks.clickhouse import ClickHouseSink
     from streams.storage import open_store
-
-    from streams import faults, logrepeat
+    from streams.wall.web import register_views
 
     faults.configure(settings.crash_at)
     store = open_store(settings.store_url)

@@ -120,6 +120,9 @@ class ClickHouseSink(BatchConsumerService):
                 table, rows = self.rows_of(rec)
                 rows = [clean_row(r) for r in rows]
             except Exception as exc:
+                if logical == CASE_INPUTS:  # the lifecycle owns this topic: it dead-letters the record
+                    log.debug("sink: skipping unreadable %s[%s]@%s: %s", rec.topic, rec.partition, rec.offset, exc)
+                    continue
                 log.error("sink: unreadable record %s[%s]@%s: %s", rec.topic, rec.partition, rec.offset, exc)
                 self.metrics.dead_letters.labels(topic=logical, reason="sink_unreadable").inc()
                 position = SinkRow(logical, rec.partition, rec.offset, 0, {"original": _text(rec.value)})

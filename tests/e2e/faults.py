@@ -69,7 +69,7 @@ def poison_catalogue(max_message_bytes: int) -> list[Poison]:
         Poison("tombstone action", "case.actions", None, "tombstone"),
         Poison("tombstone case input", "case.inputs", None, "tombstone"),
         Poison("garbage bytes", "hotline.calls", b"\x00\xffnot a record", "not JSON"),
-        Poison("garbage case input", "case.inputs", b"\x00\xffnot a record", "single-object Avro"),
+        Poison("garbage case input", "case.inputs", b"\x00\xffnot a record", "not JSON"),
         Poison("JSON array", "field.reports", b"[1, 2]", "must be an object"),
         Poison("lone surrogate", "hotline.calls",
                json.dumps({**call(1, prefix="P"), "text": "a\ud800b"}).encode("ascii"), "surrogate"),
@@ -123,8 +123,8 @@ class Produced:
 
 
 def produce_records(bootstrap: str, prefix: str, records: list[tuple[str, bytes | None]],
-                    key: Callable[[int], bytes | None] = lambda i: None) -> list[tuple[str, int, int]]:
-    """Produce in order; returns each record's (logical topic, partition, offset)."""
+                    key: Callable[[int], bytes | None] = lambda i: f"k{i}".encode()) -> list[tuple[str, int, int]]:
+    """Produce in order (keyed: a tombstone needs a key); returns each record's (logical topic, partition, offset)."""
     names = TopicNames(prefix)
     producer = KafkaProducer(bootstrap_servers=bootstrap, max_request_size=2_000_000, acks="all")
     try:

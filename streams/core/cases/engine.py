@@ -202,11 +202,20 @@ class CaseEngine:
     def on_signal(self, signal: Signal, partition: int = 0) -> Outputs:
         out = Outputs()
         known = self.sources.get(signal.source_id)
-        if known is not None:
-            doc = self.cases.get(known)
-            if doc is not None and signal.signal_id in doc.get("signal_ids", []):
-                return out  # a re-delivered record changes nothing
+        # A re-delivered record changes nothing. Its case is found by the source index, or -- after a
+        # crash that stored the case but not yet the index -- by the id it opened or by dedup.
+        for candidate in (known, make_case_id(signal)):
+            if candidate is None:
+                continue
+            seen = self.cases.get(candidate)
+            if seen is not None and signal.signal_id in seen.get("signal_ids", []):
+                if known != candidate:
+                    self.sources[signal.source_id] = candidate
+                return out
         case_id = self.index.find(signal, self.cases, partition)
+        if case_id is not None and signal.signal_id in self.cases[case_id].get("signal_ids", []):
+            self.sources[signal.source_id] = case_id
+            return out
         if case_id is not None:
             doc = _clone(self.cases[case_id])
             steps = self._merge(doc, signal)
