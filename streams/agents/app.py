@@ -122,7 +122,6 @@ class Pipeline:
                                        settings.kafka_session_timeout_seconds + 5),
             broker_heartbeat_interval=max(0.5, settings.kafka_session_timeout_seconds / 10),
         )
-        idempotent_changelogs(self.app)
         self._define()
 
     # -- helpers --------------------------------------------------------------------------
@@ -149,9 +148,23 @@ class Pipeline:
                 producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, linger_ms=5,
                                             acks="all", enable_idempotence=True, max_batch_size=256 * 1024,
                                             max_request_size=self.settings.kafka_max_message_bytes + 64 * 1024)
-                await producer.start()
+                try:
+                    await producer.start()
+                except BaseException:  # broker away: the next send tries again with a fresh one
+                    await producer.stop()
+                    raise
                 self._producer = producer
         return self._producer
+
+    async def renew_producer(self) -> None:
+        """Replace the derived producer (see deliver_until_acked); what it held is sent again by the caller."""
+        async with self._producer_lock:
+            old, self._producer = self._producer, None
+        if old is not None:
+            try:
+                await asyncio.wait_for(old.stop(), timeout=10)
+            except Exception as exc:
+                log.warning("the replaced producer did not stop cleanly: %r", exc)
 
     async def close(self) -> None:
         if self._producer is not None:
@@ -261,7 +274,7 @@ class Pipeline:
                 log.warning("ingest: %s[%s]@%s parked: %r", msg.topic, msg.partition, msg.offset, exc)
                 self._park(out, logical, f"internal error: {exc!r}")
         out.end()
-        await deliver_until_acked(out, "ingest", lambda: self.app.should_stop)
+        await deliver_until_acked(out, "ingest", lambda: self.app.should_stop, self.renew_producer)
         crash_point("ingest.outputs_sent")
 
     def emit_ingest_result(self, out: Emitter, result: Any) -> None:
@@ -298,7 +311,7 @@ class Pipeline:
             except Exception as exc:
                 self._park(out, CASE_ACTIONS, str(exc) if isinstance(exc, DecodeError) else f"internal error: {exc!r}")
         out.end()
-        await deliver_until_acked(out, "route-actions", lambda: self.app.should_stop)
+        await deliver_until_acked(out, "route-actions", lambda: self.app.should_stop, self.renew_producer)
 
     async def case_of_source(self, source_id: str, patience: float = 30.0) -> str | None:
         """The case holding a source record. Right after a (re)start the source index (a GlobalTable,
@@ -364,7 +377,7 @@ class Pipeline:
                                    "state": json.dumps(row, ensure_ascii=False)}, key=row["case_id"])
             except Exception:  # its next change writes it again; the case itself is in the table
                 log.exception("lifecycle: the state row of case %s cannot be sent", row.get("case_id"))
-        await deliver_until_acked(out, "lifecycle", lambda: self.app.should_stop)
+        await deliver_until_acked(out, "lifecycle", lambda: self.app.should_stop, self.renew_producer)
         crash_point("lifecycle.outputs_sent")
         self.cases_view.flush_writes(stream)
         self.sources_view.flush_writes(stream)
@@ -442,18 +455,6 @@ def focus(event: EventT | None) -> None:
     from faust.streams import _current_event
 
     _current_event.set(weakref.ref(event) if event is not None else None)
-
-
-def idempotent_changelogs(app: faust.App) -> None:
-    """Faust's own producer (table changelogs, ticks) idempotent with acks=all, like every other
-    producer of the worker: a retried send after a broker hiccup is written once."""
-    from faust.transport.drivers.aiokafka import Producer
-
-    class IdempotentProducer(Producer):  # type: ignore[misc]
-        def _settings_extra(self) -> Any:
-            return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
-
-    app.transport.Producer = IdempotentProducer
 
 
 class _TableView:

@@ -1,6 +1,7 @@
 """The lean IoT/GPS ingest: a batch consumer beside the Faust agents (see streams.bus.consumer)."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -37,13 +38,31 @@ class LeanIngest(BatchConsumerService):
         self.emit_result = emit_result  # Pipeline.emit_ingest_result
         self.rules = InputRules.from_settings(settings)
         self.producer: AIOKafkaProducer | None = None
+        self.renew_needed = False
+
+    def new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, linger_ms=2, acks="all",
+                                enable_idempotence=True,
+                                max_request_size=self.settings.kafka_max_message_bytes + 64 * 1024)
 
     async def on_start(self) -> None:
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, linger_ms=2, acks="all",
-                                         enable_idempotence=True,
-                                         max_request_size=self.settings.kafka_max_message_bytes + 64 * 1024)
+        self.producer = self.new_producer()
         await self.producer.start()
         await super().on_start()
+
+    async def renew_producer(self) -> None:
+        """A new producer in place of one that cannot send any more; Unavailable while the broker is away."""
+        if self.producer is not None:
+            try:
+                await asyncio.wait_for(self.producer.stop(), timeout=10)
+            except Exception as exc:
+                log.warning("lean ingest: the replaced producer did not stop cleanly: %r", exc)
+        producer = self.new_producer()
+        try:
+            await producer.start()
+        except Exception as exc:
+            raise Unavailable(f"cannot start a new producer: {exc}") from exc
+        self.producer, self.renew_needed = producer, False
 
     async def on_stop(self) -> None:
         await super().on_stop()
@@ -51,11 +70,9 @@ class LeanIngest(BatchConsumerService):
             await self.producer.stop()
 
     def emitter(self) -> Emitter:
-        producer = self.producer
-        assert producer is not None
-
-        async def send(topic: str, key: bytes | None, value: bytes, partition: int | None):
-            return await producer.send(topic, value, key=key, partition=partition)
+        async def send(topic: str, key: bytes | None, value: bytes, partition: int | None) -> Any:
+            assert self.producer is not None  # the current one: it may have been renewed
+            return await self.producer.send(topic, value, key=key, partition=partition)
 
         return Emitter(send, self.codec, self.names, {**RAW_SCHEMAS, **INTERNAL_SCHEMAS},
                        self.settings.kafka_max_message_bytes)
@@ -81,8 +98,13 @@ class LeanIngest(BatchConsumerService):
         return out
 
     async def deliver(self, out: Emitter) -> None:
+        if self.renew_needed:
+            await self.renew_producer()
         try:
             await out.flush()
         except SendFailed as exc:
+            if exc.broken:  # the idempotence state is lost in the outage: only a new producer can send
+                log.warning("lean ingest: replacing the producer (%s)", exc.error)
+                self.renew_needed = True
             raise Unavailable(str(exc)) from exc
         crash_point("lean.outputs_sent")

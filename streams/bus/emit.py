@@ -62,10 +62,23 @@ class SendFailed(RuntimeError):
     """Some staged records were not acknowledged (the broker is away, most likely); they stay staged
     and the next ``flush()`` sends them again."""
 
-    def __init__(self, unsent: int, error: BaseException) -> None:
+    def __init__(self, unsent: int, error: BaseException, broken: bool = False) -> None:
         super().__init__(f"{unsent} records not acknowledged: {type(error).__name__}: {error}")
         self.unsent = unsent
         self.error = error
+        self.broken = broken  # the producer's idempotence state is lost: only a new producer can send
+
+
+def producer_broken(error: BaseException) -> bool:
+    """An idempotent producer that lost its sequence (batches expired during an outage, the broker
+    forgot the producer id) refuses every later send: it must be replaced, not retried."""
+    from aiokafka import errors
+
+    fatal = tuple(getattr(errors, name) for name in ("OutOfOrderSequenceNumber", "UnknownProducerId",
+                                                      "InvalidProducerEpoch", "InvalidProducerIdMapping",
+                                                      "ProducerFenced", "ProducerClosed")
+                  if hasattr(errors, name))
+    return isinstance(error, fatal)
 
 
 def _refused_by_broker(error: BaseException) -> bool:
@@ -269,4 +282,4 @@ class Emitter:
             self.dead_letter(record.topic, record.partition, record.offset,
                              f"the broker refused an output of this record: {type(error).__name__}: {error}",
                              record.ts_ms, record.value, record.key)
-        raise SendFailed(len(self._pending), first_error)
+        raise SendFailed(len(self._pending), first_error, any(producer_broken(outcomes[i]) for i in failed))
