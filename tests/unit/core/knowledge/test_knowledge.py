@@ -156,3 +156,49 @@ def test_illegal_building_in_heritage_zone_adds_street_management(kb: Knowledge)
     outside, _ = kb.locate(None, None, "钦江路15号")
     assert kb.route("违法搭建", [], zone).departments == ["城管执法中队", "街道管理办"]
     assert kb.route("违法搭建", [], outside).departments == ["城管执法中队"]
+
+
+# ---------------------------------------------------------------- the larger taxonomy (issue 15)
+def test_every_category_has_a_route_with_limits_on_named_clocks(kb: Knowledge) -> None:
+    """Each of the 100+ categories: departments from the directory, a level, and every stage limit
+    on one of the four named clocks."""
+    assert len(kb.taxonomy) >= 100
+    for category in kb.taxonomy:
+        route = kb.route(category.code, [])
+        assert route.departments and set(route.departments) <= set(kb.departments), category.name
+        assert route.level in (1, 2, 3, 4)
+        assert {"register", "dispatch", "handle", "verify"} <= set(route.stage_limits), category.name
+        for clock, minutes in route.stage_limits.values():
+            assert clock in CLOCKS and minutes > 0
+
+
+def test_emergencies_run_on_the_continuous_clock(kb: Knowledge) -> None:
+    for category in kb.taxonomy:
+        if category.urgency == "emergency":
+            route = kb.route(category.code, [])
+            assert route.stage_limits["handle"][0] == "emergency_hours", category.name
+            assert route.immediate, category.name
+
+
+@pytest.mark.parametrize("name,context,departments,level", [
+    ("燃气泄漏", [], ["燃气公司", "消防救援站"], 2),
+    ("自来水管爆裂", [], ["供水公司"], 2),
+    ("交通信号灯故障", [], ["交警支队"], 2),
+    ("健身器材损坏", [CTX_COMPOUND], ["物业公司"], 4),
+    ("健身器材损坏", [], ["街道管理办"], 3),
+    ("宠物粪便", [CTX_COMPOUND], ["物业公司"], 4),
+    ("宠物粪便", [], ["绿化市容所"], 3),
+    ("电梯故障", [], ["物业公司", "市场监管所"], 3),
+    ("流浪乞讨", [], ["救助管理站", "公安派出所"], 3),
+    ("居改非", [], ["房管办", "城管执法中队"], 3),
+])
+def test_new_category_routes(kb: Knowledge, name: str, context: list[str], departments: list[str], level: int) -> None:
+    route = kb.route(name, context)
+    assert route.departments == departments and route.level == level
+
+
+def test_new_limit_profiles(kb: Knowledge) -> None:
+    assert kb.route("道路不洁", []).stage_limits["handle"] == ("work_hours", 2 * 60)       # 2 工作时
+    assert kb.route("交通标志牌损坏", []).stage_limits["handle"] == ("work_days", 5 * 1440)  # 5 工作日
+    assert kb.route("居改非", []).stage_limits["handle"] == ("work_days", 15 * 1440)        # 15 工作日
+    assert kb.route("突发停水", []).stage_limits["handle"] == ("emergency_hours", 12 * 60)
