@@ -229,7 +229,8 @@ class Knowledge:
     """Taxonomy + city + 责任清单 + classifier: the read-only knowledge every stage consults."""
 
     def __init__(self, taxonomy: Taxonomy, city: City, kb: KnowledgeBase, devices: DeviceRegistry,
-                 classifier: TextClassifier) -> None:
+                 classifier: TextClassifier, corpus_dir: Path = DATA_DIR / "corpus") -> None:
+        self.corpus_dir = corpus_dir   # the corpus the classifier was trained on
         self.taxonomy = taxonomy
         self.city = city
         self.kb = kb
@@ -247,7 +248,7 @@ class Knowledge:
         kb = KnowledgeBase.load(kb_path, taxonomy, city)
         devices = DeviceRegistry.load(city_dir / "devices.yaml", city)
         corpus_dir = city_dir / "corpus" if (city_dir / "corpus").is_dir() else DATA_DIR / "corpus"
-        return cls(taxonomy, city, kb, devices, _classifier(taxonomy, corpus_dir, kb))
+        return cls(taxonomy, city, kb, devices, _classifier(taxonomy, corpus_dir, kb), corpus_dir)
 
     # ------------------------------------------------------------ sample data for the simulator / demo
     def sample_places(self) -> list[dict]:
