@@ -50,6 +50,7 @@ class RouteLike(Protocol):
 
 class KnowledgeLike(Protocol):
     version: str
+    merge_rules: dedup.MergeRules   # the KB's dedup radius, window and compatible groups
 
     def route(self, category_code: str, context: Iterable[str], location: Location | None = None) -> RouteLike: ...
 
@@ -114,7 +115,7 @@ class CaseEngine:
         self.cases = cases
         self.sources = sources
         self.calendar = calendar or sla.default_calendar()
-        self.index = dedup.DedupIndex()
+        self.index = dedup.DedupIndex(knowledge.merge_rules)
         # partition -> heap of (due_ms, case_id, timer seq, "yellow"|"red"); stale entries are skipped
         self.deadlines: dict[int, list[tuple[int, str, int, str]]] = defaultdict(list)
         self._scheduled: dict[str, tuple] = {}  # case_id -> timer instants last pushed

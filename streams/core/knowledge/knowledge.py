@@ -12,10 +12,11 @@ import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from streams.core.cases.dedup import MergeRule, MergeRules, NO_RULES
 from streams.core.knowledge.classify import Classification, TextClassifier, load_corpus
 from streams.core.knowledge.geo import City
 from streams.core.model import (CTX_COMPOUND, CTX_DECIBEL, CTX_HERITAGE, CTX_STALL, CTX_STREET_FRONT, LEVELS,
@@ -31,6 +32,11 @@ CLOCKS = ("emergency_hours", "work_hours", "work_days", "calendar_days")
 LIMIT_STAGES = ("register", "dispatch", "handle", "verify", "close")
 _LIMIT_RE = re.compile(r"^\s*(\d+)\s*(m|h|d)\s+(\w+)\s*$")
 _UNIT_MINUTES = {"m": 1, "h": 60, "d": 1440}
+# Dedup rules (the KB's `merge` section): a radius in metres or kilometres, a window of calendar time.
+_RADIUS_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(m|km)\s*$")
+_WINDOW_RE = re.compile(r"^\s*(\d+)\s*(m|h|d)\s*$")
+MAX_MERGE_RADIUS_M = 2000.0      # beyond a street's width of reports, different problems merge
+MAX_MERGE_WINDOW_DAYS = 365
 
 
 # ---------------------------------------------------------------- file schema
@@ -49,6 +55,17 @@ class _RuleIn(_Strict):
     escalate_on_red: bool = False
     add_when: dict[str, list[str]] = {}
     owner_component: str | None = None
+
+
+class _MergeRuleIn(_Strict):
+    radius: str
+    window: str
+
+
+class _MergeIn(_Strict):
+    default: _MergeRuleIn
+    rules: dict[str, _MergeRuleIn] = {}
+    compatible: list[list[str]] = []
 
 
 class _CameraTypeIn(_Strict):
@@ -70,6 +87,7 @@ class _KbIn(_Strict):
     camera_types: dict[str, _CameraTypeIn] = {}
     crowd_levels: _CrowdIn
     ebike_repeat_per_day: int = Field(3, ge=1)
+    merge: _MergeIn | None = None
 
 
 # ---------------------------------------------------------------- results
@@ -120,6 +138,7 @@ class KnowledgeBase:
     crowd_areas: dict[str, tuple[int, int, int]]
     ebike_repeat_per_day: int
     path: Path = field(default=Path())
+    merge_rules: MergeRules = NO_RULES
 
     @classmethod
     def load(cls, path: Path, taxonomy: Taxonomy, city: City) -> "KnowledgeBase":
@@ -202,8 +221,53 @@ class KnowledgeBase:
                 (("crowd_levels", "areas", a), v) for a, v in data.crowd_levels.areas.items()]:
             if not levels[0] < levels[1] < levels[2]:
                 raise err(loc, f"crowd thresholds must increase, got {list(levels)}")
+        merge_rules = _merge_rules(data.merge, taxonomy, err) if data.merge else NO_RULES
         return cls(data.version, rules, keywords, data.context_cues, cameras, data.crowd_levels.default,
-                   dict(data.crowd_levels.areas), data.ebike_repeat_per_day, path)
+                   dict(data.crowd_levels.areas), data.ebike_repeat_per_day, path, merge_rules)
+
+
+def _merge_rules(spec: _MergeIn, taxonomy: Taxonomy, err: Callable[[tuple, str], DataError]) -> MergeRules:
+    """The KB's `merge` section: dedup radius and window per category, compatible-category groups."""
+
+    def rule(r: _MergeRuleIn, loc: tuple) -> MergeRule:
+        m = _RADIUS_RE.match(r.radius)
+        if not m:
+            raise err(loc + ("radius",), f"{r.radius!r} is not '<number>m' or '<number>km'")
+        radius = float(m.group(1)) * (1000 if m.group(2) == "km" else 1)
+        if not 1 <= radius <= MAX_MERGE_RADIUS_M:
+            raise err(loc + ("radius",), f"radius {radius:g} m is outside 1..{MAX_MERGE_RADIUS_M:g} m")
+        w = _WINDOW_RE.match(r.window)
+        if not w:
+            raise err(loc + ("window",), f"{r.window!r} is not '<amount><m|h|d>'")
+        minutes = int(w.group(1)) * _UNIT_MINUTES[w.group(2)]
+        if not 1 <= minutes <= MAX_MERGE_WINDOW_DAYS * 1440:
+            raise err(loc + ("window",), f"window {r.window!r} is outside 1 minute..{MAX_MERGE_WINDOW_DAYS} days")
+        return MergeRule(radius, minutes * 60_000)
+
+    def name_of(name: str, loc: tuple) -> str:
+        category = taxonomy.get(name)
+        if category is None:
+            raise err(loc, f"unknown category {name!r}")
+        return category.name
+
+    by_category: dict[str, MergeRule] = {}
+    for name, r in spec.rules.items():
+        canonical = name_of(name, ("merge", "rules", name))
+        if canonical in by_category:
+            raise err(("merge", "rules", name), f"{canonical} has two rules")
+        by_category[canonical] = rule(r, ("merge", "rules", name))
+    groups: list[frozenset[str]] = []
+    grouped: dict[str, int] = {}
+    for i, members in enumerate(spec.compatible):
+        names = [name_of(n, ("merge", "compatible", i, j)) for j, n in enumerate(members)]
+        if len(set(names)) < 2:
+            raise err(("merge", "compatible", i), "a compatible group needs at least two different categories")
+        for j, n in enumerate(names):
+            if n in grouped:
+                raise err(("merge", "compatible", i, j), f"{n} is already in compatible group {grouped[n]}")
+            grouped[n] = i
+        groups.append(frozenset(names))
+    return MergeRules(rule(spec.default, ("merge", "default")), by_category, tuple(groups))
 
 
 # ---------------------------------------------------------------- the facade
@@ -269,6 +333,11 @@ class Knowledge:
     def sample_heritage_addresses(self) -> list[str]:
         """Gazetteer addresses inside the 衡复 zone (a registry change there raises 历史建筑擅自装修)."""
         return [a.address for a in self.city.addresses.values() if self.city.cell_of(*a.at) in self.city.heritage_cells]
+
+    @property
+    def merge_rules(self) -> MergeRules:
+        """Dedup radius, window and compatible groups per category (the KB's `merge` section)."""
+        return self.kb.merge_rules
 
     @property
     def departments(self) -> list[str]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from streams.core.cases.dedup import MergeRule
 from streams.core.knowledge.knowledge import Knowledge
 from streams.core.model import CTX_COMPOUND, CTX_DECIBEL, CTX_STALL, CTX_STREET_FRONT
 from streams.settings import Settings
@@ -202,3 +203,47 @@ def test_new_limit_profiles(kb: Knowledge) -> None:
     assert kb.route("交通标志牌损坏", []).stage_limits["handle"] == ("work_days", 5 * 1440)  # 5 工作日
     assert kb.route("居改非", []).stage_limits["handle"] == ("work_days", 15 * 1440)        # 15 工作日
     assert kb.route("突发停水", []).stage_limits["handle"] == ("emergency_hours", 12 * 60)
+
+
+# ---------------------------------------------------------------- dedup rules from the KB
+def test_merge_rules_come_from_the_kb(kb: Knowledge) -> None:
+    rules = kb.merge_rules
+    assert rules.rule_for("群租") == MergeRule(30.0, 30 * 86_400_000)
+    assert rules.rule_for("暴露垃圾") == MergeRule(50.0, 6 * 3_600_000)
+    assert rules.rule_for("路灯损坏") == rules.default == MergeRule(80.0, 86_400_000)
+    assert rules.compatible("占道经营", "无照经营") and rules.compatible("自来水管爆裂", "突发停水")
+    assert not rules.compatible("占道经营", "暴露垃圾")
+    assert rules.bucket_deg * 111_320 * 0.7071 >= rules.largest_radius_m   # 300 m outage radius fits
+
+
+def test_an_officer_edits_the_merge_rules(tmp_path) -> None:
+    """A KB copy with a 10-day window for 暴露垃圾 and 路灯损坏 compatible with 突发停电 changes what merges."""
+    from streams.core.cases.engine import CaseEngine
+    from streams.core.knowledge.knowledge import DATA_DIR
+    from streams.core.model import Signal
+
+    text = (DATA_DIR / "kb.yaml").read_text(encoding="utf-8")
+    text = text.replace("    暴露垃圾: {radius: 50m, window: 6h}", "    暴露垃圾: {radius: 50m, window: 10d}")
+    text = text.replace("    - [破墙开店, 居改非]", "    - [破墙开店, 居改非]\n    - [路灯损坏, 突发停电]")
+    path = tmp_path / "kb.yaml"
+    path.write_text(text, encoding="utf-8")
+    edited = Knowledge.load(kb_path=path)
+    original = Knowledge.load()
+
+    def signal(k: Knowledge, n: int, name: str, ts_ms: int) -> Signal:
+        location, _ = k.locate(None, None, "宜山路455号")
+        category = k.category(name)
+        return Signal(f"s{n}", "hotline", "12345", f"c{n}", ts_ms, ts_ms, category.code, category.name, 0.9, [],
+                      location.lat, location.lon, location.cell, location.community, location.street,
+                      location.street_code, location.district, location.address)
+
+    t0 = 1_793_581_200_000
+    merged = {}
+    for label, k in (("original", original), ("edited", edited)):
+        engine = CaseEngine(k, {}, {})
+        engine.on_signal(signal(k, 1, "暴露垃圾", t0))
+        later = engine.on_signal(signal(k, 2, "暴露垃圾", t0 + 2 * 86_400_000)).merged
+        engine.on_signal(signal(k, 3, "路灯损坏", t0))
+        outage = engine.on_signal(signal(k, 4, "突发停电", t0 + 3_600_000)).merged
+        merged[label] = (later, outage)
+    assert merged == {"original": (0, 0), "edited": (1, 1)}
