@@ -34,9 +34,10 @@ LAYOUT = {
              ("cases_by_origin", 6, 8), ("cases_by_stage", 6, 8), ("signals_by_source", 6, 8), ("top_categories", 6, 8),
              ("open_cases_map", 12, 12), ("cases_by_hour", 12, 6), ("signals_by_interval", 12, 6),
              ("dispatches_by_department", 8, 8), ("dead_letters_by_topic", 8, 8), ("triage_by_reason", 8, 8)],
-    "league": [("department_league", 24, 10), ("overdue_cases", 24, 12), ("webhook_outcomes", 24, 8)],
-    "field": [("field_reporters", 12, 10), ("field_verifications", 12, 10), ("zero_reports", 12, 8),
-              ("patrol_coverage", 12, 8)],
+    "league": [("department_kpis", 24, 10), ("department_league", 24, 10), ("overdue_cases", 24, 12),
+               ("webhook_outcomes", 24, 8)],
+    "field": [("field_kpis", 12, 10), ("station_compliance", 12, 10), ("field_reporters", 12, 10),
+              ("field_verifications", 12, 10), ("zero_reports", 12, 8), ("patrol_coverage", 12, 8)],
     "sensors": [("heritage_alarms", 12, 8), ("ebike_detections", 12, 8), ("sensor_alarms_by_hour", 24, 8)],
     "case": [("case_detail", 24, 6), ("case_history", 24, 10)],
 }
