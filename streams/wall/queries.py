@@ -197,6 +197,24 @@ _QUERIES = [
               "USING case_id GROUP BY department ORDER BY score DESC, department",
               ("department", "cases", "closed", "close_rate", "on_time_rate", "rework_rate", "extension_rate",
                "avg_handling_hours", "score", "grade"), "table", dashboard="league"),
+    WallQuery("period_totals", "本期概况 Cases of the period",
+              "SELECT count() AS cases, countIf(status = 'closed') AS closed, "
+              f"countIf({OPEN}) AS open_cases, "
+              "round(if(count() = 0, 0, countIf(status = 'closed') / count()), 3) AS close_rate, "
+              "round(if(countIf(status = 'closed') = 0, 0, countIf(status = 'closed' AND is_late = 0) / "
+              "countIf(status = 'closed')), 3) AS on_time_rate, "
+              "round(if(count() = 0, 0, countIf(rework_count > 0) / count()), 3) AS rework_rate, "
+              "countIf(quick_handled = 1) AS quick_handled "
+              "FROM (SELECT case_id, status, rework_count, quick_handled FROM cases FINAL "
+              "WHERE $__timeFilter(opened) AND status != 'void') AS period_cases "
+              "ANY LEFT JOIN (SELECT case_id, max(toUInt8(from_stage = 'handle' AND light = 'red')) AS is_late "
+              "FROM case_transitions FINAL GROUP BY case_id) AS stage_facts USING case_id",
+              ("cases", "closed", "open_cases", "close_rate", "on_time_rate", "rework_rate", "quick_handled"),
+              "stat", dashboard="league"),
+    WallQuery("cases_by_day", "每日案件 Cases by day",
+              "SELECT toDate(opened) AS day, count() AS cases, countIf(status = 'closed') AS closed FROM cases FINAL "
+              "WHERE $__timeFilter(opened) AND status != 'void' GROUP BY day ORDER BY day",
+              ("day", "cases", "closed"), "barchart", dashboard="league"),
     WallQuery("field_kpis", "巡查考核 Inspector and station KPIs",
               "SELECT reporter_kind, reporter_id, sum(is_report) AS reports, sum(is_valid) AS valid_reports, "
               "round(if(sum(is_report) = 0, 0, sum(is_valid) / sum(is_report)), 3) AS valid_rate, "

@@ -1,7 +1,7 @@
 """Every wall query (= every Grafana panel's SQL) on both engines, on seeded rows written twice."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import pytest
@@ -196,6 +196,10 @@ EXPECTED: dict[str, list[dict[str, Any]]] = {
         {"reporter_kind": "station", "reporter_id": "S1", "reports": 1, "valid_reports": 1, "valid_rate": 1.0,
          "verifications": 1, "verified_on_time": 1, "verify_on_time_rate": 1.0},
     ],
+    # c1..c4 of today (c5 void, c6 yesterday); c3 closed after a red verification but a green 处置
+    "period_totals": [{"cases": 4, "closed": 2, "open_cases": 2, "close_rate": 0.5, "on_time_rate": 1.0,
+                       "rework_rate": 0.25, "quick_handled": 1}],
+    "cases_by_day": [{"day": date(2026, 11, 20), "cases": 4, "closed": 2}],
     "station_compliance": [{"station": "S2", "days_reported": 0, "working_days": 1, "compliance": 0.0},
                            {"station": "S1", "days_reported": 1, "working_days": 1, "compliance": 1.0}],
 }
