@@ -34,7 +34,7 @@ LAYOUT = {
              ("cases_by_origin", 6, 8), ("cases_by_stage", 6, 8), ("signals_by_source", 6, 8), ("top_categories", 6, 8),
              ("open_cases_map", 12, 12), ("cases_by_hour", 12, 6), ("signals_by_interval", 12, 6),
              ("dispatches_by_department", 8, 8), ("dead_letters_by_topic", 8, 8), ("triage_by_reason", 8, 8)],
-    "league": [("period_totals", 12, 5), ("cases_by_day", 12, 5), ("department_kpis", 24, 10),
+    "league": [("period_totals", 12, 5), ("cases_by_day", 12, 5), ("department_kpis", 24, 10), ("unit_kpis", 24, 10),
                ("department_league", 24, 10), ("overdue_cases", 24, 12),
                ("webhook_outcomes", 24, 8)],
     "field": [("field_kpis", 12, 10), ("station_compliance", 12, 10), ("field_reporters", 12, 10),

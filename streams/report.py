@@ -3,7 +3,8 @@
 One self-contained HTML page (inline CSS, charts as base64 SVG images drawn with matplotlib, no
 script or file it must fetch): the month's volumes by source and category against the previous
 month, cases by day, the department league table with the 综合 score and A–E grade (and last
-month's), inspectors' and stations' KPIs, and the cases overdue at the end of the month. Every
+month's, per kind and per street instance such as 徐家汇街道城管中队), inspectors' and stations' KPIs,
+and the cases overdue at the end of the month. Every
 figure is a wall query (streams/wall/queries.py) run over the month on the store, so the report,
 the Grafana league/field dashboards and the tests agree. Numbers carry ``data-key`` attributes
 (and rows ``data-row``) so a test can read them back from the rendered page.
@@ -57,6 +58,7 @@ class MonthFigures:
     categories: list[dict[str, Any]]
     by_day: list[dict[str, Any]]
     departments: list[dict[str, Any]]
+    units: list[dict[str, Any]]
     field: list[dict[str, Any]]
     stations: list[dict[str, Any]]
 
@@ -84,7 +86,7 @@ def month_figures(store: wall.QueryStore, month: str) -> MonthFigures:
     return MonthFigures(
         month=month, totals=q("period_totals")[0], signals_by_source=q("signals_by_source"),
         triage=sum(r["records"] for r in q("triage_by_reason")), categories=q("top_categories"),
-        by_day=q("cases_by_day"), departments=q("department_kpis"), field=q("field_kpis"),
+        by_day=q("cases_by_day"), departments=q("department_kpis"), units=q("unit_kpis"), field=q("field_kpis"),
         stations=q("station_compliance"))
 
 
@@ -283,6 +285,11 @@ def render_html(report: MonthlyReport) -> str:
                                                                 "chart-scores")
         + _table("departments", this.departments, department_columns, "department", prev_departments,
                  [("previous_score", "上月得分"), ("previous_grade", "上月等级")])
+        + "<h3>各街道部门 Per street instance</h3>"
+        + _table("units", this.units, [("unit", "部门 Instance"), ("department", "类别 Kind"), ("cases", "案件"),
+                                       ("closed", "结案"), ("close_rate", KPI_LABELS["close_rate"]),
+                                       ("on_time_rate", KPI_LABELS["on_time_rate"]), ("score", KPI_LABELS["score"]),
+                                       ("grade", KPI_LABELS["grade"])], "unit")
         + '<p class="meta">按期结案率只看部门自己的处置环节；得分 = 30% 结案率 + 40% 按期结案率 + 15% (1 − 返工率) + '
           "15% (1 − 延期率)；A ≥ 90, B ≥ 80, C ≥ 70, D ≥ 60, E &lt; 60。案件计入其每个处置部门。</p>",
         "<h2>五、网格巡查与居民区工作站 Inspectors and stations</h2>"

@@ -309,7 +309,7 @@ class Pipeline:
                                      "detail": json.dumps(row, ensure_ascii=False)}, key=row["case_id"])
         for row in outputs.dispatches:
             out.record(DISPATCHES, {k: row.get(k) for k in (
-                "dispatch_id", "case_id", "ts_ms", "departments", "level", "category_code", "category_name",
+                "dispatch_id", "case_id", "ts_ms", "departments", "units", "level", "category_code", "category_name",
                 "deadline_ms", "street", "kb_version")}, key=row["case_id"])
             self.metrics.dispatches.labels(level=str(row["level"])).inc()
         for row in outputs.sla_alerts:

@@ -90,7 +90,8 @@ class ClickHouseSink(BatchConsumerService):
         if logical == CASE_EVENTS:
             return "case_transitions", [json.loads(value["detail"])]
         if logical == DISPATCHES:
-            return "dispatches", [{**value, "primary_department": (value["departments"] or [""])[0]}]
+            return "dispatches", [{**value, "primary_department": (value["departments"] or [""])[0],
+                                   "primary_unit": (value.get("units") or value["departments"] or [""])[0]}]
         if logical == SLA_ALERTS:
             return "sla_alerts", [value]
         if logical == TRIAGE:

@@ -41,6 +41,10 @@ KPI_GRADE_SQL = "multiIf(" + ", ".join(f"score >= {floor}, '{g}'" for g, floor i
 def grade_of(score: float) -> str:
     """The A–E grade of a 综合 score (what KPI_GRADE_SQL computes in ClickHouse)."""
     return next((g for g, floor in GRADE_BANDS if score >= floor), "E")
+# (kind, instance) per department of a case; rows from before the instances (migration 0003) pair each
+# kind with itself.
+UNIT_PAIRS_SQL = ("arrayMap((d, u) -> tuple(d, u), departments, "
+                  "if(length(units) = length(departments), units, departments))")
 # Working days (Monday to Friday; public holidays are not subtracted) from $__fromTime to $__toTime,
 # both days included, in the city's time zone.
 WORKING_DAYS_SQL = ("length(arrayFilter(d -> toDayOfWeek(d) <= 5, arrayMap(i -> toDate($__fromTime, 'Asia/Shanghai') + i, "
@@ -196,6 +200,23 @@ _QUERIES = [
               "max(toUInt8(action = 'extend')) AS is_extended FROM case_transitions FINAL GROUP BY case_id) AS stage_facts "
               "USING case_id GROUP BY department ORDER BY score DESC, department",
               ("department", "cases", "closed", "close_rate", "on_time_rate", "rework_rate", "extension_rate",
+               "avg_handling_hours", "score", "grade"), "table", dashboard="league"),
+    WallQuery("unit_kpis", "街道部门考核 KPIs per street instance (e.g. 徐家汇街道城管中队)",
+              f"SELECT department, unit, count() AS cases, sum(is_closed) AS closed, "
+              "round(if(count() = 0, 0, sum(is_closed) / count()), 3) AS close_rate, "
+              "round(if(sum(is_closed) = 0, 0, sum(is_closed * (1 - is_late)) / sum(is_closed)), 3) AS on_time_rate, "
+              "round(if(count() = 0, 0, sum(is_reworked) / count()), 3) AS rework_rate, "
+              "round(if(count() = 0, 0, sum(is_extended) / count()), 3) AS extension_rate, "
+              "round(if(sum(is_closed) = 0, 0, sum(is_closed * handling_ms) / sum(is_closed) / 3600000), 2) AS avg_handling_hours, "
+              f"round({KPI_SCORE_SQL}, 1) AS score, {KPI_GRADE_SQL} AS grade "
+              "FROM (SELECT case_id, tupleElement(pair, 1) AS department, tupleElement(pair, 2) AS unit, "
+              "toUInt8(status = 'closed') AS is_closed, toUInt8(rework_count > 0) AS is_reworked, handling_ms "
+              f"FROM cases FINAL ARRAY JOIN {UNIT_PAIRS_SQL} AS pair "
+              "WHERE $__timeFilter(opened) AND notEmpty(departments) AND status != 'void') AS unit_cases "
+              "ANY LEFT JOIN (SELECT case_id, max(toUInt8(from_stage = 'handle' AND light = 'red')) AS is_late, "
+              "max(toUInt8(action = 'extend')) AS is_extended FROM case_transitions FINAL GROUP BY case_id) AS stage_facts "
+              "USING case_id GROUP BY department, unit ORDER BY department, score DESC, unit",
+              ("department", "unit", "cases", "closed", "close_rate", "on_time_rate", "rework_rate", "extension_rate",
                "avg_handling_hours", "score", "grade"), "table", dashboard="league"),
     WallQuery("period_totals", "本期概况 Cases of the period",
               "SELECT count() AS cases, countIf(status = 'closed') AS closed, "

@@ -100,6 +100,9 @@ class Route:
     immediate: bool                              # dispatch at once, no centre review
     kb_version: str
     rule_id: str
+    # the instances serving the case's place, parallel to departments (徐家汇街道城管中队 for 城管执法中队);
+    # the kind's own name where the place has none
+    units: list[str] = field(default_factory=list)
 
     @property
     def primary(self) -> str:
@@ -377,5 +380,23 @@ class Knowledge:
             if flag in flags:
                 departments += [d for d in extra if d not in departments]
         assert rule.level in LEVELS
+        units = self.units_of(departments, location.street if location else None,
+                              location.community if location else None)
         return Route(departments, rule.level, dict(rule.limits), rule.escalate_on_red, rule.immediate,
-                     self.version, rule_id)
+                     self.version, rule_id, units)
+
+    def units_of(self, departments: Iterable[str], street: str | None, community: str | None = None) -> list[str]:
+        """The instance serving the place of each department kind (a name that already is an instance stays)."""
+        return [name if name in self.city.unit_kind else self.city.unit_of(name, street, community)
+                for name in departments]
+
+    def departments_of(self, names: Iterable[str], street: str | None, community: str | None = None
+                       ) -> tuple[list[str], list[str]]:
+        """Kinds and instances of department names given as either (a centre's dispatch to a named
+        instance or kind): ``(kinds, units)``, parallel; unknown names are kept as they are."""
+        kinds, units = [], []
+        for name in names:
+            kind = self.city.kind_of(name) or name
+            kinds.append(kind)
+            units.append(name if name in self.city.unit_kind else self.city.unit_of(kind, street, community))
+        return kinds, units

@@ -58,3 +58,18 @@ def test_every_department_on_a_case_is_credited(store):
 
 def test_grade_bands():
     assert [wall.grade_of(s) for s in (100, 90, 89.9, 80, 70, 60, 59.9, 0)] == ["A", "A", "B", "B", "C", "D", "E", "E"]
+
+
+def test_replayed_dispatches_name_the_street_instance(store):
+    """Seed 000: 街道网格中心派遣虹梅街道房管办 - the dispatch row carries the instance and its kind."""
+    rows = store.query("SELECT departments, units, primary_department, primary_unit FROM dispatches FINAL "
+                       "WHERE ts_ms < 1500000000000")
+    assert rows == [{"departments": ["房管办"], "units": ["虹梅街道房管办"], "primary_department": "房管办",
+                     "primary_unit": "虹梅街道房管办"}]
+    units = {r["unit"]: r for r in wall.run(store, "unit_kpis", *month(2026, 11))}
+    assert units["斜土街道房管办"]["department"] == "房管办"        # 群租 at 斜土路1175弄
+    kinds = {r["department"]: r["cases"] for r in wall.run(store, "department_kpis", *month(2026, 11))}
+    rolled_up: dict[str, int] = {}
+    for row in units.values():
+        rolled_up[row["department"]] = rolled_up.get(row["department"], 0) + row["cases"]
+    assert rolled_up == kinds                                      # the kind's figures are its instances' sum

@@ -151,6 +151,12 @@ def test_league_table_matches_the_store(store, rendered):
         assert row["previous_grade"] in "ABCDE–"
     scores = [float(r["score"]) for r in table.values()]
     assert scores == sorted(scores, reverse=True)
+    units = figures.rows["units"]                      # per street instance, rolling up to the kinds
+    rolled: dict[str, int] = {}
+    for row in units.values():
+        rolled[row["department"]] = rolled.get(row["department"], 0) + int(row["cases"])
+    assert rolled == {d: int(r["cases"]) for d, r in table.items()}
+    assert any(u.endswith("城管中队") and u != "城管执法中队" for u in units)
 
 
 def test_overdue_list_and_stations_match_the_store(store, rendered):

@@ -33,9 +33,11 @@ SEED: dict[str, list[dict[str, Any]]] = {
         case("hn-20261120-00000001", 1, status="dispatch", light="yellow", deadline_ms=ms(12)),
         case("hn-20261120-00000001", 2, status="handle", light="red", deadline_ms=ms(12), urge_count=1),
         case("hn-20261120-00000002", 3, origin="inspector", status="closed", quick_handled=1, dispatched_by="street",
-             on_time=1, handling_ms=2 * 3600_000, closed_ms=ms(11), departments=["物业", "房管办"], sources=["inspector:r1"],
+             on_time=1, handling_ms=2 * 3600_000, closed_ms=ms(11), departments=["物业", "房管办"],
+             units=["湖南物业", "湖南路街道房管办"], sources=["inspector:r1"],
              category_code="0202", category_name="暴露垃圾"),
         case("hn-20261120-00000003", 1, origin="station", status="closed", on_time=0, rework_count=1,
+             units=["湖南路街道城管中队"],
              handling_ms=4 * 3600_000, closed_ms=ms(13), sources=["station:r2"], dispatched_by="district"),
         case("hn-20261120-00000004", 1, origin="sensor", status="register", light="green", departments=[],
              lat=None, lon=None, category_code="0303", category_name="历史建筑振动", deadline_ms=ms(23)),
@@ -187,6 +189,14 @@ EXPECTED: dict[str, list[dict[str, Any]]] = {
          "extension_rate": 0.0, "avg_handling_hours": 2.0, "score": 100.0, "grade": "A"},
         {"department": "城管中队", "cases": 2, "closed": 1, "close_rate": 0.5, "on_time_rate": 1.0, "rework_rate": 0.5,
          "extension_rate": 0.5, "avg_handling_hours": 4.0, "score": 70.0, "grade": "C"},
+    ],
+    # per street instance; c1 was written before instances (no units): its kind stands for the unit
+    "unit_kpis": [
+        {"department": "城管中队", "unit": "湖南路街道城管中队", "cases": 1, "closed": 1, "on_time_rate": 1.0,
+         "rework_rate": 1.0, "extension_rate": 1.0, "score": 70.0, "grade": "C"},
+        {"department": "城管中队", "unit": "城管中队", "cases": 1, "closed": 0, "score": 30.0, "grade": "E"},
+        {"department": "房管办", "unit": "湖南路街道房管办", "cases": 1, "closed": 1, "score": 100.0, "grade": "A"},
+        {"department": "物业", "unit": "湖南物业", "cases": 1, "closed": 1, "score": 100.0, "grade": "A"},
     ],
     "field_kpis": [
         {"reporter_kind": "committee", "reporter_id": "C1", "reports": 1, "valid_reports": 0, "valid_rate": 0.0,

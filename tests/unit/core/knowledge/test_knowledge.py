@@ -247,3 +247,31 @@ def test_an_officer_edits_the_merge_rules(tmp_path) -> None:
         outage = engine.on_signal(signal(k, 4, "突发停电", t0 + 3_600_000)).merged
         merged[label] = (later, outage)
     assert merged == {"original": (0, 0), "edited": (1, 1)}
+
+
+# ---------------------------------------------------------------- per-street instances in routes
+@pytest.mark.parametrize("name,address,departments,units", [
+    ("群租", "钦江路15号", ["房管办"], ["虹梅街道房管办"]),
+    ("噪声扰民", "钦江路15号", ["物业公司"], ["怡桂苑物业"]),                 # a compound: its property company
+    ("噪声扰民", "宜山路455号", ["市场监管所"], ["徐家汇市场监管所"]),
+    ("占道经营", "斜土路1221号", ["城管执法中队"], ["斜土街道城管中队"]),
+    ("人身安全险情", "永嘉路389号", ["公安派出所", "消防救援站"], ["天平派出所", "衡山路消防救援站"]),
+    ("井盖缺失", "漕宝路300号", ["市政养护单位"], ["市政养护单位"]),            # district-wide: no instance
+])
+def test_routes_pick_the_instance_by_location(kb: Knowledge, name: str, address: str, departments: list[str],
+                                              units: list[str]) -> None:
+    location, reason = kb.locate(None, None, address)
+    assert location is not None, reason
+    route = kb.route(name, [], location)
+    assert route.departments == departments and route.units == units
+
+
+def test_without_a_location_the_units_are_the_kinds(kb: Knowledge) -> None:
+    route = kb.route("损坏房屋承重结构", [])
+    assert route.units == route.departments == ["物业公司", "房管办"]
+
+
+def test_departments_of_accepts_kinds_and_instances(kb: Knowledge) -> None:
+    kinds, units = kb.departments_of(["徐家汇街道城管中队", "房管办", "供电公司"], "虹梅街道", None)
+    assert kinds == ["城管执法中队", "房管办", "供电公司"]
+    assert units == ["徐家汇街道城管中队", "虹梅街道房管办", "供电公司"]
