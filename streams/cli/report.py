@@ -19,7 +19,7 @@ def _month(text: str) -> str:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from streams import report
+    from streams.wall import report
 
     p = subparsers.add_parser("report", help="the monthly assessment report 考核报告 (self-contained HTML)",
                               description=report.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from streams import report
+    from streams.wall import report
     from streams.core.knowledge.geo import City
     from streams.core.knowledge.knowledge import DATA_DIR
     from streams.storage import open_store
