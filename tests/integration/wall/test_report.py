@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from streams import cli, report
+from streams import cli
+from streams.wall import report
 from streams.core.knowledge.knowledge import Knowledge
 from streams.replay import replay
 from streams.settings import Settings
