@@ -39,7 +39,7 @@ SIGNAL_COLUMNS = (
     "reporter_id", "reporter_kind", "handled_on_spot",
 )
 # Fields of the dispatch and sla_alert records (schemas/dispatch.avsc, sla_alert.avsc).
-DISPATCH_FIELDS = ("dispatch_id", "case_id", "ts_ms", "departments", "level", "category_code", "category_name",
+DISPATCH_FIELDS = ("dispatch_id", "case_id", "ts_ms", "departments", "units", "level", "category_code", "category_name",
                    "deadline_ms", "street", "kb_version")
 SLA_ALERT_FIELDS = ("alert_id", "case_id", "ts_ms", "stage", "light", "kind", "departments", "deadline_ms")
 # The only ClickHouse columns that may hold NULL (CONTRACTS.md); any other missing value takes its default.
@@ -205,7 +205,8 @@ def rows_of(topic: str, value: Mapping[str, Any], stored_ms: int | None = None) 
     if topic == CASE_EVENTS:
         return "case_transitions", [clean_row(json.loads(value["detail"]))]
     if topic == DISPATCHES:
-        return "dispatches", [clean_row({**value, "primary_department": (value["departments"] or [""])[0]})]
+        return "dispatches", [clean_row({**value, "primary_department": (value["departments"] or [""])[0],
+                                         "primary_unit": (value.get("units") or value["departments"] or [""])[0]})]
     if topic in (SLA_ALERTS, TRIAGE):
         return TABLE_OF_TOPIC[topic], [clean_row(value)]
     if topic == STORE_ROWS:

@@ -181,6 +181,10 @@ class Ingestor:
                       confidence=best.confidence if best else None)
 
     def _low_confidence(self, cls: Classification) -> str | None:
+        """Why the classification cannot route the record by itself (None: it can)."""
+        if cls.out_of_scope:
+            return (f"out of scope: the text fits no category of the taxonomy (out-of-scope score "
+                    f"{cls.out_of_scope_score:.2f}; nearest category {cls.category_name} {cls.confidence:.2f})")
         if cls.confidence < self.triage_confidence:
             return (f"low classification confidence {cls.confidence:.2f} < {self.triage_confidence:.2f}"
                     f" (best guess {cls.category_name})")

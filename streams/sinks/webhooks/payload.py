@@ -124,6 +124,14 @@ def payload_json(body: dict[str, Any]) -> str:
     return json.dumps(body, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
+def note_units(notification: dict[str, Any], departments: list[str]) -> list[str]:
+    """The instances parallel to ``departments`` (notifications from before instances: the kinds)."""
+    units = notification.get("units")
+    if isinstance(units, list) and len(units) == len(departments) and all(isinstance(u, str) for u in units):
+        return units
+    return list(departments)
+
+
 def build_deliveries(
     notification: Mapping[str, Any], config: WebhooksConfig, now_ms: int | None = None,
 ) -> list[dict[str, Any]]:
@@ -140,7 +148,12 @@ def build_deliveries(
     kind = _require(notification, "kind", str)
     created_ms = int(time.time() * 1000) if now_ms is None else now_ms
     records: list[dict[str, Any]] = []
-    for department in dict.fromkeys(departments):  # de-duplicate, keep order (primary first)
+    units = note_units(notification, departments)
+    receivers = []
+    for department, unit in zip(departments, units):
+        # a street's own instance (徐家汇街道城管中队) receives when it has an endpoint, else its kind
+        receivers.append(unit if config.endpoint_for(unit, kind) is not None else department)
+    for department in dict.fromkeys(receivers):  # de-duplicate, keep order (primary first)
         if config.endpoint_for(department, kind) is None:
             continue
         body = build_payload(notification, department, config)

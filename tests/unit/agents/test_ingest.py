@@ -84,7 +84,8 @@ async def test_low_confidence_goes_to_triage_keyed_by_topic(kb: Knowledge, metri
     sink = await ingest(kb, metrics, [(HOTLINE_CALLS, None, call(text="你好，我想问一下今天天气怎么样"))])
     assert sink.counts() == {TRIAGE: 1}
     [produced] = sink.produced(TRIAGE)
-    assert produced.key == HOTLINE_CALLS and "low classification confidence" in produced.value["reason"]
+    # a weather question fits no category: triage says so (out of scope) rather than forcing one
+    assert produced.key == HOTLINE_CALLS and "out of scope" in produced.value["reason"]
     assert sample(metrics, "citygrid_triage_total", reason=reason_label(produced.value["reason"])) == 1
 
 
