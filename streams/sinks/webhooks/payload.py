@@ -124,7 +124,7 @@ def payload_json(body: dict[str, Any]) -> str:
     return json.dumps(body, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
-def note_units(notification: dict[str, Any], departments: list[str]) -> list[str]:
+def note_units(notification: Mapping[str, Any], departments: list[str]) -> list[str]:
     """The instances parallel to ``departments`` (notifications from before instances: the kinds)."""
     units = notification.get("units")
     if isinstance(units, list) and len(units) == len(departments) and all(isinstance(u, str) for u in units):
@@ -150,7 +150,7 @@ def build_deliveries(
     records: list[dict[str, Any]] = []
     units = note_units(notification, departments)
     receivers = []
-    for department, unit in zip(departments, units):
+    for department, unit in zip(departments, units, strict=True):
         # a street's own instance (徐家汇街道城管中队) receives when it has an endpoint, else its kind
         receivers.append(unit if config.endpoint_for(unit, kind) is not None else department)
     for department in dict.fromkeys(receivers):  # de-duplicate, keep order (primary first)
