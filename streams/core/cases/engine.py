@@ -35,7 +35,7 @@ from streams.core.cases.model import (
     TransitionRow,
 )
 from streams.core.model import STAGES, Location, Signal, TableRows
-from streams.core.times import BadTimestamp, iso_to_ms
+from streams.core.times import CITY_TZ, BadTimestamp, iso_to_ms
 
 SYSTEM = "system"
 # A case a sensor or camera keeps alerting on must not grow without end (it is one table value):
@@ -127,7 +127,7 @@ def make_case_id(signal: Signal) -> str:
 
 
 def iso_local(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, sla.CITY_TZ).isoformat()
+    return datetime.fromtimestamp(ms / 1000, CITY_TZ).isoformat()
 
 
 class CaseEngine:

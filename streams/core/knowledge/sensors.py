@@ -4,7 +4,7 @@ and street cameras; their thresholds; and the per-lift repeat counter the Ingest
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from streams.core.knowledge.taxonomy import DataError, load_marked_yaml, validate_marked
 from streams.core.model import Location
+from streams.core.times import CITY_TZ
 
 if TYPE_CHECKING:
     from streams.core.knowledge.geo import City
@@ -20,7 +21,6 @@ METRIC_VIBRATION = "vibration_mm_s"   # peak particle velocity, mm/s
 METRIC_TILT = "tilt_permille"         # tilt, ‰
 METRIC_EBIKE = "ebike_detected"       # 1 = an e-bike was seen entering the lift car
 THRESHOLD_METRICS = (METRIC_VIBRATION, METRIC_TILT)
-CITY_TZ = timezone(timedelta(hours=8))  # Asia/Shanghai has no DST
 EBIKE_COMMAND = "broadcast:ebike_dissuasion"  # the lift's pre-recorded 劝阻 announcement
 
 
