@@ -303,6 +303,9 @@ class CaseEngine:
         actor_id = signal.reporter_id or signal.source_id
         steps = [lifecycle.stay(doc, "merge", signal.source_kind, actor_id, signal.ts_ms,
                                 source=f"{signal.source_kind}:{signal.source_id}", reporters=doc["reporters"])]
+        if doc.get("suspended_ms") is not None:
+            # 挂账: a suspended case only gathers reports; escalation and registration wait for resume
+            return steps
         if signal.level_hint in (1, 2, 3) and signal.level_hint < doc["level"]:
             # e.g. a crowd growing from 关注 to 管控: the case rises to the level the new report needs
             doc["level"] = signal.level_hint
