@@ -143,11 +143,16 @@ def replay(lines: Iterable[str], settings: Settings, store: RowSink | None = Non
     clock to this instant at the end (default: the last event), firing the timers due by then."""
     err = err if err is not None else sys.stderr
     from streams.core.ingest import Ingestor, RejectRecord  # issue 3's ingest: the worker's own code path
+    from streams.core.privacy import mask_text
     from streams.core.knowledge.knowledge import Knowledge
 
     knowledge = knowledge if knowledge is not None else Knowledge.load(settings.kb_path, settings.city_dir)
     calendar = WorkCalendar(settings.holiday_override_file or DEFAULT_OVERRIDE_FILE)
-    ingestor = Ingestor(knowledge, settings.triage_confidence)
+    from streams.security import dlq_sealer, pseudonymizer
+
+    # the operator's pseudonym key when configured (pseudonyms then match the live pipeline's)
+    ingestor = Ingestor(knowledge, settings.triage_confidence, pseudonyms=pseudonymizer(settings))
+    sealer = dlq_sealer(settings) if settings.dlq_key is not None else None
     cases: dict[str, dict] = {}
     engine = CaseEngine(knowledge, cases, {}, calendar, auto_dispatch=settings.auto_dispatch)
     report = ReplayReport(cases=cases)
@@ -175,9 +180,11 @@ def replay(lines: Iterable[str], settings: Settings, store: RowSink | None = Non
         except RejectRecord as exc:
             report.unusable += 1
             print(f"line {event.line_no}: {exc}", file=err)
+            # the original stays sealed (or, without a DLQ key, is only named by its line in the input file)
+            original = json.dumps(event.record, ensure_ascii=False).encode("utf-8")
             sink.add("dead_letters", [{"topic": event.topic, "partition": 0, "offset": event.line_no,
-                                       "reason": str(exc), "ts_ms": event.ts_ms, "key": "",
-                                       "original": json.dumps(event.record, ensure_ascii=False)}])
+                                       "reason": mask_text(str(exc)), "ts_ms": event.ts_ms, "key": "",
+                                       "original": sealer.seal(original).decode("ascii") if sealer else ""}])
             continue
         for table, rows in result.rows.items():
             sink.add(table, rows)

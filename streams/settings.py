@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -78,6 +78,28 @@ class Settings(BaseSettings):
     log_level: str = Field("info", description='worker log level')
     # Webhooks
     webhooks_file: Path | None = Field(None, description='department webhook endpoints YAML (docs/webhooks.md); unset: no webhooks')
+    # Security and privacy (docs/security.md)
+    pii_key: SecretStr | None = Field(None, description="secret key of callers' pseudonyms (keyed HMAC-SHA256, ≥ 32 "
+                                      "characters); required by the worker (`make demo` generates one)")
+    pii_previous_keys: list[SecretStr] = Field(default_factory=list, description="retired pseudonym keys (JSON list): "
+                                               "`streams erase` also finds callers under them")
+    dlq_key: SecretStr | None = Field(None, description="Fernet key(s) sealing dead-letter originals, newest first, "
+                                      "comma-separated; required by the worker (`make demo` generates one)")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka transport: PLAINTEXT (local dev only), SSL, SASL_PLAINTEXT or SASL_SSL")
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism when the protocol is SASL_*")
+    kafka_sasl_username: str = Field("", description="SASL user (the Kafka principal ACLs name)")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (or kafka_sasl_password_file)")
+    kafka_sasl_password_file: Path | None = Field(None, description="file holding the SASL password (a mounted Secret)")
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle (PEM) that signed the brokers' certificates")
+    kafka_ssl_certfile: Path | None = Field(None, description="client certificate (PEM) for mutual TLS (optional)")
+    kafka_ssl_keyfile: Path | None = Field(None, description="client private key (PEM) for mutual TLS (optional)")
+    kafka_ssl_check_hostname: bool = Field(True, description="verify that the broker certificate names the host")
+    store_user: str = Field("", description="ClickHouse user (overrides one in store_url)")
+    store_password_file: Path | None = Field(None, description="file holding the ClickHouse password (a mounted Secret)")
+    store_tls: bool = Field(False, description="TLS to the ClickHouse server (native secure port, usually 9440)")
+    store_ca_file: Path | None = Field(None, description="CA bundle (PEM) that signed the ClickHouse server certificate")
 
     @classmethod
     def settings_customise_sources(

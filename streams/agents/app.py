@@ -70,7 +70,11 @@ class Pipeline:
         self.codec = registry()
         self.metrics = metrics or PipelineMetrics()
         self.knowledge = Knowledge.load(settings.kb_path, settings.city_dir)
-        self.ingestor = Ingestor(self.knowledge, settings.triage_confidence)
+        from streams.security import dlq_sealer, pseudonymizer
+
+        self.pseudonyms = pseudonymizer(settings)   # callers' numbers → keyed pseudonyms
+        self.sealer = dlq_sealer(settings)          # dead-letter originals → Fernet tokens
+        self.ingestor = Ingestor(self.knowledge, settings.triage_confidence, pseudonyms=self.pseudonyms)
         self.schemas = {**RAW_SCHEMAS, **INTERNAL_SCHEMAS}
         self._producer: Any = None
         self.app = faust.App(
@@ -106,7 +110,7 @@ class Pipeline:
             producer = await self.derived_producer()
             return await producer.send(topic, value, key=key, partition=partition)
 
-        return Emitter(send, self.codec, self.topics, self.schemas)
+        return Emitter(send, self.codec, self.topics, self.schemas, sealer=self.sealer)
 
     async def derived_producer(self) -> Any:
         """A plain aiokafka producer for derived records: Faust's producer buffer hands records over

@@ -28,8 +28,9 @@ class LeanIngest(BatchConsumerService):
     group_suffix = "lean-ingest"
 
     def __init__(self, settings: Settings, ingestor: Ingestor, codec: SchemaRegistry, metrics: PipelineMetrics,
-                 emit_result: Any, **kw: Any) -> None:
+                 emit_result: Any, sealer: Any = None, **kw: Any) -> None:
         super().__init__(settings, list(LEAN_RAW_TOPICS), metrics, **kw)
+        self.sealer = sealer  # DeadLetterSealer of the pipeline (dead-letter originals are sealed)
         self.ingestor = ingestor
         self.codec = codec
         self.emit_result = emit_result  # Pipeline.emit_ingest_result
@@ -52,7 +53,7 @@ class LeanIngest(BatchConsumerService):
         async def send(topic: str, key: bytes | None, value: bytes, partition: int | None):
             return await producer.send(topic, value, key=key, partition=partition)
 
-        return Emitter(send, self.codec, self.names, {**RAW_SCHEMAS, **INTERNAL_SCHEMAS})
+        return Emitter(send, self.codec, self.names, {**RAW_SCHEMAS, **INTERNAL_SCHEMAS}, sealer=self.sealer)
 
     async def handle(self, records: list[ConsumerRecord]) -> None:
         out = self.emitter()

@@ -25,14 +25,17 @@ def build_worker(settings: Settings) -> Any:
     from streams.wall.web import register_views
     from streams.metrics import start_metrics_server
     from streams.storage import open_store
+    from streams.security import require_worker_secrets
 
+    require_worker_secrets(settings)   # no pseudonym or dead-letter key: no worker
     store = open_store(settings.store_url)
     store.migrate()
     pipeline = Pipeline(settings)
     register_views(pipeline, store)
     start_metrics_server(settings.metrics_port, pipeline.metrics)
     services: list[Any] = [
-        LeanIngest(settings, pipeline.ingestor, pipeline.codec, pipeline.metrics, pipeline.emit_ingest_result),
+        LeanIngest(settings, pipeline.ingestor, pipeline.codec, pipeline.metrics, pipeline.emit_ingest_result,
+                   sealer=pipeline.sealer),
         ClickHouseSink(settings, store, pipeline.codec, pipeline.metrics),
     ]
     services += [GaugeService(pipeline), ConsumerLagService(settings, pipeline.metrics)]

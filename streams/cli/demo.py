@@ -72,7 +72,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"demo: starting Kafka in {broker.data_dir} ...", flush=True)
         broker.start()
         web_port, metrics_port = free_port(), free_port()
-        env = {**os.environ,
+        from streams.security import demo_secrets
+
+        env = {**os.environ, **demo_secrets(base / "keys"),   # generated once, kept for the next demo
                "CITYGRID_KAFKA_BOOTSTRAP": broker.bootstrap,
                "CITYGRID_STORE_URL": f"chdb://{base / 'chdb'}",
                "CITYGRID_DATA_DIR": str(base / "worker"),

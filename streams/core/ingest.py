@@ -12,6 +12,7 @@ from streams.core.times import BadTimestamp, iso_to_ms
 from streams.core.knowledge.classify import Classification
 from streams.core.knowledge.knowledge import CTX_COMMITTEE, Knowledge
 from streams.core.model import DeviceCommand, IngestResult, Location, Signal, Triage
+from streams.core.privacy import Pseudonymizer, mask_fields, mask_optional, mask_text
 from streams.core.knowledge.sensors import (EBIKE_COMMAND, METRIC_EBIKE, METRIC_TILT, METRIC_VIBRATION, LiftRepeatState,
                                   city_day, crowd_level)
 
@@ -45,11 +46,6 @@ def stable_id(prefix: str, *parts: str) -> str:
     return f"{prefix}-" + hashlib.sha1("\x1f".join(parts).encode("utf-8")).hexdigest()[:20]
 
 
-def pseudonym(phone: str) -> str:
-    """Callers' numbers never leave the pipeline in clear; the same caller keeps the same pseudonym."""
-    return "caller-" + hashlib.sha256(("citygrid-caller:" + phone.strip()).encode("utf-8")).hexdigest()[:16]
-
-
 def _merge_context(*lists: list[str]) -> list[str]:
     out: list[str] = []
     for items in lists:
@@ -65,9 +61,13 @@ def _event_ms(record: dict[str, Any], key: str) -> int:
 
 
 class Ingestor:
-    def __init__(self, knowledge: Knowledge, triage_confidence: float = 0.55) -> None:
+    def __init__(self, knowledge: Knowledge, triage_confidence: float = 0.55,
+                 pseudonyms: Pseudonymizer | None = None) -> None:
         self.knowledge = knowledge
         self.triage_confidence = triage_confidence  # below it a signal goes to 人工分拨
+        # Callers' numbers become keyed pseudonyms (streams.core.privacy). The worker passes the
+        # operator's key; without one a random per-process key keeps numbers unrecoverable.
+        self.pseudonyms = pseudonyms or Pseudonymizer.ephemeral()
         self.lifts = LiftRepeatState()
         self._classified: dict[str, Classification] = {}  # texts of the current batch, classified at once
 
@@ -114,13 +114,14 @@ class Ingestor:
             category_name=category.name, confidence=round(float(confidence), 4),
             context=_merge_context(context, location.context), lat=location.lat, lon=location.lon,
             cell=location.cell, community=location.community, street=location.street,
-            street_code=location.street_code, district=location.district, address=location.address,
+            street_code=location.street_code, district=location.district, address=mask_optional(location.address),
             **extra_fields)
 
     def _triage(self, topic: str, source_id: str, ts_ms: int, record: dict[str, Any], reasons: list[str],
                 best: Classification | None = None) -> Triage:
-        return Triage(triage_id=stable_id("tri", topic, source_id), topic=topic, reason="; ".join(reasons),
-                      ts_ms=ts_ms, record=json.dumps(record, ensure_ascii=False, sort_keys=True),
+        # the raw record is kept for the person triaging it, with numbers in its free text masked
+        return Triage(triage_id=stable_id("tri", topic, source_id), topic=topic, reason=mask_text("; ".join(reasons)),
+                      ts_ms=ts_ms, record=json.dumps(mask_fields(record), ensure_ascii=False, sort_keys=True),
                       best_category=best.category_code if best else None,
                       confidence=best.confidence if best else None)
 
@@ -136,7 +137,7 @@ class Ingestor:
         text = record["text"]
         if not text or not text.strip():
             raise RejectRecord("field 'text' is empty: nothing to classify")
-        reporter = pseudonym(record["caller"])
+        reporter = self.pseudonyms.caller(record["caller"])
         cls = self._classify(text)
         location, where_not = self.knowledge.locate(record.get("lat"), record.get("lon"), record.get("address"), text)
         reasons = [r for r in (self._low_confidence(cls), where_not and f"unknown location: {where_not}") if r]
@@ -144,7 +145,7 @@ class Ingestor:
             masked = dict(record, caller=reporter)
             return IngestResult(triage=[self._triage(topic, record["call_id"], ts_ms, masked, reasons, cls)])
         signal = self._signal(topic, "hotline", record["line"], record["call_id"], ts_ms, ingest_ms,
-                              cls.category_code, cls.confidence, cls.context, location, text=text,
+                              cls.category_code, cls.confidence, cls.context, location, text=mask_text(text),
                               reporter_id=reporter, reporter_kind="citizen",
                               extra=json.dumps({"channel": record.get("channel"), "keyword_hits": cls.keyword_hits,
                                                 "alternatives": cls.alternatives}, ensure_ascii=False))
@@ -186,7 +187,8 @@ class Ingestor:
         if record["reporter_kind"] == "committee":
             context = _merge_context(context, [CTX_COMMITTEE])
         signal = self._signal(topic, "field", record["reporter_kind"], record["report_id"], ts_ms, ingest_ms, code,
-                              confidence, context, location, text=text or None, reporter_id=record["reporter_id"],
+                              confidence, context, location, text=mask_text(text) or None,
+                              reporter_id=record["reporter_id"],
                               reporter_kind=record["reporter_kind"], handled_on_spot=record.get("handled_on_spot"),
                               photos=record.get("photos"), after_photos=record.get("after_photos"))
         return IngestResult(signals=[signal])
@@ -301,6 +303,6 @@ class Ingestor:
         assert category is not None
         signal = self._signal(topic, "registry", "registry", record["change_id"], ts_ms, ingest_ms, category.code,
                               1.0, [], location, reporter_kind="registry",
-                              extra=json.dumps({"kind": record["kind"], "detail": record.get("detail")},
+                              extra=json.dumps({"kind": record["kind"], "detail": mask_optional(record.get("detail"))},
                                                ensure_ascii=False))
         return IngestResult(signals=[signal])
