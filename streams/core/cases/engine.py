@@ -25,6 +25,7 @@ from streams.core.times import BadTimestamp, iso_to_ms
 from streams.core.cases import dedup, lifecycle, sla
 from streams.core.cases.lifecycle import Rejected, Step
 from streams.core.model import STAGES, Location, Signal
+from streams.core.privacy import mask_fields
 
 SYSTEM = "system"
 # A case a sensor or camera keeps alerting on must not grow without end (it is one table value):
@@ -289,6 +290,7 @@ class CaseEngine:
 
     def on_action(self, action: dict, partition: int = 0) -> Outputs:
         out = Outputs()
+        action = mask_fields(action)  # a note may quote a phone number: transitions and rejections keep it masked
         case_id = action.get("case_id") or self.sources.get(action.get("source_id") or "")
         doc0 = self.cases.get(case_id) if case_id else None
         try:

@@ -83,7 +83,7 @@ def test_caller_phone_is_hashed_with_a_key_or_dropped() -> None:
         VALIDATOR.validate(json.loads(r["payload"]))
     hashed = json.loads(with_key[0]["payload"])
     assert re.fullmatch(r"[0-9a-f]{32}", hashed["caller_ref"])
-    assert hashed["location"]["address"].endswith("*******5678")
+    assert hashed["location"]["address"].endswith("138****5678")
     assert "caller_ref" not in json.loads(without[0]["payload"])
     # the same caller gets the same reference (repeat calls can be linked without the number)
     again = build_deliveries(note(caller="138-1234-5678", event_id="other"), config(pii_hash_key="k" * 20))
@@ -91,7 +91,8 @@ def test_caller_phone_is_hashed_with_a_key_or_dropped() -> None:
 
 
 @pytest.mark.parametrize("text,masked", [
-    ("13812345678", "*******5678"), ("电话021-64871234请回", "电话*******1234请回"), ("+86 13912345678", "*******5678"),
+    ("13812345678", "138****5678"), ("电话021-64871234请回", "电话021-****1234请回"), ("+86 13912345678", "+86 139****5678"),
+    ("身份证310104198001011234", "身份证310***********1234"),
     ("漕溪北路1200号", "漕溪北路1200号"), ("天平路100弄3号201室", "天平路100弄3号201室"),
 ])
 def test_mask_phones(text: str, masked: str) -> None:
