@@ -23,7 +23,9 @@ from typing import Any, Protocol
 
 from streams.core.times import BadTimestamp, iso_to_ms
 from streams.core.cases import dedup, lifecycle, sla
+from streams.core.cases.authority import ActorPolicy
 from streams.core.cases.lifecycle import Rejected, Step
+from streams.core.knowledge.knowledge import packaged_policy
 from streams.core.model import STAGES, Location, Signal
 from streams.core.privacy import mask_fields
 
@@ -106,12 +108,14 @@ def iso_local(ms: int) -> str:
 class CaseEngine:
     def __init__(self, knowledge: KnowledgeLike, cases: MutableMapping[str, dict],
                  sources: MutableMapping[str, str], calendar: sla.WorkCalendar | None = None,
-                 auto_dispatch: bool = False) -> None:
+                 auto_dispatch: bool = False, policy: ActorPolicy | None = None) -> None:
         # auto_dispatch: every case is registered 立案 on arrival and dispatched 派遣 by the KB at once
         # (the centre's review happens in triage 人工分拨 for what the classifier is unsure of). False:
         # hotline calls wait for the centre's accept, and only level-4 / immediate routes dispatch themselves.
         self.auto_dispatch = auto_dispatch
         self.knowledge = knowledge
+        # who may take which action: the KB's authority section (the packaged one for test doubles)
+        self.policy = policy or getattr(knowledge, "policy", None) or packaged_policy()
         self.cases = cases
         self.sources = sources
         self.calendar = calendar or sla.default_calendar()
@@ -306,7 +310,7 @@ class CaseEngine:
             return out  # a re-delivered action changes nothing
         doc = _clone(doc0)
         try:
-            steps = lifecycle.apply_action(doc, action, ts_ms, self.calendar)
+            steps = lifecycle.apply_action(doc, action, ts_ms, self.calendar, self.policy)
         except Rejected as exc:
             out.rejections.append(self._rejection(action, case_id, exc.reason, ts_ms))
             return out
