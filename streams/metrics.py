@@ -7,7 +7,7 @@ instead of patching module globals. Names are prefixed ``citygrid_``; the alert 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -26,9 +26,11 @@ class PipelineMetrics:
         # Ingest
         self.events_in = Counter("citygrid_events_in", "Raw records consumed, by source and topic",
                                  ["source", "topic"], registry=r)
-        self.dead_letters = Counter("citygrid_dead_letters", "Records sent to a dead-letter topic, by topic and reason",
+        self.dead_letters = Counter("citygrid_dead_letters",
+                                    "Records sent to a dead-letter topic, by topic and reason",
                                     ["topic", "reason"], registry=r)
-        self.triage = Counter("citygrid_triage", "Records sent to manual triage 人工分拨, by reason", ["reason"], registry=r)
+        self.triage = Counter("citygrid_triage", "Records sent to manual triage 人工分拨, by reason", ["reason"],
+                              registry=r)
         self.classification_confidence = Histogram(
             "citygrid_classification_confidence", "Classifier confidence of each signal, by source",
             ["source"], buckets=CONFIDENCE_BUCKETS, registry=r)
@@ -45,19 +47,23 @@ class PipelineMetrics:
         # ClickHouse
         self.store_batch_rows = Histogram("citygrid_clickhouse_batch_rows", "Rows per ClickHouse INSERT, by table",
                                           ["table"], buckets=BATCH_ROW_BUCKETS, registry=r)
-        self.store_write_seconds = Histogram("citygrid_clickhouse_write_seconds", "Latency of ClickHouse INSERTs, by table",
+        self.store_write_seconds = Histogram("citygrid_clickhouse_write_seconds",
+                                             "Latency of ClickHouse INSERTs, by table",
                                              ["table"], buckets=WRITE_SECONDS_BUCKETS, registry=r)
-        self.store_write_failures = Counter("citygrid_clickhouse_write_failures", "Failed ClickHouse INSERTs (retried), by table",
+        self.store_write_failures = Counter("citygrid_clickhouse_write_failures",
+                                            "Failed ClickHouse INSERTs (retried), by table",
                                             ["table"], registry=r)
         self.store_rows_written = Counter("citygrid_clickhouse_rows_written", "Rows written to ClickHouse, by table",
                                           ["table"], registry=r)
-        self.store_buffered_rows = Gauge("citygrid_clickhouse_buffered_rows", "Rows waiting in the batch writer", registry=r)
+        self.store_buffered_rows = Gauge("citygrid_clickhouse_buffered_rows", "Rows waiting in the batch writer",
+                                         registry=r)
         self.store_buffer_capacity = Gauge("citygrid_clickhouse_buffer_capacity_rows",
                                            "Rows the batch writer may hold (settings.store_buffer_rows)", registry=r)
-        self.store_backpressure = Counter("citygrid_clickhouse_backpressure", "Adds refused because the buffer was full",
-                                          registry=r)
+        self.store_backpressure = Counter("citygrid_clickhouse_backpressure",
+                                          "Adds refused because the buffer was full", registry=r)
         # Webhooks
-        self.webhook_deliveries = Counter("citygrid_webhook_deliveries", "Webhook delivery attempts by department and outcome "
+        self.webhook_deliveries = Counter("citygrid_webhook_deliveries",
+                                          "Webhook delivery attempts by department and outcome "
                                           "(delivered|retry|failed|dead)", ["department", "outcome"], registry=r)
         self.webhook_latency = Histogram("citygrid_webhook_latency_seconds", "Webhook request latency, by department",
                                          ["department"], buckets=WEBHOOK_SECONDS_BUCKETS, registry=r)
@@ -83,7 +89,7 @@ class PipelineMetrics:
             self.consumer_lag.labels(topic=topic, partition=str(partition)).set(value)
 
 
-def start_metrics_server(port: int, metrics: PipelineMetrics, addr: str = "0.0.0.0") -> Any:
+def start_metrics_server(port: int, metrics: PipelineMetrics, addr: str = "0.0.0.0") -> WSGIServer:
     """Serve ``/metrics`` in a daemon thread; returns the HTTP server (call ``.shutdown()`` to stop)."""
     server, _thread = start_http_server(port, addr=addr, registry=metrics.registry)
     return server

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import Field, SecretStr
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -25,7 +26,7 @@ def default_cache_dir() -> Path:
 class _YamlFileSource(PydanticBaseSettingsSource):
     """Reads the optional YAML settings file (keys are the field names, lower case)."""
 
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
@@ -53,18 +54,25 @@ class Settings(BaseSettings):
         40.0, gt=0, description="Kafka request timeout; also bounds a stuck seek during Faust recovery after a crash")
     topic_prefix: str = Field("", description="prefixes every topic name (isolates tests sharing a broker)")
     # Storage: chdb://PATH (embedded) or clickhouse://host:port/db (server)
-    store_url: str = Field("chdb://var/chdb", description='ClickHouse: chdb://PATH (embedded, default) or clickhouse://[user[:pw]@]host:port/db (server)')
+    store_url: str = Field("chdb://var/chdb", description="ClickHouse: chdb://PATH (embedded, default) or "
+                           "clickhouse://[user[:pw]@]host:port/db (server)")
     store_batch_rows: int = Field(5000, ge=1)
     store_flush_seconds: float = Field(1.0, gt=0)
-    store_buffer_rows: int = Field(200_000, ge=1, description="rows buffered while ClickHouse is down before back-pressure")
-    retention_months: dict[str, int] = Field(default_factory=dict, description="per-table retention, e.g. {signals: 24}")
+    store_buffer_rows: int = Field(200_000, ge=1,
+                                   description="rows buffered while ClickHouse is down before back-pressure")
+    retention_months: dict[str, int] = Field(default_factory=dict,
+                                             description="per-table retention, e.g. {signals: 24}")
     # Faust state
-    table_store: str = Field("memory://", description='Faust table store: memory:// (dev) or rocksdb:// (production; pip extra rocksdb)')
+    table_store: str = Field("memory://", description="Faust table store: memory:// (dev) or rocksdb:// "
+                             "(production; pip extra rocksdb)")
     data_dir: Path = Field(Path("var/worker"), description='worker state dir (Faust tables, RocksDB files)')
     # Knowledge
-    kb_path: Path | None = Field(None, description="responsibility knowledge base 责任清单 YAML (default: the packaged sample city's)")
-    city_dir: Path | None = Field(None, description='city data dir: grid, gazetteer, departments, devices (default: packaged Xuhui)')
-    holiday_override_file: Path | None = Field(None, description='local holiday / 调休 overrides on top of chinese-calendar (YAML)')
+    kb_path: Path | None = Field(
+        None, description="responsibility knowledge base 责任清单 YAML (default: the packaged sample city's)")
+    city_dir: Path | None = Field(
+        None, description="city data dir: grid, gazetteer, departments, devices (default: packaged Xuhui)")
+    holiday_override_file: Path | None = Field(
+        None, description="local holiday / 调休 overrides on top of chinese-calendar (YAML)")
     auto_dispatch: bool = Field(True, description="dispatch every registered case by the KB at once (false: the centre "
                                 "accepts hotline calls and dispatches all but level-4/immediate routes by action)")
     triage_confidence: float = Field(0.55, ge=0, le=1, description="below this a signal goes to manual triage 人工分拨")
@@ -77,7 +85,8 @@ class Settings(BaseSettings):
     web_port: int = Field(6066, description='worker HTTP port: /wall/ (live view JSON), /health/')
     log_level: str = Field("info", description='worker log level')
     # Webhooks
-    webhooks_file: Path | None = Field(None, description='department webhook endpoints YAML (docs/webhooks.md); unset: no webhooks')
+    webhooks_file: Path | None = Field(
+        None, description="department webhook endpoints YAML (docs/webhooks.md); unset: no webhooks")
     # Security and privacy (docs/security.md)
     pii_key: SecretStr | None = Field(None, description="secret key of callers' pseudonyms (keyed HMAC-SHA256, ≥ 32 "
                                       "characters); required by the worker (`make demo` generates one)")
@@ -97,9 +106,11 @@ class Settings(BaseSettings):
     kafka_ssl_keyfile: Path | None = Field(None, description="client private key (PEM) for mutual TLS (optional)")
     kafka_ssl_check_hostname: bool = Field(True, description="verify that the broker certificate names the host")
     store_user: str = Field("", description="ClickHouse user (overrides one in store_url)")
-    store_password_file: Path | None = Field(None, description="file holding the ClickHouse password (a mounted Secret)")
+    store_password_file: Path | None = Field(
+        None, description="file holding the ClickHouse password (a mounted Secret)")
     store_tls: bool = Field(False, description="TLS to the ClickHouse server (native secure port, usually 9440)")
-    store_ca_file: Path | None = Field(None, description="CA bundle (PEM) that signed the ClickHouse server certificate")
+    store_ca_file: Path | None = Field(
+        None, description="CA bundle (PEM) that signed the ClickHouse server certificate")
 
     @classmethod
     def settings_customise_sources(

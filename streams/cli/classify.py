@@ -11,16 +11,36 @@ import argparse
 import json
 import sys
 from dataclasses import asdict
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, TypedDict
+
+if TYPE_CHECKING:
+    from streams.core.knowledge.knowledge import Knowledge
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("classify", help="classify JSON lines of Chinese text against the knowledge base",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.set_defaults(func=run)
 
 
-def _number(obj: dict[str, Any], key: str) -> float | None:
+class Classified(TypedDict):
+    """One output line of ``streams classify``."""
+
+    category_code: str
+    category_name: str
+    departments: list[str]
+    level: int
+    confidence: float
+    kb_version: str
+    rule_id: str
+    immediate: bool
+    context: list[str]
+    location: dict[str, Any] | None  # the Location as a dict
+    location_reason: str | None
+    triage: bool
+
+
+def _number(obj: dict[str, object], key: str) -> float | None:
     value = obj.get(key)
     if value is None:
         return None
@@ -29,7 +49,7 @@ def _number(obj: dict[str, Any], key: str) -> float | None:
     return float(value)
 
 
-def classify_line(knowledge: Any, line: str, threshold: float) -> dict[str, Any]:
+def classify_line(knowledge: Knowledge, line: str, threshold: float) -> Classified:
     """One input line -> one output object. Raises ValueError naming the problem."""
     try:
         obj = json.loads(line)
@@ -49,7 +69,7 @@ def classify_line(knowledge: Any, line: str, threshold: float) -> dict[str, Any]
     lat, lon = _number(obj, "lat"), _number(obj, "lon")
     if (lat is None) != (lon is None):
         raise ValueError("give both 'lat' and 'lon' or neither")
-    if lat is not None and not (-90 <= lat <= 90 and -180 <= lon <= 180):  # type: ignore[operator]
+    if lat is not None and lon is not None and not (-90 <= lat <= 90 and -180 <= lon <= 180):
         raise ValueError("'lat'/'lon' out of range")
     cls = knowledge.classify(text)
     location, reason = knowledge.locate(lat, lon, address, text)
@@ -64,11 +84,12 @@ def classify_line(knowledge: Any, line: str, threshold: float) -> dict[str, Any]
     }
 
 
-def classify_stream(knowledge: Any, threshold: float, stdin: TextIO, stdout: TextIO) -> int:
+def classify_stream(knowledge: Knowledge, threshold: float, stdin: TextIO, stdout: TextIO) -> int:
     bad = 0
     for lineno, line in enumerate(stdin, start=1):
         if not line.strip():
             continue
+        out: Classified | dict[str, object]
         try:
             out = classify_line(knowledge, line, threshold)
         except ValueError as exc:

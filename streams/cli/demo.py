@@ -7,12 +7,12 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from types import FrameType
 
 from streams.settings import Settings
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("demo", help="local Kafka + embedded chdb + worker + simulated feeds + live view")
     p.add_argument("--rate", type=float, default=30.0)
     p.add_argument("--dir", type=Path, default=Path("var/demo"))
@@ -36,19 +36,24 @@ def cmd_live(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM stops the demo the way Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Everything on one machine; Ctrl-C stops everything this command started."""
-    from streams.wall.live import run_live
     from streams.agents.worker import ensure_topics
     from streams.local.kafka import LocalKafka, free_port
+    from streams.wall.live import run_live
 
     base = args.dir.resolve()
     base.mkdir(parents=True, exist_ok=True)
     broker = LocalKafka(base / "kafka")
-    children: list[subprocess.Popen] = []
+    children: list[subprocess.Popen[bytes]] = []
     stopping = False
 
-    def stop_all(*_: Any) -> None:
+    def stop_all() -> None:
         nonlocal stopping
         if stopping:
             return
@@ -67,7 +72,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # Ctrl-C (SIGINT) and SIGTERM both stop everything; SIGINT is set explicitly because a shell
     # starts background jobs with it ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         print(f"demo: starting Kafka in {broker.data_dir} ...", flush=True)
         broker.start()

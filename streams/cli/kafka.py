@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("kafka", help="fetch, start or stop the local development broker")
     p.add_argument("action", choices=["fetch", "start", "stop"])
     p.add_argument("--data-dir", type=Path, default=Path("var/kafka"))

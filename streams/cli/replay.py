@@ -4,19 +4,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
-from streams.bus.codec import iso_to_ms
-from streams.replay import replay
+from streams.core.times import iso_to_ms
 from streams.replay import __doc__ as REPLAY_DOC
+from streams.replay import replay
 from streams.settings import Settings
 
 
 def _run(args: argparse.Namespace) -> int:
-    overrides: dict[str, Any] = {}
-    if args.kb:
-        overrides["kb_path"] = Path(args.kb)
-    settings = Settings(**overrides)
+    settings = Settings(kb_path=Path(args.kb)) if args.kb else Settings()
     store = None
     if not args.no_store:
         from streams.storage import open_store
@@ -36,7 +32,7 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if report.invalid else 0
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("replay", help="run the lifecycle over recorded events (event time, virtual clock)",
                                    description=REPLAY_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("file", help='JSON lines {"topic": ..., "value": {...}}; - for stdin')

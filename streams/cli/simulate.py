@@ -7,7 +7,7 @@ import sys
 from streams.settings import Settings
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("simulate", help="produce simulated city feeds to Kafka")
     p.add_argument("--rate", type=float, default=20.0, help="records per second (default 20)")
     p.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
@@ -21,12 +21,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from streams.sources import simulate
     from streams.core.knowledge.knowledge import Knowledge
+    from streams.sources import simulate
 
     settings = Settings()
     sources = {s.strip() for s in args.sources.split(",") if s.strip()}
-    sent = simulate.run(settings.kafka_bootstrap, args.rate, args.duration, args.seed, sources,
-                        Knowledge.load(settings.kb_path, settings.city_dir), settings.topic_prefix, args.count, act=args.act)
+    knowledge = Knowledge.load(settings.kb_path, settings.city_dir)
+    sent = simulate.run(settings.kafka_bootstrap, args.rate, args.duration, args.seed, sources, knowledge,
+                        settings.topic_prefix, args.count, act=args.act)
     print(f"simulate: produced {sent} records", file=sys.stderr)
     return 0

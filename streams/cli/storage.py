@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import argparse
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from streams.settings import Settings
 from streams.storage.retention import drop_expired_partitions
 from streams.storage.store import open_store
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     migrate = subparsers.add_parser("migrate", help="apply ClickHouse schema migrations (idempotent)")
     migrate.add_argument("--store-url", help="overrides settings.store_url (chdb://PATH or clickhouse://host:port/db)")
     migrate.set_defaults(func=run_migrate)
@@ -38,7 +38,7 @@ def run_retention(args: argparse.Namespace) -> int:
     url = _store_url(args)
     settings = Settings()
     with open_store(url) as store:
-        dropped = drop_expired_partitions(store, settings.retention_months, datetime.now(timezone.utc))
+        dropped = drop_expired_partitions(store, settings.retention_months, datetime.now(UTC))
     for table, partitions in dropped.items():
         print(f"{table}: dropped {', '.join(partitions) if partitions else 'nothing'}")
     return 0

@@ -6,15 +6,19 @@ import asyncio
 import logging
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from streams.settings import Settings
-from streams.sinks.webhooks.config import KINDS, WebhookConfigError, load_config
+from streams.sinks.webhooks.config import KINDS, WebhookConfigError, WebhooksConfig, load_config
+
+if TYPE_CHECKING:
+    from streams.sinks.webhooks.deliver import Sink
+    from streams.storage.writer import BatchWriter
 
 log = logging.getLogger(__name__)
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("webhooks", help="department webhooks: deliver, redeliver dead letters")
     sub = parser.add_subparsers(dest="webhooks_command", required=True)
 
@@ -47,8 +51,9 @@ def _run(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(settings, config, args))
 
 
-async def _serve(settings: Settings, config: Any, args: argparse.Namespace) -> int:
-    from streams.sinks.webhooks.deliver import PrometheusWebhookMetrics, WebhookDeliverer
+async def _serve(settings: Settings, config: WebhooksConfig, args: argparse.Namespace) -> int:
+    from streams.sinks.webhooks.deliver import WebhookDeliverer
+    from streams.sinks.webhooks.metrics import PrometheusWebhookMetrics
 
     metrics = None
     if args.metrics_port is not None:
@@ -56,7 +61,8 @@ async def _serve(settings: Settings, config: Any, args: argparse.Namespace) -> i
 
         metrics = PrometheusWebhookMetrics()
         start_http_server(args.metrics_port, registry=metrics.registry)
-    sink, writer = None, None
+    sink: Sink | None = None
+    writer: BatchWriter | None = None
     if not args.no_store:
         sink, writer = _store_sink(settings)
     deliverer = WebhookDeliverer(settings, config, metrics=metrics, sink=sink)
@@ -74,7 +80,7 @@ async def _serve(settings: Settings, config: Any, args: argparse.Namespace) -> i
     return 0
 
 
-def _store_sink(settings: Settings) -> tuple[Any, Any]:
+def _store_sink(settings: Settings) -> tuple[Sink, BatchWriter]:
     """ClickHouse rows through the storage area's BatchWriter (flushes and retries on its own).
 
     An embedded chdb path can be open in one process only: when the worker holds it, run the deliverer

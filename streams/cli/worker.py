@@ -6,7 +6,7 @@ import argparse
 from streams.settings import Settings
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("worker", help="run the stream-processing worker (Faust agents + lean consumers + sink)")
     p.set_defaults(func=cmd_worker)
 

@@ -6,15 +6,40 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TypedDict, Unpack, cast
 
-from streams.core.times import BadTimestamp, iso_to_ms
 from streams.core.knowledge.classify import Classification
 from streams.core.knowledge.knowledge import CTX_COMMITTEE, Knowledge
-from streams.core.model import DeviceCommand, IngestResult, Location, Signal, Triage
+from streams.core.knowledge.sensors import (
+    EBIKE_COMMAND,
+    METRIC_EBIKE,
+    METRIC_TILT,
+    METRIC_VIBRATION,
+    LiftRepeatState,
+    LiftStateDict,
+    city_day,
+    crowd_level,
+)
+from streams.core.model import (
+    CameraAlert,
+    DeviceCommand,
+    FieldReport,
+    FieldTrack,
+    HotlineCall,
+    IngestResult,
+    InspectorTrackRow,
+    IotReading,
+    Location,
+    RawRecord,
+    RegistryChange,
+    SensorAlarmRow,
+    Signal,
+    Triage,
+    ZeroReportRow,
+)
 from streams.core.privacy import Pseudonymizer, mask_fields, mask_optional, mask_text
-from streams.core.knowledge.sensors import (EBIKE_COMMAND, METRIC_EBIKE, METRIC_TILT, METRIC_VIBRATION, LiftRepeatState,
-                                  city_day, crowd_level)
+from streams.core.times import BadTimestamp, iso_to_ms
 
 SENSOR_CATEGORY = {METRIC_VIBRATION: "历史建筑振动超限", METRIC_TILT: "历史建筑倾斜超限"}
 EBIKE_CATEGORY = "电动车进电梯"
@@ -53,9 +78,29 @@ def _merge_context(*lists: list[str]) -> list[str]:
     return out
 
 
-def _event_ms(record: dict[str, Any], key: str) -> int:
+class IngestorState(TypedDict, total=False):
+    """The Ingestor's JSON-able state (what the worker persists)."""
+
+    lifts: LiftStateDict
+
+
+class SignalDetails(TypedDict, total=False):
+    """The Signal fields a feed fills beyond the common ones (see Ingestor._signal)."""
+
+    text: str | None
+    reporter_id: str | None
+    reporter_kind: str | None
+    handled_on_spot: bool | None
+    photos: list[str] | None
+    after_photos: list[str] | None
+    level_hint: int | None
+    extra: str | None
+
+
+def _event_ms(value: str, key: str) -> int:
+    """The event time of a record from its field ``key`` (holding ``value``)."""
     try:
-        return iso_to_ms(record[key])
+        return iso_to_ms(value)
     except BadTimestamp as exc:
         raise RejectRecord(f"field '{key}': {exc}") from exc
 
@@ -71,42 +116,47 @@ class Ingestor:
         self.lifts = LiftRepeatState()
         self._classified: dict[str, Classification] = {}  # texts of the current batch, classified at once
 
-    def prepare(self, records: list[dict[str, Any]]) -> None:
+    def prepare(self, records: Sequence[RawRecord]) -> None:
         """Classify the free texts of a batch in one go (see TextClassifier.classify_many); the
         following ``ingest`` calls for these records use the results. Purely an optimisation."""
         texts = list(dict.fromkeys(r["text"] for r in records if isinstance(r.get("text"), str) and r["text"].strip()))
-        self._classified = dict(zip(texts, self.knowledge.classify_many(texts)))
+        self._classified = dict(zip(texts, self.knowledge.classify_many(texts), strict=True))
 
     def _classify(self, text: str) -> Classification:
         cls = self._classified.get(text)
         return cls if cls is not None else self.knowledge.classify(text)
 
     # ------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> IngestorState:
         return {"lifts": self.lifts.to_dict()}
 
-    def load_state(self, state: dict[str, Any]) -> None:
+    def load_state(self, state: IngestorState) -> None:
         self.lifts = LiftRepeatState.from_dict(state.get("lifts", {}))
 
     # ------------------------------------------------------------ dispatch by feed
-    def ingest(self, feed: str, record: dict[str, Any], ingest_ms: int) -> IngestResult:
-        """One raw record of ``feed`` (a name of FEEDS: the feed's schema) -> signals, triage, commands, rows."""
-        handler = {
-            "hotline_call": self._hotline,
-            "field_report": self._field_report,
-            "field_track": self._field_track,
-            "iot_reading": self._iot_reading,
-            "camera_alert": self._camera_alert,
-            "registry_change": self._registry_change,
-        }.get(feed)
-        if handler is None:
+    def ingest(self, feed: str, record: RawRecord, ingest_ms: int) -> IngestResult:
+        """One schema-valid raw record of ``feed`` (a name of FEEDS: the feed's schema) -> signals,
+        triage, commands, rows."""
+        topic = FEEDS.get(feed)
+        if topic is None:
             raise RejectRecord(f"the ingestor does not read feed {feed!r}")
-        return handler(FEEDS[feed], record, ingest_ms)
+        # the codec checked the record against the feed's schema: it has that feed's shape
+        if feed == "hotline_call":
+            return self._hotline(topic, cast(HotlineCall, record), ingest_ms)
+        if feed == "field_report":
+            return self._field_report(topic, cast(FieldReport, record), ingest_ms)
+        if feed == "field_track":
+            return self._field_track(topic, cast(FieldTrack, record), ingest_ms)
+        if feed == "iot_reading":
+            return self._iot_reading(topic, cast(IotReading, record), ingest_ms)
+        if feed == "camera_alert":
+            return self._camera_alert(topic, cast(CameraAlert, record), ingest_ms)
+        return self._registry_change(topic, cast(RegistryChange, record), ingest_ms)
 
     # ------------------------------------------------------------ helpers
     def _signal(self, topic: str, source: str, source_kind: str, source_id: str, ts_ms: int, ingest_ms: int,
                 category_code: str, confidence: float, context: list[str], location: Location,
-                **extra_fields: Any) -> Signal:
+                **extra_fields: Unpack[SignalDetails]) -> Signal:
         category = self.knowledge.taxonomy.by_code[category_code]
         return Signal(
             signal_id=stable_id("sig", topic, source_id), source=source, source_kind=source_kind,
@@ -117,7 +167,7 @@ class Ingestor:
             street_code=location.street_code, district=location.district, address=mask_optional(location.address),
             **extra_fields)
 
-    def _triage(self, topic: str, source_id: str, ts_ms: int, record: dict[str, Any], reasons: list[str],
+    def _triage(self, topic: str, source_id: str, ts_ms: int, record: Mapping[str, object], reasons: list[str],
                 best: Classification | None = None) -> Triage:
         # the raw record is kept for the person triaging it, with numbers in its free text masked
         return Triage(triage_id=stable_id("tri", topic, source_id), topic=topic, reason=mask_text("; ".join(reasons)),
@@ -132,8 +182,8 @@ class Ingestor:
         return None
 
     # ------------------------------------------------------------ hotline.calls
-    def _hotline(self, topic: str, record: dict[str, Any], ingest_ms: int) -> IngestResult:
-        ts_ms = _event_ms(record, "received_at")
+    def _hotline(self, topic: str, record: HotlineCall, ingest_ms: int) -> IngestResult:
+        ts_ms = _event_ms(record["received_at"], "received_at")
         text = record["text"]
         if not text or not text.strip():
             raise RejectRecord("field 'text' is empty: nothing to classify")
@@ -152,8 +202,8 @@ class Ingestor:
         return IngestResult(signals=[signal])
 
     # ------------------------------------------------------------ field.reports
-    def _field_report(self, topic: str, record: dict[str, Any], ingest_ms: int) -> IngestResult:
-        ts_ms = _event_ms(record, "reported_at")
+    def _field_report(self, topic: str, record: FieldReport, ingest_ms: int) -> IngestResult:
+        ts_ms = _event_ms(record["reported_at"], "reported_at")
         text = (record.get("text") or "").strip()
         location, where_not = self.knowledge.locate(record.get("lat"), record.get("lon"), record.get("address"),
                                                     text or None)
@@ -161,16 +211,19 @@ class Ingestor:
             # 零报告 "有事报事，无事报平安": proof the inspector/station looked; no signal.
             loc = location or Location()
             # Columns of the `zero_reports` table (streams/storage/migrations).
-            return IngestResult(rows={"zero_reports": [{
+            zero: ZeroReportRow = {
                 "report_id": record["report_id"], "reporter_id": record["reporter_id"],
                 "reporter_kind": record["reporter_kind"], "ts_ms": ts_ms,
-                "community": loc.community or "", "street": loc.street or ""}]})
+                "community": loc.community or "", "street": loc.street or ""}
+            return IngestResult(rows={"zero_reports": [zero]})
         cls: Classification | None = None
-        if record.get("category"):
+        category_ref = record.get("category")
+        if category_ref:
             # A structured category from the inspector's device wins over the text.
-            category = self.knowledge.category(record["category"])
+            category = self.knowledge.category(category_ref)
             if category is None:
-                raise RejectRecord(f"field 'category': {record['category']!r} is neither a taxonomy code nor a category name")
+                raise RejectRecord(f"field 'category': {category_ref!r} is neither a taxonomy code "
+                                   "nor a category name")
             code, confidence = category.code, 1.0
             context = self.knowledge.read_context(text) if text else []
         elif text:
@@ -194,18 +247,19 @@ class Ingestor:
         return IngestResult(signals=[signal])
 
     # ------------------------------------------------------------ field.tracks
-    def _field_track(self, topic: str, record: dict[str, Any], ingest_ms: int) -> IngestResult:
-        ts_ms = _event_ms(record, "ts")
+    def _field_track(self, topic: str, record: FieldTrack, ingest_ms: int) -> IngestResult:
+        ts_ms = _event_ms(record["ts"], "ts")
         lat, lon = record["lat"], record["lon"]
         location, _ = self.knowledge.city.at_point(lat, lon)
         # Columns of the `inspector_tracks` table; a fix outside the district keeps an empty street.
-        return IngestResult(rows={"inspector_tracks": [{
+        track: InspectorTrackRow = {
             "inspector_id": record["inspector_id"], "ts_ms": ts_ms, "lat": lat, "lon": lon,
-            "cell": self.knowledge.city.cell_of(lat, lon), "street": location.street if location else ""}]})
+            "cell": self.knowledge.city.cell_of(lat, lon), "street": (location.street or "") if location else ""}
+        return IngestResult(rows={"inspector_tracks": [track]})
 
     # ------------------------------------------------------------ iot.readings
-    def _iot_reading(self, topic: str, record: dict[str, Any], ingest_ms: int) -> IngestResult:
-        ts_ms = _event_ms(record, "ts")
+    def _iot_reading(self, topic: str, record: IotReading, ingest_ms: int) -> IngestResult:
+        ts_ms = _event_ms(record["ts"], "ts")
         device_id, metric, value = record["device_id"], record["metric"], float(record["value"])
         devices = self.knowledge.devices
         if device_id in devices.sensors:
@@ -224,9 +278,10 @@ class Ingestor:
             signal = self._signal(topic, "iot", "sensor", source_id, ts_ms, ingest_ms, category.code, 1.0, [],
                                   sensor.location, reporter_id=device_id, reporter_kind="sensor",
                                   extra=json.dumps(facts, ensure_ascii=False))
-            alarm = {"alarm_id": stable_id("alarm", source_id), "device_id": device_id, "building": sensor.building,
-                     "ts_ms": ts_ms, "metric": metric, "value": value, "threshold": threshold,
-                     "street": sensor.location.street or "", "category_code": category.code}
+            alarm: SensorAlarmRow = {
+                "alarm_id": stable_id("alarm", source_id), "device_id": device_id, "building": sensor.building,
+                "ts_ms": ts_ms, "metric": metric, "value": value, "threshold": threshold,
+                "street": sensor.location.street or "", "category_code": category.code}
             return IngestResult(signals=[signal], rows={"sensor_alarms": [alarm]})
         if device_id in devices.lifts:
             lift = devices.lifts[device_id]
@@ -242,10 +297,11 @@ class Ingestor:
             category = self.knowledge.category(EBIKE_CATEGORY)
             assert category is not None
             # every detection is on the wall's sensor board (by building and lift), case or not
-            result.rows["sensor_alarms"] = [{
+            detection: SensorAlarmRow = {
                 "alarm_id": stable_id("alarm", device_id, record["ts"], metric), "device_id": device_id,
                 "building": lift.building, "ts_ms": ts_ms, "metric": metric, "value": value,
-                "threshold": float(limit), "street": lift.location.street or "", "category_code": category.code}]
+                "threshold": float(limit), "street": lift.location.street or "", "category_code": category.code}
+            result.rows["sensor_alarms"] = [detection]
             if count == limit:
                 day = city_day(ts_ms)
                 facts = {"device_id": device_id, "building": lift.building, "day": day, "count": count, "limit": limit}
@@ -257,32 +313,34 @@ class Ingestor:
         raise RejectRecord(f"unknown device {device_id!r} (not in the device registry)")
 
     # ------------------------------------------------------------ camera.alerts
-    def _camera_alert(self, topic: str, record: dict[str, Any], ingest_ms: int) -> IngestResult:
-        ts_ms = _event_ms(record, "ts")
+    def _camera_alert(self, topic: str, record: CameraAlert, ingest_ms: int) -> IngestResult:
+        ts_ms = _event_ms(record["ts"], "ts")
         camera = self.knowledge.devices.cameras.get(record["camera_id"])
         if camera is None:
             raise RejectRecord(f"unknown camera {record['camera_id']!r} (not in the device registry)")
         kind = self.knowledge.kb.camera_types.get(record["type"])
         if kind is None:
-            return IngestResult(triage=[self._triage(topic, record["alert_id"], ts_ms, record,
-                                                     [f"camera alert type {record['type']!r} has no category in the KB"])])
+            reason = f"camera alert type {record['type']!r} has no category in the KB"
+            return IngestResult(triage=[self._triage(topic, record["alert_id"], ts_ms, record, [reason])])
         category = self.knowledge.taxonomy.by_code[kind.category_code]
         if record["confidence"] < kind.min_confidence:
-            triage = self._triage(topic, record["alert_id"], ts_ms, record,
-                                  [f"camera confidence {record['confidence']:.2f} < {kind.min_confidence:.2f} for {record['type']}"])
+            reason = f"camera confidence {record['confidence']:.2f} < {kind.min_confidence:.2f} for {record['type']}"
+            triage = self._triage(topic, record["alert_id"], ts_ms, record, [reason])
             triage.best_category, triage.confidence = category.code, record["confidence"]
             return IngestResult(triage=[triage])
-        facts: dict[str, Any] = {"camera_id": camera.id, "type": record["type"], "area": camera.area}
+        facts: dict[str, object] = {"camera_id": camera.id, "type": record["type"], "area": camera.area}
         level_hint = None
         if category.name == CROWD_CATEGORY:
-            if record.get("count") is None:
+            count = record.get("count")
+            if count is None:
                 raise RejectRecord("crowd alert without 'count'")
             thresholds = self.knowledge.kb.crowd_areas.get(camera.area or "", self.knowledge.kb.crowd_default)
-            level_hint = crowd_level(int(record["count"]), thresholds)
-            facts.update(count=record["count"], thresholds=list(thresholds), level=level_hint)
+            level_hint = crowd_level(int(count), thresholds)
+            facts.update(count=count, thresholds=list(thresholds), level=level_hint)
             if level_hint is None:
                 return IngestResult()   # below the area's attention level: a normal crowd
-        photos = [record["snapshot"]] if record.get("snapshot") else None
+        snapshot = record.get("snapshot")
+        photos = [snapshot] if snapshot else None
         signal = self._signal(topic, "camera", "camera", record["alert_id"], ts_ms, ingest_ms, category.code,
                               record["confidence"], [], camera.location, reporter_id=camera.id,
                               reporter_kind="camera", photos=photos, level_hint=level_hint,
@@ -290,8 +348,8 @@ class Ingestor:
         return IngestResult(signals=[signal])
 
     # ------------------------------------------------------------ registry.changes
-    def _registry_change(self, topic: str, record: dict[str, Any], ingest_ms: int) -> IngestResult:
-        ts_ms = _event_ms(record, "ts")
+    def _registry_change(self, topic: str, record: RegistryChange, ingest_ms: int) -> IngestResult:
+        ts_ms = _event_ms(record["ts"], "ts")
         location, where_not = self.knowledge.locate(None, None, record["address"])
         if location is None:
             return IngestResult(triage=[self._triage(topic, record["change_id"], ts_ms, record,

@@ -5,12 +5,14 @@ Times are epoch milliseconds (event time) unless a name says otherwise.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 # The six stages of the closed loop, in order.
 STAGES = ("discover", "register", "dispatch", "handle", "verify", "close")
-STAGE_ZH = {"discover": "发现", "register": "立案", "dispatch": "派遣", "handle": "处置", "verify": "核查", "close": "结案"}
+STAGE_ZH = {"discover": "发现", "register": "立案", "dispatch": "派遣", "handle": "处置", "verify": "核查",
+            "close": "结案"}
 
 # Response levels: 4 = residential workstation 居民区工作站, 3 = street centre 街道网格中心,
 # 2 = district centre 区网格中心, 1 = city 市级.
@@ -72,7 +74,7 @@ class Signal:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Signal":
+    def from_dict(cls, data: Mapping[str, Any]) -> Signal:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -107,6 +109,47 @@ class DeviceCommand:
     reading_ts: str | None = None
 
 
+# Rows of any one store table (what a sink inserts): plain JSON-able dicts, typed per table below
+# and in streams.core.cases.model.
+TableRows = Sequence[Mapping[str, object]]
+
+
+class ZeroReportRow(TypedDict):
+    """A row of ``zero_reports``: 零报告, an inspector or station looked and found nothing."""
+
+    report_id: str
+    reporter_id: str
+    reporter_kind: str
+    ts_ms: int
+    community: str
+    street: str
+
+
+class InspectorTrackRow(TypedDict):
+    """A row of ``inspector_tracks``: one GPS fix; a fix outside the district has an empty street."""
+
+    inspector_id: str
+    ts_ms: int
+    lat: float
+    lon: float
+    cell: str
+    street: str
+
+
+class SensorAlarmRow(TypedDict):
+    """A row of ``sensor_alarms``: a sensor over its threshold, or a lift's e-bike detection."""
+
+    alarm_id: str
+    device_id: str
+    building: str
+    ts_ms: int
+    metric: str
+    value: float
+    threshold: float
+    street: str
+    category_code: str
+
+
 @dataclass
 class IngestResult:
     """What one raw record turns into. Empty lists are normal (e.g. a GPS fix, a zero-report)."""
@@ -114,4 +157,70 @@ class IngestResult:
     signals: list[Signal] = field(default_factory=list)
     triage: list[Triage] = field(default_factory=list)
     commands: list[DeviceCommand] = field(default_factory=list)
-    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # extra store rows by table
+    rows: dict[str, TableRows] = field(default_factory=dict)  # extra store rows by table
+
+
+# ---------------------------------------------------------------- raw feeds
+# Schema-valid records of the raw feeds as the codec decodes them (schemas/<feed>.avsc). Nullable
+# fields may be missing from a record built by hand, so they are read with .get().
+RawRecord = Mapping[str, Any]  # a record of some feed, before the feed's name says which
+
+
+class HotlineCall(TypedDict):
+    call_id: str
+    line: str                           # 12345 | 12319
+    received_at: str
+    caller: str                         # the phone number: pseudonymised at once, never stored in clear
+    text: str
+    address: NotRequired[str | None]
+    lat: NotRequired[float | None]
+    lon: NotRequired[float | None]
+    channel: NotRequired[str | None]
+
+
+class FieldReport(TypedDict):
+    report_id: str
+    reporter_id: str
+    reporter_kind: str                  # inspector | station | committee
+    reported_at: str
+    text: NotRequired[str | None]
+    category: NotRequired[str | None]   # taxonomy code or name from the inspector's device
+    address: NotRequired[str | None]
+    lat: NotRequired[float | None]
+    lon: NotRequired[float | None]
+    photos: NotRequired[list[str] | None]
+    handled_on_spot: NotRequired[bool | None]
+    after_photos: NotRequired[list[str] | None]
+    zero_report: NotRequired[bool | None]
+
+
+class FieldTrack(TypedDict):
+    inspector_id: str
+    ts: str
+    lat: float
+    lon: float
+
+
+class IotReading(TypedDict):
+    device_id: str
+    ts: str
+    metric: str
+    value: float
+
+
+class CameraAlert(TypedDict):
+    alert_id: str
+    camera_id: str
+    ts: str
+    type: str
+    confidence: float
+    count: NotRequired[int | None]
+    snapshot: NotRequired[str | None]
+
+
+class RegistryChange(TypedDict):
+    change_id: str
+    ts: str
+    address: str
+    kind: str
+    detail: NotRequired[str | None]

@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +42,7 @@ class PseudonymKey:
     key_id: str
 
     @classmethod
-    def from_secret(cls, secret: str | bytes) -> "PseudonymKey":
+    def from_secret(cls, secret: str | bytes) -> PseudonymKey:
         raw = secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
         raw = raw.strip()
         if len(raw) < MIN_KEY_CHARS:
@@ -52,7 +52,7 @@ class PseudonymKey:
         return cls(raw, key_id)
 
     @classmethod
-    def ephemeral(cls) -> "PseudonymKey":
+    def ephemeral(cls) -> PseudonymKey:
         """A random key for one process (``streams replay``, tests): pseudonyms are not stable
         across runs, and nobody can reverse them."""
         return cls.from_secret(secrets.token_urlsafe(32))
@@ -84,7 +84,7 @@ class Pseudonymizer:
         self.previous = tuple(k for k in previous if k.key_id != current.key_id)
 
     @classmethod
-    def ephemeral(cls) -> "Pseudonymizer":
+    def ephemeral(cls) -> Pseudonymizer:
         return cls(PseudonymKey.ephemeral())
 
     @staticmethod
@@ -167,7 +167,7 @@ def mask_optional(text: str | None) -> str | None:
 FREE_TEXT_FIELDS = ("text", "address", "note", "detail", "description", "address_string", "status_notes")
 
 
-def mask_fields(record: dict[str, Any], fields: Iterable[str] = FREE_TEXT_FIELDS) -> dict[str, Any]:
+def mask_fields(record: Mapping[str, Any], fields: Iterable[str] = FREE_TEXT_FIELDS) -> dict[str, Any]:
     """A copy of ``record`` with its free-text fields masked (other fields as they are)."""
     out = dict(record)
     for name in fields:

@@ -77,7 +77,8 @@ class LocalClickHouseServer:
                 raise RuntimeError(f"clickhouse-server exited with {self.process.returncode}:\n{self.tail_log()}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise TimeoutError(f"clickhouse-server did not listen on {self.tcp_port} in {timeout}s:\n{self.tail_log()}")
+                raise TimeoutError(f"clickhouse-server did not listen on {self.tcp_port} in {timeout}s:\n"
+                                   f"{self.tail_log()}")
             time.sleep(0.1)
 
     def stop(self, timeout: float = 30.0) -> None:

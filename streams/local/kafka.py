@@ -135,14 +135,14 @@ class LocalKafka:
         )
         return config
 
-    def _java(self, lib: Path, *args: str, **kw) -> list[str]:
+    def _java(self, lib: Path, *args: str) -> list[str]:
         return [
             "java", f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC",
             f"-Dlog4j.configuration=file:{self.data_dir / 'log4j.properties'}",
             "-cp", f"{lib}/*", *args,
         ]
 
-    def start(self, timeout: float = 90.0) -> "LocalKafka":
+    def start(self, timeout: float = 90.0) -> LocalKafka:
         lib = fetch_jars(self.cache_dir)
         config = self.write_config()
         logs = self.data_dir / "kraft-logs"

@@ -7,12 +7,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from typing import Any
+from subprocess import Popen
 
 
-def fetch(url: str, timeout: float = 5.0) -> dict[str, Any]:
+def fetch(url: str, timeout: float = 5.0) -> dict[str, object]:
+    """The worker's /wall/ JSON: query name -> rows (see streams.wall.queries.wall_summary)."""
     with urllib.request.urlopen(f"{url.rstrip('/')}/wall/", timeout=timeout) as resp:
-        return json.loads(resp.read().decode("utf-8"))
+        summary: dict[str, object] = json.loads(resp.read().decode("utf-8"))
+        return summary
 
 
 def _width(text: str) -> int:
@@ -24,7 +26,7 @@ def _pad(text: str, width: int) -> str:
     return text + " " * max(0, width - _width(text))
 
 
-def render(summary: dict[str, Any], columns: int = 100) -> str:
+def render(summary: dict[str, object], columns: int = 100) -> str:
     from streams.wall.queries import QUERIES
 
     lines: list[str] = []
@@ -54,7 +56,7 @@ def render(summary: dict[str, Any], columns: int = 100) -> str:
     return "\n".join(lines)
 
 
-def run_live(url: str, seconds: float | None = None, children: list[Any] | None = None,
+def run_live(url: str, seconds: float | None = None, children: list[Popen[bytes]] | None = None,
              interval: float = 2.0) -> None:
     started = time.monotonic()
     while seconds is None or time.monotonic() - started < seconds:

@@ -13,10 +13,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
-from zoneinfo import ZoneInfo
+from typing import Protocol
 
-CITY_TZ = ZoneInfo("Asia/Shanghai")
+from streams.core.times import CITY_TZ
 
 # Case origin (source kind of the first report) -> the wall's five feeds.
 ORIGIN_LABEL_SQL = (
@@ -74,7 +73,8 @@ _QUERIES = [
               "countIf(dispatched_by = 'district') AS district_dispatched, "
               "countIf(dispatched_by = 'station') AS station_handled "
               "FROM cases FINAL WHERE $__timeFilter(opened)",
-              ("street_quick_handled", "street_dispatched", "district_dispatched", "station_handled"), "stat", live=True),
+              ("street_quick_handled", "street_dispatched", "district_dispatched", "station_handled"), "stat",
+              live=True),
     WallQuery("top_categories", "高发类别 Top categories",
               "SELECT category_code, category_name, count() AS cases FROM cases FINAL WHERE $__timeFilter(opened) "
               "GROUP BY category_code, category_name ORDER BY cases DESC, category_code LIMIT 10",
@@ -129,7 +129,8 @@ _QUERIES = [
     WallQuery("webhook_outcomes", "部门推送 Webhook deliveries by department",
               "SELECT department, countIf(status = 'delivered') AS delivered, countIf(status = 'retry') AS retries, "
               "countIf(status = 'failed') AS failed, countIf(status = 'dead') AS dead_lettered, "
-              "if(countIf(status = 'delivered') = 0, 0, round(avgIf(latency_ms, status = 'delivered'), 1)) AS avg_latency_ms "
+              "if(countIf(status = 'delivered') = 0, 0, round(avgIf(latency_ms, status = 'delivered'), 1)) "
+              "AS avg_latency_ms "
               "FROM webhook_deliveries FINAL WHERE $__timeFilter(ts) GROUP BY department "
               "ORDER BY dead_lettered DESC, failed DESC, department",
               ("department", "delivered", "retries", "failed", "dead_lettered", "avg_latency_ms"), "table",
@@ -241,12 +242,17 @@ def _one_arg(name: str, args: str | None) -> str:
     return args.strip()
 
 
+# Result rows of a query: column name -> value (numbers, strings, datetimes, arrays, as the driver gives them).
+Rows = list[dict[str, object]]
+WallSummary = dict[str, Rows]  # query name -> rows
+
+
 class QueryStore(Protocol):
-    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]: ...
+    def query(self, sql: str, params: dict[str, object] | None = None) -> Rows: ...
 
 
 def run(store: QueryStore, name: str, from_s: int, to_s: int, interval_s: int = 60,
-        variables: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        variables: dict[str, str] | None = None) -> Rows:
     return store.query(expand(QUERIES[name].sql, from_s, to_s, interval_s, variables))
 
 
@@ -257,7 +263,7 @@ def today_range(now: datetime) -> tuple[int, int]:
     return int(midnight.timestamp()), int(local.timestamp())
 
 
-def wall_summary(store: QueryStore, now: datetime | None = None) -> dict[str, list[dict[str, Any]]]:
+def wall_summary(store: QueryStore, now: datetime | None = None) -> WallSummary:
     """Today's figures of every live-view query: name -> rows (what the wall shows, for the terminal)."""
     now = now or datetime.now(CITY_TZ)
     if now.tzinfo is None:
@@ -270,7 +276,7 @@ def last_hours_range(now: datetime, hours: int) -> tuple[int, int]:
     return int((now - timedelta(hours=hours)).timestamp()), int(now.timestamp())
 
 
-def format_summary(summary: dict[str, list[dict[str, Any]]], width: int = 100) -> str:
+def format_summary(summary: WallSummary, width: int = 100) -> str:
     """Plain-text rendering of :func:`wall_summary` for a terminal (one block per query, wall order)."""
     blocks = []
     for name, rows in summary.items():

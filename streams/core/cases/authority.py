@@ -180,10 +180,12 @@ def parse_policy(data: Mapping[str, Any], actions: Sequence[str], stages: Sequen
     for name, value in raw_requests.items():
         known_action(name, ("requests", name))
         if f"{DENY_PREFIX}{name}" not in actions:
-            raise PolicyError(("requests", name), f"'{name}' cannot be requested: the lifecycle has no '{DENY_PREFIX}{name}'")
+            raise PolicyError(("requests", name),
+                              f"'{name}' cannot be requested: the lifecycle has no '{DENY_PREFIX}{name}'")
         requests[name] = roles(value, ("requests", name))
     closes = data.get("originator_closes") or []
     if not isinstance(closes, list) or any(k not in ORIGINATOR_KINDS for k in closes):
-        raise PolicyError(("originator_closes",), f"expected a list of reporter kinds among {', '.join(ORIGINATOR_KINDS)}")
+        raise PolicyError(("originator_closes",),
+                          f"expected a list of reporter kinds among {', '.join(ORIGINATOR_KINDS)}")
     return ActorPolicy(grants, requests, frozenset(closes))
 

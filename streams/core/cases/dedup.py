@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from streams.core.cases.model import CaseDoc, Place
 from streams.core.model import Signal
 
 HOUR_MS = 3_600_000
@@ -119,56 +120,64 @@ def _bucket(lat: float, lon: float) -> tuple[int, int]:
     return (math.floor(lat / BUCKET_DEG), math.floor(lon / BUCKET_DEG))
 
 
+# Index keys start with the category group: (group, bucket i, bucket j) or (group, cell | address | device).
+BucketKey = tuple[str, int, int]
+PlaceKey = tuple[str, str]
+IndexKey = BucketKey | PlaceKey
+
+
 @dataclass
 class DedupIndex:
     """Open cases by place: spatial buckets, unit cell, normalised address and device."""
 
-    by_bucket: dict[tuple[int, int], set[str]] = field(default_factory=lambda: defaultdict(set))
-    by_cell: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
-    by_address: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
-    by_device: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
-    keys: dict[str, list[tuple[str, object]]] = field(default_factory=dict)
+    by_bucket: dict[IndexKey, set[str]] = field(default_factory=lambda: defaultdict(set))
+    by_cell: dict[IndexKey, set[str]] = field(default_factory=lambda: defaultdict(set))
+    by_address: dict[IndexKey, set[str]] = field(default_factory=lambda: defaultdict(set))
+    by_device: dict[IndexKey, set[str]] = field(default_factory=lambda: defaultdict(set))
+    keys: dict[str, list[tuple[str, IndexKey]]] = field(default_factory=dict)  # case_id -> (table, key)
 
-    def rebuild(self, cases: Mapping[str, dict]) -> None:
+    def rebuild(self, cases: Mapping[str, CaseDoc]) -> None:
         """Index every open case of the mapping (call after a restart or a partition assignment)."""
-        self.by_bucket.clear(), self.by_cell.clear(), self.by_address.clear(), self.by_device.clear()
+        for table in (self.by_bucket, self.by_cell, self.by_address, self.by_device):
+            table.clear()
         self.keys.clear()
         for case_id in list(cases):  # only iteration and get(): a Faust-table view suffices
             doc = cases.get(case_id)
             if doc is not None:
                 self.update(case_id, doc)
 
-    def update(self, case_id: str, doc: dict) -> None:
+    def update(self, case_id: str, doc: CaseDoc) -> None:
         """(Re)index one case; closed and void cases leave the index."""
         self.remove(case_id)
         if not doc.get("open", False):
             return
         group = group_of(doc["category_name"])
-        entries: list[tuple[str, object]] = []
+        entries: list[tuple[str, IndexKey]] = []
         for place in doc.get("places", []):
             lat, lon = place.get("lat"), place.get("lon")
             if lat is not None and lon is not None:
                 entries.append(("bucket", (group, *_bucket(lat, lon))))
-            if place.get("cell"):
-                entries.append(("cell", (group, place["cell"])))
-            if place.get("address_key"):
-                entries.append(("address", (group, place["address_key"])))
+            cell, address_key = place.get("cell"), place.get("address_key")
+            if cell:
+                entries.append(("cell", (group, cell)))
+            if address_key:
+                entries.append(("address", (group, address_key)))
         for device in doc.get("devices", []):
             entries.append(("device", (group, device)))
         for kind, key in dict.fromkeys(entries):
-            self._table(kind)[key].add(case_id)  # type: ignore[index]
+            self._table(kind)[key].add(case_id)
         self.keys[case_id] = entries
 
     def remove(self, case_id: str) -> None:
         for kind, key in self.keys.pop(case_id, []):
             table = self._table(kind)
-            ids = table.get(key)  # type: ignore[call-overload]
+            ids = table.get(key)
             if ids is not None:
                 ids.discard(case_id)
                 if not ids:
-                    del table[key]  # type: ignore[arg-type]
+                    del table[key]
 
-    def _table(self, kind: str) -> dict:
+    def _table(self, kind: str) -> dict[IndexKey, set[str]]:
         return {"bucket": self.by_bucket, "cell": self.by_cell, "address": self.by_address,
                 "device": self.by_device}[kind]
 
@@ -191,7 +200,7 @@ class DedupIndex:
             found |= self.by_device.get((group, device), set())
         return found
 
-    def find(self, signal: Signal, cases: Mapping[str, dict], partition: int | None = None) -> str | None:
+    def find(self, signal: Signal, cases: Mapping[str, CaseDoc], partition: int | None = None) -> str | None:
         """The open case this signal belongs to, or None. The nearest in time wins among several.
         With ``partition``, only cases of that partition qualify: a case never moves between the
         changelog partitions of the cases table (nor is it taken from a standby replica)."""
@@ -210,10 +219,14 @@ class DedupIndex:
         return best[1] if best else None
 
 
-_UNSET = object()
+class _Unset:
+    """The type of _UNSET: "not given" where None is a valid value."""
 
 
-def matches(signal: Signal, doc: dict, address_key: object = _UNSET) -> bool:
+_UNSET = _Unset()
+
+
+def matches(signal: Signal, doc: CaseDoc, address_key: str | None | _Unset = _UNSET) -> bool:
     """Does the signal describe the same problem as the (open) case?"""
     if not compatible(signal.category_name, doc["category_name"]):
         return False
@@ -224,27 +237,28 @@ def matches(signal: Signal, doc: dict, address_key: object = _UNSET) -> bool:
     first, last = doc["opened_ms"], doc.get("last_signal_ms", doc["opened_ms"])
     if not (first - rule.window_ms <= signal.ts_ms <= last + rule.window_ms):
         return False
-    key = normalise_address(signal.address) if address_key is _UNSET else address_key
-    return any(_same_place(signal, key, place, rule) for place in doc.get("places", []))  # type: ignore[arg-type]
+    key = normalise_address(signal.address) if isinstance(address_key, _Unset) else address_key
+    return any(_same_place(signal, key, place, rule) for place in doc.get("places", []))
 
 
-def _same_place(signal: Signal, address_key: str | None, place: dict, rule: MergeRule) -> bool:
+def _same_place(signal: Signal, address_key: str | None, place: Place, rule: MergeRule) -> bool:
     if signal.cell and place.get("cell") == signal.cell:
         return True
     if address_key and place.get("address_key") == address_key:
         return True
-    if None not in (signal.lat, signal.lon, place.get("lat"), place.get("lon")):
-        return haversine_m(signal.lat, signal.lon, place["lat"], place["lon"]) <= rule.radius_m  # type: ignore[arg-type]
+    lat, lon = place.get("lat"), place.get("lon")
+    if signal.lat is not None and signal.lon is not None and lat is not None and lon is not None:
+        return haversine_m(signal.lat, signal.lon, lat, lon) <= rule.radius_m
     return False
 
 
-def place_of(signal: Signal) -> dict:
+def place_of(signal: Signal) -> Place:
     """What a case remembers of each report's place (for matching later signals)."""
     return {"lat": signal.lat, "lon": signal.lon, "cell": signal.cell,
             "address_key": normalise_address(signal.address)}
 
 
-def add_place(places: list[dict], place: dict, limit: int = 20) -> list[dict]:
+def add_place(places: list[Place], place: Place, limit: int = 20) -> list[Place]:
     """Keep distinct places, bounded: a case reported 1000 times must not grow without end."""
     if place in places:
         return places

@@ -13,21 +13,32 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
-
-import orjson
 from collections import defaultdict
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol, cast
 
-from streams.core.times import BadTimestamp, iso_to_ms
+import orjson
+
 from streams.core.cases import dedup, lifecycle, sla
 from streams.core.cases.authority import ActorPolicy
 from streams.core.cases.lifecycle import Rejected, Step
+from streams.core.cases.model import (
+    CaseAction,
+    CaseDoc,
+    CaseRow,
+    CaseSummary,
+    DispatchRow,
+    Notification,
+    Rejection,
+    SlaAlertRow,
+    TransitionRow,
+)
 from streams.core.knowledge.knowledge import packaged_policy
-from streams.core.model import STAGES, Location, Signal
+from streams.core.model import STAGES, Location, Signal, TableRows
 from streams.core.privacy import mask_fields
+from streams.core.times import BadTimestamp, iso_to_ms
 
 SYSTEM = "system"
 # A case a sensor or camera keeps alerting on must not grow without end (it is one table value):
@@ -61,38 +72,50 @@ class KnowledgeLike(Protocol):
 class Outputs:
     """Rows by ClickHouse table name, plus rejections and notifications."""
 
-    cases: list[dict] = field(default_factory=list)
-    case_transitions: list[dict] = field(default_factory=list)
-    dispatches: list[dict] = field(default_factory=list)
-    sla_alerts: list[dict] = field(default_factory=list)
-    rejections: list[dict] = field(default_factory=list)
-    notifications: list[dict] = field(default_factory=list)
+    cases: list[CaseRow] = field(default_factory=list)
+    case_transitions: list[TransitionRow] = field(default_factory=list)
+    dispatches: list[DispatchRow] = field(default_factory=list)
+    sla_alerts: list[SlaAlertRow] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    notifications: list[Notification] = field(default_factory=list)
     merged: int = 0
 
     TABLES = ("cases", "case_transitions", "dispatches", "sla_alerts")
 
-    def extend(self, other: "Outputs") -> None:
-        for name in ("cases", "case_transitions", "dispatches", "sla_alerts", "rejections", "notifications"):
-            getattr(self, name).extend(getattr(other, name))
+    def extend(self, other: Outputs) -> None:
+        self.cases.extend(other.cases)
+        self.case_transitions.extend(other.case_transitions)
+        self.dispatches.extend(other.dispatches)
+        self.sla_alerts.extend(other.sla_alerts)
+        self.rejections.extend(other.rejections)
+        self.notifications.extend(other.notifications)
         self.merged += other.merged
 
-    def tables(self) -> dict[str, list[dict]]:
-        """The store rows of this output, by table (only non-empty tables)."""
-        return {name: getattr(self, name) for name in self.TABLES if getattr(self, name)}
+    def tables(self) -> dict[str, TableRows]:
+        """The store rows of this output, by table (only non-empty tables), in the order of TABLES."""
+        rows: dict[str, TableRows] = {"cases": self.cases, "case_transitions": self.case_transitions,
+                                      "dispatches": self.dispatches, "sla_alerts": self.sla_alerts}
+        return {name: rows[name] for name in self.TABLES if rows[name]}
 
     def __bool__(self) -> bool:
-        return any(getattr(self, n) for n in ("cases", "case_transitions", "dispatches", "sla_alerts",
-                                              "rejections", "notifications"))
+        return bool(self.cases or self.case_transitions or self.dispatches or self.sla_alerts
+                    or self.rejections or self.notifications)
 
 
-def _clone(doc: dict) -> dict:
+def _clone(doc: CaseDoc) -> CaseDoc:
     """A private copy to change (committed only when complete); the document is JSON anyway and
     an orjson round trip is much faster than copy.deepcopy (and than the stdlib json)."""
-    return orjson.loads(orjson.dumps(doc))
+    return cast(CaseDoc, orjson.loads(orjson.dumps(doc)))
 
 
 def _hash(*parts: object, n: int = 20) -> str:
     return hashlib.sha1("|".join(str(p) for p in parts).encode("utf-8")).hexdigest()[:n]
+
+
+def _deadline_ms(doc: CaseDoc) -> int:
+    """The deadline of the stage the case waits in; 0 when that stage has no limit."""
+    timer = doc.get("timer")
+    return int(timer.get("deadline_ms") or 0) if timer else 0
 
 
 def make_case_id(signal: Signal) -> str:
@@ -106,7 +129,7 @@ def iso_local(ms: int) -> str:
 
 
 class CaseEngine:
-    def __init__(self, knowledge: KnowledgeLike, cases: MutableMapping[str, dict],
+    def __init__(self, knowledge: KnowledgeLike, cases: MutableMapping[str, CaseDoc],
                  sources: MutableMapping[str, str], calendar: sla.WorkCalendar | None = None,
                  auto_dispatch: bool = False, policy: ActorPolicy | None = None) -> None:
         # auto_dispatch: every case is registered 立案 on arrival and dispatched 派遣 by the KB at once
@@ -122,7 +145,7 @@ class CaseEngine:
         self.index = dedup.DedupIndex()
         # partition -> heap of (due_ms, case_id, timer seq, "yellow"|"red"); stale entries are skipped
         self.deadlines: dict[int, list[tuple[int, str, int, str]]] = defaultdict(list)
-        self._scheduled: dict[str, tuple] = {}  # case_id -> timer instants last pushed
+        self._scheduled: dict[str, tuple[int, int, int, bool, bool]] = {}  # case_id -> timer instants last pushed
 
     # ------------------------------------------------------------ indexes
 
@@ -136,7 +159,7 @@ class CaseEngine:
             if doc is not None:
                 self._schedule(doc)
 
-    def _schedule(self, doc: dict) -> None:
+    def _schedule(self, doc: CaseDoc) -> None:
         timer = doc.get("timer")
         if not doc.get("open") or timer is None or doc.get("suspended_ms") is not None:
             self._scheduled.pop(doc["case_id"], None)
@@ -203,13 +226,13 @@ class CaseEngine:
                                                         doc["departments"]))
         return out
 
-    def _open(self, signal: Signal, partition: int) -> dict:
+    def _open(self, signal: Signal, partition: int) -> CaseDoc:
         location = Location(signal.lat, signal.lon, signal.cell, signal.community, signal.street,
                             signal.street_code, signal.district, signal.address, list(signal.context))
         route = self.knowledge.route(signal.category_code, signal.context, location)
         level = signal.level_hint if signal.level_hint in (1, 2, 3, 4) else route.level
         case_id = make_case_id(signal)
-        doc: dict[str, Any] = {
+        doc: CaseDoc = {
             "case_id": case_id, "version": 0, "partition": partition,
             "opened_ms": signal.ts_ms, "updated_ms": signal.ts_ms, "last_signal_ms": signal.ts_ms,
             "category_code": signal.category_code, "category_name": signal.category_name,
@@ -222,7 +245,8 @@ class CaseEngine:
             "street": signal.street, "street_code": signal.street_code, "community": signal.community,
             "cell": signal.cell, "address": signal.address, "lat": signal.lat, "lon": signal.lon,
             "context": list(signal.context),
-            "stage": "register", "open": True, "suspended_ms": None, "timer": None, "timer_seq": 0,
+            "stage": "register", "open": True, "stage_started_ms": signal.ts_ms, "suspended_ms": None, "timer": None,
+            "timer_seq": 0,
             "stages": {"discover": signal.ts_ms}, "lights": {},
             "reporters": 0, "reporter_keys": [], "sources": [], "signal_ids": [], "action_ids": [],
             "places": [], "devices": [],
@@ -233,7 +257,7 @@ class CaseEngine:
         lifecycle.start_timer(doc, "register", signal.ts_ms, self.calendar)
         return doc
 
-    def _add_report(self, doc: dict, signal: Signal) -> None:
+    def _add_report(self, doc: CaseDoc, signal: Signal) -> None:
         reporter = f"{signal.source_kind}:{signal.reporter_id or signal.source_id}"
         if reporter not in doc["reporter_keys"]:
             doc["reporter_keys"].append(reporter)
@@ -248,7 +272,7 @@ class CaseEngine:
             doc["devices"] = dedup.unique(doc["devices"] + [device])
         doc["last_signal_ms"] = max(doc.get("last_signal_ms", signal.ts_ms), signal.ts_ms)
 
-    def _auto_steps(self, doc: dict, signal: Signal) -> list[Step]:
+    def _auto_steps(self, doc: CaseDoc, signal: Signal) -> list[Step]:
         """发现, then what happens without anyone acting: self-registration, immediate dispatch,
         handled-on-the-spot inspector reports."""
         actor_kind, actor_id = signal.source_kind, signal.reporter_id or signal.source_id
@@ -272,7 +296,7 @@ class CaseEngine:
                                             immediate=doc["immediate"]))
         return steps
 
-    def _merge(self, doc: dict, signal: Signal) -> list[Step]:
+    def _merge(self, doc: CaseDoc, signal: Signal) -> list[Step]:
         self._add_report(doc, signal)
         actor_id = signal.reporter_id or signal.source_id
         steps = [lifecycle.stay(doc, "merge", signal.source_kind, actor_id, signal.ts_ms,
@@ -292,9 +316,10 @@ class CaseEngine:
 
     # ------------------------------------------------------------ actions
 
-    def on_action(self, action: dict, partition: int = 0) -> Outputs:
+    def on_action(self, action: CaseAction, partition: int = 0) -> Outputs:
         out = Outputs()
-        action = mask_fields(action)  # a note may quote a phone number: transitions and rejections keep it masked
+        # a note may quote a phone number: transitions and rejections keep it masked
+        action = cast(CaseAction, mask_fields(action))
         case_id = action.get("case_id") or self.sources.get(action.get("source_id") or "")
         doc0 = self.cases.get(case_id) if case_id else None
         try:
@@ -319,7 +344,7 @@ class CaseEngine:
         return out
 
     @staticmethod
-    def _rejection(action: dict, case_id: str | None, reason: str, ts_ms: int) -> dict:
+    def _rejection(action: CaseAction, case_id: str | None, reason: str, ts_ms: int) -> Rejection:
         return {"action_id": action.get("action_id", ""), "case_id": case_id, "reason": reason,
                 "ts_ms": ts_ms, "action": json.dumps(action, ensure_ascii=False, sort_keys=True)}
 
@@ -349,6 +374,7 @@ class CaseEngine:
             return
         doc = _clone(doc0)
         timer = doc["timer"]
+        assert timer is not None  # a copy of doc0, whose timer was checked above
         stage = timer["stage"]
         lights = doc.setdefault("lights", {})
         cause = f"timer{seq}"
@@ -375,17 +401,16 @@ class CaseEngine:
         self._commit(doc, steps, cause, out, schedule=False)
         # the other timer of this stage (red after yellow) is still in the heap
 
-    def _alert(self, doc: dict, out: Outputs, cause: str, ts_ms: int, stage: str, light: str, kind: str) -> None:
-        timer = doc.get("timer") or {}
+    def _alert(self, doc: CaseDoc, out: Outputs, cause: str, ts_ms: int, stage: str, light: str, kind: str) -> None:
         event_id = _hash(doc["case_id"], cause, kind)
         out.sla_alerts.append({"alert_id": event_id, "case_id": doc["case_id"], "ts_ms": ts_ms, "stage": stage,
                                "light": light, "kind": kind, "departments": list(doc["departments"]),
-                               "deadline_ms": int(timer.get("deadline_ms") or 0)})
+                               "deadline_ms": _deadline_ms(doc)})
         out.notifications.append(self._notification(doc, kind, ts_ms, cause, doc["departments"]))
 
     # ------------------------------------------------------------ outputs
 
-    def _commit(self, doc: dict, steps: list[Step], cause: str, out: Outputs, schedule: bool = True) -> None:
+    def _commit(self, doc: CaseDoc, steps: list[Step], cause: str, out: Outputs, schedule: bool = True) -> None:
         doc["version"] = doc.get("version", 0) + 1
         doc["updated_ms"] = max([doc.get("updated_ms", 0)] + [s.ts_ms for s in steps])
         self.cases[doc["case_id"]] = doc  # write back: a Faust table persists assignments only
@@ -403,15 +428,14 @@ class CaseEngine:
                 if kind == "escalate":
                     departments = [CENTRE_OF_LEVEL.get(doc["level"], lifecycle.DISTRICT_CENTRE)]
                 if kind in ("urge", "escalate"):
-                    timer = doc.get("timer") or {}
                     out.sla_alerts.append({"alert_id": _hash(event_id, kind), "case_id": doc["case_id"],
                                            "ts_ms": step.ts_ms, "stage": step.from_stage, "light": step.light,
                                            "kind": kind, "departments": list(departments),
-                                           "deadline_ms": int(timer.get("deadline_ms") or 0)})
+                                           "deadline_ms": _deadline_ms(doc)})
                 out.notifications.append(self._notification(doc, kind, step.ts_ms, f"{event_id}", departments))
         out.cases.append(self.case_row(doc))
 
-    def _notification(self, doc: dict, kind: str, ts_ms: int, cause: str, departments: list[str]) -> dict:
+    def _notification(self, doc: CaseDoc, kind: str, ts_ms: int, cause: str, departments: list[str]) -> Notification:
         timer = doc.get("timer")
         return {"kind": kind, "case_id": doc["case_id"], "ts_ms": ts_ms, "departments": list(departments),
                 "category_code": doc["category_code"], "category_name": doc["category_name"],
@@ -420,7 +444,7 @@ class CaseEngine:
                 "cell": doc.get("cell"), "street": doc.get("street"),
                 "event_id": _hash(doc["case_id"], cause, kind, "notify")}
 
-    def _transition_row(self, doc: dict, step: Step, event_id: str) -> dict:
+    def _transition_row(self, doc: CaseDoc, step: Step, event_id: str) -> TransitionRow:
         return {"event_id": event_id, "case_id": doc["case_id"], "ts_ms": step.ts_ms,
                 "from_stage": step.from_stage, "to_stage": step.to_stage, "action": step.action,
                 "actor_kind": step.actor_kind or "", "actor_id": step.actor_id or "",
@@ -429,23 +453,22 @@ class CaseEngine:
                 "departments": list(doc["departments"]),
                 "detail": json.dumps(step.detail, ensure_ascii=False, sort_keys=True, separators=(",", ":"))}
 
-    def _dispatch_row(self, doc: dict, step: Step, event_id: str) -> dict:
-        timer = doc.get("timer") or {}
+    def _dispatch_row(self, doc: CaseDoc, step: Step, event_id: str) -> DispatchRow:
         return {"dispatch_id": event_id, "case_id": doc["case_id"], "ts_ms": step.ts_ms,
                 "departments": list(doc["departments"]), "primary_department": doc["departments"][0],
                 "level": doc["level"], "category_code": doc["category_code"],
                 "category_name": doc["category_name"], "street": doc.get("street") or "",
-                "deadline_ms": int(timer.get("deadline_ms") or 0), "kb_version": doc.get("kb_version") or ""}
+                "deadline_ms": _deadline_ms(doc), "kb_version": doc.get("kb_version") or ""}
 
     @staticmethod
-    def current_light(doc: dict) -> str:
+    def current_light(doc: CaseDoc) -> str:
         if not doc.get("open"):
             return sla.worst(*doc.get("lights", {}).values()) if doc.get("lights") else sla.GREEN
         timer = doc.get("timer")
         return lifecycle.timer_light(timer, doc.get("updated_ms", 0)) if timer else sla.GREEN
 
     @classmethod
-    def case_row(cls, doc: dict) -> dict:
+    def case_row(cls, doc: CaseDoc) -> CaseRow:
         """The ClickHouse ``cases`` row of a document (ReplacingMergeTree by ``version``)."""
         timer = doc.get("timer")
         closed = doc["stage"] == lifecycle.CLOSED
@@ -468,7 +491,7 @@ class CaseEngine:
         }
 
 
-def case_summary(doc: dict) -> dict:
+def case_summary(doc: CaseDoc) -> CaseSummary:
     """One line of ``streams replay --json``: the case as an officer reads it."""
     stages = {s: iso_local(doc["stages"][s]) for s in STAGES if s in doc.get("stages", {})}
     lights = dict(doc.get("lights", {}))

@@ -25,10 +25,10 @@ intervals, yellow/deadline instants and whether yellow/red already fired), so li
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from streams.core.cases import sla
 from streams.core.cases.authority import ActorPolicy, NotAuthorised
+from streams.core.cases.model import CaseAction, CaseDoc, ExtensionRequest, Timer
 from streams.core.model import STAGES
 
 # Stages a case waits in while open, in order (discover is instantaneous).
@@ -70,12 +70,12 @@ class Step:
     spent_ms: int = 0      # time spent in from_stage, in that stage's clock (suspensions excluded)
     clock: str = ""
     light: str = sla.GREEN
-    detail: dict[str, Any] = field(default_factory=dict)
+    detail: dict[str, object] = field(default_factory=dict)  # JSON-able facts of the step
     notify: list[str] = field(default_factory=list)   # notification kinds: dispatch, urge, escalate, closed
     dispatched: bool = False
 
 
-def status_of(doc: dict) -> str:
+def status_of(doc: CaseDoc) -> str:
     """The ``status`` column: the stage waited for, or closed / void / suspended.
     After a passed verification the case waits for the originator's 结案 and still shows ``verify``."""
     if doc.get("suspended_ms") is not None:
@@ -91,7 +91,7 @@ def dispatched_by_for(level: int) -> str:
 # ---------------------------------------------------------------- timers
 
 
-def start_timer(doc: dict, stage: str, ts_ms: int, calendar: sla.WorkCalendar) -> None:
+def start_timer(doc: CaseDoc, stage: str, ts_ms: int, calendar: sla.WorkCalendar) -> None:
     """Enter ``stage`` at ts: a fresh timer when the KB gives the stage a limit."""
     doc["stage"] = stage
     doc["stage_started_ms"] = ts_ms
@@ -101,23 +101,35 @@ def start_timer(doc: dict, stage: str, ts_ms: int, calendar: sla.WorkCalendar) -
     if not limit:
         doc["timer"] = None
         return
-    clock, minutes = limit[0], int(limit[1])
-    timer = {"stage": stage, "seq": doc["timer_seq"], "start_ms": ts_ms, "clock": clock,
-             "limit_ms": minutes * sla.MINUTE_MS, "suspended": [], "yellow_fired": False, "red_fired": False}
+    clock, minutes = str(limit[0]), int(limit[1])
+    # deadline_ms and yellow_ms are set by _schedule
+    timer: Timer = {"stage": stage, "seq": doc["timer_seq"], "start_ms": ts_ms, "clock": clock,
+                    "limit_ms": minutes * sla.MINUTE_MS, "suspended": [], "yellow_fired": False, "red_fired": False,
+                    "deadline_ms": 0, "yellow_ms": 0}
     _schedule(timer, ts_ms, calendar)
     doc["timer"] = timer
 
 
-def _schedule(timer: dict, now_ms: int, calendar: sla.WorkCalendar) -> None:
+def suspensions(timer: Timer) -> list[tuple[int, int]]:
+    """The timer's finished suspensions 挂账 as (start, end); the clock is only read outside a suspension."""
+    intervals: list[tuple[int, int]] = []
+    for start, end in timer["suspended"]:
+        if start is None or end is None:
+            raise ValueError(f"timer of stage {timer['stage']} is still suspended since {start}")
+        intervals.append((start, end))
+    return intervals
+
+
+def _schedule(timer: Timer, now_ms: int, calendar: sla.WorkCalendar) -> None:
     """(Re)compute the yellow and deadline instants from the clock time already used at now."""
-    used = sla.elapsed_ms(timer["start_ms"], now_ms, timer["clock"], timer["suspended"], calendar)
+    used = sla.elapsed_ms(timer["start_ms"], now_ms, timer["clock"], suspensions(timer), calendar)
     limit = timer["limit_ms"]
     timer["deadline_ms"] = sla.deadline_ms(now_ms, timer["clock"], max(0, limit - used), calendar)
     yellow_at = sla.yellow_amount_ms(limit)
     timer["yellow_ms"] = sla.deadline_ms(now_ms, timer["clock"], max(0, yellow_at - used), calendar)
 
 
-def timer_light(timer: dict | None, at_ms: int) -> str:
+def timer_light(timer: Timer | None, at_ms: int) -> str:
     """Light of a timer at an instant: red when past the deadline, yellow from 80% of the limit."""
     if timer is None:
         return sla.GREEN
@@ -128,15 +140,14 @@ def timer_light(timer: dict | None, at_ms: int) -> str:
     return sla.GREEN
 
 
-def _leave_stage(doc: dict, ts_ms: int, calendar: sla.WorkCalendar) -> tuple[int, str, str]:
+def _leave_stage(doc: CaseDoc, ts_ms: int, calendar: sla.WorkCalendar) -> tuple[int, str, str]:
     """Close the current stage's timer: (spent in its clock, clock, light); the light is kept per stage."""
     timer = doc.get("timer")
     stage = doc["stage"]
     if timer is None:
         spent = max(0, ts_ms - doc.get("stage_started_ms", ts_ms))
         return spent, sla.CALENDAR_DAYS, sla.GREEN
-    suspended = [tuple(x) for x in timer["suspended"]]
-    spent = sla.elapsed_ms(timer["start_ms"], ts_ms, timer["clock"], suspended, calendar)
+    spent = sla.elapsed_ms(timer["start_ms"], ts_ms, timer["clock"], suspensions(timer), calendar)
     lit = timer_light(timer, ts_ms)
     lights = doc.setdefault("lights", {})
     lights[stage] = sla.worst(lights.get(stage, sla.GREEN), lit)
@@ -145,8 +156,8 @@ def _leave_stage(doc: dict, ts_ms: int, calendar: sla.WorkCalendar) -> tuple[int
     return spent, timer["clock"], lit
 
 
-def move(doc: dict, to_stage: str, action: str, actor_kind: str, actor_id: str, ts_ms: int,
-         calendar: sla.WorkCalendar, done: str | None = None, **detail: Any) -> Step:
+def move(doc: CaseDoc, to_stage: str, action: str, actor_kind: str, actor_id: str, ts_ms: int,
+         calendar: sla.WorkCalendar, done: str | None = None, **detail: object) -> Step:
     """Leave the current stage for ``to_stage``; ``done`` names the step whose time is recorded."""
     from_stage = doc["stage"]
     spent, clock, lit = _leave_stage(doc, ts_ms, calendar)
@@ -162,11 +173,12 @@ def move(doc: dict, to_stage: str, action: str, actor_kind: str, actor_id: str, 
                 {k: v for k, v in detail.items() if v is not None})
 
 
-def stay(doc: dict, action: str, actor_kind: str, actor_id: str, ts_ms: int, **detail: Any) -> Step:
+def stay(doc: CaseDoc, action: str, actor_kind: str, actor_id: str, ts_ms: int, **detail: object) -> Step:
     """An applied action that keeps the stage (urge, extend, accept by the department ...)."""
     stage = doc["stage"]
-    lit = timer_light(doc.get("timer"), ts_ms)
-    clock = doc["timer"]["clock"] if doc.get("timer") else ""
+    timer = doc.get("timer")
+    lit = timer_light(timer, ts_ms)
+    clock = timer["clock"] if timer else ""
     return Step(ts_ms, stage, stage, action, actor_kind, actor_id, 0, clock, lit,
                 {k: v for k, v in detail.items() if v is not None})
 
@@ -179,7 +191,8 @@ def stay(doc: dict, action: str, actor_kind: str, actor_id: str, ts_ms: int, **d
 # ---------------------------------------------------------------- actions
 
 
-def apply_action(doc: dict, action: dict, ts_ms: int, calendar: sla.WorkCalendar, policy: ActorPolicy) -> list[Step]:
+def apply_action(doc: CaseDoc, action: CaseAction, ts_ms: int, calendar: sla.WorkCalendar,
+                 policy: ActorPolicy) -> list[Step]:
     """Apply a schema-valid case.actions record to the case document (in place) or raise Rejected.
 
     The actor is checked against the authority ``policy`` first (an actor who may not act on the
@@ -200,7 +213,8 @@ def apply_action(doc: dict, action: dict, ts_ms: int, calendar: sla.WorkCalendar
     roles = decision.roles
     if ts_ms < doc.get("stage_started_ms", 0):
         raise Rejected(f"action time {ts_ms} is before the current stage {stage} began ({doc['stage_started_ms']})")
-    suspended = doc.get("suspended_ms") is not None
+    suspended_since = doc.get("suspended_ms")
+    suspended = suspended_since is not None
     if suspended and name not in ("resume", "void", "urge"):
         raise Rejected(f"case is suspended (挂账) since {doc['suspended_ms']}; resume it before '{name}'")
 
@@ -308,8 +322,9 @@ def apply_action(doc: dict, action: dict, ts_ms: int, calendar: sla.WorkCalendar
                 raise Rejected(f"stage {stage} has no time limit to extend")
             if pending:
                 raise Rejected(f"an extension request by {pending['actor_id']} is already waiting for the centre")
-            doc["extension_request"] = {"minutes": int(minutes), "actor_kind": kind, "actor_id": actor,
-                                        "ts_ms": ts_ms, "action_id": action.get("action_id"), "stage": stage}
+            request: ExtensionRequest = {"minutes": int(minutes), "actor_kind": kind, "actor_id": actor,
+                                         "ts_ms": ts_ms, "action_id": action.get("action_id"), "stage": stage}
+            doc["extension_request"] = request
             return [stay(doc, "extend_request", kind, actor, ts_ms, note=note, extend_minutes=int(minutes))]
         minutes = action.get("extend_minutes")
         if minutes is None and pending:
@@ -336,16 +351,17 @@ def apply_action(doc: dict, action: dict, ts_ms: int, calendar: sla.WorkCalendar
         if suspended:
             raise Rejected("case is already suspended (挂账)")
         doc["suspended_ms"] = ts_ms
-        if doc.get("timer"):
-            doc["timer"]["suspended"].append([ts_ms, None])
+        timer = doc.get("timer")
+        if timer:
+            timer["suspended"].append([ts_ms, None])
         return [Step(ts_ms, stage, STATUS_SUSPENDED, "suspend", kind, actor, 0,
-                     doc["timer"]["clock"] if doc.get("timer") else "", timer_light(doc.get("timer"), ts_ms),
+                     timer["clock"] if timer else "", timer_light(timer, ts_ms),
                      {"note": note} if note else {})]
 
     if name == "resume":
-        if not suspended:
+        if suspended_since is None:
             raise Rejected("case is not suspended; nothing to resume")
-        since = doc.pop("suspended_ms")
+        since = suspended_since
         doc["suspended_ms"] = None
         timer = doc.get("timer")
         if timer:
@@ -355,18 +371,18 @@ def apply_action(doc: dict, action: dict, ts_ms: int, calendar: sla.WorkCalendar
                      sla.CALENDAR_DAYS, timer_light(timer, ts_ms), {"note": note} if note else {})]
 
     if name == "void":
-        if suspended:
-            since = doc.get("suspended_ms")
-            if doc.get("timer"):
-                doc["timer"]["suspended"][-1] = [since, max(since, ts_ms)]
+        if suspended_since is not None:
+            timer = doc.get("timer")
+            if timer:
+                timer["suspended"][-1] = [suspended_since, max(suspended_since, ts_ms)]
             doc["suspended_ms"] = None
         return [move(doc, VOID, "void", kind, actor, ts_ms, calendar, note=note)]
 
     raise Rejected(f"action {name!r} is not handled")  # pragma: no cover - ACTIONS is exhaustive
 
 
-def dispatch(doc: dict, departments: list[str], actor_kind: str, actor_id: str, ts_ms: int,
-             calendar: sla.WorkCalendar, **detail: Any) -> Step:
+def dispatch(doc: CaseDoc, departments: list[str], actor_kind: str, actor_id: str, ts_ms: int,
+             calendar: sla.WorkCalendar, **detail: object) -> Step:
     """派遣: to the departments (primary first); dispatch → handle."""
     doc["departments"] = departments
     doc["dispatched_by"] = dispatched_by_for(doc.get("level", 3))

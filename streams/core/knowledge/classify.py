@@ -10,14 +10,14 @@ import json
 import re
 import threading
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
-import sklearn
 import opencc
+import sklearn
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.svm import LinearSVC
 
@@ -140,7 +140,8 @@ class TextClassifier:
         norms = [normalise_text(t) for t in texts]
         with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
             all_margins = self.model.decision_function(self.vectorizer.transform(norms)) * SCORE_TEMPERATURE
-        return [self._result(text, norm, margins) for text, norm, margins in zip(texts, norms, all_margins)]
+        return [self._result(text, norm, margins)
+                for text, norm, margins in zip(texts, norms, all_margins, strict=True)]
 
     def _result(self, text: str, norm: str, margins: np.ndarray) -> Classification:
         probs = np.exp(margins - margins.max())

@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from rapidfuzz import fuzz, process
 from rapidfuzz.distance import Hamming
 
-from streams.core.model import CTX_COMPOUND, CTX_HERITAGE, CTX_STREET_FRONT, Location
-from streams.core.knowledge.taxonomy import DataError, load_marked_yaml, validate_marked
 from streams.core.knowledge.classify import normalise_text
+from streams.core.knowledge.taxonomy import DataError, load_marked_yaml, validate_marked
+from streams.core.model import CTX_COMPOUND, CTX_HERITAGE, CTX_STREET_FRONT, Location
 
 LatLon = tuple[float, float]
 ADDRESS_KINDS = ("compound", "street_front", "building", "public")
@@ -173,7 +173,7 @@ _NUMBER_RE = re.compile(r"\s*(\d{1,5})\s*(号|弄)")
 
 
 def distance_m(a: LatLon, b: LatLon) -> float:
-    return h3.great_circle_distance(a, b, unit="m")
+    return float(h3.great_circle_distance(a, b, unit="m"))
 
 
 @dataclass
@@ -196,7 +196,7 @@ class City:
 
     # ------------------------------------------------------------ loading
     @classmethod
-    def load(cls, path: Path) -> "City":
+    def load(cls, path: Path) -> City:
         raw = load_marked_yaml(path)
         data = validate_marked(_CityIn, raw, path)
         res = data.h3_resolution
@@ -218,7 +218,8 @@ class City:
 
         def nearest_street(cell: str) -> str:
             lat, lon = h3.cell_to_latlng(cell)
-            return min(streets.values(), key=lambda s: (s.center[0] - lat) ** 2 + ((s.center[1] - lon) * cos_lat) ** 2).name
+            return min(streets.values(),
+                       key=lambda s: (s.center[0] - lat) ** 2 + ((s.center[1] - lon) * cos_lat) ** 2).name
 
         cell_street = {c: nearest_street(c) for c in sorted(cells)}
         for i, s in enumerate(data.streets):
@@ -251,8 +252,9 @@ class City:
                    addresses, data.heritage_zone.name, frozenset(), departments, [], cell_street, cell_community)
         for i, a in enumerate(data.addresses):
             parsed = city.parse_address(a.address)
-            if not parsed.key or parsed.road not in normalise_text(a.address):
-                raise fail("addresses", i, "address", f"{a.address!r} is not <known road><number>号|弄 (add the road to roads)")
+            if not parsed.key or not parsed.road or parsed.road not in normalise_text(a.address):
+                raise fail("addresses", i, "address",
+                           f"{a.address!r} is not <known road><number>号|弄 (add the road to roads)")
             key = parsed.key
             if a.community and a.community not in communities:
                 raise fail("addresses", i, "community", f"unknown community {a.community!r}")
@@ -352,7 +354,7 @@ class City:
 
     # ------------------------------------------------------------ locating
     def cell_of(self, lat: float, lon: float) -> str:
-        return h3.latlng_to_cell(lat, lon, self.resolution)
+        return str(h3.latlng_to_cell(lat, lon, self.resolution))
 
     def at_point(self, lat: float, lon: float) -> tuple[Location | None, str | None]:
         cell = self.cell_of(lat, lon)
@@ -438,7 +440,8 @@ class City:
                     return c
         if location.lat is None or location.lon is None:
             return None
-        best = min(candidates, key=lambda c: distance_m(c.at, (location.lat, location.lon)), default=None)
-        if best and distance_m(best.at, (location.lat, location.lon)) <= COMPONENT_RADIUS_M:
+        here = (location.lat, location.lon)
+        best = min(candidates, key=lambda c: distance_m(c.at, here), default=None)
+        if best and distance_m(best.at, here) <= COMPONENT_RADIUS_M:
             return best
         return None

@@ -10,9 +10,10 @@ import hashlib
 import json
 import re
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, NotRequired, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,11 +21,18 @@ from streams.core.cases.authority import ActorPolicy, PolicyError, parse_policy
 from streams.core.cases.lifecycle import ACTIONS, OPEN_STAGES
 from streams.core.knowledge.classify import Classification, TextClassifier, load_corpus
 from streams.core.knowledge.geo import City
-from streams.core.model import (CTX_COMPOUND, CTX_DECIBEL, CTX_HERITAGE, CTX_STALL, CTX_STREET_FRONT, LEVELS,
-                                Location)
 from streams.core.knowledge.sensors import DeviceRegistry
-from streams.core.knowledge.taxonomy import (Category, DataError, Taxonomy, field_path, line_of, load_marked_yaml,
-                                   validate_marked)
+from streams.core.knowledge.taxonomy import (
+    Category,
+    DataError,
+    Loc,
+    Taxonomy,
+    field_path,
+    line_of,
+    load_marked_yaml,
+    validate_marked,
+)
+from streams.core.model import CTX_COMPOUND, CTX_DECIBEL, CTX_HERITAGE, CTX_STALL, CTX_STREET_FRONT, LEVELS, Location
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"  # the packaged sample city
 CTX_COMMITTEE = "committee"   # reported by a residents' committee 居委会 (e.g. 群租: dispatch at once)
@@ -126,14 +134,14 @@ class KnowledgeBase:
     policy: ActorPolicy | None = None           # who may take which action (the authority section)
 
     @classmethod
-    def load(cls, path: Path, taxonomy: Taxonomy, city: City) -> "KnowledgeBase":
+    def load(cls, path: Path, taxonomy: Taxonomy, city: City) -> KnowledgeBase:
         raw = load_marked_yaml(path)
         data = validate_marked(_KbIn, raw, path)
 
-        def err(loc: tuple, problem: str) -> DataError:
+        def err(loc: Loc, problem: str) -> DataError:
             return DataError(path, line_of(raw, loc), field_path(loc), problem)
 
-        def parse_limits(spec: dict[str, str], loc: tuple) -> dict[str, tuple[str, int]]:
+        def parse_limits(spec: dict[str, str], loc: Loc) -> dict[str, tuple[str, int]]:
             out: dict[str, tuple[str, int]] = {}
             for stage, text in spec.items():
                 if stage not in LIMIT_STAGES:
@@ -148,13 +156,13 @@ class KnowledgeBase:
 
         profiles = {name: parse_limits(spec, ("limits", name)) for name, spec in data.limits.items()}
 
-        def category_code(name: str, loc: tuple) -> str:
+        def category_code(name: str, loc: Loc) -> str:
             cat = taxonomy.get(name)
             if cat is None:
                 raise err(loc, f"unknown category {name!r}")
             return cat.code
 
-        def department(name: str, loc: tuple) -> str:
+        def department(name: str, loc: Loc) -> str:
             if name not in city.departments:
                 raise err(loc, f"unknown department {name!r} (not in the department directory)")
             return name
@@ -162,7 +170,7 @@ class KnowledgeBase:
         rules: dict[str, list[Rule]] = {}
         seen: set[str] = set()
         for i, r in enumerate(data.rules):
-            loc = ("rules", i)
+            loc: Loc = ("rules", i)
             if r.id in seen:
                 raise err(loc + ("id",), f"duplicate rule id {r.id!r}")
             seen.add(r.id)
@@ -192,7 +200,8 @@ class KnowledgeBase:
         for cat in taxonomy:
             if not any(not rule.when for rule in rules.get(cat.code, [])):
                 line = rules[cat.code][0].line if cat.code in rules else raw["rules"].line
-                raise DataError(path, line, "rules", f"category {cat.name} ({cat.code}) has no default rule (one without 'when')")
+                raise DataError(path, line, "rules",
+                                f"category {cat.name} ({cat.code}) has no default rule (one without 'when')")
 
         keywords = {}
         for name, words in data.keywords.items():
@@ -202,10 +211,12 @@ class KnowledgeBase:
                 raise err(("context_cues", flag), f"unknown context flag {flag!r}")
         cameras = {t: CameraType(category_code(c.category, ("camera_types", t, "category")), c.min_confidence)
                    for t, c in data.camera_types.items()}
-        for loc, levels in [(("crowd_levels", "default"), data.crowd_levels.default)] + [
-                (("crowd_levels", "areas", a), v) for a, v in data.crowd_levels.areas.items()]:
+        crowd_levels: list[tuple[Loc, tuple[int, int, int]]] = [
+            (("crowd_levels", "default"), data.crowd_levels.default),
+            *((("crowd_levels", "areas", a), v) for a, v in data.crowd_levels.areas.items())]
+        for where, levels in crowd_levels:
             if not levels[0] < levels[1] < levels[2]:
-                raise err(loc, f"crowd thresholds must increase, got {list(levels)}")
+                raise err(where, f"crowd thresholds must increase, got {list(levels)}")
         if data.authority is None:
             policy = packaged_policy()   # a KB without its own section uses the packaged sample city's
         else:
@@ -233,6 +244,23 @@ def packaged_policy() -> ActorPolicy:
 
 
 # ---------------------------------------------------------------- the facade
+class SamplePlace(TypedDict):
+    """A gazetteer address the locator is sure to find (for the simulator and the demo)."""
+
+    address: str
+    lat: float
+    lon: float
+
+
+class SampleDevice(TypedDict):
+    """A device and one metric it reports (for the simulator and the demo)."""
+
+    device_id: str
+    metric: str
+    building: str
+    threshold: NotRequired[float]  # heritage sensors only
+
+
 _MODEL_CACHE: dict[str, TextClassifier] = {}
 _MODEL_LOCK = threading.Lock()
 
@@ -242,7 +270,8 @@ def _classifier(taxonomy: Taxonomy, corpus_dir: Path, kb: KnowledgeBase) -> Text
     digest = hashlib.sha256()
     for path in sorted(corpus_dir.glob("*.jsonl")):
         digest.update(path.name.encode() + path.read_bytes())
-    digest.update(json.dumps([kb.keywords, kb.context_cues, taxonomy.version], sort_keys=True, ensure_ascii=False).encode())
+    kb_inputs = [kb.keywords, kb.context_cues, taxonomy.version]
+    digest.update(json.dumps(kb_inputs, sort_keys=True, ensure_ascii=False).encode())
     key = digest.hexdigest()
     with _MODEL_LOCK:
         if key not in _MODEL_CACHE:
@@ -265,7 +294,7 @@ class Knowledge:
         self.policy: ActorPolicy = kb.policy or packaged_policy()
 
     @classmethod
-    def load(cls, kb_path: Path | str | None = None, city_dir: Path | str | None = None) -> "Knowledge":
+    def load(cls, kb_path: Path | str | None = None, city_dir: Path | str | None = None) -> Knowledge:
         """The knowledge base and city data; unset paths mean the packaged sample city (Xuhui)."""
         city_dir = Path(city_dir) if city_dir else DATA_DIR / "city"
         kb_path = Path(kb_path) if kb_path else DATA_DIR / "kb.yaml"
@@ -277,13 +306,13 @@ class Knowledge:
         return cls(taxonomy, city, kb, devices, _classifier(taxonomy, corpus_dir, kb))
 
     # ------------------------------------------------------------ sample data for the simulator / demo
-    def sample_places(self) -> list[dict]:
+    def sample_places(self) -> list[SamplePlace]:
         """Every gazetteer address with its coordinates: places the locator is sure to find."""
         return [{"address": a.address, "lat": a.at[0], "lon": a.at[1]} for a in self.city.addresses.values()]
 
-    def sample_devices(self) -> list[dict]:
+    def sample_devices(self) -> list[SampleDevice]:
         """One entry per (device, metric): heritage sensors with their threshold, lifts with ebike_detected."""
-        out = [{"device_id": s.id, "metric": metric, "threshold": limit, "building": s.building}
+        out: list[SampleDevice] = [{"device_id": s.id, "metric": metric, "threshold": limit, "building": s.building}
                for s in self.devices.sensors.values() for metric, limit in s.thresholds.items()]
         out += [{"device_id": lift.id, "metric": "ebike_detected", "building": lift.building}
                 for lift in self.devices.lifts.values()]

@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from streams.core.model import Location
 from streams.core.knowledge.taxonomy import DataError, load_marked_yaml, validate_marked
+from streams.core.model import Location
 
 if TYPE_CHECKING:
     from streams.core.knowledge.geo import City
@@ -95,7 +95,7 @@ class DeviceRegistry:
     protection_classes: dict[str, dict[str, float]]
 
     @classmethod
-    def load(cls, path: Path, city: "City") -> "DeviceRegistry":
+    def load(cls, path: Path, city: City) -> DeviceRegistry:
         raw = load_marked_yaml(path)
         data = validate_marked(_DevicesIn, raw, path)
         classes = {name: {k: v for k, v in t.model_dump().items() if v is not None}
@@ -130,7 +130,8 @@ class DeviceRegistry:
                     raise DataError(path, line, f"sensors[{i}].thresholds", f"no threshold for {metric}")
             sensors[s.id] = Sensor(s.id, s.building, s.protection_class,
                                    {m: thresholds[m] for m in s.metrics}, loc)
-        lifts = {l.id: Lift(l.id, l.building, place("lifts", i, l.id, l.address, l.at)) for i, l in enumerate(data.lifts)}
+        lifts = {lift.id: Lift(lift.id, lift.building, place("lifts", i, lift.id, lift.address, lift.at))
+                 for i, lift in enumerate(data.lifts)}
         cameras = {c.id: Camera(c.id, c.area, place("cameras", i, c.id, c.address, c.at))
                    for i, c in enumerate(data.cameras)}
         return cls(sensors, lifts, cameras, classes)
@@ -139,6 +140,13 @@ class DeviceRegistry:
 def city_day(ts_ms: int) -> str:
     """The local (Shanghai) calendar day of an event time, e.g. '2026-11-22'."""
     return datetime.fromtimestamp(ts_ms / 1000, tz=CITY_TZ).date().isoformat()
+
+
+class LiftStateDict(TypedDict, total=False):
+    """LiftRepeatState as JSON (what the worker persists; older states may lack keys)."""
+
+    seen: dict[str, dict[str, list[int]]]
+    keep_days: int
 
 
 @dataclass
@@ -162,12 +170,12 @@ class LiftRepeatState:
     def count(self, lift_id: str, day: str) -> int:
         return len(self.seen.get(day, {}).get(lift_id, []))
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> LiftStateDict:
         return {"seen": {d: {k: list(v) for k, v in lifts.items()} for d, lifts in self.seen.items()},
                 "keep_days": self.keep_days}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "LiftRepeatState":
+    def from_dict(cls, data: LiftStateDict) -> LiftRepeatState:
         return cls({d: {k: [int(x) for x in v] for k, v in lifts.items()} for d, lifts in data.get("seen", {}).items()},
                    int(data.get("keep_days", 2)))
 

@@ -5,9 +5,10 @@ Data files are edited by people: an error must name the file, the line and the f
 from __future__ import annotations
 
 import re
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -26,16 +27,21 @@ class DataError(ValueError):
 
 
 # ---------------------------------------------------------------- YAML with line numbers
-class MarkedDict(dict):
+class MarkedDict(dict[Hashable, object]):
     """A YAML mapping that remembers the (1-based) line of itself and of each key."""
 
     line: int = 0
-    key_lines: dict[Any, int]
+    key_lines: dict[Hashable, int]
 
 
-class MarkedList(list):
+class MarkedList(list[object]):
     line: int = 0
     item_lines: list[int]
+
+
+# A step on the path to a value in parsed YAML (pydantic's error ``loc``): a key or a list index.
+Loc = tuple[int | str, ...]
+Model = TypeVar("Model", bound=BaseModel)
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -68,7 +74,9 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _co
 
 
 def load_marked_yaml(path: Path) -> Any:
-    """Parse YAML keeping line numbers on mappings and lists; syntax errors become DataError."""
+    """Parse YAML keeping line numbers on mappings and lists; syntax errors become DataError.
+
+    Any: whatever the file holds, until validate_marked checks it against its model."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -84,9 +92,10 @@ def load_marked_yaml(path: Path) -> Any:
         loader.dispose()
 
 
-def line_of(root: Any, loc: tuple[Any, ...]) -> int | None:
+def line_of(root: object, loc: Loc) -> int | None:
     """The line of the deepest node on the path `loc` (keys and list indexes) that exists."""
-    node, line = root, getattr(root, "line", None)
+    node: object = root
+    line: int | None = getattr(root, "line", None)
     for step in loc:
         if isinstance(node, MarkedDict) and step in node:
             line = node.key_lines.get(step, line)
@@ -99,14 +108,14 @@ def line_of(root: Any, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
-def field_path(loc: tuple[Any, ...]) -> str:
+def field_path(loc: Loc) -> str:
     out = ""
     for step in loc:
         out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else str(step))
     return out or "(root)"
 
 
-def validate_marked(model: type[BaseModel], data: Any, path: Path) -> Any:
+def validate_marked(model: type[Model], data: object, path: Path) -> Model:
     """Validate with pydantic; the first error is raised as DataError with file and line."""
     try:
         return model.model_validate(data)
@@ -164,14 +173,14 @@ class Taxonomy:
         key = code_or_name.strip()
         return self.by_code.get(key.upper()) or self.by_name.get(key)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Category]:
         return iter(self.categories)
 
     def __len__(self) -> int:
         return len(self.categories)
 
     @classmethod
-    def load(cls, path: Path) -> "Taxonomy":
+    def load(cls, path: Path) -> Taxonomy:
         raw = load_marked_yaml(path)
         parsed = validate_marked(_TaxonomyIn, raw, path)
         cats: list[Category] = []
@@ -180,7 +189,8 @@ class Taxonomy:
             line = raw["categories"].item_lines[i]
             class_code = c.code[:3]
             if class_code not in parsed.classes:
-                raise DataError(path, line, f"categories[{i}].code", f"class {class_code} of {c.code} is not declared in classes")
+                raise DataError(path, line, f"categories[{i}].code",
+                                f"class {class_code} of {c.code} is not declared in classes")
             if c.code in {x.code for x in cats}:
                 raise DataError(path, line, f"categories[{i}].code", f"duplicate code {c.code}")
             if c.name in seen_names:
