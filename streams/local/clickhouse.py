@@ -30,8 +30,10 @@ def _port_open(port: int) -> bool:
 
 class LocalClickHouseServer:
     def __init__(self, base_dir: Path, tcp_port: int | None = None, http_port: int | None = None,
-                 binary: str = DEFAULT_BINARY, timezone: str = "Asia/Shanghai") -> None:
+                 binary: str = DEFAULT_BINARY, timezone: str = "Asia/Shanghai",
+                 users_d: dict[str, str] | None = None) -> None:
         self.base_dir = Path(base_dir)
+        self.users_d = users_d or {}   # file name -> XML merged into users.xml (users.d/, e.g. extra users)
         self.tcp_port = tcp_port or free_port()
         self.http_port = http_port or free_port()
         self.binary = binary
@@ -55,6 +57,10 @@ class LocalClickHouseServer:
             (data / sub).mkdir(parents=True, exist_ok=True)
         users = self.base_dir / "users.xml"
         users.write_text(_USERS_XML, encoding="utf-8")
+        if self.users_d:
+            (self.base_dir / "users.d").mkdir(exist_ok=True)
+            for name, text in self.users_d.items():
+                (self.base_dir / "users.d" / name).write_text(text, encoding="utf-8")
         config = self.base_dir / "config.xml"
         config.write_text(_CONFIG_XML.format(
             log=escape(str(self.log_file)), errlog=escape(str(self.base_dir / "server.err.log")),
