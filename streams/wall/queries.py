@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from urllib.parse import quote
 from datetime import datetime, timedelta
 from typing import Protocol
+from urllib.parse import quote
 
 from streams.core.times import CITY_TZ
 
