@@ -130,7 +130,7 @@ texts = st.text(alphabet=st.sampled_from(list("天平路弄号室街道小区 -0
 )
 def test_every_built_payload_validates_and_hides_phones(kind, departments, level, deadline, lat, lon, address, phone,
                                                           where, cell, event_id) -> None:
-    cfg = WebhooksConfig.model_validate({"endpoints": {d: {"url": "http://h/", "secret": SECRET} for d in DEPARTMENTS},
+    cfg = WebhooksConfig.model_validate({"endpoints": {d: {"url": "https://h/", "secret": SECRET} for d in DEPARTMENTS},
                                          "pii_hash_key": "pii-key-pii-key"})
     if address is not None:
         address = address[:where] + " " + phone + " " + address[where:]
