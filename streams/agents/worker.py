@@ -24,11 +24,11 @@ def build_worker(settings: Settings) -> Any:
     from streams.agents.services import ConsumerLagService, GaugeService, WebhookService
     from streams.wall.web import register_views
     from streams.metrics import start_metrics_server
-    from streams.storage import open_store
+    from streams.storage import store_from_settings
     from streams.security import require_worker_secrets
 
     require_worker_secrets(settings)   # no pseudonym or dead-letter key: no worker
-    store = open_store(settings.store_url)
+    store = store_from_settings(settings)   # user, password file and TLS from settings
     store.migrate()
     pipeline = Pipeline(settings)
     register_views(pipeline, store)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from streams.settings import Settings
 from streams.storage.retention import drop_expired_partitions
-from streams.storage.store import open_store
+from streams.storage.store import Store, store_from_settings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,9 +22,17 @@ def _store_url(args: argparse.Namespace) -> str:
     return args.store_url or Settings().store_url
 
 
+def _open(args: argparse.Namespace) -> Store:
+    """settings.store_url with its credentials and TLS (store_from_settings), or --store-url."""
+    settings = Settings()
+    if args.store_url:
+        settings = settings.model_copy(update={"store_url": args.store_url})
+    return store_from_settings(settings)
+
+
 def run_migrate(args: argparse.Namespace) -> int:
     url = _store_url(args)
-    with open_store(url) as store:
+    with _open(args) as store:
         applied = store.migrate()
         current = store.applied_migrations()
     if applied:
@@ -35,9 +43,8 @@ def run_migrate(args: argparse.Namespace) -> int:
 
 
 def run_retention(args: argparse.Namespace) -> int:
-    url = _store_url(args)
     settings = Settings()
-    with open_store(url) as store:
+    with _open(args) as store:
         dropped = drop_expired_partitions(store, settings.retention_months, datetime.now(UTC))
     for table, partitions in dropped.items():
         print(f"{table}: dropped {', '.join(partitions) if partitions else 'nothing'}")
