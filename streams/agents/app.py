@@ -28,6 +28,7 @@ from streams.bus.emit import Emitter
 from streams.bus.codec import DecodeError, registry
 from streams.core.cases.engine import CaseEngine
 from streams.core.ingest import Ingestor, RejectRecord
+from streams.core.privacy import mask_fields
 from streams.core.knowledge.knowledge import Knowledge
 from streams.core.model import Signal
 from streams.core.cases.sla import DEFAULT_OVERRIDE_FILE, WorkCalendar
@@ -238,6 +239,7 @@ class Pipeline:
             except DecodeError as exc:
                 self._dead_letter(out, CASE_ACTIONS, msg, str(exc))
                 continue
+            action = mask_fields(action)  # a note may quote a phone number: masked before it is passed on
             case_id = action.get("case_id") or await self.case_of_source(action.get("source_id") or "")
             if not case_id:
                 out.record(ACTIONS_REJECTED, {

@@ -119,7 +119,8 @@ class Ingestor:
     def prepare(self, records: Sequence[RawRecord]) -> None:
         """Classify the free texts of a batch in one go (see TextClassifier.classify_many); the
         following ``ingest`` calls for these records use the results. Purely an optimisation."""
-        texts = list(dict.fromkeys(r["text"] for r in records if isinstance(r.get("text"), str) and r["text"].strip()))
+        texts = list(dict.fromkeys(mask_text(r["text"]) for r in records
+                                   if isinstance(r.get("text"), str) and r["text"].strip()))
         self._classified = dict(zip(texts, self.knowledge.classify_many(texts), strict=True))
 
     def _classify(self, text: str) -> Classification:
@@ -184,7 +185,9 @@ class Ingestor:
     # ------------------------------------------------------------ hotline.calls
     def _hotline(self, topic: str, record: HotlineCall, ingest_ms: int) -> IngestResult:
         ts_ms = _event_ms(record["received_at"], "received_at")
-        text = record["text"]
+        # numbers are masked before anything reads the text: what is classified is what is kept
+        # (a phone number's digits are noise to the classifier)
+        text = mask_text(record["text"])
         if not text or not text.strip():
             raise RejectRecord("field 'text' is empty: nothing to classify")
         reporter = self.pseudonyms.caller(record["caller"])
@@ -195,7 +198,7 @@ class Ingestor:
             masked = dict(record, caller=reporter)
             return IngestResult(triage=[self._triage(topic, record["call_id"], ts_ms, masked, reasons, cls)])
         signal = self._signal(topic, "hotline", record["line"], record["call_id"], ts_ms, ingest_ms,
-                              cls.category_code, cls.confidence, cls.context, location, text=mask_text(text),
+                              cls.category_code, cls.confidence, cls.context, location, text=text,
                               reporter_id=reporter, reporter_kind="citizen",
                               extra=json.dumps({"channel": record.get("channel"), "keyword_hits": cls.keyword_hits,
                                                 "alternatives": cls.alternatives}, ensure_ascii=False))
@@ -204,7 +207,7 @@ class Ingestor:
     # ------------------------------------------------------------ field.reports
     def _field_report(self, topic: str, record: FieldReport, ingest_ms: int) -> IngestResult:
         ts_ms = _event_ms(record["reported_at"], "reported_at")
-        text = (record.get("text") or "").strip()
+        text = mask_text((record.get("text") or "").strip())
         location, where_not = self.knowledge.locate(record.get("lat"), record.get("lon"), record.get("address"),
                                                     text or None)
         if record.get("zero_report"):
@@ -240,7 +243,7 @@ class Ingestor:
         if record["reporter_kind"] == "committee":
             context = _merge_context(context, [CTX_COMMITTEE])
         signal = self._signal(topic, "field", record["reporter_kind"], record["report_id"], ts_ms, ingest_ms, code,
-                              confidence, context, location, text=mask_text(text) or None,
+                              confidence, context, location, text=text or None,
                               reporter_id=record["reporter_id"],
                               reporter_kind=record["reporter_kind"], handled_on_spot=record.get("handled_on_spot"),
                               photos=record.get("photos"), after_photos=record.get("after_photos"))
