@@ -53,6 +53,22 @@ class _YamlFileSource(PydanticBaseSettingsSource):
         return data
 
 
+# How long ClickHouse keeps each table (docs/security.md "Retention"): personal data no longer than needed.
+DEFAULT_RETENTION_DAYS: dict[str, int] = {
+    "dead_letters": 30,          # sealed originals of bad records: long enough to fix and reprocess
+    "triage": 90,                # raw records awaiting manual triage 人工分拨 (masked)
+    "webhook_deliveries": 90,    # delivery attempts
+    "inspector_tracks": 90,      # inspectors' GPS fixes (staff location data)
+    "zero_reports": 365,
+    "sensor_alarms": 730,
+    "signals": 730,              # 24 months of reports (callers as keyed pseudonyms)
+    "cases": 1826,               # case records 5 years (the archive keeps them longer, outside this store)
+    "case_transitions": 1826,
+    "dispatches": 1826,
+    "sla_alerts": 1826,
+}
+
+
 class Settings(BaseSettings):
     """Every knob of the pipeline. See README "Settings" for the table."""
 
@@ -75,7 +91,12 @@ class Settings(BaseSettings):
     store_buffer_rows: int = Field(200_000, ge=1,
                                    description="rows buffered while ClickHouse is down before back-pressure")
     retention_months: dict[str, int] = Field(default_factory=dict,
-                                             description="per-table retention, e.g. {signals: 24}")
+                                             description="per-table retention in whole months, e.g. {signals: 24}; "
+                                             "overrides retention_days for that table")
+    retention_days: dict[str, int] = Field(
+        default_factory=lambda: dict(DEFAULT_RETENTION_DAYS),
+        description="per-table retention in days (`streams retention`, nightly CronJob); defaults in "
+                    "docs/security.md; a table not listed is kept")
     # Faust state
     table_store: str = Field("memory://", description="Faust table store: memory:// (dev) or rocksdb:// "
                              "(production; pip extra rocksdb)")
