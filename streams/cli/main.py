@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "streams.cli.storage",       # migrate
     "streams.cli.webhooks",      # webhooks redeliver
     "streams.cli.dlq",           # dlq show|reprocess
+    "streams.cli.erase",         # erase --caller
 ]
 
 

@@ -174,13 +174,17 @@ class CaseEngine:
         if not timer["red_fired"]:
             heapq.heappush(heap, (timer["deadline_ms"] + 1, doc["case_id"], timer["seq"], "red"))
 
-    def purge(self, closed_before_ms: int) -> int:
-        """Forget closed and void cases finished before the instant (their rows stay in the store).
-        Returns how many; re-delivered records of a purged case would open a new case."""
+    def purge(self, closed_before_ms: int, partition: int | None = None) -> int:
+        """Forget closed and void cases finished before the instant (their rows stay in the store), only
+        ``partition``'s when given (the worker purges inside that partition's stream, so the deletions
+        reach the right changelog partition). Returns how many; re-delivered records of a purged case
+        would open a new case."""
         purged = 0
         for case_id in list(self.cases):
             doc = self.cases.get(case_id)
             if doc is None or doc.get("open"):
+                continue
+            if partition is not None and doc.get("partition", 0) != partition:
                 continue
             if doc.get("updated_ms", 0) >= closed_before_ms:
                 continue
@@ -192,6 +196,30 @@ class CaseEngine:
             self.index.remove(case_id)
             purged += 1
         return purged
+
+    def erase(self, pseudonyms: Iterable[str], request_id: str, partition: int | None = None) -> tuple[Outputs, int]:
+        """Erasure of a caller (``streams erase``): their pseudonyms leave every case document (reporter
+        keys, originator) of ``partition`` (every partition when None); the rewritten documents replace
+        the old ones in the changelog, which compaction then drops. The case itself stays (its other
+        reporters, its handling). Returns the outputs and how many cases changed."""
+        gone = set(pseudonyms)
+        out = Outputs()
+        changed = 0
+        for case_id in list(self.cases):
+            doc0 = self.cases.get(case_id)
+            if doc0 is None or (partition is not None and doc0.get("partition", 0) != partition):
+                continue
+            keys = doc0.get("reporter_keys", [])
+            hit = [k for k in keys if k.split(":", 1)[-1] in gone]
+            if not hit and doc0.get("origin_reporter") not in gone:
+                continue
+            doc = _clone(doc0)
+            doc["reporter_keys"] = [f"{k.split(':', 1)[0]}:erased-{i}" if k in hit else k for i, k in enumerate(keys)]
+            if doc.get("origin_reporter") in gone:
+                doc["origin_reporter"] = "erased"
+            self._commit(doc, [], f"erase:{request_id}", out)
+            changed += 1
+        return out, changed
 
     def next_due(self, partition: int | None = None) -> int | None:
         """Earliest pending timer instant (may be stale): lets a virtual clock jump between timers."""

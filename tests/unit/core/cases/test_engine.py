@@ -400,9 +400,28 @@ def test_purge_forgets_old_closed_cases_only():
     act(e, action(done, "close", "2026-11-02 10:05", "center", "街道网格中心"))
     still_open = _dispatched(e)
     assert e.purge(ms("2026-11-01 00:00")) == 0
-    assert e.purge(ms("2026-12-01 00:00")) == 1
+    assert e.purge(ms("2026-12-01 00:00"), partition=3) == 0, "another partition's cases are not touched"
+    assert e.purge(ms("2026-12-01 00:00"), partition=0) == 1
     assert set(e.cases) == {still_open}
     assert set(e.sources.values()) == {still_open}
+
+
+def test_erase_takes_a_callers_pseudonym_out_of_every_case_and_keeps_the_cases():
+    e = engine()
+    first = open_case(e, signal("占道经营", "2026-11-02 09:00", "12345", reporter_id="caller-k1-aaaa"))
+    out = e.on_signal(signal("占道经营", "2026-11-02 09:05", "12345", reporter_id="caller-k1-bbbb"))
+    assert out.merged and e.cases[first]["reporters"] == 2
+    other = open_case(e, signal("暴露垃圾", "2026-11-02 09:10", "12345", reporter_id="caller-k0-aaaa",
+                                address="漕溪北路88号", lat=31.1900, lon=121.4400))
+    before = copy.deepcopy(e.cases[first])
+    out, changed = e.erase(["caller-k1-aaaa", "caller-k0-aaaa"], "req-1")
+    assert changed == 2 and {r["case_id"] for r in out.cases} == {first, other}
+    doc = e.cases[first]
+    assert "caller-k1-aaaa" not in json.dumps(doc) and "caller-k1-bbbb" in json.dumps(doc)
+    assert doc["reporters"] == 2 and doc["origin_reporter"] == "erased" and doc["version"] == before["version"] + 1
+    assert "caller-k0-aaaa" not in json.dumps(e.cases[other])
+    assert e.erase(["caller-k1-aaaa"], "req-2") == (Outputs(), 0), "nothing left to erase"
+    assert e.erase(["caller-k1-bbbb"], "req-3", partition=2)[1] == 0, "only the given partition's cases"
 
 
 def test_a_growing_crowd_raises_the_case_level():
