@@ -11,7 +11,7 @@ def ensure_topics(settings: Settings) -> None:
     from streams.bus.admin import create_topics
     from streams.bus.topics import TopicNames
 
-    create_topics(settings.kafka_bootstrap, TopicNames(settings.topic_prefix).all(), settings.topic_partitions)
+    create_topics(settings, TopicNames(settings.topic_prefix).all(), settings.topic_partitions)
 
 
 def build_worker(settings: Settings) -> Any:
@@ -19,13 +19,14 @@ def build_worker(settings: Settings) -> Any:
     import faust
 
     from streams.agents.app import Pipeline
+    from streams.agents.ingest import IngestAdapter
     from streams.agents.lean import LeanIngest
-    from streams.sinks.clickhouse import ClickHouseSink
     from streams.agents.services import ConsumerLagService, GaugeService, WebhookService
-    from streams.wall.web import register_views
     from streams.metrics import start_metrics_server
-    from streams.storage import store_from_settings
     from streams.security import require_worker_secrets
+    from streams.sinks.clickhouse import ClickHouseSink
+    from streams.storage import store_from_settings
+    from streams.wall.web import register_views
 
     require_worker_secrets(settings)   # no pseudonym or dead-letter key: no worker
     store = store_from_settings(settings)   # user, password file and TLS from settings
@@ -34,11 +35,17 @@ def build_worker(settings: Settings) -> Any:
     register_views(pipeline, store)
     start_metrics_server(settings.metrics_port, pipeline.metrics)
     services: list[Any] = [
-        LeanIngest(settings, pipeline.ingestor, pipeline.codec, pipeline.metrics, pipeline.emit_ingest_result,
+        # the lean consumer's own adapter over the same Ingestor (one lift-repeat state)
+        LeanIngest(settings, IngestAdapter(pipeline.ingestor, pipeline.codec, pipeline.metrics, pipeline.topics,
+                                           classify_batches=False), pipeline.codec, pipeline.metrics,
                    sealer=pipeline.sealer),
         ClickHouseSink(settings, store, pipeline.codec, pipeline.metrics),
     ]
     services += [GaugeService(pipeline), ConsumerLagService(settings, pipeline.metrics)]
     if settings.webhooks_file:
         services.append(WebhookService(settings, pipeline.metrics, store))
+    if settings.gateway_in_worker:
+        from streams.gateway.service import GatewayService
+
+        services.append(GatewayService(settings, store, pipeline.knowledge))
     return faust.Worker(pipeline.app, *services, loglevel=settings.log_level, redirect_stdouts=False)

@@ -1,15 +1,18 @@
 """Topic administration: the worker and the development broker create topics through this one function."""
 from __future__ import annotations
 
+from streams.bus import clients
+from streams.settings import Settings
 
-def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
+
+def create_topics(settings: Settings, names: list[str], partitions: int) -> None:
     """Create the topics that do not exist yet (an auto-created topic would get the broker's default
     partition count, and case.inputs must match its changelog topics)."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = KafkaAdminClient(**clients.admin(settings))
     try:
         existing = set(admin.list_topics())
         new = [NewTopic(n, partitions, 1) for n in names if n not in existing]

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from streams.bus.codec import SchemaRegistry
+from streams.bus.records import TopicRecord, dead_letter_value, store_rows_record
 from streams.bus.sealing import DeadLetterSealer
 from streams.bus.topics import TopicNames, dlq
 from streams.core.privacy import mask_text
@@ -39,6 +39,10 @@ class Emitter:
         data = self._codec.encode(self._schemas[topic], value)
         self._pending.append((self._topics.name(topic), _key(key), data, partition))
 
+    def emit(self, records: Iterable[TopicRecord]) -> None:
+        for rec in records:
+            self.record(rec.topic, rec.value, rec.key)
+
     def raw(self, physical_topic: str, data: bytes, key: bytes | None = None, partition: int | None = None) -> None:
         self._pending.append((physical_topic, key, data, partition))
 
@@ -53,9 +57,9 @@ class Emitter:
         original key may itself be personal data."""
         if self._sealer is None:
             raise RuntimeError("dead-lettering needs a DeadLetterSealer (CITYGRID_DLQ_KEY)")
-        value = {"topic": logical_topic, "partition": partition, "offset": offset, "reason": mask_text(reason),
-                 "ts_ms": ts_ms, "original": self._sealer.seal(bytes(original or b"")),
-                 "key": self._sealer.seal(bytes(key)) if key is not None else None}
+        value = dead_letter_value(logical_topic, partition, offset, mask_text(reason), ts_ms,
+                                  self._sealer.seal(bytes(original or b"")),
+                                  self._sealer.seal(bytes(key)) if key is not None else None)
         data = self._codec.encode("dead_letter", value)
         self._pending.append((self._topics.name(dlq(logical_topic)), None, data, None))
 
@@ -63,11 +67,7 @@ class Emitter:
         return len(self._pending) + len(self._rows)
 
     async def flush(self) -> int:
-        from streams.bus.topics import STORE_ROWS
-
-        for table, rows in self._rows.items():
-            if rows:
-                self.record(STORE_ROWS, {"table": table, "rows": json.dumps(rows, ensure_ascii=False)}, key=table)
+        self.emit(store_rows_record(table, rows) for table, rows in self._rows.items() if rows)
         self._rows = {}
         pending, self._pending = self._pending, []
         if not pending:

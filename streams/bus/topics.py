@@ -8,6 +8,7 @@ IOT_READINGS = "iot.readings"
 CAMERA_ALERTS = "camera.alerts"
 REGISTRY_CHANGES = "registry.changes"
 CASE_ACTIONS = "case.actions"
+OPEN311_REQUESTS = "open311.requests"  # service requests filed through the gateway's Open311 endpoint
 
 SIGNALS = "signals"
 CASE_INPUTS = "case.inputs"
@@ -31,6 +32,7 @@ RAW_SCHEMAS: dict[str, str] = {
     CAMERA_ALERTS: "camera_alert",
     REGISTRY_CHANGES: "registry_change",
     CASE_ACTIONS: "case_action",
+    OPEN311_REQUESTS: "open311_request",
 }
 
 INTERNAL_SCHEMAS: dict[str, str] = {

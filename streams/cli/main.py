@@ -17,6 +17,8 @@ COMMAND_MODULES = [
     "streams.cli.webhooks",      # webhooks redeliver
     "streams.cli.dlq",           # dlq show|reprocess
     "streams.cli.erase",         # erase --caller
+    "streams.cli.gateway",       # gateway
+    "streams.cli.report",        # report, history
 ]
 
 

@@ -8,7 +8,8 @@ the actor and the case document:
 
 ``centre``      the grid centre (``actor_kind`` center)
 ``department``  a department the case has been dispatched to (``actor_id`` among the case's
-                departments, after 派遣) — a department acts only on its own cases
+                departments or their instances serving its street, ``units``, after 派遣) — a
+                department acts only on its own cases
 ``originator``  the inspector, residential station or committee that reported the case
                 (the first report's kind and reporter id)
 ``closer``      who verifies and closes (谁发单、谁验收、谁结案): the originator when its kind is in
@@ -68,7 +69,7 @@ class ActorPolicy:
         roles: set[str] = set()
         if actor_kind == CENTRE_KIND:
             roles.add("centre")
-        if (actor_kind in DEPARTMENT_KINDS and actor_id in (doc.get("departments") or [])
+        if (actor_kind in DEPARTMENT_KINDS and self.is_case_department(doc, actor_id)
                 and "dispatch" in (doc.get("stages") or {})):
             roles.add("department")
         origin = doc.get("origin")
@@ -80,6 +81,12 @@ class ActorPolicy:
         elif "centre" in roles:
             roles.add("closer")
         return frozenset(roles)
+
+    @staticmethod
+    def is_case_department(doc: Mapping[str, Any], actor_id: str) -> bool:
+        """A department of the case, by its directory name (城管执法中队) or as the instance serving the
+        case's street (徐家汇街道城管中队, the case's ``units``)."""
+        return actor_id in (doc.get("departments") or []) or actor_id in (doc.get("units") or [])
 
     def closer_text(self, doc: Mapping[str, Any]) -> str:
         origin = doc.get("origin")
@@ -116,7 +123,7 @@ class ActorPolicy:
             tail += " (谁发单、谁验收、谁结案)"
         if ("department" in allowed or "department" in asks) and actor_kind in DEPARTMENT_KINDS \
                 and "department" not in held:
-            tail += (f"; the case is not dispatched to {actor_id}" if actor_id not in (doc.get("departments") or [])
+            tail += (f"; the case is not dispatched to {actor_id}" if not self.is_case_department(doc, actor_id)
                      else "; the case has not been dispatched yet")
         return f"not authorised: {who} may not '{action}' this case; only {may} may{tail}"
 

@@ -117,3 +117,12 @@ def test_two_active_secrets_while_rotating(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(WebhookConfigError, match="previous_secret must be at least 16"):
         load_config(write(tmp_path, "endpoints:\n  房管办:\n    url: https://x/\n    secret: 0123456789abcdef\n"
                                     "    previous_secret: short\n"))
+
+
+def test_directory_matches_the_packaged_city() -> None:
+    """Every department the KB can route to may have an endpoint (the list cannot drift from city.yaml)."""
+    from streams.core.knowledge.geo import City
+    from streams.core.knowledge.knowledge import DATA_DIR
+    from streams.sinks.webhooks.config import DEPARTMENTS
+
+    assert set(DEPARTMENTS) == set(City.load(DATA_DIR / "city" / "city.yaml").departments)
