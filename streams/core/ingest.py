@@ -393,14 +393,14 @@ class Ingestor:
         problems = attribute_problems(self.knowledge, category.code, answers)
         if problems:
             raise RejectRecord("; ".join(problems))
-        text = (record.get("description") or "").strip()
+        text = mask_text((record.get("description") or "").strip())   # the citizen's text, numbers masked
         address = record.get("address_string") or record.get("address_id")
         location, where_not = self.knowledge.locate(record.get("lat"), record.get("lon"), address, text or None)
         context = _merge_context(self.knowledge.read_context(text) if text else [],
                                  context_of_answers(self.knowledge, category.code, answers))
         row: Open311RequestRow = {
             "request_id": request_id, "ts_ms": ts_ms, "ingest_ms": ingest_ms, "service_code": category.code,
-            "service_name": category.name, "description": text, "address": address or "",
+            "service_name": category.name, "description": text, "address": mask_text(address or ""),
             "lat": record.get("lat"), "lon": record.get("lon"), "media_url": record.get("media_url") or "",
             "client": record["client"], "signal_id": "", "triage_id": "", "street": "", "community": ""}
         if location is None:

@@ -62,6 +62,7 @@ class PseudonymKey:
 
 
 _NON_DIGIT = re.compile(r"\D")
+_PHONE_LIKE = re.compile(r"[0-9０-９+＋()（）\s.\-]+")
 
 
 def phone_digits(phone: str) -> str:
@@ -96,6 +97,15 @@ class Pseudonymizer:
     def caller(self, phone: str) -> str:
         """The caller's pseudonym under the current key (same caller, same pseudonym)."""
         return self._under(self.current, phone)
+
+    def reporter(self, identifier: str) -> str:
+        """A citizen known by a phone number (the same pseudonym as :meth:`caller`: one person across the
+        hotline and the apps), an email or an app account id (case-insensitive)."""
+        text = identifier.strip()
+        if _PHONE_LIKE.fullmatch(text) and len(phone_digits(text)) >= 7:
+            return self.caller(text)
+        mac = hmac.new(self.current.secret, b"reporter\x00" + text.lower().encode("utf-8"), hashlib.sha256).hexdigest()
+        return f"{PSEUDONYM_PREFIX}-{self.current.key_id}-{mac[:PSEUDONYM_HEX]}"
 
     def every_pseudonym(self, phone: str) -> list[str]:
         """The caller's pseudonym under the current and every previous key."""

@@ -59,6 +59,8 @@ class CaseDoc(TypedDict):
     category_code: str
     category_name: str
     departments: list[str]              # primary first
+    units: NotRequired[list[str]]       # the instances serving the case, parallel to departments (not in
+                                        # documents from before instances)
     level: int                          # 4 station … 1 city; escalation lowers it
     stage_limits: dict[str, list[str | int]]  # stage -> [clock, minutes]
     escalate_on_red: bool
@@ -134,6 +136,7 @@ class CaseRow(TypedDict):
     category_code: str
     category_name: str
     departments: list[str]
+    units: list[str]
     level: int
     status: str
     origin: str
@@ -187,6 +190,8 @@ class DispatchRow(TypedDict):
     ts_ms: int
     departments: list[str]
     primary_department: str
+    units: list[str]
+    primary_unit: str
     level: int
     category_code: str
     category_name: str
@@ -225,6 +230,7 @@ class Notification(TypedDict):
     case_id: str
     ts_ms: int
     departments: list[str]
+    units: list[str]
     category_code: str
     category_name: str
     level: int

@@ -9,7 +9,7 @@ import ipaddress
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 from urllib.parse import urlsplit
 
 import yaml
@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 # Event kinds a notification can carry (docs/CONTRACTS.md "Webhook events").
 Kind = Literal["dispatch", "urge", "escalate", "sla_yellow", "sla_red", "alarm", "closed"]
-KINDS: tuple[str, ...] = ("dispatch", "urge", "escalate", "sla_yellow", "sla_red", "alarm", "closed")
+KINDS: tuple[Kind, ...] = get_args(Kind)
 
 # The department directory (Chinese names, as the knowledge base routes to them).
 DEPARTMENTS: tuple[str, ...] = (
