@@ -12,7 +12,7 @@ import secrets
 from pathlib import Path
 
 from streams.bus.sealing import DeadLetterSealer, SealingError, generate_key
-from streams.core.privacy import PseudonymKey, PseudonymKeyError, Pseudonymizer
+from streams.core.privacy import Pseudonymizer, PseudonymKey, PseudonymKeyError
 from streams.settings import Settings
 
 

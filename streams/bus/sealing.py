@@ -37,23 +37,24 @@ class DeadLetterSealer:
     def __init__(self, keys: Iterable[str]) -> None:
         keys = list(keys)
         if not keys:
-            raise SealingError("no dead-letter key: set CITYGRID_DLQ_KEY to a Fernet key "
-                               "(python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')")
+            raise SealingError("no dead-letter key: set CITYGRID_DLQ_KEY to a Fernet key (python -c 'from "
+                               "cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')")
         fernets = []
         for i, key in enumerate(keys):
             try:
                 fernets.append(Fernet(key.encode("ascii") if isinstance(key, str) else key))
             except (ValueError, TypeError, UnicodeEncodeError) as exc:
-                raise SealingError(f"dead-letter key #{i + 1} is not a Fernet key (32 bytes, URL-safe base64): {exc}") from None
+                raise SealingError(f"dead-letter key #{i + 1} is not a Fernet key (32 bytes, URL-safe base64): "
+                                   f"{exc}") from None
         self._fernet = MultiFernet(fernets)
         self.key_count = len(fernets)
 
     @classmethod
-    def from_setting(cls, value: str) -> "DeadLetterSealer":
+    def from_setting(cls, value: str) -> DeadLetterSealer:
         return cls(split_keys(value))
 
     @classmethod
-    def ephemeral(cls) -> "DeadLetterSealer":
+    def ephemeral(cls) -> DeadLetterSealer:
         """A random key for one process (in-process tests): what it seals, nobody else opens."""
         return cls([generate_key()])
 
@@ -64,7 +65,8 @@ class DeadLetterSealer:
         try:
             return self._fernet.decrypt(bytes(token))
         except InvalidToken:
-            raise SealingError("no configured dead-letter key opens this record (rotated away, or not sealed)") from None
+            raise SealingError("no configured dead-letter key opens this record (rotated away, or not sealed)") \
+                from None
 
     def reseal(self, token: bytes) -> bytes:
         """The same plaintext under the newest key (after a rotation)."""
@@ -76,4 +78,4 @@ class DeadLetterSealer:
 
 def looks_sealed(data: bytes | None) -> bool:
     """True for what :meth:`DeadLetterSealer.seal` produces (records written before sealing was on are not)."""
-    return bool(data) and bytes(data).startswith(TOKEN_PREFIX)
+    return data is not None and bytes(data).startswith(TOKEN_PREFIX)

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from streams.bus import clients
 from streams.settings import Settings
 
 
@@ -71,7 +72,7 @@ def read_dead_letters(settings: Settings, topics: list[str], timeout_s: float = 
 
     names = TopicNames(settings.topic_prefix)
     sealer = dlq_sealer(settings) if settings.dlq_key is not None else None
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, group_id=None)
+    consumer = KafkaConsumer(**clients.dead_letter_reader(settings))
     try:
         existing = consumer.topics()
         tps = [TopicPartition(names.name(t), p) for t in topics if names.name(t) in existing
@@ -149,7 +150,7 @@ def cmd_reprocess(args: argparse.Namespace) -> int:
             print(json.dumps(letter.as_json(), ensure_ascii=False))
         print(f"would reprocess {len(chosen)} record(s)", file=sys.stderr)
         return 0
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = KafkaProducer(**clients.operator_producer(settings))
     try:
         for letter in chosen:   # in dead-letter order: a topic's records keep their relative order
             producer.send(names.name(letter.record["topic"]), bytes(letter.record["original"]),

@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 
+from streams.bus import clients
 from streams.settings import Settings
 
 
@@ -36,7 +37,7 @@ def send_erasure_request(settings: Settings, pseudonyms: list[str], request_id: 
     from streams.bus.topics import CASE_INPUTS, TopicNames
 
     topic = TopicNames(settings.topic_prefix).name(CASE_INPUTS)
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = KafkaProducer(**clients.operator_producer(settings))
     try:
         partitions = sorted(producer.partitions_for(topic) or [])
         value = registry().encode("case_input", {

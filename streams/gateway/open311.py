@@ -29,8 +29,8 @@ from aiohttp import web
 
 from streams.bus.codec import OPEN311_MAX_DESCRIPTION, DecodeError
 from streams.bus.topics import OPEN311_REQUESTS
-from streams.core.privacy import Pseudonymizer
 from streams.core.knowledge.services import Service, attribute_problems
+from streams.core.privacy import Pseudonymizer
 from streams.core.times import CITY_TZ, BadTimestamp, parse_iso
 from streams.gateway.limits import RateLimited
 from streams.gateway.producer import ProduceError

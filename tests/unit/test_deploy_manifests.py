@@ -147,3 +147,15 @@ def test_retention_runs_nightly_as_a_cronjob() -> None:
 def test_the_namespace_enforces_the_restricted_pod_security_standard() -> None:
     [ns] = documents(K8S / "namespace.yaml")
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_the_gateway_is_its_own_kafka_principal_behind_its_own_policy() -> None:
+    [deployment, _service] = documents(K8S / "gateway.yaml")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["CITYGRID_KAFKA_SASL_USERNAME"]["value"] == "citygrid-gateway", "ACLs let this principal write actions"
+    assert "secretKeyRef" in env["CITYGRID_PII_KEY"]["valueFrom"]
+    assert container["startupProbe"]["httpGet"]["path"] == "/health"
+    policy = {d["metadata"]["name"]: d for d in documents(K8S / "networkpolicy.yaml")}["citygrid-gateway"]["spec"]
+    assert {p["port"] for rule in policy["ingress"] for p in rule["ports"]} == {8080}
+    assert {p["port"] for rule in policy["egress"] for p in rule["ports"]} == {53, 9093, 9440, 6066}

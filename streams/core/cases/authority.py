@@ -14,6 +14,8 @@ the actor and the case document:
                 (the first report's kind and reporter id)
 ``closer``      who verifies and closes (谁发单、谁验收、谁结案): the originator when its kind is in
                 ``originator_closes``, the centre otherwise
+``inspector``   a grid inspector 网格监督员, on a case the centre verifies (the centre sends one to
+                核查); never on a case a station or committee verifies itself
 
 The actor (``actor_kind``, ``actor_id``) is the authenticated identity the front door stamps on
 the record (docs/security.md "Trust model"); this module only decides what that identity may do.
@@ -24,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-ROLES = ("centre", "department", "originator", "closer")
+ROLES = ("centre", "department", "originator", "closer", "inspector")
 CENTRE_KIND = "center"
 DEPARTMENT_KINDS = ("department", "station", "center")   # kinds that act under a directory name
 ORIGINATOR_KINDS = ("inspector", "station", "committee")  # reporters who are people, not devices
@@ -78,9 +80,19 @@ class ActorPolicy:
         if origin in self.originator_closes:
             if "originator" in roles:
                 roles.add("closer")
-        elif "centre" in roles:
-            roles.add("closer")
+        else:
+            if "centre" in roles:
+                roles.add("closer")
+            if actor_kind == "inspector":
+                roles.add("inspector")
         return frozenset(roles)
+
+    def closer_of(self, doc: Mapping[str, Any]) -> tuple[str, str | None]:
+        """(actor_kind, actor_id) of who verifies and closes: the reporting station/committee for the kinds
+        in ``originator_closes``, else the centre (``(CENTRE_KIND, None)``: any centre)."""
+        if doc.get("origin") in self.originator_closes:
+            return str(doc["origin"]), doc.get("origin_reporter")
+        return CENTRE_KIND, None
 
     @staticmethod
     def is_case_department(doc: Mapping[str, Any], actor_id: str) -> bool:
@@ -128,7 +140,10 @@ class ActorPolicy:
         return f"not authorised: {who} may not '{action}' this case; only {may} may{tail}"
 
     def _describe_all(self, doc: Mapping[str, Any], roles: frozenset[str]) -> str:
-        return " or ".join(dict.fromkeys(self._describe(doc, r) for r in sorted(roles)))
+        # a citizen or a device reported it: nobody holds the originator role (and no pseudonym is named)
+        holdable = [r for r in sorted(roles) if (r != "originator" or doc.get("origin") in ORIGINATOR_KINDS)
+                    and (r != "inspector" or doc.get("origin") not in self.originator_closes)]
+        return " or ".join(dict.fromkeys(self._describe(doc, r) for r in holdable))
 
     def _describe(self, doc: Mapping[str, Any], role: str) -> str:
         if role == "department":
@@ -137,6 +152,8 @@ class ActorPolicy:
             return f"the reporting {doc.get('origin')} {doc.get('origin_reporter') or ''}".rstrip()
         if role == "closer":
             return self.closer_text(doc)
+        if role == "inspector":
+            return "a grid inspector"
         return "the centre"
 
 

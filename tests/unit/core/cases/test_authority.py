@@ -63,17 +63,20 @@ RULES = [
     ("its department (or the centre itself: 街镇快速处置) reports it handled", "12345", "handle", "handled", {},
      {DEPT, CENTRE, CENTRE_AS_NAME}),
     ("only its department returns 退单 a case", "12345", "handle", "return", {}, {DEPT}),
-    ("the centre verifies 核查 a hotline case", "12345", "verify", "verify_pass", {}, {CENTRE, CENTRE_AS_NAME}),
-    ("the centre fails a verification 返工", "12345", "verify", "verify_fail", {}, {CENTRE, CENTRE_AS_NAME}),
+    ("the centre (or the grid inspector it sends) verifies 核查 a hotline case", "12345", "verify", "verify_pass", {},
+     {CENTRE, CENTRE_AS_NAME, INSPECTOR, OTHER_INSPECTOR}),
+    ("the centre (or its inspector) fails a verification 返工", "12345", "verify", "verify_fail", {},
+     {CENTRE, CENTRE_AS_NAME, INSPECTOR, OTHER_INSPECTOR}),
     ("the centre closes 结案 a hotline case", "12345", "close", "close", {}, {CENTRE, CENTRE_AS_NAME}),
-    ("the reporting station verifies its own case", "station", "verify", "verify_pass", {}, {STATION}),
+    ("the reporting station verifies its own case (no inspector, no centre)", "station", "verify", "verify_pass",
+     {}, {STATION}),
     ("the reporting station fails its own case's verification", "station", "verify", "verify_fail", {}, {STATION}),
     ("the reporting station closes its own case", "station", "close", "close", {}, {STATION}),
     ("the reporting station refuses to close its own case", "station", "close", "refuse_close", {}, {STATION}),
     ("the reporting committee verifies its own case", "committee", "verify", "verify_pass", {}, {COMMITTEE}),
     ("the reporting committee closes its own case", "committee", "close", "close", {}, {COMMITTEE}),
-    ("an inspector's case: the centre or that inspector verifies", "inspector", "verify", "verify_pass", {},
-     {CENTRE, CENTRE_AS_NAME, INSPECTOR}),
+    ("an inspector's case: the centre or a grid inspector verifies", "inspector", "verify", "verify_pass", {},
+     {CENTRE, CENTRE_AS_NAME, INSPECTOR, OTHER_INSPECTOR}),
     ("an inspector's case: the centre or that inspector closes", "inspector", "close", "close", {},
      {CENTRE, CENTRE_AS_NAME, INSPECTOR}),
     ("the centre escalates 上报", "12345", "handle", "escalate", {}, {CENTRE, CENTRE_AS_NAME}),
@@ -174,6 +177,10 @@ def test_the_packaged_kb_carries_the_policy() -> None:
     policy = Knowledge.load().policy
     assert policy == packaged_policy()
     assert policy.requests == {"extend": frozenset({"department"})}
+    e, cid = case_in("verify", "committee")
+    assert policy.closer_of(e.cases[cid]) == ("committee", COMMITTEE[1])
+    e, cid = case_in("verify")
+    assert policy.closer_of(e.cases[cid]) == ("center", None)
     assert policy.originator_closes == {"station", "committee"}
 
 
