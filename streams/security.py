@@ -58,8 +58,23 @@ def require_worker_secrets(settings: Settings) -> None:
             dlq_sealer(settings)
         except SealingError as exc:
             problems.append(f"CITYGRID_DLQ_KEY: {exc}")
+    if not is_loopback_host(settings.web_host) and settings.wall_token is None:
+        problems.append(f"CITYGRID_WEB_HOST is {settings.web_host}, not a loopback address: /wall/ then needs "
+                        "CITYGRID_WALL_TOKEN (python -c 'import secrets; print(secrets.token_urlsafe(24))')")
     if problems:
         raise MissingSecret(problems)
+
+
+def is_loopback_host(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: only this machine can connect."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def read_secret_file(path: Path, what: str) -> str:

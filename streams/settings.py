@@ -97,6 +97,9 @@ class Settings(BaseSettings):
         default_factory=lambda: dict(DEFAULT_RETENTION_DAYS),
         description="per-table retention in days (`streams retention`, nightly CronJob); defaults in "
                     "docs/security.md; a table not listed is kept")
+    closed_case_retention_hours: float = Field(
+        168.0, ge=0, description="closed and void cases leave the worker's live state this long after they ended "
+                                 "(they stay in ClickHouse); 0 keeps them")
     # Faust state
     table_store: str = Field("memory://", description="Faust table store: memory:// (dev) or rocksdb:// "
                              "(production; pip extra rocksdb)")
@@ -117,7 +120,15 @@ class Settings(BaseSettings):
     timer_tick_seconds: float = Field(1.0, gt=0)
     # Observability
     metrics_port: int = Field(9464, description='Prometheus /metrics port of the worker')
+    metrics_host: str = Field("127.0.0.1", description="address the metrics port binds (0.0.0.0 for a Prometheus "
+                              "elsewhere: behind a NetworkPolicy)")
     web_port: int = Field(6066, description='worker HTTP port: /wall/ (live view JSON), /health/')
+    web_host: str = Field("127.0.0.1", description="address the worker HTTP port binds; off loopback /wall/ "
+                          "needs CITYGRID_WALL_TOKEN")
+    wall_token: SecretStr | None = Field(None, description="bearer token /wall/ asks for (required when web_host is "
+                                         "not a loopback address)")
+    health_stall_seconds: float = Field(120.0, gt=0, description="/health/ fails when an agent or consumer made no "
+                                        "progress for this long")
     log_level: str = Field("info", description='worker log level')
     # Webhooks
     webhooks_file: Path | None = Field(

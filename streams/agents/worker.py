@@ -33,7 +33,7 @@ def build_worker(settings: Settings) -> Any:
     store.migrate()
     pipeline = Pipeline(settings)
     register_views(pipeline, store)
-    start_metrics_server(settings.metrics_port, pipeline.metrics)
+    start_metrics_server(settings.metrics_port, pipeline.metrics, addr=settings.metrics_host)
     services: list[Any] = [
         # the lean consumer's own adapter over the same Ingestor (one lift-repeat state)
         LeanIngest(settings, IngestAdapter(pipeline.ingestor, pipeline.codec, pipeline.metrics, pipeline.topics,
@@ -48,4 +48,6 @@ def build_worker(settings: Settings) -> Any:
         from streams.gateway.service import GatewayService
 
         services.append(GatewayService(settings, store, pipeline.knowledge))
+    for service in services:
+        pipeline.liveness.watch(type(service).__name__, service)
     return faust.Worker(pipeline.app, *services, loglevel=settings.log_level, redirect_stdouts=False)

@@ -34,7 +34,8 @@ def cmd_live(args: argparse.Namespace) -> int:
     settings = Settings()
     url = args.url or f"http://127.0.0.1:{settings.web_port}"
     try:
-        run_live(url)
+        token = settings.wall_token.get_secret_value() if settings.wall_token else None
+        run_live(url, token=token)
     except KeyboardInterrupt:
         pass
     return 0

@@ -61,6 +61,7 @@ class ClickHouseSink(BatchConsumerService):
         for table, rows in tables.items():
             while True:
                 started = time.perf_counter()
+                self.last_progress = time.monotonic()   # retrying while ClickHouse is down is alive (/health/)
                 try:
                     await asyncio.to_thread(self.store.insert, table, rows)
                     self.metrics.store_write_seconds.labels(table=table).observe(time.perf_counter() - started)

@@ -19,7 +19,7 @@ MANIFESTS = sorted(p for p in K8S.glob("*.yaml") if p.name != "kustomization.yam
 KUBERNETES_VERSIONS = ("1.30.0", "1.34.0")
 # Settings that are secrets: they may reach a pod only from a Secret (env secretKeyRef), never a ConfigMap.
 SECRET_SETTINGS = {f"CITYGRID_{name.upper()}" for name in ("pii_key", "pii_previous_keys", "dlq_key",
-                                                            "kafka_sasl_password")}
+                                                            "kafka_sasl_password", "wall_token")}
 # Settings naming files that hold secrets: they must point into a mounted Secret volume.
 SECRET_FILE_SETTINGS = {"CITYGRID_KAFKA_SASL_PASSWORD_FILE", "CITYGRID_STORE_PASSWORD_FILE",
                         "CITYGRID_KAFKA_SSL_CAFILE", "CITYGRID_STORE_CA_FILE", "CITYGRID_WEBHOOKS_FILE"}
@@ -114,6 +114,8 @@ def test_secrets_come_from_secrets(name: str, spec: dict[str, Any]) -> None:
     worker_env = {e["name"] for e in spec["containers"][0].get("env", [])}
     if name == "citygrid-worker":
         assert {"CITYGRID_PII_KEY", "CITYGRID_DLQ_KEY"} <= worker_env, "the worker refuses to start without its keys"
+        assert configmap()["CITYGRID_WEB_HOST"] == "0.0.0.0" and "CITYGRID_WALL_TOKEN" in worker_env, \
+            "an open web port needs the wall token (the worker refuses to start without it)"
 
 
 def test_worker_has_a_startup_probe_before_liveness() -> None:

@@ -63,3 +63,12 @@ def test_demo_keys_are_generated_once_private_and_usable(tmp_path: Path) -> None
         assert stat.S_IMODE((tmp_path / "keys" / name).stat().st_mode) == 0o600
     require_worker_secrets(Settings(pii_key=first["CITYGRID_PII_KEY"], dlq_key=first["CITYGRID_DLQ_KEY"]))
     assert REPO_ROOT.joinpath(".gitignore").read_text().count("var") >= 1, "demo keys live under var/, not in git"
+
+
+def test_an_open_web_port_needs_a_wall_token() -> None:
+    keys = {"pii_key": PII, "dlq_key": generate_key()}
+    with pytest.raises(MissingSecret, match="CITYGRID_WEB_HOST is 0.0.0.0, not a loopback address"):
+        require_worker_secrets(Settings(web_host="0.0.0.0", **keys))
+    require_worker_secrets(Settings(web_host="0.0.0.0", wall_token="t" * 24, **keys))
+    require_worker_secrets(Settings(web_host="127.0.0.1", **keys))
+    require_worker_secrets(Settings(web_host="::1", **keys))
