@@ -14,6 +14,7 @@ from streams.bus.codec import DecodeError, SchemaRegistry
 from streams.bus.emit import Emitter
 from streams.bus.records import Inbound
 from streams.bus.topics import CASE_ACTIONS, RAW_SCHEMAS, TopicNames
+from streams.core.privacy import mask_fields
 from streams.metrics import PipelineMetrics
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class ActionRouter(Adapter):
                 log.exception("actions: internal error on %s[%s]@%s", inbound.topic, inbound.partition, inbound.offset)
                 self.dead_letter(out, CASE_ACTIONS, inbound, f"internal error: {exc!r}")
                 continue
+            action = mask_fields(action)  # a note may quote a phone number: masked before it is passed on
             case_id = action.get("case_id") or await self.case_of_source(action.get("source_id") or "")
             if not case_id:
                 out.emit([records.action_rejected(

@@ -12,6 +12,7 @@ from streams.bus import clients
 from streams.bus.codec import SchemaRegistry
 from streams.bus.consumer import BatchConsumerService, inbound
 from streams.bus.emit import Emitter
+from streams.bus.sealing import DeadLetterSealer
 from streams.bus.topics import FIELD_TRACKS, INTERNAL_SCHEMAS, IOT_READINGS, RAW_SCHEMAS
 from streams.metrics import PipelineMetrics
 from streams.settings import Settings
@@ -25,9 +26,10 @@ class LeanIngest(BatchConsumerService):
     group_suffix = "lean-ingest"
 
     def __init__(self, settings: Settings, adapter: IngestAdapter, codec: SchemaRegistry, metrics: PipelineMetrics,
-                 **kw: Any) -> None:
+                 sealer: DeadLetterSealer | None = None, **kw: Any) -> None:
         super().__init__(settings, list(LEAN_RAW_TOPICS), metrics, **kw)
         self.adapter = adapter
+        self.sealer = sealer  # the pipeline's: dead-letter originals are sealed
         self.codec = codec
         self.producer: AIOKafkaProducer | None = None
 
@@ -48,7 +50,7 @@ class LeanIngest(BatchConsumerService):
         async def send(topic: str, key: bytes | None, value: bytes, partition: int | None) -> Any:
             return await producer.send(topic, value, key=key, partition=partition)
 
-        return Emitter(send, self.codec, self.names, {**RAW_SCHEMAS, **INTERNAL_SCHEMAS})
+        return Emitter(send, self.codec, self.names, {**RAW_SCHEMAS, **INTERNAL_SCHEMAS}, sealer=self.sealer)
 
     async def handle(self, records: list[ConsumerRecord]) -> None:
         out = self.emitter()

@@ -79,11 +79,17 @@ class LifecycleAdapter(Adapter):
     input after :meth:`mark_stale` (a rebalance moved partitions)."""
 
     def __init__(self, engine: CaseEngine, codec: SchemaRegistry, metrics: PipelineMetrics, names: TopicNames,
-                 deliveries: Deliveries = no_deliveries, clock: Clock = time.time) -> None:
+                 deliveries: Deliveries = no_deliveries, clock: Clock = time.time,
+                 closed_case_ttl_ms: int | None = None, purge_every_ms: int = 60_000) -> None:
         super().__init__(codec, metrics, names, clock)
         self.engine = engine
         self.deliveries = deliveries
         self.stale = True
+        # Closed and void cases leave the live state this long after they ended (their rows stay in
+        # ClickHouse); checked on a partition's clock tick at most every ``purge_every_ms``.
+        self.closed_case_ttl_ms = closed_case_ttl_ms
+        self.purge_every_ms = purge_every_ms
+        self._purged_at: dict[int, int] = {}
 
     def mark_stale(self) -> None:
         self.stale = True
@@ -123,8 +129,25 @@ class LifecycleAdapter(Adapter):
         if item["kind"] == "action":
             return self.engine.on_action(json.loads(item["action"]), inbound.partition)
         if item["kind"] == "tick":
-            return self.engine.on_tick(item["tick_ms"], inbound.partition)
+            outputs = self.engine.on_tick(item["tick_ms"], inbound.partition)
+            self._purge(item["tick_ms"], inbound.partition)
+            return outputs
+        if item["kind"] == "erase":
+            # `streams erase`: one request per partition; the caller's pseudonyms leave this partition's cases
+            request = json.loads(item["action"])
+            outputs, changed = self.engine.erase(request["pseudonyms"], request["request_id"], inbound.partition)
+            log.info("erasure %s: %d case(s) of partition %d rewritten", request["request_id"], changed,
+                     inbound.partition)
+            return outputs
         raise DecodeError(f"unknown case input kind {item['kind']!r}")
+
+    def _purge(self, now_ms: int, partition: int) -> None:
+        if self.closed_case_ttl_ms is None or now_ms - self._purged_at.get(partition, 0) < self.purge_every_ms:
+            return
+        self._purged_at[partition] = now_ms
+        purged = self.engine.purge(now_ms - self.closed_case_ttl_ms, partition)
+        if purged:
+            log.info("%d closed case(s) of partition %d left the live state", purged, partition)
 
     def emit_outputs(self, out: Emitter, outputs: Outputs, latest_cases: dict[str, CaseRow]) -> None:
         for case in outputs.cases:

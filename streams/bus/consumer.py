@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import mode
@@ -43,6 +44,7 @@ class BatchConsumerService(mode.Service):
         self.physical = [self.names.name(t) for t in topics]
         self.metrics = metrics
         self.consumer: AIOKafkaConsumer | None = None
+        self.last_progress: float | None = None   # monotonic: last poll or retry (/health/ reads it)
 
     async def on_start(self) -> None:
         self.consumer = AIOKafkaConsumer(*self.physical, **clients.batch_consumer(
@@ -57,6 +59,7 @@ class BatchConsumerService(mode.Service):
     async def _consume(self) -> None:
         assert self.consumer is not None
         while not self.should_stop:
+            self.last_progress = time.monotonic()
             try:
                 batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
             except Exception as exc:  # consumer closing or broker hiccup
