@@ -285,10 +285,10 @@ class Knowledge:
 
     def sample_devices(self) -> list[SampleDevice]:
         """One entry per (device, metric): heritage sensors with their threshold, lifts with ebike_detected."""
-        out: list[SampleDevice] = [{"device_id": s.id, "metric": metric, "threshold": limit, "building": s.building}
-               for s in self.devices.sensors.values() for metric, limit in s.thresholds.items()]
-        out += [{"device_id": lift.id, "metric": "ebike_detected", "building": lift.building}
-                for lift in self.devices.lifts.values()]
+        out: list[SampleDevice] = [{"device_id": device_id, "metric": metric, "threshold": limit, "building": building}
+                                   for device_id, metric, limit, building in self.devices.iter_sensor_metrics()]
+        out += [{"device_id": device_id, "metric": "ebike_detected", "building": building}
+                for device_id, building in self.devices.iter_kind("lift")]
         return out
 
     def sample_cameras(self) -> list[str]:
