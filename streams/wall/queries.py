@@ -179,6 +179,27 @@ _QUERIES = [
               "SELECT toStartOfHour(ts) AS time, metric, count() AS alarms FROM sensor_alarms FINAL "
               "WHERE $__timeFilter(ts) GROUP BY time, metric ORDER BY time, metric",
               ("time", "metric", "alarms"), "timeseries", dashboard="sensors"),
+    WallQuery("alarm_episodes", "告警过程 Alarm episodes (one per sustained exceedance)",
+              "SELECT building, device_id, metric, status, opened, round(duration_ms / 60000, 1) AS duration_minutes, "
+              "peak, threshold FROM device_episodes FINAL WHERE $__timeFilter(opened) "
+              "ORDER BY opened DESC, episode_id LIMIT 200",
+              ("building", "device_id", "metric", "status", "opened", "duration_minutes", "peak", "threshold"),
+              "table", dashboard="sensors", live=True),
+    # the worst minute of each building: its highest one-minute peak relative to the threshold
+    WallQuery("building_worst_minutes", "楼宇最差分钟 Buildings' worst minutes",
+              "SELECT building, argMax(device_id, max / threshold) AS worst_device, "
+              "argMax(metric, max / threshold) AS worst_metric, argMax(minute, max / threshold) AS worst_minute, "
+              "argMax(max, max / threshold) AS worst_value, argMax(threshold, max / threshold) AS worst_threshold, "
+              "round(max(max / threshold), 3) AS worst_ratio, countIf(max > threshold) AS minutes_over "
+              "FROM device_minutes FINAL WHERE threshold > 0 AND $__timeFilter(minute) "
+              "GROUP BY building ORDER BY worst_ratio DESC, building LIMIT 50",
+              ("building", "worst_device", "worst_metric", "worst_minute", "worst_value", "worst_threshold",
+               "worst_ratio", "minutes_over"), "table", dashboard="sensors"),
+    WallQuery("device_trend", "设备分钟趋势 Device trend by minute",
+              "SELECT minute AS time, metric, max AS peak, round(sum / n, 3) AS mean, n AS readings "
+              "FROM device_minutes FINAL WHERE device_id = '${device_id}' AND $__timeFilter(minute) "
+              "ORDER BY time, metric",
+              ("time", "metric", "peak", "mean", "readings"), "timeseries", dashboard="sensors"),
     # ----- case detail (target of the overdue list's links)
     WallQuery("case_detail", "案件 Case",
               "SELECT case_id, status, light, category_name, departments, level, origin, street, address, "
