@@ -15,7 +15,21 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-REPO_DIR = PACKAGE_DIR.parent
+REPO_DIR = PACKAGE_DIR.parent  # the checkout when running from one; site-packages in an installed wheel
+
+
+def package_data(packaged: str, checkout: str) -> Path:
+    """A file or folder that lives outside ``streams/`` in the repository and that the wheel copies into the
+    package (pyproject.toml, ``force-include``): the installed copy ``PACKAGE_DIR/packaged`` first, else the
+    checkout's ``REPO_DIR/checkout`` (editable and development installs, which import from the checkout).
+
+    When neither exists the installed location is returned, so the caller's error names where it looked.
+    """
+    installed = PACKAGE_DIR / packaged
+    if installed.exists():
+        return installed
+    source = REPO_DIR / checkout
+    return source if source.exists() else installed
 
 
 def default_cache_dir() -> Path:

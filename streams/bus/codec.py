@@ -19,10 +19,10 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 from fastavro.validation import validate
 
 from streams.core import times
-from streams.settings import REPO_DIR
+from streams.settings import package_data
 
 MAGIC = b"\xc3\x01"
-SCHEMAS_DIR = REPO_DIR / "schemas"
+SCHEMAS_DIR = package_data("schemas", "schemas")  # top-level schemas/, packaged as streams/schemas/ in the wheel
 
 # Fields carrying ISO-8601 timestamps in the raw contracts: checked beyond the Avro type.
 ISO_FIELDS = {"received_at", "reported_at", "ts"}

@@ -52,7 +52,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 async def _serve(settings: Settings, config: WebhooksConfig, args: argparse.Namespace) -> int:
-    from streams.sinks.webhooks.deliver import PrometheusWebhookMetrics, WebhookDeliverer
+    from streams.sinks.webhooks.deliver import WebhookDeliverer
+    from streams.sinks.webhooks.metrics import PrometheusWebhookMetrics
 
     metrics = None
     if args.metrics_port is not None:

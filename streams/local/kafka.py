@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from streams.bus.admin import create_topics
-from streams.settings import REPO_DIR, default_cache_dir
+from streams.settings import default_cache_dir, package_data
 
 KAFKA_VERSION = "3.9.1"
-POM = REPO_DIR / "deploy" / "local" / "kafka" / "pom.xml"
+POM = package_data("local/kafka-maven/pom.xml", "deploy/local/kafka/pom.xml")  # packaged copy in the wheel
 
 
 class KafkaError(RuntimeError):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-CITY_TZ = timezone(timedelta(hours=8))
+from streams.core.times import CITY_TZ
 
 # What residents say, by category: colloquial, with the place woven in ({place}).
 HOTLINE_TEMPLATES: dict[str, list[str]] = {

@@ -1,6 +1,15 @@
-"""ClickHouse storage: one interface over embedded chdb and clickhouse-server (see store.py)."""
+"""ClickHouse storage: one interface over embedded chdb and clickhouse-server.
+
+- ``store``: the :class:`Store` interface, migrations and :func:`open_store`.
+- ``sql``: identifiers, literals, parameter substitution, migration statements, value coercion.
+- ``chdb`` / ``server``: the two engines.
+- ``writer``: the batch writer; ``retention``: dropping old monthly partitions.
+"""
+from streams.storage.chdb import ChdbStore
 from streams.storage.retention import drop_expired_partitions
-from streams.storage.store import ChdbStore, RowError, ServerStore, Store, StoreError, open_store
+from streams.storage.server import ServerStore
+from streams.storage.sql import RowError
+from streams.storage.store import Store, StoreError, open_store
 from streams.storage.writer import BackPressure, BatchWriter, WriterStopped
 
 __all__ = [

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
-from streams.storage.store import Store, quote_identifier
-
-# Partitions are months in the city's time zone (toYYYYMM of a DateTime('Asia/Shanghai')).
-CITY_TZ = ZoneInfo("Asia/Shanghai")
+from streams.core.times import (
+    CITY_TZ,  # partitions are toYYYYMM of a DateTime('Asia/Shanghai')
+)
+from streams.storage.sql import quote_identifier
+from streams.storage.store import Store
 
 
 def cutoff_month(now: datetime, months: int) -> int:

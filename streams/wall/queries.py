@@ -14,9 +14,8 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
-from zoneinfo import ZoneInfo
 
-CITY_TZ = ZoneInfo("Asia/Shanghai")
+from streams.core.times import CITY_TZ
 
 # Case origin (source kind of the first report) -> the wall's five feeds.
 ORIGIN_LABEL_SQL = (

@@ -3,8 +3,11 @@
 - ``config``: endpoint configuration per department (YAML named by ``settings.webhooks_file``).
 - ``payload``: lifecycle notifications -> ``webhook_delivery`` records with a documented JSON body.
 - ``signing``: request headers, HMAC-SHA256 signature and ``verify_signature`` for receivers.
+- ``policy``: per-endpoint circuit breaker, token bucket and Retry-After pause; status classes; backoff.
+- ``metrics``: ``DeliveryMetrics`` (what the deliverer reports) and ``PrometheusWebhookMetrics``.
 - ``deliver``: ``WebhookDeliverer``, the at-least-once delivery service on ``webhook.deliveries``.
-- ``cli``: ``streams webhooks run`` and ``streams webhooks redeliver``.
+- ``redeliver``: re-produce dead-lettered deliveries.
+The commands (``streams webhooks run`` / ``redeliver``) live in ``streams.cli.webhooks``.
 """
 from streams.sinks.webhooks.config import Endpoint, WebhooksConfig, load_config
 from streams.sinks.webhooks.payload import NotificationError, build_deliveries, encode_delivery

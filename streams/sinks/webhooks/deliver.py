@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import inspect
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -33,180 +31,25 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from streams.bus.codec import DecodeError, registry
+from streams.bus.topics import WEBHOOK_DELIVERIES, WEBHOOK_DLQ, TopicNames
 from streams.settings import Settings
-from streams.bus.topics import WEBHOOK_DELIVERIES, WEBHOOK_DLQ
 from streams.sinks.webhooks.config import Endpoint, WebhooksConfig
+from streams.sinks.webhooks.metrics import DeliveryMetrics, PrometheusWebhookMetrics
+from streams.sinks.webhooks.policy import (
+    CircuitBreaker, EndpointState, Outcome, TokenBucket, backoff_seconds, classify_status, parse_retry_after,
+)
 from streams.sinks.webhooks.signing import signed_headers
+
+# PrometheusWebhookMetrics lives in metrics.py; re-exported because streams/agents/services.py imports it from here.
+__all__ = ["AttemptResult", "PrometheusWebhookMetrics", "Sink", "WebhookDeliverer"]
 
 log = logging.getLogger(__name__)
 
 Sink = Callable[[str, list[dict[str, Any]]], Any]  # sink(table, rows); may return an awaitable
-Outcome = Literal["delivered", "retry", "failed"]
-
-
-def topic_name(settings: Settings, logical: str) -> str:
-    """Physical topic name under ``settings.topic_prefix`` (same rule as streams.bus.topics.TopicNames)."""
-    prefix = settings.topic_prefix
-    if prefix and not prefix.endswith("."):
-        prefix += "."
-    return f"{prefix}{logical}"
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-class DeliveryMetrics(Protocol):
-    """What the deliverer reports. ``PrometheusWebhookMetrics`` implements it; so may PipelineMetrics."""
-
-    def webhook_attempt(self, department: str, kind: str, outcome: str, http_status: int, latency_s: float) -> None:
-        """outcome: delivered | retry | failed (4xx, not retried) | dead (retries given up)"""
-    def webhook_delivered(self, department: str, kind: str, end_to_end_s: float) -> None: ...
-    def webhook_dead(self, department: str, kind: str, reason: str) -> None: ...
-    def webhook_breaker(self, department: str, is_open: bool) -> None: ...
-    def webhook_pending(self, count: int) -> None: ...
-
-
-class PrometheusWebhookMetrics:
-    """Webhook metrics on a prometheus_client registry (names in docs/webhooks.md).
-
-    Given the worker's ``PipelineMetrics`` (``pipeline=``), it reuses that object's registry and its
-    ``citygrid_webhook_deliveries`` / ``citygrid_webhook_latency_seconds`` series, so dashboards and
-    alert rules see one set of names whether delivery runs in the worker or on its own."""
-
-    def __init__(self, registry: Any = None, pipeline: Any = None) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-        if pipeline is not None:
-            reg = pipeline.registry
-            self.deliveries = pipeline.webhook_deliveries
-            self.latency = pipeline.webhook_latency
-        else:
-            reg = registry if registry is not None else CollectorRegistry()
-            self.deliveries = Counter("citygrid_webhook_deliveries", "Webhook delivery attempts by department and outcome "
-                                      "(delivered|retry|failed|dead)", ["department", "outcome"], registry=reg)
-            self.latency = Histogram("citygrid_webhook_latency_seconds", "Webhook request latency, by department",
-                                     ["department"], registry=reg,
-                                     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
-        self.registry = reg
-        self.end_to_end = Histogram("citygrid_webhook_delivery_seconds",
-                                    "From the delivery record's creation to the 2xx, by department",
-                                    ["department"], registry=reg,
-                                    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600))
-        self.dead = Counter("citygrid_webhook_dead_letters", "Deliveries sent to webhook.deliveries.dlq, by reason",
-                            ["department", "kind", "reason"], registry=reg)
-        self.breaker = Gauge("citygrid_webhook_breaker_open", "1 while the endpoint's circuit is open",
-                             ["department"], registry=reg)
-        self.pending = Gauge("citygrid_webhook_pending", "Delivery records held awaiting an outcome", registry=reg)
-
-    def webhook_attempt(self, department: str, kind: str, outcome: str, http_status: int, latency_s: float) -> None:
-        self.deliveries.labels(department=department, outcome=outcome).inc()
-        self.latency.labels(department=department).observe(latency_s)
-
-    def webhook_delivered(self, department: str, kind: str, end_to_end_s: float) -> None:
-        self.end_to_end.labels(department).observe(max(end_to_end_s, 0.0))
-
-    def webhook_dead(self, department: str, kind: str, reason: str) -> None:
-        self.dead.labels(department, kind, reason).inc()
-
-    def webhook_breaker(self, department: str, is_open: bool) -> None:
-        self.breaker.labels(department).set(1 if is_open else 0)
-
-    def webhook_pending(self, count: int) -> None:
-        self.pending.set(count)
-
-
-class TokenBucket:
-    """``rate`` tokens per second, at most ``burst`` banked; ``acquire`` waits for one."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate, self.burst = rate, float(burst)
-        self.tokens = float(burst)
-        self.updated = time.monotonic()
-        self._lock = asyncio.Lock()  # first come, first served
-
-    async def acquire(self) -> None:
-        async with self._lock:
-            while True:
-                now = time.monotonic()
-                self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-                self.updated = now
-                if self.tokens >= 1:
-                    self.tokens -= 1
-                    return
-                await asyncio.sleep((1 - self.tokens) / self.rate)
-
-
-class CircuitBreaker:
-    """closed -> (``failures`` in a row) -> open for ``reset_s`` -> half-open: one probe; its success
-    closes the circuit, its failure opens it again. Waiting callers do not spend delivery attempts."""
-
-    def __init__(self, failures: int, reset_s: float, on_change: Callable[[bool], None] | None = None) -> None:
-        self.threshold, self.reset_s = failures, reset_s
-        self.state: Literal["closed", "open", "half_open"] = "closed"
-        self.consecutive = 0
-        self.open_until = 0.0
-        self.probing = False
-        self._changed = asyncio.Event()
-        self._on_change = on_change
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    async def acquire(self) -> None:
-        while True:
-            if self.state == "closed":
-                return
-            if self.state == "open":
-                wait = self.open_until - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                    continue
-                self.state = "half_open"
-            if not self.probing:
-                self.probing = True
-                return
-            await self._changed.wait()
-
-    def success(self) -> None:
-        was_open = self.state != "closed"
-        self.state, self.consecutive, self.probing = "closed", 0, False
-        if was_open:
-            if self._on_change:
-                self._on_change(False)
-            self._notify()
-
-    def failure(self) -> None:
-        self.consecutive += 1
-        if self.state == "half_open" or self.consecutive >= self.threshold:
-            if self.state == "closed" and self._on_change:
-                self._on_change(True)
-            self.state = "open"
-            self.open_until = time.monotonic() + self.reset_s
-            self.probing = False
-            self._notify()
-
-    def release(self) -> None:
-        """A probe abandoned without an outcome (cancelled): let another caller probe."""
-        if self.probing:
-            self.probing = False
-            self._notify()
-
-
-@dataclass
-class EndpointState:
-    endpoint: Endpoint
-    in_flight: asyncio.Semaphore
-    bucket: TokenBucket
-    breaker: CircuitBreaker
-    paused_until: float = 0.0  # monotonic; set by a 429/503 Retry-After: the whole endpoint waits
-
-    async def wait_ready(self) -> None:
-        while (wait := self.paused_until - time.monotonic()) > 0:
-            await asyncio.sleep(wait)
-        await self.breaker.acquire()
-        await self.bucket.acquire()
 
 
 @dataclass
@@ -232,31 +75,6 @@ class _Lane:
     tp: TopicPartition
     queue: deque[_Item] = field(default_factory=deque)
     task: asyncio.Task | None = None
-
-
-def parse_retry_after(value: str | None, now_s: float | None = None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None if absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now_s is None else now_s))
-
-
-def classify_status(status: int) -> Outcome:
-    """2xx delivered; 429 and 5xx retried; anything else (other 4xx, 3xx, 1xx) fails without retry."""
-    if 200 <= status < 300:
-        return "delivered"
-    if status == 429 or status >= 500:
-        return "retry"
-    return "failed"
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -289,8 +107,9 @@ class WebhookDeliverer:
         self.config = config
         self.metrics = metrics
         self.sink = sink
-        self.topic = topic_name(settings, WEBHOOK_DELIVERIES)
-        self.dlq_topic = topic_name(settings, WEBHOOK_DLQ)
+        names = TopicNames(settings.topic_prefix)
+        self.topic = names.name(WEBHOOK_DELIVERIES)
+        self.dlq_topic = names.name(WEBHOOK_DLQ)
         self.group_id = group_id or f"{settings.app_id}-webhooks"
         self._endpoints: dict[str, EndpointState] = {}
         self._lanes: dict[tuple[str, str], _Lane] = {}
@@ -481,11 +300,6 @@ class WebhookDeliverer:
             )
         return state
 
-    def _backoff(self, attempt: int) -> float:
-        """Exponential backoff with 'equal jitter': half fixed, half random (spreads a thundering herd)."""
-        cap = min(self.config.backoff_max_seconds, self.config.backoff_initial_seconds * 2 ** (attempt - 1))
-        return cap / 2 + random.uniform(0, cap / 2)
-
     async def _deliver(self, record: dict[str, Any]) -> None:
         """Returns once the record has a durable outcome: delivered or dead-lettered."""
         department, kind = record["department"], record["kind"]
@@ -526,7 +340,9 @@ class WebhookDeliverer:
             delay = 0.0
             if result.outcome == "retry" and not final:
                 delay = (min(result.retry_after_s, self.config.retry_after_max_seconds)
-                         if result.retry_after_s is not None else self._backoff(attempt))
+                         if result.retry_after_s is not None
+                         else backoff_seconds(attempt, self.config.backoff_initial_seconds,
+                                              self.config.backoff_max_seconds))
                 if now_ms() + delay * 1000 >= expires_ms:
                     final = True
             if result.outcome == "retry" and final:

@@ -15,9 +15,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
 from streams.bus.codec import DecodeError, registry
+from streams.bus.topics import WEBHOOK_DELIVERIES, WEBHOOK_DLQ, TopicNames
 from streams.settings import Settings
-from streams.bus.topics import WEBHOOK_DELIVERIES, WEBHOOK_DLQ
-from streams.sinks.webhooks.deliver import topic_name
 
 
 async def partitions_of(settings: Settings, topic: str) -> list[int]:
@@ -41,7 +40,7 @@ async def read_dead_letters(settings: Settings, timeout_s: float = 30.0) -> list
 async def read_deliveries(settings: Settings, logical: str, timeout_s: float = 30.0) -> list[dict[str, Any]]:
     """Every webhook_delivery record now in a topic, from its beginning to its current end, oldest
     first per partition; [] when the topic does not exist."""
-    topic = topic_name(settings, logical)
+    topic = TopicNames(settings.topic_prefix).name(logical)
     partitions = await partitions_of(settings, topic)
     if not partitions:
         return []  # nothing was ever dead-lettered
@@ -106,7 +105,7 @@ async def redeliver(settings: Settings, department: str | None = None, case_id: 
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     try:
-        topic = topic_name(settings, WEBHOOK_DELIVERIES)
+        topic = TopicNames(settings.topic_prefix).name(WEBHOOK_DELIVERIES)
         for record in fresh:  # in DLQ order, so a case's records keep their relative order
             await producer.send(topic, registry().encode("webhook_delivery", record),
                                 key=record["case_id"].encode("utf-8"))

@@ -4,10 +4,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from streams.storage import open_store
 from streams.local.clickhouse import LocalClickHouseServer
-from streams.storage.store import ChdbStore, ServerStore, Store
-from streams.storage.store import load_migrations
+from streams.storage import open_store
+from streams.storage.chdb import ChdbStore
+from streams.storage.server import ServerStore
+from streams.storage.store import Store, load_migrations
 
 
 def test_store_fixture_gives_a_fresh_migrated_database(store: Store, store_engine: str) -> None:

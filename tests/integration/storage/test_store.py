@@ -1,21 +1,14 @@
-"""The Store on both engines: schema, migrations, inserts, idempotence, retention, the CLI."""
+"""The Store interface on both engines: schema, migrations, inserts, errors, idempotence, open_store."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
-from streams.storage.store import load_migrations
-from streams.storage import RowError, StoreError, drop_expired_partitions, open_store
-from streams.storage.retention import CITY_TZ, partitions
+from streams.storage import RowError, StoreError, open_store
 from streams.storage.store import Store
-
-ALL_VERSIONS = [m.version for m in load_migrations()]
+from tests.integration.storage.support import ALL_VERSIONS, month_ms
 
 # The columns every writer relies on (docs/CONTRACTS.md "ClickHouse tables"), name -> type.
 S, I64, F64, ARR, NF = "String", "Int64", "Float64", "Array(String)", "Nullable(Float64)"
@@ -43,10 +36,6 @@ CONTRACT: dict[str, dict[str, str]] = {
     "zero_reports": dict(report_id=S, reporter_id=S, reporter_kind=S, ts_ms=I64, community=S, street=S),
     "inspector_tracks": dict(inspector_id=S, ts_ms=I64, lat=F64, lon=F64, cell=S, street=S),
 }
-
-
-def ms(year: int, month: int, day: int = 15) -> int:
-    return int(datetime(year, month, day, 12, tzinfo=CITY_TZ).timestamp() * 1000)
 
 
 def test_schema_has_every_contract_column(store: Store) -> None:
@@ -116,7 +105,7 @@ def test_a_retried_batch_leaves_no_duplicate(store: Store) -> None:
 
 
 def test_final_sees_only_the_latest_case_version_even_when_filtering(store: Store) -> None:
-    base = {"case_id": "hn-1", "opened_ms": ms(2026, 11), "departments": ["城管"]}
+    base = {"case_id": "hn-1", "opened_ms": month_ms(2026, 11), "departments": ["城管"]}
     store.insert("cases", [{**base, "version": 1, "status": "dispatch", "light": "green"}])
     store.insert("cases", [{**base, "version": 3, "status": "closed", "light": "green"}])
     store.insert("cases", [{**base, "version": 2, "status": "handle", "light": "red"}])  # late, older version
@@ -125,95 +114,7 @@ def test_final_sees_only_the_latest_case_version_even_when_filtering(store: Stor
     assert store.query("SELECT argMax(status, version) AS s FROM cases GROUP BY case_id") == [{"s": "closed"}]
 
 
-def test_retention_drops_only_old_month_partitions(store: Store) -> None:
-    months = [(2026, 8), (2026, 9), (2026, 10), (2026, 11)]
-    store.insert("signals", [{"signal_id": f"s{m}", "ts_ms": ms(y, m)} for y, m in months])
-    store.insert("dead_letters", [{"topic": "t", "offset": m, "ts_ms": ms(y, m)} for y, m in months])
-    now = datetime(2026, 11, 20, tzinfo=timezone.utc)
-    dropped = drop_expired_partitions(store, {"signals": 2}, now)
-    assert dropped == {"signals": ["202608", "202609"]}
-    assert partitions(store, "signals") == ["202610", "202611"]
-    assert partitions(store, "dead_letters") == ["202608", "202609", "202610", "202611"]  # not configured: kept
-    assert drop_expired_partitions(store, {"signals": 2}, now) == {"signals": []}
-    with pytest.raises(ValueError, match="unknown table"):
-        drop_expired_partitions(store, {"nope": 1}, now)
-
-
 def test_open_store_rejects_bad_urls() -> None:
     for url in ("sqlite://x", "chdb://", "clickhouse://hostonly/db"):
         with pytest.raises(ValueError):
             open_store(url)
-
-
-def test_one_chdb_path_per_process(chdb_path: Path, tmp_path: Path) -> None:
-    first = open_store(f"chdb://{chdb_path}?database=a_one")
-    try:
-        with pytest.raises(StoreError, match="already has"):
-            open_store(f"chdb://{tmp_path / 'other'}")
-        second = open_store(f"chdb://{chdb_path}?database=a_two")  # same path, another database: shared session
-        second.close()
-        assert first.query("SELECT currentDatabase() AS db") == [{"db": "a_one"}]
-    finally:
-        first.close()
-    other = open_store(f"chdb://{tmp_path / 'other'}")  # free again once every store on the path is closed
-    other.close()
-
-
-def test_relative_chdb_path_is_relative_to_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    with open_store("chdb://var/chdb") as opened:
-        assert opened.path == tmp_path / "var" / "chdb"
-    assert (tmp_path / "var" / "chdb").is_dir()
-
-
-@pytest.mark.parametrize("engine_name", ["chdb", "server"])
-def test_streams_migrate_command(engine_name: str, store_url_factory: Callable[[str], str]) -> None:
-    url = store_url_factory(engine_name)
-    streams = [sys.executable, "-m", "streams.cli", "migrate", "--store-url", url]
-    first = subprocess.run(streams, capture_output=True, text=True, timeout=120)
-    assert first.returncode == 0, first.stderr
-    assert f"applied {', '.join(ALL_VERSIONS)}" in first.stdout or all(v in first.stdout for v in ALL_VERSIONS)
-    second = subprocess.run(streams, capture_output=True, text=True, timeout=120)
-    assert second.returncode == 0 and f"up to date ({ALL_VERSIONS[-1]})" in second.stdout
-    if engine_name == "server":
-        with open_store(url) as opened:
-            assert opened.applied_migrations() == ALL_VERSIONS
-
-
-@pytest.mark.parametrize("engine_name", ["chdb", "server"])
-def test_streams_retention_command(engine_name: str, store_url_factory: Callable[[str], str]) -> None:
-    url = store_url_factory(engine_name)
-    with open_store(url) as opened:
-        opened.migrate()
-        opened.insert("signals", [{"signal_id": "old", "ts_ms": ms(2020, 1)}, {"signal_id": "new", "ts_ms": ms(2099, 1)}])
-    env = {**os.environ, "CITYGRID_RETENTION_MONTHS": '{"signals": 12}'}
-    result = subprocess.run([sys.executable, "-m", "streams.cli", "retention", "--store-url", url],
-                            capture_output=True, text=True, timeout=120, env=env)
-    assert result.returncode == 0, result.stderr
-    assert "signals: dropped 202001" in result.stdout
-    with open_store(url) as opened:
-        assert opened.query("SELECT signal_id FROM signals FINAL") == [{"signal_id": "new"}]
-
-
-def test_chdb_path_held_by_another_process_is_a_clear_error(tmp_path: Path) -> None:
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from streams.storage import open_store; "
-         f"s = open_store('chdb://{tmp_path / 'held'}'); print('open', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
-        with pytest.raises(StoreError, match="another process"):
-            open_store(f"chdb://{tmp_path / 'held'}")
-    finally:
-        holder.kill()
-        holder.wait()
-    with open_store(f"chdb://{tmp_path / 'held'}") as reopened:  # free once the holder is gone
-        assert reopened.query("SELECT 1 AS one") == [{"one": 1}]
-
-
-def test_chdb_refuses_a_working_directory_with_config_xml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "config.xml").write_text("<clickhouse/>")
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(StoreError, match="config.xml"):
-        open_store(f"chdb://{tmp_path / 'data'}")
-

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from streams.wall import queries as wall
+from streams.core.times import CITY_TZ as TZ
 from streams.storage.store import Store
+from streams.wall import queries as wall
 
-TZ = wall.CITY_TZ
 NOW = datetime(2026, 11, 20, 15, 0, tzinfo=TZ)
 FROM_S, TO_S = wall.today_range(NOW)
 

@@ -4,17 +4,18 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from tests.paths import REPO_ROOT
 
 REPO = REPO_ROOT
-STREAMS = REPO / ".venv" / "bin" / "streams"
+STREAMS = [sys.executable, "-m", "streams.cli"]  # the command as installed in the running environment
 
 
 def classify(lines: list[str], env: dict[str, str] | None = None) -> tuple[int, list[dict], str]:
-    proc = subprocess.run([str(STREAMS), "classify"], input="\n".join(lines) + "\n", capture_output=True,
+    proc = subprocess.run([*STREAMS, "classify"], input="\n".join(lines) + "\n", capture_output=True,
                           text=True, timeout=300, cwd=REPO, env={**os.environ, **(env or {})})
     out = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     return proc.returncode, out, proc.stderr

@@ -21,11 +21,12 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
 from streams.bus.codec import registry
+from streams.bus.topics import WEBHOOK_DELIVERIES, WEBHOOK_DLQ, TopicNames
 from streams.local.kafka import LocalKafka
 from streams.settings import REPO_DIR, Settings
-from streams.bus.topics import WEBHOOK_DELIVERIES, WEBHOOK_DLQ
 from streams.sinks.webhooks import WebhooksConfig, build_deliveries, encode_delivery, sign, verify_signature
-from streams.sinks.webhooks.deliver import PrometheusWebhookMetrics, WebhookDeliverer, topic_name
+from streams.sinks.webhooks.deliver import WebhookDeliverer
+from streams.sinks.webhooks.metrics import PrometheusWebhookMetrics
 from streams.sinks.webhooks.redeliver import partitions_of, read_deliveries, redeliver
 
 pytestmark = pytest.mark.kafka
@@ -133,20 +134,26 @@ def settings_for(kafka: LocalKafka, topic_prefix: str) -> Settings:
     return Settings(kafka_bootstrap=kafka.bootstrap, topic_prefix=topic_prefix, app_id=f"wh-{topic_prefix}")
 
 
+def webhook_topics(settings: Settings) -> list[str]:
+    """webhook.deliveries and its dead-letter topic under the test's prefix."""
+    names = TopicNames(settings.topic_prefix)
+    return [names.name(WEBHOOK_DELIVERIES), names.name(WEBHOOK_DLQ)]
+
+
 async def produce(settings: Settings, records: list[dict[str, Any]]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await producer.start()
     try:
         for record in records:
             key, value = encode_delivery(record)
-            await producer.send(topic_name(settings, WEBHOOK_DELIVERIES), value, key=key)
+            await producer.send(TopicNames(settings.topic_prefix).name(WEBHOOK_DELIVERIES), value, key=key)
         await producer.flush()
     finally:
         await producer.stop()
 
 
 async def read_topic(settings: Settings, logical: str) -> list[dict[str, Any]]:
-    assert await partitions_of(settings, topic_name(settings, logical)), f"{logical} does not exist"
+    assert await partitions_of(settings, TopicNames(settings.topic_prefix).name(logical)), f"{logical} does not exist"
     return await read_deliveries(settings, logical)
 
 
@@ -180,7 +187,7 @@ class Running:
 async def start(kafka: LocalKafka, topic_prefix: str) -> Any:
     running: list[Running] = []
     settings = settings_for(kafka, topic_prefix)
-    kafka.create_topics([topic_name(settings, WEBHOOK_DELIVERIES), topic_name(settings, WEBHOOK_DLQ)], partitions=4)
+    kafka.create_topics(webhook_topics(settings), partitions=4)
 
     async def _start(config: dict[str, Any]) -> Running:
         rows: list[dict[str, Any]] = []
@@ -456,7 +463,8 @@ async def test_undecodable_record_is_recorded_not_delivered(kafka, topic_prefix,
     run = await start(config)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
     await producer.start()
-    await producer.send_and_wait(topic_name(settings, WEBHOOK_DELIVERIES), b'{"not": "a delivery"}', key=b"x")
+    await producer.send_and_wait(TopicNames(settings.topic_prefix).name(WEBHOOK_DELIVERIES), b'{"not": "a delivery"}',
+                                 key=b"x")
     await producer.stop()
     records = build_deliveries(notification("XH03-20260315-00000008", "ev-8", ["房管办"]),
                                WebhooksConfig.model_validate(config))
@@ -472,7 +480,7 @@ async def test_undecodable_record_is_recorded_not_delivered(kafka, topic_prefix,
 async def test_killed_mid_retry_resumes_without_loss(kafka: LocalKafka, topic_prefix: str, receiver: Receiver,
                                                      tmp_path: Path) -> None:
     settings = settings_for(kafka, topic_prefix)
-    kafka.create_topics([topic_name(settings, WEBHOOK_DELIVERIES), topic_name(settings, WEBHOOK_DLQ)], partitions=4)
+    kafka.create_topics(webhook_topics(settings), partitions=4)
     config = make_config(receiver, max_attempts=1000, backoff_initial_seconds=0.05, backoff_max_seconds=0.2)
     config_file = tmp_path / "webhooks.yaml"
     config_file.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
@@ -540,7 +548,7 @@ async def test_outcomes_land_in_clickhouse(kafka: LocalKafka, topic_prefix: str,
     from tests.fixtures.clickhouse import open_test_store
 
     settings = settings_for(kafka, topic_prefix)
-    kafka.create_topics([topic_name(settings, WEBHOOK_DELIVERIES), topic_name(settings, WEBHOOK_DLQ)], partitions=4)
+    kafka.create_topics(webhook_topics(settings), partitions=4)
     store = open_test_store("chdb", request)
     writer = BatchWriter(store, settings)
     writer_task = asyncio.create_task(writer.run())

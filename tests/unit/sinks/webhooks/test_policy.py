@@ -1,4 +1,5 @@
-"""Delivery policy pieces: status classes, Retry-After, circuit breaker, token bucket."""
+"""Delivery policy pieces (streams.sinks.webhooks.policy): status classes, Retry-After, backoff, circuit breaker,
+token bucket."""
 from __future__ import annotations
 
 import asyncio
@@ -7,7 +8,9 @@ import email.utils
 import pytest
 from hypothesis import given, strategies as st
 
-from streams.sinks.webhooks.deliver import CircuitBreaker, TokenBucket, classify_status, parse_retry_after
+from streams.sinks.webhooks.policy import (
+    CircuitBreaker, TokenBucket, backoff_seconds, classify_status, parse_retry_after,
+)
 
 
 @given(st.integers(100, 599))
@@ -27,6 +30,12 @@ def test_parse_retry_after() -> None:
     date = email.utils.formatdate(1_000_120, usegmt=True)
     assert parse_retry_after(date, now_s=1_000_000) == pytest.approx(120)
     assert parse_retry_after(email.utils.formatdate(999_000, usegmt=True), now_s=1_000_000) == 0.0
+
+
+@given(st.integers(1, 40), st.floats(0.01, 10), st.floats(0.01, 600))
+def test_backoff_doubles_with_equal_jitter_up_to_the_cap(attempt: int, initial_s: float, max_s: float) -> None:
+    cap = min(max_s, initial_s * 2 ** (attempt - 1))
+    assert cap / 2 <= backoff_seconds(attempt, initial_s, max_s) <= cap
 
 
 async def test_breaker_opens_after_failures_and_probes_once() -> None:
