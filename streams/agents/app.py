@@ -34,7 +34,8 @@ from streams.core.cases.sla import DEFAULT_OVERRIDE_FILE, WorkCalendar
 from streams.metrics import PipelineMetrics
 from streams.settings import Settings
 from streams.bus.topics import (
-    ACTIONS_REJECTED, CAMERA_ALERTS, CASE_ACTIONS, CASE_EVENTS, CASE_INPUTS, CASES, DISPATCHES, FIELD_REPORTS,
+    ACTIONS_REJECTED, CAMERA_ALERTS, CASE_ACTIONS, CASE_EVENTS, CASE_INPUTS, CASES, DEVICE_EPISODES, DISPATCHES,
+    FIELD_REPORTS,
     HOTLINE_CALLS, INTERNAL_SCHEMAS, IOT_COMMANDS, RAW_SCHEMAS, REGISTRY_CHANGES, SIGNALS, SLA_ALERTS, TRIAGE,
     WEBHOOK_DELIVERIES, TopicNames,
 )
@@ -217,6 +218,8 @@ class Pipeline:
             out.record(TRIAGE, dict(item.__dict__), key=item.topic)
         for command in result.commands:
             out.record(IOT_COMMANDS, dict(command.__dict__), key=command.device_id)
+        for episode in result.episodes:
+            out.record(DEVICE_EPISODES, dict(episode), key=episode["device_id"])
         for table, rows in result.rows.items():
             out.rows(table, rows)
 

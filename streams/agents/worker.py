@@ -11,7 +11,8 @@ def ensure_topics(settings: Settings) -> None:
     from streams.bus.admin import create_topics
     from streams.bus.topics import TopicNames
 
-    create_topics(settings.kafka_bootstrap, TopicNames(settings.topic_prefix).all(), settings.topic_partitions)
+    names = TopicNames(settings.topic_prefix)
+    create_topics(settings.kafka_bootstrap, names.all(), settings.topic_partitions, names.compacted())
 
 
 def build_worker(settings: Settings) -> Any:

@@ -21,6 +21,11 @@ WEBHOOK_DELIVERIES = "webhook.deliveries"
 WEBHOOK_DLQ = "webhook.deliveries.dlq"
 CASES = "cases"          # current case state (compacted)
 STORE_ROWS = "store.rows"  # batched rows for tables without a topic of their own
+DEVICE_EPISODES = "device.episodes"  # alarm episodes opened / closed (keyed by device)
+# Changelogs of the lean consumer's keyed state (streams.bus.stateful): compacted, JSON values, one
+# partition per partition of their input topic.
+IOT_STATE = "iot.readings.state"
+STATE_TOPICS = (IOT_STATE,)
 
 # Raw feeds: what the city's systems produce. Each has a dead-letter topic <name>.dlq.
 RAW_SCHEMAS: dict[str, str] = {
@@ -46,6 +51,7 @@ INTERNAL_SCHEMAS: dict[str, str] = {
     WEBHOOK_DLQ: "webhook_delivery",
     CASES: "case_state",
     STORE_ROWS: "store_rows",
+    DEVICE_EPISODES: "device_episode",
 }
 
 
@@ -56,7 +62,7 @@ def dlq(topic: str) -> str:
 def all_topics() -> list[str]:
     names = list(RAW_SCHEMAS) + list(INTERNAL_SCHEMAS)
     names += [dlq(t) for t in RAW_SCHEMAS] + [dlq(CASE_INPUTS)]
-    return names
+    return names + list(STATE_TOPICS)
 
 
 class TopicNames:
@@ -73,3 +79,7 @@ class TopicNames:
 
     def all(self) -> list[str]:
         return [self.name(t) for t in all_topics()]
+
+    def compacted(self) -> list[str]:
+        """Topics that keep the latest record per key (state changelogs)."""
+        return [self.name(t) for t in STATE_TOPICS]

@@ -13,7 +13,7 @@ from aiokafka.structs import ConsumerRecord
 from streams.bus.codec import DecodeError, SchemaRegistry
 from streams.bus.consumer import BatchConsumerService
 from streams.bus.topics import (
-    CASE_EVENTS, CASE_INPUTS, CASES, DISPATCHES, RAW_SCHEMAS, SLA_ALERTS, STORE_ROWS, TRIAGE, dlq,
+    CASE_EVENTS, CASE_INPUTS, CASES, DEVICE_EPISODES, DISPATCHES, RAW_SCHEMAS, SLA_ALERTS, STORE_ROWS, TRIAGE, dlq,
 )
 from streams.metrics import PipelineMetrics
 from streams.settings import Settings
@@ -61,7 +61,7 @@ class ClickHouseSink(BatchConsumerService):
 
     def __init__(self, settings: Settings, store: Any, codec: SchemaRegistry, metrics: PipelineMetrics,
                  **kw: Any) -> None:
-        topics = [CASE_INPUTS, CASES, CASE_EVENTS, DISPATCHES, SLA_ALERTS, TRIAGE, STORE_ROWS]
+        topics = [CASE_INPUTS, CASES, CASE_EVENTS, DISPATCHES, SLA_ALERTS, TRIAGE, STORE_ROWS, DEVICE_EPISODES]
         topics += [dlq(t) for t in RAW_SCHEMAS] + [dlq(CASE_INPUTS)]
         super().__init__(settings, topics, metrics, **kw)
         self.store = store
@@ -95,6 +95,8 @@ class ClickHouseSink(BatchConsumerService):
             return "sla_alerts", [value]
         if logical == TRIAGE:
             return "triage", [value]
+        if logical == DEVICE_EPISODES:
+            return "device_episodes", [value]
         if logical == STORE_ROWS:
             return value["table"], json.loads(value["rows"])
         raise DecodeError(f"no table for topic {logical}")
