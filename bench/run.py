@@ -151,9 +151,9 @@ def main() -> int:
             base = asyncio.run(baseline(broker.bootstrap, args.calls))
             print(f"baseline  aiokafka getmany→send passthrough: {base:,.0f} msg/s")
 
-            from streams.cli.worker import _ensure_topics
+            from streams.agents.worker import ensure_topics
             from streams.settings import Settings
-            _ensure_topics(Settings(kafka_bootstrap=broker.bootstrap))
+            ensure_topics(Settings(kafka_bootstrap=broker.bootstrap))
             produce_calls(broker.bootstrap, args.calls, None, seed=7)
             metrics_port = free_port()
             url = f"http://127.0.0.1:{metrics_port}/metrics"

@@ -3,7 +3,7 @@
 iot.readings (keyed by device id) go through one streams.core.devices ``DeviceProcessor`` per assigned
 partition: one-minute aggregates (device_minutes), alarm episodes (one signal per episode, device.episodes),
 lift commands within a second and lift repeat counters. Its keyed state is restored from the compacted
-``iot.readings.state`` changelog on every assignment, so it survives restarts and rebalances and stays
+``<app id>-iot.readings-state-changelog`` on every assignment, so it survives restarts and rebalances and stays
 right with several workers. field.tracks go through the Ingestor as before (inspector_tracks rows).
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from streams.agents.app import reason_label
 from streams.bus.codec import DecodeError, SchemaRegistry
 from streams.bus.emit import Emitter
 from streams.bus.stateful import PartitionState, StatefulBatchConsumer
-from streams.bus.topics import FIELD_TRACKS, IOT_READINGS, IOT_STATE, RAW_SCHEMAS
+from streams.bus.topics import FIELD_TRACKS, IOT_READINGS, RAW_SCHEMAS, state_changelog
 from streams.core.devices.processor import DeviceProcessor
 from streams.core.ingest import Ingestor, RejectRecord
 from streams.core.model import IngestResult
@@ -40,7 +40,8 @@ class LeanIngest(StatefulBatchConsumer):
 
     def __init__(self, settings: Settings, ingestor: Ingestor, codec: SchemaRegistry, metrics: PipelineMetrics,
                  emit_result: Callable[[Emitter, IngestResult], None], **kw: Any) -> None:
-        super().__init__(settings, list(LEAN_RAW_TOPICS), {IOT_READINGS: IOT_STATE}, codec, metrics, **kw)
+        changelog = state_changelog(settings.app_id, IOT_READINGS)
+        super().__init__(settings, list(LEAN_RAW_TOPICS), {IOT_READINGS: changelog}, codec, metrics, **kw)
         self.ingestor = ingestor
         self.emit_result = emit_result  # Pipeline.emit_ingest_result
         self.lateness_ms = int(settings.iot_lateness_seconds * 1000)

@@ -95,6 +95,10 @@ class StatefulBatchConsumer(mode.Service):
         self.lock = asyncio.Lock()
         self.restored = 0            # partitions restored from a changelog (metric for tests and logs)
         self._checkpoints: dict[TopicPartition, int] = {}   # partition -> upto of the checkpoint last written
+        # Offsets the state expects next, and (after a seek back) where records fetched before the seek begin:
+        # aiokafka may hand over records prefetched from the committed offset after we sought elsewhere.
+        self.expected: dict[TopicPartition, int] = {}
+        self.stale_from: dict[TopicPartition, int] = {}
 
     # ------------------------------------------------------------ to implement
     def new_state(self, topic: str, partition: int) -> PartitionState:  # pragma: no cover - abstract
@@ -170,6 +174,8 @@ class StatefulBatchConsumer(mode.Service):
             for tp in partitions:
                 self.states.pop(tp, None)
                 self.last_seen.pop(tp, None)
+                self.expected.pop(tp, None)
+                self.stale_from.pop(tp, None)
 
     async def assigned(self, partitions: list[TopicPartition]) -> None:
         async with self.lock:
@@ -183,7 +189,11 @@ class StatefulBatchConsumer(mode.Service):
                 start = state.restore(checkpoint, states)
                 if start is not None:
                     assert self.consumer is not None
+                    committed = await self.consumer.committed(tp)
                     self.consumer.seek(tp, start)
+                    self.expected[tp] = start
+                    if committed is not None and committed > start:
+                        self.stale_from[tp] = committed
                 self.states[tp] = state
                 self.last_seen[tp] = time.monotonic()
                 self.restored += 1
@@ -236,6 +246,7 @@ class StatefulBatchConsumer(mode.Service):
         owned = self.consumer.assignment()
         batches = {tp: recs for tp, recs in batches.items() if recs and tp in owned
                    and (tp in self.states or self.names.logical(tp.topic) not in self.state_topics)}
+        batches = {tp: recs for tp, recs in ((tp, self._in_order(tp, recs)) for tp, recs in batches.items()) if recs}
         now = time.monotonic()
         out = self.emitter()
         touched: set[TopicPartition] = set()
@@ -267,6 +278,24 @@ class StatefulBatchConsumer(mode.Service):
             state = self.states.get(tp)
             if state is not None:
                 state.checkpointed(self._checkpoints[tp])
+
+    def _in_order(self, tp: TopicPartition, records: list[ConsumerRecord]) -> list[ConsumerRecord]:
+        """The records of a stateful partition that continue where its state is: records before the expected
+        offset were seen already; a batch starting at or past the offset the group had committed, while the
+        state still expects earlier records, was fetched before we sought back (the seek brings them again)."""
+        if tp not in self.states:
+            return records
+        expected = self.expected.get(tp)
+        if expected is not None:
+            records = [r for r in records if r.offset >= expected]
+            stale = self.stale_from.get(tp)
+            if records and stale is not None and records[0].offset > expected and records[0].offset >= stale:
+                return []
+        if records:
+            self.expected[tp] = records[-1].offset + 1
+            if self.expected[tp] >= self.stale_from.get(tp, self.expected[tp] + 1):
+                del self.stale_from[tp]
+        return records
 
     async def _write_states(self, touched: set[TopicPartition]) -> None:
         if not touched:

@@ -22,10 +22,14 @@ WEBHOOK_DLQ = "webhook.deliveries.dlq"
 CASES = "cases"          # current case state (compacted)
 STORE_ROWS = "store.rows"  # batched rows for tables without a topic of their own
 DEVICE_EPISODES = "device.episodes"  # alarm episodes opened / closed (keyed by device)
-# Changelogs of the lean consumer's keyed state (streams.bus.stateful): compacted, JSON values, one
-# partition per partition of their input topic.
-IOT_STATE = "iot.readings.state"
-STATE_TOPICS = (IOT_STATE,)
+# Inputs whose lean consumer keeps keyed state (streams.bus.stateful) in a changelog: compacted, JSON
+# values, one partition per partition of the input, named per app id like Faust's (state_changelog).
+STATEFUL_INPUTS = (IOT_READINGS,)
+
+
+def state_changelog(app_id: str, topic: str) -> str:
+    """The logical name of the changelog of the keyed state kept for input ``topic`` by app ``app_id``."""
+    return f"{app_id}-{topic}-state-changelog"
 
 # Raw feeds: what the city's systems produce. Each has a dead-letter topic <name>.dlq.
 RAW_SCHEMAS: dict[str, str] = {
@@ -62,7 +66,7 @@ def dlq(topic: str) -> str:
 def all_topics() -> list[str]:
     names = list(RAW_SCHEMAS) + list(INTERNAL_SCHEMAS)
     names += [dlq(t) for t in RAW_SCHEMAS] + [dlq(CASE_INPUTS)]
-    return names + list(STATE_TOPICS)
+    return names
 
 
 class TopicNames:
@@ -80,6 +84,6 @@ class TopicNames:
     def all(self) -> list[str]:
         return [self.name(t) for t in all_topics()]
 
-    def compacted(self) -> list[str]:
-        """Topics that keep the latest record per key (state changelogs)."""
-        return [self.name(t) for t in STATE_TOPICS]
+    def changelogs(self, app_id: str) -> list[str]:
+        """The state changelogs of an app (compacted: they keep the latest record per key)."""
+        return [self.name(state_changelog(app_id, t)) for t in STATEFUL_INPUTS]

@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "streams.cli.replay",        # replay
     "streams.cli.storage",       # migrate
     "streams.cli.webhooks",      # webhooks redeliver
+    "streams.cli.city",          # city generate
 ]
 
 
