@@ -11,27 +11,23 @@ Invalid lines are reported on stderr with their line number and counted (exit st
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from streams.bus import records
 from streams.bus.codec import DecodeError, iso_to_ms, registry
+from streams.bus.records import TopicRecord
+from streams.bus.topics import CASE_ACTIONS, RAW_SCHEMAS, dlq
 from streams.core.cases.engine import CaseEngine, Outputs, case_summary
 from streams.core.cases.sla import DEFAULT_OVERRIDE_FILE, WorkCalendar
+from streams.core.model import IngestResult
 from streams.settings import Settings
-from streams.bus.topics import CASE_ACTIONS, RAW_SCHEMAS
 
 # Fields holding the event time of each raw record (first present wins).
 TIME_FIELDS = ("received_at", "reported_at", "ts")
-SIGNAL_COLUMNS = (
-    "signal_id", "source", "source_kind", "source_id", "ts_ms", "ingest_ms", "category_code", "category_name",
-    "confidence", "context", "lat", "lon", "cell", "community", "street", "street_code", "district", "address",
-    "reporter_id", "reporter_kind", "handled_on_spot",
-)
 FLUSH_ROWS = 5000
 
 
@@ -56,9 +52,10 @@ class ReplayReport:
     notifications: list[dict] = field(default_factory=list)
 
     def summary(self) -> str:
-        return (f"replayed {self.lines} lines: {self.records} records, {self.invalid} invalid, {self.unusable} unusable, "
-                f"{self.signals} signals ({self.merged} merged, {self.triage} to triage), {len(self.cases)} cases, "
-                f"{self.actions} actions ({self.rejected_actions} rejected), {self.alerts} SLA alerts")
+        return (f"replayed {self.lines} lines: {self.records} records, {self.invalid} invalid, "
+                f"{self.unusable} unusable, {self.signals} signals ({self.merged} merged, {self.triage} to triage), "
+                f"{len(self.cases)} cases, {self.actions} actions ({self.rejected_actions} rejected), "
+                f"{self.alerts} SLA alerts")
 
 
 @dataclass(order=True)
@@ -70,7 +67,8 @@ class _Event:
 
 
 class _Buffer:
-    """Rows per table, inserted in batches into the store."""
+    """Rows per table, inserted in batches into the store. Rows come from the records the worker would
+    send (streams.bus.records), mapped as the ClickHouse sink maps them: the same rows as live."""
 
     def __init__(self, store: RowSink | None) -> None:
         self.store = store
@@ -84,9 +82,25 @@ class _Buffer:
         if len(bucket) >= FLUSH_ROWS:
             self.flush(table)
 
-    def add_outputs(self, out: Outputs) -> None:
-        for table, rows in out.tables().items():
+    def add_records(self, recs: Iterable[TopicRecord]) -> None:
+        if self.store is None:
+            return
+        # stored_ms stays 0: a replayed signal has no live ingest → ClickHouse latency
+        for table, rows in records.table_rows(recs).items():
             self.add(table, rows)
+
+    def add_ingest(self, result: IngestResult) -> None:
+        self.add_records([*records.ingest_records(result),
+                          *(records.store_rows_record(table, rows) for table, rows in result.rows.items())])
+
+    def add_outputs(self, out: Outputs) -> None:
+        # every case row, not the latest per batch as the worker sends: a ReplacingMergeTree keeps the last
+        self.add_records([*records.output_records(out), *map(records.case_record, out.cases)])
+
+    def add_dead_letter(self, topic: str, line_no: int, reason: str, ts_ms: int, record: dict) -> None:
+        value = records.dead_letter_value(topic, 0, line_no, reason, ts_ms,
+                                          json.dumps(record, ensure_ascii=False).encode("utf-8"), None)
+        self.add_records([TopicRecord(dlq(topic), value)])
 
     def flush(self, table: str | None = None) -> None:
         if self.store is None:
@@ -175,19 +189,12 @@ def replay(lines: Iterable[str], settings: Settings, store: RowSink | None = Non
         except RejectRecord as exc:
             report.unusable += 1
             print(f"line {event.line_no}: {exc}", file=err)
-            sink.add("dead_letters", [{"topic": event.topic, "partition": 0, "offset": event.line_no,
-                                       "reason": str(exc), "ts_ms": event.ts_ms, "key": "",
-                                       "original": json.dumps(event.record, ensure_ascii=False)}])
+            sink.add_dead_letter(event.topic, event.line_no, str(exc), event.ts_ms, event.record)
             continue
-        for table, rows in result.rows.items():
-            sink.add(table, rows)
-        for item in result.triage:
-            report.triage += 1
-            sink.add("triage", [{**item.__dict__, "best_category": item.best_category or "",
-                                 "confidence": item.confidence or 0.0}])
+        sink.add_ingest(result)
+        report.triage += len(result.triage)
         for signal in result.signals:
             report.signals += 1
-            sink.add("signals", [{k: getattr(signal, k) for k in SIGNAL_COLUMNS}])
             collect(engine.on_signal(signal))
     end = until_ms if until_ms is not None else (events[-1].ts_ms if events else None)
     if end is not None:

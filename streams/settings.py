@@ -108,6 +108,24 @@ class Settings(BaseSettings):
     # Webhooks
     webhooks_file: Path | None = Field(
         None, description="department webhook endpoints YAML (docs/webhooks.md); unset: no webhooks")
+    # HTTP gateway (docs/gateway.md)
+    gateway_host: str = Field("127.0.0.1", description="address `streams gateway` listens on")
+    gateway_port: int = Field(8080, ge=0, le=65535, description="port of `streams gateway`")
+    gateway_keys_file: Path | None = Field(None, description="API keys YAML: [{name, key | key_sha256, scopes}] "
+                                           "(docs/gateway.md); unset: only the public reads work")
+    gateway_in_worker: bool = Field(False, description="run the gateway inside `streams worker` (needed with an "
+                                    "embedded chdb store, which one process holds; `make demo` does this)")
+    gateway_max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="largest request body (413 above)")
+    gateway_max_record_bytes: int = Field(64 * 1024, ge=256,
+                                          description="largest single feed record, JSON bytes (413 above)")
+    gateway_max_field_chars: int = Field(10_000, ge=16, description="longest string field of a record (413 above)")
+    gateway_rate_limit: str = Field("100/second", description="requests per API key (per client address without "
+                                    "a key); 429 above")
+    gateway_record_rate_limit: str = Field("100000/second", description="feed records per API key; 429 above")
+    gateway_jurisdiction_id: str = Field("", description="Open311 jurisdiction_id this gateway serves; empty: "
+                                         "accept any (one jurisdiction)")
+    gateway_public_url: str = Field("", description="base URL citizens reach the gateway at (progress links in "
+                                    "Open311 answers); empty: the request's own host")
 
     @classmethod
     def settings_customise_sources(

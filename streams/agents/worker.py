@@ -13,7 +13,7 @@ def ensure_topics(settings: Settings) -> None:
 
     names = TopicNames(settings.topic_prefix)
     changelogs = names.changelogs(settings.app_id)
-    create_topics(settings.kafka_bootstrap, names.all() + changelogs, settings.topic_partitions, changelogs)
+    create_topics(settings, names.all() + changelogs, settings.topic_partitions, changelogs)
 
 
 def build_worker(settings: Settings) -> Any:
@@ -21,12 +21,13 @@ def build_worker(settings: Settings) -> Any:
     import faust
 
     from streams.agents.app import Pipeline
+    from streams.agents.ingest import IngestAdapter
     from streams.agents.lean import LeanIngest
-    from streams.sinks.clickhouse import ClickHouseSink
     from streams.agents.services import ConsumerLagService, GaugeService, WebhookService
-    from streams.wall.web import register_views
     from streams.metrics import start_metrics_server
+    from streams.sinks.clickhouse import ClickHouseSink
     from streams.storage import open_store
+    from streams.wall.web import register_views
 
     store = open_store(settings.store_url)
     store.migrate()
@@ -34,10 +35,16 @@ def build_worker(settings: Settings) -> Any:
     register_views(pipeline, store)
     start_metrics_server(settings.metrics_port, pipeline.metrics)
     services: list[Any] = [
-        LeanIngest(settings, pipeline.ingestor, pipeline.codec, pipeline.metrics, pipeline.emit_ingest_result),
+        # the lean consumer's own adapter over the same Ingestor (one lift-repeat state)
+        LeanIngest(settings, IngestAdapter(pipeline.ingestor, pipeline.codec, pipeline.metrics, pipeline.topics,
+                                           classify_batches=False), pipeline.codec, pipeline.metrics),
         ClickHouseSink(settings, store, pipeline.codec, pipeline.metrics),
     ]
     services += [GaugeService(pipeline), ConsumerLagService(settings, pipeline.metrics)]
     if settings.webhooks_file:
         services.append(WebhookService(settings, pipeline.metrics, store))
+    if settings.gateway_in_worker:
+        from streams.gateway.service import GatewayService
+
+        services.append(GatewayService(settings, store, pipeline.knowledge))
     return faust.Worker(pipeline.app, *services, loglevel=settings.log_level, redirect_stdouts=False)

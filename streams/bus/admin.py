@@ -3,8 +3,11 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
+from streams.bus import clients
+from streams.settings import Settings
 
-def create_topics(bootstrap: str, names: list[str], partitions: int, compacted: Collection[str] = ()) -> None:
+
+def create_topics(settings: Settings, names: list[str], partitions: int, compacted: Collection[str] = ()) -> None:
     """Create the topics that do not exist yet (an auto-created topic would get the broker's default
     partition count, and case.inputs must match its changelog topics). Names in ``compacted`` keep the
     latest record per key (``cleanup.policy=compact``: state changelogs)."""
@@ -12,7 +15,7 @@ def create_topics(bootstrap: str, names: list[str], partitions: int, compacted: 
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = KafkaAdminClient(**clients.admin(settings))
     try:
         existing = set(admin.list_topics())
         new = [NewTopic(n, partitions, 1, topic_configs={"cleanup.policy": "compact"} if n in compacted else {})

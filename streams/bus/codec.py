@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -25,7 +26,8 @@ MAGIC = b"\xc3\x01"
 SCHEMAS_DIR = package_data("schemas", "schemas")  # top-level schemas/, packaged as streams/schemas/ in the wheel
 
 # Fields carrying ISO-8601 timestamps in the raw contracts: checked beyond the Avro type.
-ISO_FIELDS = {"received_at", "reported_at", "ts"}
+OPEN311_MAX_DESCRIPTION = 4000  # GeoReport v2: "free form text limited to 4,000 characters"
+ISO_FIELDS = {"received_at", "reported_at", "requested_at", "ts"}
 
 
 class DecodeError(ValueError):
@@ -41,6 +43,26 @@ class Schema:
     @cached_property
     def field_names(self) -> list[str]:
         return [f["name"] for f in self.parsed["fields"]]
+
+    @cached_property
+    def field_set(self) -> frozenset[str]:
+        return frozenset(self.field_names)
+
+    @cached_property
+    def json_plan(self) -> list[tuple[str, bool, Any, bool, Callable[[Any], bool] | None]]:
+        """Per field, for from_json: (name, has a default, the default, an int stands for a double, type check)."""
+        return [(f["name"], "default" in f, f.get("default"), _accepts(f["type"], "double"), _type_check(f["type"]))
+                for f in self.parsed["fields"]]
+
+    @cached_property
+    def type_checks(self) -> list[tuple[str, Callable[[Any], bool]]] | None:
+        """Plain-Python checks of each field's type, or None if a field's type has none. Each accepts a
+        subset of what fastavro's validation accepts, so a record passing them all is valid without it
+        (fastavro builds an error message for every union branch a value misses: most of its cost)."""
+        checks = [(f["name"], _type_check(f["type"])) for f in self.parsed["fields"]]
+        if any(check is None for _, check in checks):
+            return None
+        return checks  # type: ignore[return-value]
 
 
 class SchemaRegistry:
@@ -99,28 +121,74 @@ class SchemaRegistry:
                 raise DecodeError(f"not JSON: {exc}") from exc
         if not isinstance(obj, dict):
             raise DecodeError("JSON record must be an object")
-        unknown = set(obj) - set(schema.field_names)
+        unknown = obj.keys() - schema.field_set
         record: dict[str, Any] = {}
-        for field in schema.parsed["fields"]:
-            fname = field["name"]
+        typed = True  # every value passed its plain-Python type check (then fastavro need not look)
+        for fname, has_default, default, to_double, check in schema.json_plan:
             if fname in obj:
                 value = obj[fname]
                 # JSON has no int/float distinction: let 31 stand for 31.0
-                if isinstance(value, int) and not isinstance(value, bool) and _accepts(field["type"], "double"):
+                if to_double and type(value) is int:
                     value = float(value)
                 record[fname] = value
-            elif "default" in field:
-                record[fname] = field["default"]
+                if typed and (check is None or not check(value)):
+                    typed = False
+            elif has_default:
+                record[fname] = default
+                if typed and (check is None or not check(default)):
+                    typed = False
             else:
                 raise DecodeError(f"missing required field '{fname}'")
         if unknown:
             raise DecodeError(f"unknown field(s) {sorted(unknown)}")
-        try:
-            validate(record, schema.parsed, raise_errors=True)
-        except Exception as exc:  # fastavro's ValidationError lists field paths
-            raise DecodeError(f"schema {name}: {exc}") from exc
+        if not typed:
+            try:
+                validate(record, schema.parsed, raise_errors=True)
+            except Exception as exc:  # fastavro's ValidationError lists field paths
+                raise DecodeError(f"schema {name}: {exc}") from exc
         check_semantics(name, record)
         return record
+
+
+_INT_RANGE = (-(2 ** 31), 2 ** 31 - 1)
+_LONG_RANGE = (-(2 ** 63), 2 ** 63 - 1)
+
+
+def _type_check(avro_type: Any) -> Callable[[Any], bool] | None:
+    """A check accepting a subset of what fastavro's validate accepts for ``avro_type`` (None: no such check)."""
+    if isinstance(avro_type, list):
+        branches = [_type_check(t) for t in avro_type if t != "null"]
+        if any(b is None for b in branches):
+            return None
+        if len(branches) == 1:  # the usual optional field ["null", T]
+            inner = branches[0]
+            if "null" in avro_type:
+                return lambda value: value is None or inner(value)  # type: ignore[misc]
+            return inner
+        nullable = "null" in avro_type
+        return lambda value: (nullable and value is None) or any(b(value) for b in branches)  # type: ignore[misc]
+    if isinstance(avro_type, dict):
+        kind = avro_type.get("type")
+        if kind == "array":
+            item = _type_check(avro_type["items"])
+            return None if item is None else (lambda value: type(value) is list and all(item(v) for v in value))
+        if kind == "map":
+            item = _type_check(avro_type["values"])
+            return None if item is None else (
+                lambda value: type(value) is dict and all(type(k) is str and item(v) for k, v in value.items()))
+        return _type_check(kind) if isinstance(kind, str) and len(avro_type) == 1 else None
+    if avro_type == "null":
+        return lambda value: value is None
+    if avro_type == "boolean":
+        return lambda value: type(value) is bool
+    if avro_type == "string":
+        return lambda value: type(value) is str
+    if avro_type in ("int", "long"):
+        low, high = _INT_RANGE if avro_type == "int" else _LONG_RANGE
+        return lambda value: type(value) is int and low <= value <= high
+    if avro_type in ("float", "double"):
+        return lambda value: type(value) is float or type(value) is int
+    return None
 
 
 def _accepts(avro_type: Any, primitive: str) -> bool:
@@ -158,6 +226,13 @@ def check_semantics(name: str, record: dict[str, Any]) -> None:
             raise DecodeError("a case action needs 'case_id' or 'source_id'")
         if record["actor_kind"] not in ("department", "center", "station", "committee", "inspector"):
             raise DecodeError(f"field 'actor_kind' not allowed: {record['actor_kind']!r}")
+    if name == "open311_request":
+        if (record["lat"] is None) != (record["lon"] is None):
+            raise DecodeError("fields 'lat' and 'lon' go together: give both or neither")
+        if record["lat"] is None and not record["address_string"] and not record["address_id"]:
+            raise DecodeError("an Open311 request needs a location: 'lat' and 'lon', 'address_string' or 'address_id'")
+        if record["description"] is not None and len(record["description"]) > OPEN311_MAX_DESCRIPTION:
+            raise DecodeError(f"field 'description' is longer than {OPEN311_MAX_DESCRIPTION} characters")
     for lat_key, lon_key in (("lat", "lon"),):
         lat, lon = record.get(lat_key), record.get(lon_key)
         if lat is not None and not -90 <= lat <= 90:

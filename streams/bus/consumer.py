@@ -15,11 +15,19 @@ import mode
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 
+from streams.bus import clients
+from streams.bus.records import Inbound
 from streams.bus.topics import TopicNames
 from streams.metrics import PipelineMetrics
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def inbound(record: ConsumerRecord) -> Inbound:
+    """An aiokafka record as the adapters read it (aiokafka timestamps are epoch milliseconds)."""
+    return Inbound(record.topic, record.partition, record.offset, record.timestamp or None, record.key,
+                   record.value if record.value is not None else b"")
 
 
 class BatchConsumerService(mode.Service):
@@ -37,17 +45,8 @@ class BatchConsumerService(mode.Service):
         self.consumer: AIOKafkaConsumer | None = None
 
     async def on_start(self) -> None:
-        self.consumer = AIOKafkaConsumer(
-            *self.physical,
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            group_id=f"{self.settings.app_id}-{self.group_suffix}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=self.max_records,
-            fetch_max_bytes=32 * 1024 * 1024,
-            session_timeout_ms=int(self.settings.kafka_session_timeout_seconds * 1000),
-            heartbeat_interval_ms=int(max(0.5, self.settings.kafka_session_timeout_seconds / 10) * 1000),
-        )
+        self.consumer = AIOKafkaConsumer(*self.physical, **clients.batch_consumer(
+            self.settings, f"{self.settings.app_id}-{self.group_suffix}", self.max_records))
         await self.consumer.start()
         self.add_future(self._consume())
 

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from streams.bus.codec import SchemaRegistry
+from streams.bus.records import TopicRecord, dead_letter_value, store_rows_record
 from streams.bus.topics import TopicNames, dlq
+
+# Rows per store.rows message: ~200 bytes a row keeps a message well under Kafka's 1 MiB default.
+STORE_ROWS_PER_MESSAGE = 2000
 
 # send(topic, key, value, partition) -> awaitable resolving to a delivery future
 SendFn = Callable[[str, bytes | None, bytes, int | None], Awaitable[Awaitable[Any]]]
@@ -35,6 +38,10 @@ class Emitter:
         data = self._codec.encode(self._schemas[topic], value)
         self._pending.append((self._topics.name(topic), _key(key), data, partition))
 
+    def emit(self, records: Iterable[TopicRecord]) -> None:
+        for rec in records:
+            self.record(rec.topic, rec.value, rec.key)
+
     def raw(self, physical_topic: str, data: bytes, key: bytes | None = None, partition: int | None = None) -> None:
         self._pending.append((physical_topic, key, data, partition))
 
@@ -44,8 +51,7 @@ class Emitter:
 
     def dead_letter(self, logical_topic: str, partition: int, offset: int, reason: str, ts_ms: int,
                     original: bytes, key: bytes | None) -> None:
-        value = {"topic": logical_topic, "partition": partition, "offset": offset, "reason": reason,
-                 "ts_ms": ts_ms, "original": bytes(original), "key": bytes(key) if key is not None else None}
+        value = dead_letter_value(logical_topic, partition, offset, reason, ts_ms, original, key)
         data = self._codec.encode("dead_letter", value)
         self._pending.append((self._topics.name(dlq(logical_topic)), key, data, None))
 
@@ -53,11 +59,10 @@ class Emitter:
         return len(self._pending) + len(self._rows)
 
     async def flush(self) -> int:
-        from streams.bus.topics import STORE_ROWS
-
-        for table, rows in self._rows.items():
-            if rows:
-                self.record(STORE_ROWS, {"table": table, "rows": json.dumps(rows, ensure_ascii=False)}, key=table)
+        # many rows per store.rows message, but never one over the broker's message size (a closing minute of a
+        # city's devices is tens of thousands of rows)
+        self.emit(store_rows_record(table, rows[i:i + STORE_ROWS_PER_MESSAGE])
+                  for table, rows in self._rows.items() for i in range(0, len(rows), STORE_ROWS_PER_MESSAGE))
         self._rows = {}
         pending, self._pending = self._pending, []
         if not pending:

@@ -37,6 +37,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
+from streams.bus import clients
 from streams.bus.codec import SchemaRegistry
 from streams.bus.emit import Emitter
 from streams.bus.topics import INTERNAL_SCHEMAS, RAW_SCHEMAS, TopicNames
@@ -124,19 +125,10 @@ class StatefulBatchConsumer(mode.Service):
 
     async def on_start(self) -> None:
         s = self.settings
-        self.producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, linger_ms=2, acks="all",
-                                         max_batch_size=256 * 1024)
+        self.producer = AIOKafkaProducer(**clients.lean_producer(s))
         await self.producer.start()
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap,
-            group_id=f"{s.app_id}-{self.group_suffix}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=self.max_records,
-            fetch_max_bytes=32 * 1024 * 1024,
-            session_timeout_ms=int(s.kafka_session_timeout_seconds * 1000),
-            heartbeat_interval_ms=int(max(0.5, s.kafka_session_timeout_seconds / 10) * 1000),
-        )
+        self.consumer = AIOKafkaConsumer(**clients.batch_consumer(s, f"{s.app_id}-{self.group_suffix}",
+                                                                  self.max_records))
         await self.consumer.start()
         await self._check_changelogs()
         self.consumer.subscribe([self.names.name(t) for t in self.topics], listener=_Listener(self))
@@ -204,8 +196,8 @@ class StatefulBatchConsumer(mode.Service):
     async def read_changelog(self, topic: str, partition: int) -> tuple[Any, dict[str, Any]]:
         """The latest checkpoint and key states of one changelog partition (tombstones removed)."""
         tp = TopicPartition(topic, partition)
-        reader = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False,
-                                  fetch_max_bytes=32 * 1024 * 1024, max_poll_records=20000)
+        reader = AIOKafkaConsumer(**clients.topic_reader(self.settings), fetch_max_bytes=32 * 1024 * 1024,
+                                  max_poll_records=20000)
         await reader.start()
         try:
             reader.assign([tp])

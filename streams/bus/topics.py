@@ -8,6 +8,7 @@ IOT_READINGS = "iot.readings"
 CAMERA_ALERTS = "camera.alerts"
 REGISTRY_CHANGES = "registry.changes"
 CASE_ACTIONS = "case.actions"
+OPEN311_REQUESTS = "open311.requests"  # service requests filed through the gateway's Open311 endpoint
 
 SIGNALS = "signals"
 CASE_INPUTS = "case.inputs"
@@ -24,7 +25,7 @@ STORE_ROWS = "store.rows"  # batched rows for tables without a topic of their ow
 DEVICE_EPISODES = "device.episodes"  # alarm episodes opened / closed (keyed by device)
 # Inputs whose lean consumer keeps keyed state (streams.bus.stateful) in a changelog: compacted, JSON
 # values, one partition per partition of the input, named per app id like Faust's (state_changelog).
-STATEFUL_INPUTS = (IOT_READINGS,)
+STATEFUL_INPUTS = (IOT_READINGS, FIELD_TRACKS)
 
 
 def state_changelog(app_id: str, topic: str) -> str:
@@ -40,6 +41,7 @@ RAW_SCHEMAS: dict[str, str] = {
     CAMERA_ALERTS: "camera_alert",
     REGISTRY_CHANGES: "registry_change",
     CASE_ACTIONS: "case_action",
+    OPEN311_REQUESTS: "open311_request",
 }
 
 INTERNAL_SCHEMAS: dict[str, str] = {

@@ -11,22 +11,26 @@ from collections.abc import Mapping, Sequence
 from typing import TypedDict, Unpack, cast
 
 from streams.core.devices.processor import DEFAULT_LATENESS_MS, DeviceProcessor
+from streams.core.field import PatrolProcessor
 from streams.core.ids import stable_id
 from streams.core.knowledge.classify import Classification
 from streams.core.knowledge.knowledge import CTX_COMMITTEE, Knowledge
 from streams.core.knowledge.sensors import crowd_level
+from streams.core.knowledge.services import attribute_problems, context_of_answers
 from streams.core.model import (
     CameraAlert,
     FieldReport,
     FieldTrack,
     HotlineCall,
     IngestResult,
-    InspectorTrackRow,
     IotReading,
     Location,
+    Open311Request,
+    Open311RequestRow,
     RawRecord,
     RegistryChange,
     Signal,
+    TableRows,
     Triage,
     ZeroReportRow,
 )
@@ -45,6 +49,7 @@ FEEDS: dict[str, str] = {
     "iot_reading": "iot.readings",
     "camera_alert": "camera.alerts",
     "registry_change": "registry.changes",
+    "open311_request": "open311.requests",
 }
 
 
@@ -87,6 +92,8 @@ class Ingestor:
         self.triage_confidence = triage_confidence  # below it a signal goes to 人工分拨
         self.device_feed = self.new_device_processor()   # iot.readings in replay and tests
         self._device_offset = 0
+        self.patrol_feed = self.new_patrol_processor()   # field.tracks in replay and tests
+        self._fix_offset = 0
         self._classified: dict[str, Classification] = {}  # texts of the current batch, classified at once
 
     def prepare(self, records: Sequence[RawRecord]) -> None:
@@ -117,6 +124,8 @@ class Ingestor:
             return self._iot_reading(topic, cast(IotReading, record), ingest_ms)
         if feed == "camera_alert":
             return self._camera_alert(topic, cast(CameraAlert, record), ingest_ms)
+        if feed == "open311_request":
+            return self._open311_request(topic, cast(Open311Request, record), ingest_ms)
         return self._registry_change(topic, cast(RegistryChange, record), ingest_ms)
 
     # ------------------------------------------------------------ helpers
@@ -141,6 +150,10 @@ class Ingestor:
                       confidence=best.confidence if best else None)
 
     def _low_confidence(self, cls: Classification) -> str | None:
+        """Why the classification cannot route the record by itself (None: it can)."""
+        if cls.out_of_scope:
+            return (f"out of scope: the text fits no category of the taxonomy (out-of-scope score "
+                    f"{cls.out_of_scope_score:.2f}; nearest category {cls.category_name} {cls.confidence:.2f})")
         if cls.confidence < self.triage_confidence:
             return (f"low classification confidence {cls.confidence:.2f} < {self.triage_confidence:.2f}"
                     f" (best guess {cls.category_name})")
@@ -211,15 +224,21 @@ class Ingestor:
         return IngestResult(signals=[signal])
 
     # ------------------------------------------------------------ field.tracks
+    def new_patrol_processor(self) -> PatrolProcessor:
+        """A processor for one partition of field.tracks (the worker keeps one per assigned partition)."""
+        return PatrolProcessor(self.knowledge.city, self.knowledge.field)
+
     def _field_track(self, topic: str, record: FieldTrack, ingest_ms: int) -> IngestResult:
+        """The fix's inspector_tracks row and its inspector's patrol day so far (patrol_days)."""
         ts_ms = _event_ms(record["ts"], "ts")
-        lat, lon = record["lat"], record["lon"]
-        location, _ = self.knowledge.city.at_point(lat, lon)
-        # Columns of the `inspector_tracks` table; a fix outside the district keeps an empty street.
-        track: InspectorTrackRow = {
-            "inspector_id": record["inspector_id"], "ts_ms": ts_ms, "lat": lat, "lon": lon,
-            "cell": self.knowledge.city.cell_of(lat, lon), "street": (location.street or "") if location else ""}
-        return IngestResult(rows={"inspector_tracks": [track]})
+        tracks: list[dict[str, object]] = []
+        self.patrol_feed.process(record["inspector_id"], ts_ms, record["lat"], record["lon"], self._fix_offset, tracks)
+        self._fix_offset += 1
+        rows: dict[str, TableRows] = {"inspector_tracks": tracks}
+        patrol = self.patrol_feed.flush()
+        if patrol:
+            rows["patrol_days"] = [dict(row) for row in patrol]
+        return IngestResult(rows=rows)
 
     # ------------------------------------------------------------ iot.readings
     def new_device_processor(self, lateness_ms: int = DEFAULT_LATENESS_MS) -> DeviceProcessor:
@@ -292,3 +311,45 @@ class Ingestor:
                               extra=json.dumps({"kind": record["kind"], "detail": record.get("detail")},
                                                ensure_ascii=False))
         return IngestResult(signals=[signal])
+
+    # ------------------------------------------------------------ open311.requests
+    def _open311_request(self, topic: str, record: Open311Request, ingest_ms: int) -> IngestResult:
+        """A citizen's request from a civic app (Open311): the app names the category (service_code), the
+        description is the citizen's text; answers to the service's questions add context flags. Always
+        leaves an ``open311_requests`` row (the request as filed, without personal data) so the request
+        can be looked up by its id whatever became of it."""
+        ts_ms = _event_ms(record["requested_at"], "requested_at")
+        request_id = record["request_id"]
+        category = self.knowledge.category(record["service_code"])
+        if category is None or category.code not in self.knowledge.kb.rules:
+            raise RejectRecord(f"field 'service_code': {record['service_code']!r} is not a service of this city")
+        answers = record.get("attributes") or {}
+        problems = attribute_problems(self.knowledge, category.code, answers)
+        if problems:
+            raise RejectRecord("; ".join(problems))
+        text = (record.get("description") or "").strip()
+        address = record.get("address_string") or record.get("address_id")
+        location, where_not = self.knowledge.locate(record.get("lat"), record.get("lon"), address, text or None)
+        context = _merge_context(self.knowledge.read_context(text) if text else [],
+                                 context_of_answers(self.knowledge, category.code, answers))
+        row: Open311RequestRow = {
+            "request_id": request_id, "ts_ms": ts_ms, "ingest_ms": ingest_ms, "service_code": category.code,
+            "service_name": category.name, "description": text, "address": address or "",
+            "lat": record.get("lat"), "lon": record.get("lon"), "media_url": record.get("media_url") or "",
+            "client": record["client"], "signal_id": "", "triage_id": "", "street": "", "community": ""}
+        if location is None:
+            triage = self._triage(topic, request_id, ts_ms, record, [f"unknown location: {where_not}"])
+            triage.best_category, triage.confidence = category.code, 1.0
+            row["triage_id"] = triage.triage_id
+            return IngestResult(triage=[triage], rows={"open311_requests": [row]})
+        facts = {"client": record["client"], "service_code": category.code, "attributes": answers,
+                 "jurisdiction_id": record.get("jurisdiction_id")}
+        media_url = record.get("media_url")
+        signal = self._signal(topic, "open311", "open311", request_id, ts_ms, ingest_ms, category.code, 1.0,
+                              context, location, text=text or None,
+                              reporter_id=record.get("reporter") or f"app:{record['client']}",
+                              reporter_kind="citizen", photos=[media_url] if media_url else None,
+                              extra=json.dumps(facts, ensure_ascii=False))
+        row["signal_id"], row["street"] = signal.signal_id, location.street or ""
+        row["community"], row["address"] = location.community or "", location.address or row["address"]
+        return IngestResult(signals=[signal], rows={"open311_requests": [row]})

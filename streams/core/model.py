@@ -242,6 +242,44 @@ class CameraAlert(TypedDict):
     snapshot: NotRequired[str | None]
 
 
+class Open311Request(TypedDict):
+    """open311.requests: filed through the gateway's Open311 endpoint; no personal data (a pseudonym only)."""
+
+    request_id: str
+    service_code: str
+    requested_at: str
+    client: str                         # the API key's name (the app)
+    jurisdiction_id: NotRequired[str | None]
+    lat: NotRequired[float | None]
+    lon: NotRequired[float | None]
+    address_string: NotRequired[str | None]
+    address_id: NotRequired[str | None]
+    description: NotRequired[str | None]
+    media_url: NotRequired[str | None]
+    attributes: NotRequired[dict[str, list[str]] | None]
+    reporter: NotRequired[str | None]
+
+
+class Open311RequestRow(TypedDict):
+    """A row of ``open311_requests``: the request as the ingestor read it, and what it became."""
+
+    request_id: str
+    ts_ms: int
+    ingest_ms: int
+    service_code: str
+    service_name: str
+    description: str
+    address: str
+    lat: float | None
+    lon: float | None
+    media_url: str
+    client: str
+    signal_id: str               # the signal it became ('' when triaged)
+    triage_id: str               # its manual-triage record ('' when it became a signal)
+    street: str
+    community: str
+
+
 class RegistryChange(TypedDict):
     change_id: str
     ts: str

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from streams.bus.admin import create_topics
-from streams.settings import default_cache_dir, package_data
+from streams.settings import Settings, default_cache_dir, package_data
 
 KAFKA_VERSION = "3.9.1"
 POM = package_data("local/kafka-maven/pom.xml", "deploy/local/kafka/pom.xml")  # packaged copy in the wheel
@@ -200,7 +200,7 @@ class LocalKafka:
         self.process = None
 
     def create_topics(self, names: list[str], partitions: int = 4) -> None:
-        create_topics(self.bootstrap, names, partitions)
+        create_topics(Settings(kafka_bootstrap=self.bootstrap), names, partitions)
 
 
 def _kafka_cluster_id() -> str:

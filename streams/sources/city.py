@@ -68,8 +68,9 @@ def write_city(out: Path, count: int, seed: int = 1, fmt: str = "csv", source: P
 
     source = source or DATA_DIR / "city"
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("city.yaml", "devices.yaml"):
-        shutil.copyfile(source / name, out / name)
+    for name in ("city.yaml", "devices.yaml", "field.yaml"):
+        if (source / name).exists():
+            shutil.copyfile(source / name, out / name)
     for stale in ("devices.csv", "devices.parquet"):
         (out / stale).unlink(missing_ok=True)
     city = City.load(out / "city.yaml")

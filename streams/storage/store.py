@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -188,7 +188,7 @@ class Store:
                 continue
             for statement in migration.statements:
                 self._execute(statement)
-            now_ms = int(datetime.now(timezone.utc).timestamp() * 1000)
+            now_ms = int(datetime.now(UTC).timestamp() * 1000)
             self._insert_rows("schema_migrations", ["version", "name", "applied_ms"],
                               [[migration.version, migration.name, now_ms]])
             applied.append(migration.version)
@@ -199,7 +199,7 @@ class Store:
     def applied_migrations(self) -> list[str]:
         return [r["version"] for r in self.query("SELECT version FROM schema_migrations FINAL ORDER BY version")]
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:

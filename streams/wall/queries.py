@@ -27,6 +27,28 @@ STAGE_ORDER = ("register", "dispatch", "handle", "verify", "closed", "suspended"
 STAGE_LABELS = ("立案", "派遣", "处置", "核查", "结案", "挂起", "作废")
 OPEN = "status NOT IN ('closed', 'void')"
 FIELD_KINDS = "('inspector', 'station', 'committee')"
+# 综合 score of a department, 0..100: the sample city's weights of its four rates (an officer's choice,
+# not a national figure; rework and extension count as their complement) and the A–E grade bands.
+KPI_WEIGHTS = (("close_rate", 0.30), ("on_time_rate", 0.40), ("rework_rate", 0.15), ("extension_rate", 0.15))
+_LOWER_IS_BETTER = ("rework_rate", "extension_rate")
+KPI_SCORE_SQL = "100 * (" + " + ".join(
+    f"{weight:.2f} * " + (f"(1 - {rate})" if rate in _LOWER_IS_BETTER else rate) for rate, weight in KPI_WEIGHTS) + ")"
+GRADE_BANDS = (("A", 90), ("B", 80), ("C", 70), ("D", 60))   # below the last: E
+KPI_GRADE_SQL = "multiIf(" + ", ".join(f"score >= {floor}, '{g}'" for g, floor in GRADE_BANDS) + ", 'E')"
+
+
+def grade_of(score: float) -> str:
+    """The A–E grade of a 综合 score (what KPI_GRADE_SQL computes in ClickHouse)."""
+    return next((g for g, floor in GRADE_BANDS if score >= floor), "E")
+# (kind, instance) per department of a case; rows from before the instances (migration 0003) pair each
+# kind with itself.
+UNIT_PAIRS_SQL = ("arrayMap((d, u) -> tuple(d, u), departments, "
+                  "if(length(units) = length(departments), units, departments))")
+# Working days (Monday to Friday; public holidays are not subtracted) from $__fromTime to $__toTime,
+# both days included, in the city's time zone.
+WORKING_DAYS_SQL = ("length(arrayFilter(d -> toDayOfWeek(d) <= 5, arrayMap(i -> toDate($__fromTime, 'Asia/Shanghai') + i, "
+                    "range(toUInt32(toRelativeDayNum($__toTime, 'Asia/Shanghai') - "
+                    "toRelativeDayNum($__fromTime, 'Asia/Shanghai') + 1)))))")
 
 
 @dataclass(frozen=True)
@@ -136,13 +158,14 @@ _QUERIES = [
               ("department", "delivered", "retries", "failed", "dead_lettered", "avg_latency_ms"), "table",
               dashboard="league"),
     # ----- (c) inspectors and stations 网格巡查员 / 居民区工作站
+    # A case lists its reports as "<source kind>:<source id>" (the engine's ``sources``).
     WallQuery("field_reporters", "上报情况 Reports by inspector and station",
               "SELECT reporter_kind, reporter_id, count() AS reports, sum(handled_on_spot) AS handled_on_spot, "
               "sum(valid) AS valid_reports, round(if(count() = 0, 0, sum(valid) / count()), 3) AS valid_rate "
-              "FROM (SELECT reporter_kind, reporter_id, source_id, handled_on_spot FROM signals FINAL "
+              "FROM (SELECT reporter_kind, reporter_id, concat(source_kind, ':', source_id) AS source_key, handled_on_spot FROM signals FINAL "
               f"WHERE reporter_kind IN {FIELD_KINDS} AND $__timeFilter(ts)) AS field_reports "
-              "ANY LEFT JOIN (SELECT arrayJoin(sources) AS source_id, toUInt8(1) AS valid FROM cases FINAL "
-              "WHERE status != 'void') AS valid_sources USING source_id "
+              "ANY LEFT JOIN (SELECT arrayJoin(sources) AS source_key, toUInt8(1) AS valid FROM cases FINAL "
+              "WHERE status != 'void') AS valid_sources USING source_key "
               "GROUP BY reporter_kind, reporter_id ORDER BY reports DESC, reporter_kind, reporter_id",
               ("reporter_kind", "reporter_id", "reports", "handled_on_spot", "valid_reports", "valid_rate"),
               "table", dashboard="field"),
@@ -162,6 +185,88 @@ _QUERIES = [
               "min(ts) AS first_fix, max(ts) AS last_fix FROM inspector_tracks FINAL WHERE $__timeFilter(ts) "
               "GROUP BY inspector_id, street ORDER BY cells DESC, inspector_id",
               ("inspector_id", "street", "fixes", "cells", "first_fix", "last_fix"), "table", dashboard="field"),
+    # ----- (e) assessment 考核: the KPIs as the standards define them (streams report prints them monthly)
+    WallQuery("department_kpis", "部门考核 Department KPIs and grade",
+              f"SELECT department, count() AS cases, sum(is_closed) AS closed, "
+              "round(if(count() = 0, 0, sum(is_closed) / count()), 3) AS close_rate, "
+              "round(if(sum(is_closed) = 0, 0, sum(is_closed * (1 - is_late)) / sum(is_closed)), 3) AS on_time_rate, "
+              "round(if(count() = 0, 0, sum(is_reworked) / count()), 3) AS rework_rate, "
+              "round(if(count() = 0, 0, sum(is_extended) / count()), 3) AS extension_rate, "
+              "round(if(sum(is_closed) = 0, 0, sum(is_closed * handling_ms) / sum(is_closed) / 3600000), 2) AS avg_handling_hours, "
+              f"round({KPI_SCORE_SQL}, 1) AS score, {KPI_GRADE_SQL} AS grade "
+              "FROM (SELECT case_id, arrayJoin(departments) AS department, toUInt8(status = 'closed') AS is_closed, "
+              "toUInt8(rework_count > 0) AS is_reworked, handling_ms FROM cases FINAL "
+              "WHERE $__timeFilter(opened) AND notEmpty(departments) AND status != 'void') AS department_cases "
+              "ANY LEFT JOIN (SELECT case_id, max(toUInt8(from_stage = 'handle' AND light = 'red')) AS is_late, "
+              "max(toUInt8(action = 'extend')) AS is_extended FROM case_transitions FINAL GROUP BY case_id) AS stage_facts "
+              "USING case_id GROUP BY department ORDER BY score DESC, department",
+              ("department", "cases", "closed", "close_rate", "on_time_rate", "rework_rate", "extension_rate",
+               "avg_handling_hours", "score", "grade"), "table", dashboard="league"),
+    WallQuery("unit_kpis", "街道部门考核 KPIs per street instance (e.g. 徐家汇街道城管中队)",
+              f"SELECT department, unit, count() AS cases, sum(is_closed) AS closed, "
+              "round(if(count() = 0, 0, sum(is_closed) / count()), 3) AS close_rate, "
+              "round(if(sum(is_closed) = 0, 0, sum(is_closed * (1 - is_late)) / sum(is_closed)), 3) AS on_time_rate, "
+              "round(if(count() = 0, 0, sum(is_reworked) / count()), 3) AS rework_rate, "
+              "round(if(count() = 0, 0, sum(is_extended) / count()), 3) AS extension_rate, "
+              "round(if(sum(is_closed) = 0, 0, sum(is_closed * handling_ms) / sum(is_closed) / 3600000), 2) AS avg_handling_hours, "
+              f"round({KPI_SCORE_SQL}, 1) AS score, {KPI_GRADE_SQL} AS grade "
+              "FROM (SELECT case_id, tupleElement(pair, 1) AS department, tupleElement(pair, 2) AS unit, "
+              "toUInt8(status = 'closed') AS is_closed, toUInt8(rework_count > 0) AS is_reworked, handling_ms "
+              f"FROM cases FINAL ARRAY JOIN {UNIT_PAIRS_SQL} AS pair "
+              "WHERE $__timeFilter(opened) AND notEmpty(departments) AND status != 'void') AS unit_cases "
+              "ANY LEFT JOIN (SELECT case_id, max(toUInt8(from_stage = 'handle' AND light = 'red')) AS is_late, "
+              "max(toUInt8(action = 'extend')) AS is_extended FROM case_transitions FINAL GROUP BY case_id) AS stage_facts "
+              "USING case_id GROUP BY department, unit ORDER BY department, score DESC, unit",
+              ("department", "unit", "cases", "closed", "close_rate", "on_time_rate", "rework_rate", "extension_rate",
+               "avg_handling_hours", "score", "grade"), "table", dashboard="league"),
+    WallQuery("period_totals", "本期概况 Cases of the period",
+              "SELECT count() AS cases, countIf(status = 'closed') AS closed, "
+              f"countIf({OPEN}) AS open_cases, "
+              "round(if(count() = 0, 0, countIf(status = 'closed') / count()), 3) AS close_rate, "
+              "round(if(countIf(status = 'closed') = 0, 0, countIf(status = 'closed' AND is_late = 0) / "
+              "countIf(status = 'closed')), 3) AS on_time_rate, "
+              "round(if(count() = 0, 0, countIf(rework_count > 0) / count()), 3) AS rework_rate, "
+              "countIf(quick_handled = 1) AS quick_handled "
+              "FROM (SELECT case_id, status, rework_count, quick_handled FROM cases FINAL "
+              "WHERE $__timeFilter(opened) AND status != 'void') AS period_cases "
+              "ANY LEFT JOIN (SELECT case_id, max(toUInt8(from_stage = 'handle' AND light = 'red')) AS is_late "
+              "FROM case_transitions FINAL GROUP BY case_id) AS stage_facts USING case_id",
+              ("cases", "closed", "open_cases", "close_rate", "on_time_rate", "rework_rate", "quick_handled"),
+              "stat", dashboard="league"),
+    WallQuery("cases_by_day", "每日案件 Cases by day",
+              "SELECT toDate(opened) AS day, count() AS cases, countIf(status = 'closed') AS closed FROM cases FINAL "
+              "WHERE $__timeFilter(opened) AND status != 'void' GROUP BY day ORDER BY day",
+              ("day", "cases", "closed"), "barchart", dashboard="league"),
+    WallQuery("field_kpis", "巡查考核 Inspector and station KPIs",
+              "SELECT reporter_kind, reporter_id, sum(is_report) AS reports, sum(is_valid) AS valid_reports, "
+              "round(if(sum(is_report) = 0, 0, sum(is_valid) / sum(is_report)), 3) AS valid_rate, "
+              "sum(is_verification) AS verifications, sum(is_on_time) AS verified_on_time, "
+              "round(if(sum(is_verification) = 0, 0, sum(is_on_time) / sum(is_verification)), 3) AS verify_on_time_rate "
+              "FROM (SELECT reporter_kind, reporter_id, toUInt8(1) AS is_report, is_valid, toUInt8(0) AS is_verification, "
+              "toUInt8(0) AS is_on_time FROM (SELECT reporter_kind, reporter_id, concat(source_kind, ':', source_id) AS source_key FROM signals FINAL "
+              f"WHERE reporter_kind IN {FIELD_KINDS} AND $__timeFilter(ts)) AS field_reports "
+              "ANY LEFT JOIN (SELECT arrayJoin(sources) AS source_key, toUInt8(1) AS is_valid FROM cases FINAL "
+              "WHERE status != 'void') AS valid_sources USING source_key "
+              "UNION ALL SELECT actor_kind AS reporter_kind, actor_id AS reporter_id, toUInt8(0) AS is_report, "
+              "toUInt8(0) AS is_valid, toUInt8(1) AS is_verification, toUInt8(light != 'red') AS is_on_time "
+              "FROM case_transitions FINAL WHERE action IN ('verify_pass', 'verify_fail') "
+              f"AND actor_kind IN {FIELD_KINDS} AND $__timeFilter(ts)) AS field_facts "
+              "GROUP BY reporter_kind, reporter_id ORDER BY reporter_kind, reporter_id",
+              ("reporter_kind", "reporter_id", "reports", "valid_reports", "valid_rate", "verifications",
+               "verified_on_time", "verify_on_time_rate"), "table", dashboard="field"),
+    WallQuery("station_compliance", "零报告考核 Station daily-report compliance",
+              f"SELECT reporter_id AS station, days_reported, {WORKING_DAYS_SQL} AS working_days, "
+              "round(if(working_days = 0, 0, days_reported / working_days), 3) AS compliance "
+              "FROM (SELECT reporter_id FROM zero_reports FINAL WHERE reporter_kind = 'station' "
+              "UNION ALL SELECT reporter_id FROM signals FINAL WHERE reporter_kind = 'station') AS roster "
+              "ANY LEFT JOIN (SELECT reporter_id, uniqExact(day) AS days_reported FROM ("
+              "SELECT reporter_id, toDate(ts) AS day FROM zero_reports FINAL "
+              "WHERE reporter_kind = 'station' AND $__timeFilter(ts) "
+              "UNION ALL SELECT reporter_id, toDate(ts) AS day FROM signals FINAL "
+              "WHERE reporter_kind = 'station' AND $__timeFilter(ts)) AS station_days "
+              "WHERE toDayOfWeek(day) <= 5 GROUP BY reporter_id) AS reported USING reporter_id "
+              "GROUP BY station, days_reported ORDER BY compliance, station",
+              ("station", "days_reported", "working_days", "compliance"), "table", dashboard="field"),
     # ----- (d) sensors 物联感知
     WallQuery("heritage_alarms", "优秀历史建筑告警 Heritage-building alarms",
               "SELECT building, metric, count() AS alarms, max(value) AS max_value, max(threshold) AS threshold, "

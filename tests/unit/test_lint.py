@@ -14,6 +14,7 @@ from tests.paths import REPO_ROOT
 LINTED_PATHS = [
     "streams/core",
     "streams/cli",
+    "streams/gateway",
     "streams/wall",
     "streams/local",
     "streams/metrics.py",

@@ -41,8 +41,9 @@ SYSTEM = "system"
 # A case a sensor or camera keeps alerting on must not grow without end (it is one table value):
 # the first sources are listed, the latest ids are remembered for idempotency.
 MAX_SOURCES = 100
-# Street-code stand-in for a signal without a street: the same key the worker gives such signals
-# on case.inputs, so actions routed by the case-id prefix reach the same partition.
+# Street-code stand-in for a signal without a street, the prefix of its case id. The one definition:
+# the worker keys such signals on case.inputs with it (streams.bus.records.case_inputs_key), so
+# actions routed by the case-id prefix reach the same partition.
 UNLOCATED = "unlocated"
 MAX_REMEMBERED = 500
 # Who is told about an escalation, by the level the case rises to.
@@ -61,6 +62,7 @@ class RouteLike(Protocol):
 
 class KnowledgeLike(Protocol):
     version: str
+    merge_rules: dedup.MergeRules   # the KB's dedup radius, window and compatible groups
 
     def route(self, category_code: str, context: Iterable[str], location: Location | None = None) -> RouteLike: ...
 
@@ -137,7 +139,7 @@ class CaseEngine:
         self.cases = cases
         self.sources = sources
         self.calendar = calendar or sla.default_calendar()
-        self.index = dedup.DedupIndex()
+        self.index = dedup.DedupIndex(knowledge.merge_rules)
         # partition -> heap of (due_ms, case_id, timer seq, "yellow"|"red"); stale entries are skipped
         self.deadlines: dict[int, list[tuple[int, str, int, str]]] = defaultdict(list)
         self._scheduled: dict[str, tuple[int, int, int, bool, bool]] = {}  # case_id -> timer instants last pushed
@@ -232,6 +234,8 @@ class CaseEngine:
             "opened_ms": signal.ts_ms, "updated_ms": signal.ts_ms, "last_signal_ms": signal.ts_ms,
             "category_code": signal.category_code, "category_name": signal.category_name,
             "departments": list(route.departments), "level": int(level),
+            # the instances serving this place, parallel to departments (KB routes without them: the kinds)
+            "units": list(getattr(route, "units", None) or route.departments),
             "stage_limits": {k: [v[0], int(v[1])] for k, v in route.stage_limits.items()},
             "escalate_on_red": bool(route.escalate_on_red), "immediate": bool(route.immediate),
             "kb_version": route.kb_version or getattr(self.knowledge, "version", ""),
@@ -332,6 +336,8 @@ class CaseEngine:
         except Rejected as exc:
             out.rejections.append(self._rejection(action, case_id, exc.reason, ts_ms))
             return out
+        if doc["departments"] != doc0["departments"]:
+            self._name_units(doc)
         doc["action_ids"] = (doc["action_ids"] + [action["action_id"]])[-MAX_REMEMBERED:]
         self._commit(doc, steps, action["action_id"], out)
         return out
@@ -428,9 +434,20 @@ class CaseEngine:
                 out.notifications.append(self._notification(doc, kind, step.ts_ms, f"{event_id}", departments))
         out.cases.append(self.case_row(doc))
 
-    def _notification(self, doc: CaseDoc, kind: str, ts_ms: int, cause: str, departments: list[str]) -> Notification:
+    def _name_units(self, doc: CaseDoc) -> None:
+        """A centre dispatched to other departments (kinds or named instances): kinds in ``departments``,
+        the instances serving the case's place in ``units``."""
+        departments_of = getattr(self.knowledge, "departments_of", None)
+        if departments_of is None:
+            doc["units"] = list(doc["departments"])
+            return
+        doc["departments"], doc["units"] = departments_of(doc["departments"], doc.get("street"), doc.get("community"))
+
+    def _notification(self, doc: CaseDoc, kind: str, ts_ms: int, cause: str,
+                      departments: list[str]) -> Notification:
         timer = doc.get("timer")
         return {"kind": kind, "case_id": doc["case_id"], "ts_ms": ts_ms, "departments": list(departments),
+                "units": units_of(doc, departments),
                 "category_code": doc["category_code"], "category_name": doc["category_name"],
                 "level": doc["level"], "deadline_ms": timer["deadline_ms"] if timer else None,
                 "address": doc.get("address"), "lat": doc.get("lat"), "lon": doc.get("lon"),
@@ -447,8 +464,11 @@ class CaseEngine:
                 "detail": json.dumps(step.detail, ensure_ascii=False, sort_keys=True, separators=(",", ":"))}
 
     def _dispatch_row(self, doc: CaseDoc, step: Step, event_id: str) -> DispatchRow:
+        timer = doc.get("timer") or {}
+        units = units_of(doc, doc["departments"])
         return {"dispatch_id": event_id, "case_id": doc["case_id"], "ts_ms": step.ts_ms,
                 "departments": list(doc["departments"]), "primary_department": doc["departments"][0],
+                "units": units, "primary_unit": units[0],
                 "level": doc["level"], "category_code": doc["category_code"],
                 "category_name": doc["category_name"], "street": doc.get("street") or "",
                 "deadline_ms": _deadline_ms(doc), "kb_version": doc.get("kb_version") or ""}
@@ -469,6 +489,7 @@ class CaseEngine:
             "case_id": doc["case_id"], "version": doc["version"], "updated_ms": doc["updated_ms"],
             "opened_ms": doc["opened_ms"], "category_code": doc["category_code"],
             "category_name": doc["category_name"], "departments": list(doc["departments"]),
+            "units": units_of(doc, doc["departments"]),
             "level": doc["level"], "status": lifecycle.status_of(doc), "origin": doc.get("origin") or "",
             "street": doc.get("street") or "", "street_code": doc.get("street_code") or "",
             "community": doc.get("community") or "", "cell": doc.get("cell") or "",
@@ -482,6 +503,13 @@ class CaseEngine:
             "kb_version": doc.get("kb_version") or "",
             "stages": json.dumps(doc.get("stages", {}), sort_keys=True),
         }
+
+
+def units_of(doc: CaseDoc, departments: list[str]) -> list[str]:
+    """The instances of ``departments`` on this case (a department the case's units do not name, e.g.
+    the centre an escalation notifies, or a document from before instances: its own name)."""
+    by_kind = dict(zip(doc["departments"], doc.get("units") or doc["departments"]))
+    return [by_kind.get(d, d) for d in departments]
 
 
 def case_summary(doc: CaseDoc) -> CaseSummary:

@@ -209,8 +209,9 @@ def _is_verifier(doc: CaseDoc, actor_kind: str, actor_id: str) -> bool:
 
 def _is_handler(doc: CaseDoc, actor_kind: str, actor_id: str) -> bool:
     departments = doc.get("departments", [])
-    if actor_kind in ("department", "center", "station") and actor_id in departments:
-        return True  # a department acts under its directory name (the centre too when it is the handler)
+    if actor_kind in ("department", "center", "station") and (actor_id in departments
+                                                              or actor_id in doc.get("units", [])):
+        return True  # a department acts under its directory name or as its instance (徐家汇街道城管中队)
     if actor_kind == "station" and STATION_DEPARTMENT in departments:
         return True
     return False

@@ -6,6 +6,7 @@ See docs/webhooks.md for the file format.
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -20,7 +21,19 @@ KINDS: tuple[str, ...] = ("dispatch", "urge", "escalate", "sla_yellow", "sla_red
 DEPARTMENTS: tuple[str, ...] = (
     "区网格中心", "街道网格中心", "居民区工作站", "房管办", "城管执法中队", "市场监管所", "生态环境局",
     "公安派出所", "消防救援站", "绿化市容所", "市政养护单位", "路灯管理所", "物业公司", "街道管理办",
+    "供电公司", "供水公司", "燃气公司", "通信运营商", "交警支队", "交通执法大队", "公交公司", "河道管理所",
+    "救助管理站", "区建管委",
 )
+
+
+@lru_cache(maxsize=1)
+def packaged_instances() -> frozenset[str]:
+    """The per-street (community) department instances of the packaged city directory: an endpoint may
+    be one street's own unit (徐家汇街道城管中队) instead of a whole kind."""
+    from streams.core.knowledge.geo import City
+    from streams.core.knowledge.knowledge import DATA_DIR
+
+    return frozenset(City.load(DATA_DIR / "city" / "city.yaml").unit_kind)
 
 
 class WebhookConfigError(ValueError):
@@ -42,7 +55,7 @@ class Endpoint(BaseModel):
     kinds: list[Kind] = Field(default_factory=lambda: list(KINDS), min_length=1, description="event kinds wanted")
 
     @model_validator(mode="after")
-    def _resolve_secret(self) -> "Endpoint":
+    def _resolve_secret(self) -> Endpoint:
         if self.secret_env:
             value = os.environ.get(self.secret_env)
             if not value:
@@ -74,9 +87,10 @@ class WebhooksConfig(BaseModel):
     @field_validator("endpoints")
     @classmethod
     def _known_departments(cls, value: dict[str, Endpoint]) -> dict[str, Endpoint]:
-        unknown = sorted(set(value) - set(DEPARTMENTS))
+        unknown = sorted(set(value) - set(DEPARTMENTS) - set(packaged_instances()))
         if unknown:
-            raise ValueError(f"unknown department(s) {unknown}; known: {', '.join(DEPARTMENTS)}")
+            raise ValueError(f"unknown department(s) {unknown}; known: {', '.join(DEPARTMENTS)} "
+                             "or an instance of the city directory (e.g. 徐家汇街道城管中队)")
         return value
 
     def endpoint_for(self, department: str, kind: str) -> Endpoint | None:

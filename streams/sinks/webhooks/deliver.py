@@ -36,7 +36,13 @@ from streams.settings import Settings
 from streams.sinks.webhooks.config import Endpoint, WebhooksConfig
 from streams.sinks.webhooks.metrics import DeliveryMetrics, PrometheusWebhookMetrics
 from streams.sinks.webhooks.policy import (
-    CircuitBreaker, EndpointState, Outcome, TokenBucket, backoff_seconds, classify_status, parse_retry_after,
+    CircuitBreaker,
+    EndpointState,
+    Outcome,
+    TokenBucket,
+    backoff_seconds,
+    classify_status,
+    parse_retry_after,
 )
 from streams.sinks.webhooks.signing import signed_headers
 
@@ -78,7 +84,7 @@ class _Lane:
 
 
 class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, deliverer: "WebhookDeliverer") -> None:
+    def __init__(self, deliverer: WebhookDeliverer) -> None:
         self.deliverer = deliverer
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
@@ -127,17 +133,10 @@ class WebhookDeliverer:
     # ---- lifecycle -------------------------------------------------------------------------
     async def run(self) -> None:
         """Consume and deliver until ``stop()``."""
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            group_id=self.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            client_id=f"{self.group_id}-consumer",
-        )
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap, acks="all", enable_idempotence=True,
-            client_id=f"{self.group_id}-dlq",
-        )
+        from streams.bus import clients
+
+        self._consumer = AIOKafkaConsumer(**clients.delivery_consumer(self.settings, self.group_id))
+        self._producer = AIOKafkaProducer(**clients.delivery_producer(self.settings, self.group_id))
         self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         try:
             await self._producer.start()
@@ -383,7 +382,7 @@ class WebhookDeliverer:
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 error = "" if outcome == "delivered" else f"HTTP {response.status}"
                 return AttemptResult(outcome, response.status, error, retry_after, latency)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return AttemptResult("retry", 0, f"timeout after {endpoint.timeout_seconds}s",
                                  None, time.perf_counter() - started)
         except aiohttp.ClientError as exc:

@@ -12,7 +12,7 @@ import hmac
 import json
 import re
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -32,7 +32,7 @@ class NotificationError(ValueError):
 
 def idempotency_key(event_id: str, department: str) -> str:
     """Stable across retries, restarts and redeliveries: receivers deduplicate on it."""
-    return hashlib.sha256(f"{event_id}\x1f{department}".encode("utf-8")).hexdigest()
+    return hashlib.sha256(f"{event_id}\x1f{department}".encode()).hexdigest()
 
 
 def mask_phones(text: str | None) -> str | None:
@@ -52,7 +52,7 @@ def caller_ref(phone: str, key: str) -> str:
 def _iso(ms: int | None) -> str | None:
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _require(note: dict[str, Any], name: str, types: type | tuple[type, ...]) -> Any:
@@ -123,6 +123,14 @@ def payload_json(body: dict[str, Any]) -> str:
     return json.dumps(body, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
+def note_units(notification: dict[str, Any], departments: list[str]) -> list[str]:
+    """The instances parallel to ``departments`` (notifications from before instances: the kinds)."""
+    units = notification.get("units")
+    if isinstance(units, list) and len(units) == len(departments) and all(isinstance(u, str) for u in units):
+        return units
+    return list(departments)
+
+
 def build_deliveries(
     notification: dict[str, Any], config: WebhooksConfig, now_ms: int | None = None,
 ) -> list[dict[str, Any]]:
@@ -139,7 +147,12 @@ def build_deliveries(
     kind = _require(notification, "kind", str)
     created_ms = int(time.time() * 1000) if now_ms is None else now_ms
     records: list[dict[str, Any]] = []
-    for department in dict.fromkeys(departments):  # de-duplicate, keep order (primary first)
+    units = note_units(notification, departments)
+    receivers = []
+    for department, unit in zip(departments, units):
+        # a street's own instance (徐家汇街道城管中队) receives when it has an endpoint, else its kind
+        receivers.append(unit if config.endpoint_for(unit, kind) is not None else department)
+    for department in dict.fromkeys(receivers):  # de-duplicate, keep order (primary first)
         if config.endpoint_for(department, kind) is None:
             continue
         body = build_payload(notification, department, config)

@@ -1,7 +1,7 @@
 """Every wall query (= every Grafana panel's SQL) on both engines, on seeded rows written twice."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import pytest
@@ -33,13 +33,15 @@ SEED: dict[str, list[dict[str, Any]]] = {
         case("hn-20261120-00000001", 1, status="dispatch", light="yellow", deadline_ms=ms(12)),
         case("hn-20261120-00000001", 2, status="handle", light="red", deadline_ms=ms(12), urge_count=1),
         case("hn-20261120-00000002", 3, origin="inspector", status="closed", quick_handled=1, dispatched_by="street",
-             on_time=1, handling_ms=2 * 3600_000, closed_ms=ms(11), departments=["物业"], sources=["r1"],
+             on_time=1, handling_ms=2 * 3600_000, closed_ms=ms(11), departments=["物业", "房管办"],
+             units=["湖南物业", "湖南路街道房管办"], sources=["inspector:r1"],
              category_code="0202", category_name="暴露垃圾"),
         case("hn-20261120-00000003", 1, origin="station", status="closed", on_time=0, rework_count=1,
-             handling_ms=4 * 3600_000, closed_ms=ms(13), sources=["r2"], dispatched_by="district"),
+             units=["湖南路街道城管中队"],
+             handling_ms=4 * 3600_000, closed_ms=ms(13), sources=["station:r2"], dispatched_by="district"),
         case("hn-20261120-00000004", 1, origin="sensor", status="register", light="green", departments=[],
              lat=None, lon=None, category_code="0303", category_name="历史建筑振动", deadline_ms=ms(23)),
-        case("hn-20261120-00000005", 1, origin="camera", status="void", departments=["物业"], sources=["r3"],
+        case("hn-20261120-00000005", 1, origin="camera", status="void", departments=["物业"], sources=["committee:r3"],
              dispatched_by="station"),
         case("hn-20261119-00000006", 1, origin="12345", status="closed", opened_ms=ms(9, day=19)),
     ],
@@ -65,6 +67,11 @@ SEED: dict[str, list[dict[str, Any]]] = {
          "to_stage": "close", "action": "verify_pass", "actor_kind": "station", "actor_id": "S1", "light": "yellow"},
         {"event_id": "e4", "case_id": "hn-20261120-00000001", "ts_ms": ms(9, 5), "from_stage": "register",
          "to_stage": "dispatch", "action": "dispatch", "actor_kind": "center", "actor_id": "hn", "light": "green"},
+        # c1's 处置 went red (the department's own stage); c3 was extended 延期 while in 处置
+        {"event_id": "e5", "case_id": "hn-20261120-00000001", "ts_ms": ms(12, 1), "from_stage": "handle",
+         "to_stage": "handle", "action": "urge", "actor_kind": "system", "actor_id": "sla", "light": "red"},
+        {"event_id": "e6", "case_id": "hn-20261120-00000003", "ts_ms": ms(11), "from_stage": "handle",
+         "to_stage": "handle", "action": "extend", "actor_kind": "department", "actor_id": "城管中队", "light": "green"},
     ],
     "sla_alerts": [
         {"alert_id": "a1", "case_id": "hn-20261120-00000001", "ts_ms": ms(11), "kind": "urge", "light": "yellow"},
@@ -130,7 +137,10 @@ SEED: dict[str, list[dict[str, Any]]] = {
          "version": 1},
     ],
     "zero_reports": [{"report_id": "z1", "reporter_id": "S1", "reporter_kind": "station", "ts_ms": ms(8),
-                      "community": "复兴居委", "street": "湖南路街道"}],
+                      "community": "复兴居委", "street": "湖南路街道"},
+                     # S2 reported yesterday only: on today's roster, with no report today
+                     {"report_id": "z2", "reporter_id": "S2", "reporter_kind": "station", "ts_ms": ms(8, day=19),
+                      "community": "湖南居委", "street": "湖南路街道"}],
     "inspector_tracks": [
         {"inspector_id": "I1", "ts_ms": ms(8), "lat": 31.2, "lon": 121.4, "cell": "c1", "street": "湖南路街道"},
         {"inspector_id": "I1", "ts_ms": ms(8, 1), "lat": 31.2, "lon": 121.4, "cell": "c1", "street": "湖南路街道"},
@@ -205,7 +215,40 @@ EXPECTED: dict[str, list[dict[str, Any]]] = {
                       "mean": 0.8, "readings": 30}],
     "case_detail": [{"case_id": "hn-20261120-00000001", "status": "handle", "light": "red", "urge_count": 1,
                      "departments": ["城管中队"], "deadline": datetime(2026, 11, 20, 12, tzinfo=TZ)}],
-    "case_history": [{"action": "dispatch", "from_stage": "register", "to_stage": "dispatch", "actor_id": "hn"}],
+    "case_history": [{"action": "dispatch", "from_stage": "register", "to_stage": "dispatch", "actor_id": "hn"},
+                     {"action": "urge", "from_stage": "handle", "to_stage": "handle", "light": "red"}],
+    # Every department on a case is credited; 按期 counts only the department's own stage (处置): c3's
+    # verification went red (the inspector's stage), so it is on time for 城管中队 although cases.on_time = 0.
+    "department_kpis": [
+        {"department": "房管办", "cases": 1, "closed": 1, "close_rate": 1.0, "on_time_rate": 1.0, "rework_rate": 0.0,
+         "extension_rate": 0.0, "avg_handling_hours": 2.0, "score": 100.0, "grade": "A"},
+        {"department": "物业", "cases": 1, "closed": 1, "close_rate": 1.0, "on_time_rate": 1.0, "rework_rate": 0.0,
+         "extension_rate": 0.0, "avg_handling_hours": 2.0, "score": 100.0, "grade": "A"},
+        {"department": "城管中队", "cases": 2, "closed": 1, "close_rate": 0.5, "on_time_rate": 1.0, "rework_rate": 0.5,
+         "extension_rate": 0.5, "avg_handling_hours": 4.0, "score": 70.0, "grade": "C"},
+    ],
+    # per street instance; c1 was written before instances (no units): its kind stands for the unit
+    "unit_kpis": [
+        {"department": "城管中队", "unit": "湖南路街道城管中队", "cases": 1, "closed": 1, "on_time_rate": 1.0,
+         "rework_rate": 1.0, "extension_rate": 1.0, "score": 70.0, "grade": "C"},
+        {"department": "城管中队", "unit": "城管中队", "cases": 1, "closed": 0, "score": 30.0, "grade": "E"},
+        {"department": "房管办", "unit": "湖南路街道房管办", "cases": 1, "closed": 1, "score": 100.0, "grade": "A"},
+        {"department": "物业", "unit": "湖南物业", "cases": 1, "closed": 1, "score": 100.0, "grade": "A"},
+    ],
+    "field_kpis": [
+        {"reporter_kind": "committee", "reporter_id": "C1", "reports": 1, "valid_reports": 0, "valid_rate": 0.0,
+         "verifications": 0, "verified_on_time": 0, "verify_on_time_rate": 0.0},
+        {"reporter_kind": "inspector", "reporter_id": "I1", "reports": 2, "valid_reports": 1, "valid_rate": 0.5,
+         "verifications": 2, "verified_on_time": 1, "verify_on_time_rate": 0.5},
+        {"reporter_kind": "station", "reporter_id": "S1", "reports": 1, "valid_reports": 1, "valid_rate": 1.0,
+         "verifications": 1, "verified_on_time": 1, "verify_on_time_rate": 1.0},
+    ],
+    # c1..c4 of today (c5 void, c6 yesterday); c3 closed after a red verification but a green 处置
+    "period_totals": [{"cases": 4, "closed": 2, "open_cases": 2, "close_rate": 0.5, "on_time_rate": 1.0,
+                       "rework_rate": 0.25, "quick_handled": 1}],
+    "cases_by_day": [{"day": date(2026, 11, 20), "cases": 4, "closed": 2}],
+    "station_compliance": [{"station": "S2", "days_reported": 0, "working_days": 1, "compliance": 0.0},
+                           {"station": "S1", "days_reported": 1, "working_days": 1, "compliance": 1.0}],
 }
 VARIABLES = {"case_id": "hn-20261120-00000001", "device_id": "vib-1"}
 

@@ -72,7 +72,7 @@ def test_signal_ids_are_deterministic(kb: Knowledge) -> None:
 
 
 def test_low_confidence_goes_to_triage(ingestor: Ingestor) -> None:
-    result = run(ingestor, topics.HOTLINE_CALLS, call(text="你好，我想问一下今天天气怎么样", address="钦江路15号"))
+    result = run(ingestor, topics.HOTLINE_CALLS, call(text="那个东西坏了好几天了", address="钦江路15号"))
     assert not result.signals
     [t] = result.triage
     assert "low classification confidence" in t.reason and t.topic == topics.HOTLINE_CALLS
@@ -80,9 +80,22 @@ def test_low_confidence_goes_to_triage(ingestor: Ingestor) -> None:
     assert "13800000000" not in t.record  # the caller's number is masked in triage too
 
 
+@pytest.mark.parametrize("text", ["小区门口有人卖假证", "你好，我想问一下今天天气怎么样"])
+def test_out_of_scope_goes_to_triage_with_that_reason(ingestor: Ingestor, text: str) -> None:
+    """A call no category fits is not forced into the nearest one (卖假证 is no 占道经营)."""
+    result = run(ingestor, topics.HOTLINE_CALLS, call(text=text, address="钦江路15号"))
+    assert not result.signals
+    [t] = result.triage
+    assert t.reason.startswith("out of scope: the text fits no category")
+    assert t.best_category and t.confidence is not None  # the nearest guess, for the officer
+
+
 def test_threshold_comes_from_settings(kb: Knowledge) -> None:
+    text = "楼上邻居半夜很吵"  # right (噪声扰民) but not certain
+    assert 0.55 <= kb.classify(text).confidence < 1.0
+    assert run(Ingestor(kb), topics.HOTLINE_CALLS, call(text=text, address="钦江路15号")).signals
     strict = Ingestor(kb, triage_confidence=1.0)
-    assert run(strict, topics.HOTLINE_CALLS, call(address="钦江路15号")).triage
+    assert run(strict, topics.HOTLINE_CALLS, call(text=text, address="钦江路15号")).triage
 
 
 def test_unknown_location_goes_to_triage_with_reason(ingestor: Ingestor) -> None:

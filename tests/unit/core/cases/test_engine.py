@@ -362,7 +362,7 @@ def test_rows_have_the_contract_columns():
         "case_id", "version", "updated_ms", "opened_ms", "category_code", "category_name", "departments", "level",
         "status", "origin", "street", "street_code", "community", "cell", "address", "lat", "lon", "reporters",
         "sources", "light", "deadline_ms", "rework_count", "urge_count", "quick_handled", "dispatched_by",
-        "closed_ms", "on_time", "handling_ms", "kb_version", "stages"}
+        "closed_ms", "on_time", "handling_ms", "kb_version", "stages", "units"}
     assert set(out.case_transitions[-1]) == {
         "event_id", "case_id", "ts_ms", "from_stage", "to_stage", "action", "actor_kind", "actor_id", "spent_ms",
         "clock", "light", "category_code", "street", "departments", "detail"}
@@ -370,7 +370,7 @@ def test_rows_have_the_contract_columns():
                                       "deadline_ms"}
     versions = [r["version"] for r in out.cases]
     assert versions == sorted(versions) and len(set(versions)) == len(versions)
-    assert set(out.notifications[0]) == {"kind", "case_id", "ts_ms", "departments", "category_code",
+    assert set(out.notifications[0]) == {"kind", "case_id", "ts_ms", "departments", "units", "category_code",
                                          "category_name", "level", "deadline_ms", "address", "lat", "lon", "cell",
                                          "street", "event_id"}
 

@@ -145,7 +145,7 @@ class CaseMachine(RuleBasedStateMachine):
         """The incrementally kept indexes equal those a restart derives from the documents."""
         if not hasattr(self, "engine"):
             return
-        fresh = dedup.DedupIndex()
+        fresh = dedup.DedupIndex(self.engine.index.rules)
         fresh.rebuild(self.cases)
         assert {k: sorted(map(str, v)) for k, v in fresh.keys.items()} == {
             k: sorted(map(str, v)) for k, v in self.engine.index.keys.items()}

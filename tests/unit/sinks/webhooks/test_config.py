@@ -87,3 +87,12 @@ def test_cli_run_refuses_a_missing_or_bad_file(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("CITYGRID_WEBHOOKS_FILE", str(write(tmp_path, "endpoints:\n  火星部:\n    url: http://x/\n    secret: 0123456789abcdef\n")))
     assert main(["webhooks", "run", "--no-store"]) == 2
     assert "unknown department" in capsys.readouterr().err
+
+
+def test_directory_matches_the_packaged_city() -> None:
+    """Every department the KB can route to may have an endpoint (the list cannot drift from city.yaml)."""
+    from streams.core.knowledge.geo import City
+    from streams.core.knowledge.knowledge import DATA_DIR
+    from streams.sinks.webhooks.config import DEPARTMENTS
+
+    assert set(DEPARTMENTS) == set(City.load(DATA_DIR / "city" / "city.yaml").departments)

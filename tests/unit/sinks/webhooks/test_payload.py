@@ -141,3 +141,24 @@ def test_every_built_payload_validates_and_hides_phones(kind, departments, level
         VALIDATOR.validate(body)
         assert phone not in r["payload"]
         assert body["kind"] == kind and body["idempotency_key"] == r["idempotency_key"]
+
+
+def test_a_street_instance_with_its_own_endpoint_receives_instead_of_its_kind() -> None:
+    cfg = WebhooksConfig.model_validate({"endpoints": {
+        "徐家汇街道城管中队": {"url": "http://xjh/", "secret": SECRET},
+        "城管执法中队": {"url": "http://all/", "secret": SECRET},
+        "房管办": {"url": "http://housing/", "secret": SECRET}}})
+    note = {"kind": "dispatch", "case_id": "XH09-20261102-00000001", "ts_ms": 1, "event_id": "e1", "level": 3,
+            "departments": ["城管执法中队", "房管办"], "units": ["徐家汇街道城管中队", "徐家汇街道房管办"]}
+    assert [d["department"] for d in build_deliveries(note, cfg, now_ms=0)] == ["徐家汇街道城管中队", "房管办"]
+    other_street = {**note, "event_id": "e2", "units": ["斜土街道城管中队", "斜土街道房管办"]}
+    assert [d["department"] for d in build_deliveries(other_street, cfg, now_ms=0)] == ["城管执法中队", "房管办"]
+    no_units = {k: v for k, v in note.items() if k != "units"}
+    assert [d["department"] for d in build_deliveries(no_units, cfg, now_ms=0)] == ["城管执法中队", "房管办"]
+
+
+def test_an_endpoint_must_name_a_kind_or_a_known_instance() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="unknown department"):
+        WebhooksConfig.model_validate({"endpoints": {"火星街道城管中队": {"url": "http://x/", "secret": SECRET}}})

@@ -1,0 +1,49 @@
+"""What every agent adapter shares: records in as :class:`Inbound`, records out through an Emitter,
+dead letters with a bounded metric label, an injectable clock.
+
+An adapter is the thin layer between Kafka and the domain core: decode, call the core, map its outputs
+to topic records (streams.bus.records). It holds no Kafka client and no Faust object: the topology
+(streams.agents.app, streams.agents.lean) feeds it batches; tests feed it through streams.testing.
+"""
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+
+from streams.bus.codec import SchemaRegistry
+from streams.bus.emit import Emitter
+from streams.bus.records import Inbound
+from streams.bus.topics import TopicNames
+from streams.metrics import PipelineMetrics
+
+Clock = Callable[[], float]  # epoch seconds
+
+
+def reason_label(reason: str) -> str:
+    """A bounded metric label from an error message: its first clause, without quoted values."""
+    head = reason.split(":", 1)[0]
+    return re.sub(r"'[^']*'|\"[^\"]*\"|\d+", "_", head)[:48]
+
+
+class Adapter:
+    """Base of the adapters: ``await handle(batch, out)`` queues its outputs on ``out``; the caller
+    flushes ``out`` and only then acknowledges the batch (at-least-once)."""
+
+    def __init__(self, codec: SchemaRegistry, metrics: PipelineMetrics, names: TopicNames,
+                 clock: Clock = time.time) -> None:
+        self.codec = codec
+        self.metrics = metrics
+        self.names = names
+        self.clock = clock
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    async def handle(self, batch: Sequence[Inbound], out: Emitter) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def dead_letter(self, out: Emitter, logical: str, inbound: Inbound, reason: str) -> None:
+        """Park an input on ``<logical>.dlq`` with its original bytes, and count it by reason."""
+        self.metrics.dead_letters.labels(topic=logical, reason=reason_label(reason)).inc()
+        out.dead_letter(logical, inbound.partition, inbound.offset, reason, self.now_ms(), inbound.value, inbound.key)

@@ -1,0 +1,142 @@
+"""The lifecycle adapter: case.inputs (signals, actions, clock ticks) → the case engine → case events,
+dispatches, SLA alerts, rejections, webhook deliveries and, once per case and batch, its current state."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from streams.agents.adapter import Adapter, Clock
+from streams.bus import records
+from streams.bus.codec import DecodeError, SchemaRegistry
+from streams.bus.emit import Emitter
+from streams.bus.records import Inbound
+from streams.bus.topics import CASE_INPUTS, TopicNames
+from streams.core.cases.engine import CaseEngine, Outputs
+from streams.core.model import Signal
+from streams.metrics import PipelineMetrics
+
+log = logging.getLogger(__name__)
+
+Deliveries = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]  # notifications -> webhook delivery records
+
+
+def no_deliveries(notifications: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return []
+
+
+class WebhookFanout:
+    """Department notifications → one webhook delivery record per subscribed endpoint, by the webhooks
+    file (docs/webhooks.md), read when the first notification needs it; no file: no deliveries."""
+
+    def __init__(self, webhooks_file: Path | None) -> None:
+        self.webhooks_file = webhooks_file
+        self._config: Any = None
+        self._loaded = False
+
+    @property
+    def config(self) -> Any:
+        if not self._loaded:
+            self._loaded = True
+            if self.webhooks_file:
+                from streams.sinks.webhooks import load_config
+
+                self._config = load_config(self.webhooks_file)
+        return self._config
+
+    def __call__(self, notifications: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not notifications or self.config is None:
+            return []
+        from streams.sinks.webhooks import build_deliveries
+
+        result: list[dict[str, Any]] = []
+        for note in notifications:
+            result.extend(build_deliveries(note, self.config))
+        return result
+
+
+def open_case_counts(docs: Iterable[dict[str, Any] | None]) -> dict[tuple[str, str], int]:
+    """(stage, light) -> open cases, for the gauge, from case documents (O(cases))."""
+    counts: dict[tuple[str, str], int] = {}
+    for doc in docs:
+        if not doc:
+            continue
+        row = CaseEngine.case_row(doc)
+        if row["status"] in ("closed", "void"):
+            continue
+        key = (row["status"], row["light"])
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+class LifecycleAdapter(Adapter):
+    """Feeds the case engine. The engine's indexes are rebuilt from its mappings before the first
+    input after :meth:`mark_stale` (a rebalance moved partitions)."""
+
+    def __init__(self, engine: CaseEngine, codec: SchemaRegistry, metrics: PipelineMetrics, names: TopicNames,
+                 deliveries: Deliveries = no_deliveries, clock: Clock = time.time) -> None:
+        super().__init__(codec, metrics, names, clock)
+        self.engine = engine
+        self.deliveries = deliveries
+        self.stale = True
+
+    def mark_stale(self) -> None:
+        self.stale = True
+
+    async def handle(self, batch: Sequence[Inbound], out: Emitter,
+                     focus: Callable[[int], None] | None = None) -> None:
+        """``focus(i)`` is called before input ``i`` is applied (the worker points Faust's table writes
+        at that input's partition)."""
+        if self.stale:
+            self.engine.rebuild()
+            self.stale = False
+        latest_cases: dict[str, dict[str, Any]] = {}
+        for i, inbound in enumerate(batch):
+            if focus is not None:
+                focus(i)
+            try:
+                outputs = self.apply(inbound)
+            except (DecodeError, ValueError, KeyError) as exc:
+                self.dead_letter(out, CASE_INPUTS, inbound, str(exc))
+                continue
+            except Exception as exc:  # a bug must not stop every case: park the input, loudly
+                log.exception("lifecycle: internal error on %s[%s]@%s", inbound.topic, inbound.partition,
+                              inbound.offset)
+                self.dead_letter(out, CASE_INPUTS, inbound, f"internal error: {exc!r}")
+                continue
+            self.emit_outputs(out, outputs, latest_cases)
+        out.emit(records.case_record(row) for row in latest_cases.values())  # the current state once per case
+
+    def apply(self, inbound: Inbound) -> Outputs:
+        _, item = self.codec.decode(inbound.value, "case_input")
+        if item["kind"] == "signal":
+            signal = Signal.from_dict(json.loads(item["signal"]))
+            outputs = self.engine.on_signal(signal, inbound.partition)
+            if outputs.dispatches:
+                self.metrics.ingest_to_dispatch.observe(max(0.0, self.clock() - signal.ingest_ms / 1000))
+            return outputs
+        if item["kind"] == "action":
+            return self.engine.on_action(json.loads(item["action"]), inbound.partition)
+        if item["kind"] == "tick":
+            return self.engine.on_tick(item["tick_ms"], inbound.partition)
+        raise DecodeError(f"unknown case input kind {item['kind']!r}")
+
+    def emit_outputs(self, out: Emitter, outputs: Outputs, latest_cases: dict[str, dict[str, Any]]) -> None:
+        for row in outputs.cases:
+            latest_cases[row["case_id"]] = row
+        for row in outputs.case_transitions:
+            if row.get("from_stage") == "" and row.get("to_stage") == "register":
+                self.metrics.cases_opened.labels(origin=row.get("actor_kind") or "").inc()
+        for row in outputs.dispatches:
+            self.metrics.dispatches.labels(level=str(row["level"])).inc()
+        for row in outputs.sla_alerts:
+            if row["kind"] in ("sla_yellow", "sla_red"):
+                self.metrics.sla_transitions.labels(light=row["light"], stage=row["stage"]).inc()
+        if outputs.merged:
+            self.metrics.dedup_merges.inc(outputs.merged)
+        out.emit(records.output_records(outputs))
+        if outputs.notifications:
+            out.emit(map(records.delivery_record, self.deliveries(outputs.notifications)))

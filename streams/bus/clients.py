@@ -1,0 +1,123 @@
+"""The configuration of every Kafka client the project makes, from one Settings object.
+
+Each function returns the keyword arguments for one client role; the call site constructs the client
+(``AIOKafkaProducer(**clients.lean_producer(settings))``), so this module imports no client library.
+What every client of a library shares — where the brokers are, and later how to authenticate (SASL)
+and encrypt (TLS) — is written once per library: :func:`_faust_connection`, :func:`_aiokafka_connection`,
+:func:`_kafka_python_connection`. Per-role values (acks, linger, timeouts) are today's, gathered here.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from streams.settings import Settings
+
+KafkaConfig = dict[str, Any]
+
+
+# -- what every client of one library shares ------------------------------------------------------------
+def _faust_connection(settings: Settings) -> KafkaConfig:
+    return {"broker": f"kafka://{settings.kafka_bootstrap}"}
+
+
+def _aiokafka_connection(settings: Settings) -> KafkaConfig:
+    return {"bootstrap_servers": settings.kafka_bootstrap}
+
+
+def _kafka_python_connection(settings: Settings) -> KafkaConfig:
+    return {"bootstrap_servers": settings.kafka_bootstrap}
+
+
+def _heartbeat_seconds(settings: Settings) -> float:
+    """A tenth of the session timeout (Kafka's advice is at most a third), never below half a second."""
+    return max(0.5, settings.kafka_session_timeout_seconds / 10)
+
+
+# -- Faust ---------------------------------------------------------------------------------------------
+def faust_app(settings: Settings) -> KafkaConfig:
+    """The broker settings of the Faust App (its consumer, its producer for table changelogs)."""
+    return {
+        **_faust_connection(settings),
+        "consumer_auto_offset_reset": "earliest",
+        "producer_linger_ms": 5,
+        "broker_commit_every": 1000,
+        "broker_session_timeout": settings.kafka_session_timeout_seconds,
+        # a request must be allowed to outlast a session timeout (a stuck seek during recovery after a crash)
+        "broker_request_timeout": max(settings.kafka_request_timeout_seconds,
+                                      settings.kafka_session_timeout_seconds + 5),
+        "broker_heartbeat_interval": _heartbeat_seconds(settings),
+    }
+
+
+# -- aiokafka ------------------------------------------------------------------------------------------
+def derived_producer(settings: Settings) -> KafkaConfig:
+    """The agents' bulk producer of derived records (bigger batches than the default 16 KiB)."""
+    return {**_aiokafka_connection(settings), "linger_ms": 5, "acks": "all", "max_batch_size": 256 * 1024}
+
+
+def lean_producer(settings: Settings) -> KafkaConfig:
+    """The lean IoT/GPS ingest's producer: a short linger, lift commands must leave within a second."""
+    return {**_aiokafka_connection(settings), "linger_ms": 2, "acks": "all"}
+
+
+def batch_consumer(settings: Settings, group_id: str, max_records: int) -> KafkaConfig:
+    """A lean batch consumer (streams.bus.consumer): commits by hand after its batch's outputs are durable."""
+    return {
+        **_aiokafka_connection(settings),
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "max_poll_records": max_records,
+        "fetch_max_bytes": 32 * 1024 * 1024,
+        "session_timeout_ms": int(settings.kafka_session_timeout_seconds * 1000),
+        "heartbeat_interval_ms": int(_heartbeat_seconds(settings) * 1000),
+    }
+
+
+def delivery_consumer(settings: Settings, group_id: str) -> KafkaConfig:
+    """The webhook deliverer's consumer of webhook.deliveries (commits by hand, per delivered offset)."""
+    return {**_aiokafka_connection(settings), "group_id": group_id, "enable_auto_commit": False,
+            "auto_offset_reset": "earliest", "client_id": f"{group_id}-consumer"}
+
+
+def delivery_producer(settings: Settings, group_id: str) -> KafkaConfig:
+    """The webhook deliverer's producer (retries and dead letters): idempotent, nothing duplicated."""
+    return {**_aiokafka_connection(settings), "acks": "all", "enable_idempotence": True,
+            "client_id": f"{group_id}-dlq"}
+
+
+def redelivery_producer(settings: Settings) -> KafkaConfig:
+    """``streams webhooks redeliver``: puts dead deliveries back, idempotent."""
+    return {**_aiokafka_connection(settings), "acks": "all", "enable_idempotence": True}
+
+
+def topic_reader(settings: Settings) -> KafkaConfig:
+    """A groupless consumer that reads a topic from its beginning (assigns partitions itself)."""
+    return {**_aiokafka_connection(settings), "enable_auto_commit": False, "group_id": None,
+            "auto_offset_reset": "earliest"}
+
+
+def metadata_admin(settings: Settings) -> KafkaConfig:
+    """An aiokafka admin client for topic metadata."""
+    return _aiokafka_connection(settings)
+
+
+# -- kafka-python (blocking: topic administration, the lag probe, the simulator) ------------------------------
+def admin(settings: Settings) -> KafkaConfig:
+    """Topic creation and committed-offset reads."""
+    return _kafka_python_connection(settings)
+
+
+def offsets_consumer(settings: Settings) -> KafkaConfig:
+    """A groupless consumer that only reads log-end offsets (the consumer-lag probe)."""
+    return _kafka_python_connection(settings)
+
+
+def simulator_producer(settings: Settings) -> KafkaConfig:
+    """``streams simulate``'s producer of raw feeds."""
+    return {**_kafka_python_connection(settings), "linger_ms": 5}
+
+
+def simulator_cases_consumer(settings: Settings) -> KafkaConfig:
+    """The simulated departments read case states from now on (``cases`` topic), no group."""
+    return {**_kafka_python_connection(settings), "auto_offset_reset": "latest"}
