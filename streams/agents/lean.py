@@ -11,7 +11,6 @@ mapping of results to records are the ingest adapter's (streams.agents.ingest), 
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -71,19 +70,27 @@ class LeanIngest(StatefulBatchConsumer):
         self.adapter.emit_result(out, result)
         return True
 
-    async def process(self, batches: dict[TopicPartition, list[ConsumerRecord]], out: Emitter) -> None:
-        now = time.time()
+    async def process(self, records: list[ConsumerRecord], out: Emitter) -> None:
+        """A batch, partition by partition. A partition seen for the first time without an assignment (the
+        testing bus drives this method directly) starts with fresh state."""
+        now = self.adapter.clock()
         result = IngestResult()
-        for tp, records in batches.items():
+        by_partition: dict[TopicPartition, list[ConsumerRecord]] = {}
+        for rec in records:
+            by_partition.setdefault(TopicPartition(rec.topic, rec.partition), []).append(rec)
+        for tp, recs in by_partition.items():
             logical = self.names.logical(tp.topic)
-            self.metrics.events_in.labels(source=SOURCE[logical], topic=logical).inc(len(records))
+            self.metrics.events_in.labels(source=SOURCE.get(logical, logical), topic=logical).inc(len(recs))
             state = self.states.get(tp)
+            if state is None and logical in self.state_topics:
+                state = self.states[tp] = self.new_state(logical, tp.partition)
+                state.restore(None, {})
             if isinstance(state, DeviceProcessor):
-                self._readings(state, logical, records, result, out, now)
+                self._readings(state, logical, recs, result, out, now)
             elif isinstance(state, PatrolProcessor):
-                self._fixes(state, logical, records, result, out)
-            else:   # not stateful (should not happen for these topics): the plain ingest
-                await self.adapter.handle([inbound(rec) for rec in records], out)
+                self._fixes(state, logical, recs, result, out)
+            else:
+                await self.adapter.handle([inbound(rec) for rec in recs], out)
         self.metrics.last_event_seconds.set(now)
         self.adapter.emit_result(out, result)
 
@@ -99,7 +106,7 @@ class LeanIngest(StatefulBatchConsumer):
                 if rec.offset <= restored_upto:
                     processor.rebuild(record, rec.offset)   # its effects are in the restored state already
                     continue
-                processor.process(record, rec.offset, rec.timestamp or now_ms, result)
+                processor.process(record, rec.offset, rec.timestamp or self.adapter.now_ms(), result)
             except (DecodeError, RejectRecord) as exc:
                 if rec.offset > restored_upto:
                     self.adapter.dead_letter(out, logical, inbound(rec), str(exc))

@@ -86,6 +86,7 @@ class StatefulBatchConsumer(mode.Service):
         self.settings = settings
         self.names = TopicNames(settings.topic_prefix)
         self.topics = list(topics)
+        self.physical = [self.names.name(t) for t in topics]
         self.state_topics = dict(state_topics)      # logical input topic -> logical changelog topic
         self.codec = codec
         self.metrics = metrics
@@ -105,7 +106,8 @@ class StatefulBatchConsumer(mode.Service):
     def new_state(self, topic: str, partition: int) -> PartitionState:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    async def process(self, batches: dict[TopicPartition, list[ConsumerRecord]], out: Emitter) -> None:
+    async def process(self, records: list[ConsumerRecord], out: Emitter) -> None:
+        """One batch of records (of partitions whose state is in ``self.states``, in partition order)."""
         raise NotImplementedError  # pragma: no cover - abstract
 
     def on_idle(self, tp: TopicPartition, state: PartitionState, idle_ms: int, out: Emitter) -> bool:
@@ -245,7 +247,7 @@ class StatefulBatchConsumer(mode.Service):
         if batches:
             for tp in batches:
                 self.last_seen[tp] = now
-            await self.process(dict(batches), out)
+            await self.process([rec for recs in batches.values() for rec in recs], out)
             touched = {tp for tp in batches if tp in self.states}
         for tp, state in self.states.items():
             idle = now - self.last_seen.get(tp, now)

@@ -283,9 +283,10 @@ def patrol_row(inspector_id: str, state: PatrolDay, registry: FieldRegistry) -> 
 
 # ---------------------------------------------------------------- zero-reports
 class StationDays(TypedDict):
-    """What a station has done lately (JSON-able): local days it reported on, days it was alerted for."""
+    """What a station has done lately (JSON-able): its first report of each local day (epoch ms), and the
+    days it was alerted for."""
 
-    reported: list[str]
+    reported: dict[str, int]
     alerted: list[str]
 
 
@@ -293,12 +294,14 @@ KEEP_DAYS = 8
 
 
 def mark_reported(state: StationDays | None, ts_ms: int) -> StationDays:
-    """A station's item or zero-report at ``ts_ms`` (either counts for its local day)."""
+    """A station's item or zero-report at ``ts_ms`` (either counts for its local day — if made by the
+    deadline: a report after it does not undo the alert, whenever the clock is read)."""
     day = local_day(ts_ms).isoformat()
-    state = state or {"reported": [], "alerted": []}
-    if day in state["reported"]:
+    state = state or {"reported": {}, "alerted": []}
+    if day in state["reported"] and state["reported"][day] <= ts_ms:
         return state
-    return {"reported": sorted([*state["reported"], day])[-KEEP_DAYS:], "alerted": list(state["alerted"])}
+    reported = {**state["reported"], day: ts_ms}
+    return {"reported": {d: reported[d] for d in sorted(reported)[-KEEP_DAYS:]}, "alerted": list(state["alerted"])}
 
 
 class ZeroReportAlert(TypedDict):
@@ -334,7 +337,7 @@ def due_alerts(stations: Iterable[Station], states: Mapping[str, StationDays], n
         key = day.isoformat()
         for station in sorted(stations, key=lambda s: s.id):
             state = states.get(station.id)
-            if state is not None and (key in state["reported"] or key in state["alerted"]):
+            if state is not None and (state["reported"].get(key, at + 1) <= at or key in state["alerted"]):
                 continue
             out.append((station.id, {
                 "alert_id": stable_id("zero", station.id, key), "case_id": f"ZR-{station.id}-{day:%Y%m%d}",
@@ -345,8 +348,8 @@ def due_alerts(stations: Iterable[Station], states: Mapping[str, StationDays], n
 
 
 def mark_alerted(state: StationDays | None, day: str) -> StationDays:
-    state = state or {"reported": [], "alerted": []}
-    return {"reported": list(state["reported"]), "alerted": sorted({*state["alerted"], day})[-KEEP_DAYS:]}
+    state = state or {"reported": {}, "alerted": []}
+    return {"reported": dict(state["reported"]), "alerted": sorted({*state["alerted"], day})[-KEEP_DAYS:]}
 
 
 # ---------------------------------------------------------------- the feed of one field.tracks partition
