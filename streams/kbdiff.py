@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from streams.core.cases.engine import case_summary, iso_local
+from streams.core.cases.model import CaseDoc
 
 FIELDS = ("category", "departments", "level", "deadlines", "lights")
 _UNITS = ((1440, "d"), (60, "h"), (1, "m"))
@@ -31,17 +32,19 @@ def limit_text(clock: str, minutes: int) -> str:
     return f"{minutes}m {clock}"  # pragma: no cover - the loop always returns (size 1)
 
 
-def case_view(doc: dict) -> dict[str, Any]:
+def case_view(doc: CaseDoc) -> dict[str, Any]:
     """The fields a KB change can move, in the form the report prints."""
     summary = case_summary(doc)
     timer = doc.get("timer") if doc.get("open") else None
-    limits = {stage: limit_text(clock, int(minutes)) for stage, (clock, minutes) in doc.get("stage_limits", {}).items()}
+    limits = {stage: limit_text(str(clock), int(minutes))  # stage_limits: stage -> [clock, minutes]
+              for stage, (clock, minutes) in doc.get("stage_limits", {}).items()}
     return {
         "category": f"{doc['category_code']} {doc['category_name']}",
         "departments": list(doc["departments"]),
         "level": doc["level"],
         # stage -> its limit; "open" -> the deadline of the stage the case waits in (still open cases)
-        "deadlines": {**limits, **({"open": f"{timer['stage']} by {iso_local(timer['deadline_ms'])}"} if timer else {})},
+        "deadlines": {**limits,
+                      **({"open": f"{timer['stage']} by {iso_local(timer['deadline_ms'])}"} if timer else {})},
         "lights": summary["lights"],
     }
 
@@ -96,7 +99,7 @@ def _base_rule(rule_id: str) -> str:
     return rule_id.split("+", 1)[0] if rule_id else "(none)"
 
 
-def diff_cases(before: dict[str, dict], after: dict[str, dict], base_version: str = "",
+def diff_cases(before: Mapping[str, CaseDoc], after: Mapping[str, CaseDoc], base_version: str = "",
                new_version: str = "") -> KbDiff:
     """Compare two replays' case documents (case_id -> document)."""
     diff = KbDiff(base_version, new_version, len(before), len(after))

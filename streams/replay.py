@@ -15,13 +15,14 @@ import json
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol, TextIO, cast
 
 from streams.bus import records
 from streams.bus.codec import DecodeError, iso_to_ms, registry
 from streams.bus.records import TopicRecord
 from streams.bus.topics import CASE_ACTIONS, RAW_SCHEMAS, dlq
 from streams.core.cases.engine import CaseEngine, Outputs, case_summary
+from streams.core.cases.model import CaseAction, CaseDoc, Notification, Rejection
 from streams.core.cases.sla import DEFAULT_OVERRIDE_FILE, WorkCalendar
 from streams.core.model import IngestResult
 from streams.settings import Settings
@@ -47,9 +48,9 @@ class ReplayReport:
     actions: int = 0
     rejected_actions: int = 0
     alerts: int = 0
-    cases: dict[str, dict] = field(default_factory=dict)   # case_id -> case document
-    rejections: list[dict] = field(default_factory=list)
-    notifications: list[dict] = field(default_factory=list)
+    cases: dict[str, CaseDoc] = field(default_factory=dict)   # case_id -> case document
+    rejections: list[Rejection] = field(default_factory=list)
+    notifications: list[Notification] = field(default_factory=list)
 
     def summary(self) -> str:
         return (f"replayed {self.lines} lines: {self.records} records, {self.invalid} invalid, "
@@ -162,7 +163,7 @@ def replay(lines: Iterable[str], settings: Settings, store: RowSink | None = Non
     knowledge = knowledge if knowledge is not None else Knowledge.load(settings.kb_path, settings.city_dir)
     calendar = WorkCalendar(settings.holiday_override_file or DEFAULT_OVERRIDE_FILE)
     ingestor = Ingestor(knowledge, settings.triage_confidence)
-    cases: dict[str, dict] = {}
+    cases: dict[str, CaseDoc] = {}
     engine = CaseEngine(knowledge, cases, {}, calendar, auto_dispatch=settings.auto_dispatch)
     report = ReplayReport(cases=cases)
     sink = _Buffer(store)
@@ -182,7 +183,8 @@ def replay(lines: Iterable[str], settings: Settings, store: RowSink | None = Non
         collect(engine.on_tick(event.ts_ms))  # the virtual clock reaches this event: fire due timers
         if event.topic == CASE_ACTIONS:
             report.actions += 1
-            collect(engine.on_action(event.record))
+            # read_events validated the record against the case_action schema: it is a CaseAction
+            collect(engine.on_action(cast(CaseAction, event.record)))
             continue
         try:
             result = ingestor.ingest(RAW_SCHEMAS[event.topic], event.record, event.ts_ms)

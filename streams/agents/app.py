@@ -41,6 +41,7 @@ from streams.bus.topics import (
     TopicNames,
 )
 from streams.core.cases.engine import CaseEngine
+from streams.core.cases.model import CaseDoc
 from streams.core.cases.sla import DEFAULT_OVERRIDE_FILE, WorkCalendar
 from streams.core.ingest import Ingestor
 from streams.core.knowledge.knowledge import Knowledge
@@ -138,7 +139,7 @@ class Pipeline:
         # source id -> case id, read by the actions router on every worker.
         self.sources_table = app.GlobalTable("case-sources", default=None, partitions=settings.topic_partitions,
                                              key_type=str, value_type=None)
-        self.cases_view: TableView[dict[str, Any]] = TableView(self.cases_table)
+        self.cases_view: TableView[CaseDoc] = TableView(self.cases_table)
         self.sources_view: TableView[str] = TableView(self.sources_table)
         calendar = WorkCalendar(settings.holiday_override_file or DEFAULT_OVERRIDE_FILE)
         self.engine = CaseEngine(self.knowledge, self.cases_view, self.sources_view,
@@ -148,11 +149,13 @@ class Pipeline:
         self.actions = ActionRouter(self.codec, self.metrics, self.topics, source_index_lookup(
             self.sources_table, lambda: bool(self.app.tables.standbys_ready)))
 
-        @app.on_before_shutdown.connect
+        # mode's SignalHandlerT (a Callable built from mypy_extensions' VarArg/NamedArg) rejects every handler,
+        # even one declared exactly (sender, *args, signal, **kwargs): hence the narrow ignores below.
+        @app.on_before_shutdown.connect  # type: ignore[arg-type]
         async def _close(sender: Any, **kwargs: Any) -> None:
             await self.close()  # after the consumer stopped and the agents finished their batches
 
-        @app.on_partitions_assigned.connect
+        @app.on_partitions_assigned.connect  # type: ignore[arg-type]
         async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
             self.lifecycle.mark_stale()  # indexes are rebuilt from the table before the next input
 

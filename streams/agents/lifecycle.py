@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +16,17 @@ from streams.bus.emit import Emitter
 from streams.bus.records import Inbound
 from streams.bus.topics import CASE_INPUTS, TopicNames
 from streams.core.cases.engine import CaseEngine, Outputs
+from streams.core.cases.model import CaseDoc, CaseRow
 from streams.core.model import Signal
 from streams.metrics import PipelineMetrics
 
 log = logging.getLogger(__name__)
 
-Deliveries = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]  # notifications -> webhook delivery records
+# notifications -> webhook delivery records
+Deliveries = Callable[[Sequence[Mapping[str, Any]]], list[dict[str, Any]]]
 
 
-def no_deliveries(notifications: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def no_deliveries(notifications: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return []
 
 
@@ -47,7 +49,7 @@ class WebhookFanout:
                 self._config = load_config(self.webhooks_file)
         return self._config
 
-    def __call__(self, notifications: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def __call__(self, notifications: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         if not notifications or self.config is None:
             return []
         from streams.sinks.webhooks import build_deliveries
@@ -58,7 +60,7 @@ class WebhookFanout:
         return result
 
 
-def open_case_counts(docs: Iterable[dict[str, Any] | None]) -> dict[tuple[str, str], int]:
+def open_case_counts(docs: Iterable[CaseDoc | None]) -> dict[tuple[str, str], int]:
     """(stage, light) -> open cases, for the gauge, from case documents (O(cases))."""
     counts: dict[tuple[str, str], int] = {}
     for doc in docs:
@@ -93,7 +95,7 @@ class LifecycleAdapter(Adapter):
         if self.stale:
             self.engine.rebuild()
             self.stale = False
-        latest_cases: dict[str, dict[str, Any]] = {}
+        latest_cases: dict[str, CaseRow] = {}
         for i, inbound in enumerate(batch):
             if focus is not None:
                 focus(i)
@@ -124,17 +126,17 @@ class LifecycleAdapter(Adapter):
             return self.engine.on_tick(item["tick_ms"], inbound.partition)
         raise DecodeError(f"unknown case input kind {item['kind']!r}")
 
-    def emit_outputs(self, out: Emitter, outputs: Outputs, latest_cases: dict[str, dict[str, Any]]) -> None:
-        for row in outputs.cases:
-            latest_cases[row["case_id"]] = row
-        for row in outputs.case_transitions:
-            if row.get("from_stage") == "" and row.get("to_stage") == "register":
-                self.metrics.cases_opened.labels(origin=row.get("actor_kind") or "").inc()
-        for row in outputs.dispatches:
-            self.metrics.dispatches.labels(level=str(row["level"])).inc()
-        for row in outputs.sla_alerts:
-            if row["kind"] in ("sla_yellow", "sla_red"):
-                self.metrics.sla_transitions.labels(light=row["light"], stage=row["stage"]).inc()
+    def emit_outputs(self, out: Emitter, outputs: Outputs, latest_cases: dict[str, CaseRow]) -> None:
+        for case in outputs.cases:
+            latest_cases[case["case_id"]] = case
+        for transition in outputs.case_transitions:
+            if transition.get("from_stage") == "" and transition.get("to_stage") == "register":
+                self.metrics.cases_opened.labels(origin=transition.get("actor_kind") or "").inc()
+        for dispatch in outputs.dispatches:
+            self.metrics.dispatches.labels(level=str(dispatch["level"])).inc()
+        for alert in outputs.sla_alerts:
+            if alert["kind"] in ("sla_yellow", "sla_red"):
+                self.metrics.sla_transitions.labels(light=alert["light"], stage=alert["stage"]).inc()
         if outputs.merged:
             self.metrics.dedup_merges.inc(outputs.merged)
         out.emit(records.output_records(outputs))

@@ -8,12 +8,12 @@ from __future__ import annotations
 import io
 import json
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
@@ -84,7 +84,7 @@ class SchemaRegistry:
     def __getitem__(self, name: str) -> Schema:
         return self.by_name[name]
 
-    def encode(self, name: str, record: dict[str, Any]) -> bytes:
+    def encode(self, name: str, record: Mapping[str, Any]) -> bytes:
         schema = self.by_name[name]
         buf = io.BytesIO()
         buf.write(MAGIC)
@@ -104,7 +104,8 @@ class SchemaRegistry:
                 record = fastavro.schemaless_reader(io.BytesIO(data[10:]), schema.parsed, None)
             except Exception as exc:
                 raise DecodeError(f"corrupt Avro body for {schema.name}: {exc}") from exc
-            return schema.name, record
+            # Decoded against a record schema (every schema in schemas/ is one): fastavro returns a dict.
+            return schema.name, cast(dict[str, Any], record)
         if expected is None:
             raise DecodeError("not single-object Avro and no schema expected for JSON")
         return expected, self.from_json(expected, data)
@@ -169,13 +170,14 @@ def _type_check(avro_type: Any) -> Callable[[Any], bool] | None:
         return lambda value: (nullable and value is None) or any(b(value) for b in branches)  # type: ignore[misc]
     if isinstance(avro_type, dict):
         kind = avro_type.get("type")
-        if kind == "array":
-            item = _type_check(avro_type["items"])
-            return None if item is None else (lambda value: type(value) is list and all(item(v) for v in value))
-        if kind == "map":
-            item = _type_check(avro_type["values"])
-            return None if item is None else (
-                lambda value: type(value) is dict and all(type(k) is str and item(v) for k, v in value.items()))
+        if kind in ("array", "map"):
+            # `item` is assigned once, so mypy keeps the None test's narrowing inside the closures
+            item = _type_check(avro_type["items" if kind == "array" else "values"])
+            if item is None:
+                return None
+            if kind == "array":
+                return lambda value: type(value) is list and all(item(v) for v in value)
+            return lambda value: type(value) is dict and all(type(k) is str and item(v) for k, v in value.items())
         return _type_check(kind) if isinstance(kind, str) and len(avro_type) == 1 else None
     if avro_type == "null":
         return lambda value: value is None
@@ -216,7 +218,8 @@ def check_semantics(name: str, record: dict[str, Any]) -> None:
     if name == "hotline_call" and record["line"] not in ("12345", "12319"):
         raise DecodeError(f"field 'line' must be \"12345\" or \"12319\", got {record['line']!r}")
     if name == "field_report" and record["reporter_kind"] not in ("inspector", "station", "committee"):
-        raise DecodeError(f"field 'reporter_kind' must be inspector, station or committee, got {record['reporter_kind']!r}")
+        raise DecodeError("field 'reporter_kind' must be inspector, station or committee, "
+                          f"got {record['reporter_kind']!r}")
     if name == "camera_alert" and not 0.0 <= record["confidence"] <= 1.0:
         raise DecodeError(f"field 'confidence' must be within 0..1, got {record['confidence']}")
     if name == "registry_change" and record["kind"] not in ("housing_contract", "business_scope"):

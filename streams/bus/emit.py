@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from streams.bus.codec import SchemaRegistry
@@ -32,9 +32,10 @@ class Emitter:
         self._topics = topics
         self._schemas = schemas  # logical topic -> schema name
         self._pending: list[tuple[str, bytes | None, bytes, int | None]] = []
-        self._rows: dict[str, list[dict[str, Any]]] = {}
+        self._rows: dict[str, list[Mapping[str, Any]]] = {}
 
-    def record(self, topic: str, value: dict[str, Any], key: str | None = None, partition: int | None = None) -> None:
+    def record(self, topic: str, value: Mapping[str, Any], key: str | None = None,
+               partition: int | None = None) -> None:
         data = self._codec.encode(self._schemas[topic], value)
         self._pending.append((self._topics.name(topic), _key(key), data, partition))
 
@@ -45,7 +46,7 @@ class Emitter:
     def raw(self, physical_topic: str, data: bytes, key: bytes | None = None, partition: int | None = None) -> None:
         self._pending.append((physical_topic, key, data, partition))
 
-    def rows(self, table: str, rows: Iterable[dict[str, Any]]) -> None:
+    def rows(self, table: str, rows: Iterable[Mapping[str, Any]]) -> None:
         """Rows for a table that has no topic of its own: sent as one store.rows message per table."""
         self._rows.setdefault(table, []).extend(rows)
 

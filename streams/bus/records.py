@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from streams.bus.topics import (
@@ -65,7 +65,7 @@ class TopicRecord(NamedTuple):  # a NamedTuple: built for every output, several 
     """One outgoing record: a logical topic (streams.bus.topics), a value of its schema, a partition key."""
 
     topic: str
-    value: dict[str, Any]
+    value: Mapping[str, Any]  # read only: encoded by the Emitter or mapped to rows
     key: str | None = None
 
 
@@ -100,7 +100,7 @@ def signal_input(signal: Signal) -> TopicRecord:
                                      "tick_ms": None}, key=case_inputs_key(signal))
 
 
-def action_input(action: dict[str, Any], case_id: str) -> TopicRecord:
+def action_input(action: Mapping[str, Any], case_id: str) -> TopicRecord:
     """A case action routed to the partition of its case, with its ``case_id`` filled in."""
     return TopicRecord(CASE_INPUTS, {"kind": "action", "signal": None, "tick_ms": None,
                                      "action": _json({**action, "case_id": case_id})},
@@ -112,7 +112,7 @@ def tick_input(now_ms: int) -> TopicRecord:
     return TopicRecord(CASE_INPUTS, {"kind": "tick", "signal": None, "action": None, "tick_ms": now_ms})
 
 
-def action_rejected(action: dict[str, Any], ts_ms: int, reason: str) -> TopicRecord:
+def action_rejected(action: Mapping[str, Any], ts_ms: int, reason: str) -> TopicRecord:
     """An action the router could not place (no case holds its source record)."""
     return TopicRecord(ACTIONS_REJECTED, {"action_id": action["action_id"], "case_id": None, "ts_ms": ts_ms,
                                           "reason": reason, "action": _json(action)})
@@ -146,13 +146,13 @@ def output_records(outputs: Outputs) -> list[TopicRecord]:
     return out
 
 
-def case_record(row: dict[str, Any]) -> TopicRecord:
+def case_record(row: Mapping[str, Any]) -> TopicRecord:
     """The current state of a case (a ``cases`` row) on the compacted cases topic."""
     return TopicRecord(CASES, {"case_id": row["case_id"], "version": row["version"], "state": _json(row)},
                        key=row["case_id"])
 
 
-def delivery_record(delivery: dict[str, Any]) -> TopicRecord:
+def delivery_record(delivery: Mapping[str, Any]) -> TopicRecord:
     return TopicRecord(WEBHOOK_DELIVERIES, delivery, key=delivery["case_id"])
 
 
@@ -163,7 +163,7 @@ def dead_letter_value(topic: str, partition: int, offset: int, reason: str, ts_m
             "original": bytes(original), "key": bytes(key) if key is not None else None}
 
 
-def store_rows_record(table: str, rows: list[dict[str, Any]]) -> TopicRecord:
+def store_rows_record(table: str, rows: Sequence[Mapping[str, Any]]) -> TopicRecord:
     """Rows of a table that has no topic of its own, many rows per record."""
     return TopicRecord(STORE_ROWS, {"table": table, "rows": _json(rows)}, key=table)
 

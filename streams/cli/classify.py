@@ -47,7 +47,9 @@ class Classified(TypedDict):
     context: list[str]
     location: dict[str, Any] | None  # the Location as a dict
     location_reason: str | None
+    out_of_scope: bool
     triage: bool
+    triage_reason: str                  # why it goes to triage 人工分拨 ("; "-joined); "" when it does not
 
 
 def _number(obj: dict[str, object], key: str) -> float | None:

@@ -37,10 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from streams.wall import report
     from streams.core.knowledge.geo import City
     from streams.core.knowledge.knowledge import DATA_DIR
     from streams.storage import open_store
+    from streams.wall import report
 
     settings = Settings()
     city = City.load(Path(settings.city_dir or DATA_DIR / "city") / "city.yaml")

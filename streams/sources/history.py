@@ -19,6 +19,7 @@ from typing import Any
 
 from streams.core.cases import lifecycle, sla
 from streams.core.cases.engine import CaseEngine, Outputs
+from streams.core.cases.model import CaseAction, CaseDoc
 from streams.core.ingest import FEEDS, Ingestor, RejectRecord
 from streams.core.times import CITY_TZ, iso_to_ms
 from streams.sources.simulate import CityFeeds, places_from_knowledge
@@ -67,7 +68,7 @@ class HistoryWriter:
         self.ingestor = Ingestor(knowledge, triage_confidence)
         self.engine = CaseEngine(knowledge, {}, {}, self.calendar, auto_dispatch=auto_dispatch)
         self.station_diligence = {s: self.rng.uniform(0.55, 1.0) for s in STATIONS}
-        self._actions: list[tuple[int, int, dict[str, Any]]] = []
+        self._actions: list[tuple[int, int, CaseAction]] = []
         self._planned: set[tuple[Any, ...]] = set()
         self._seq = 0
 
@@ -102,7 +103,7 @@ class HistoryWriter:
         return report
 
     # ------------------------------------------------------------ officers
-    def _at(self, doc: dict, fraction: float, floor_minutes: int = 5) -> int:
+    def _at(self, doc: CaseDoc, fraction: float, floor_minutes: int = 5) -> int:
         """An instant ``fraction`` of the way through the current stage's limit (its own clock)."""
         timer = doc.get("timer")
         started = doc["stage_started_ms"]
@@ -111,15 +112,17 @@ class HistoryWriter:
         amount = max(int(timer["limit_ms"] * fraction), floor_minutes * 60_000)
         return max(started + floor_minutes * 60_000, sla.deadline_ms(started, timer["clock"], amount, self.calendar))
 
-    def _schedule(self, ts_ms: int, doc: dict, action: str, actor_kind: str, actor_id: str, **extra: Any) -> None:
+    def _schedule(self, ts_ms: int, doc: CaseDoc, action: str, actor_kind: str, actor_id: str, *,
+                  note: str | None = None, extend_minutes: int | None = None) -> None:
         ts_ms = -(-ts_ms // 1000) * 1000  # whole seconds, as the record's ISO time says (replay reads that)
         self._seq += 1
-        record = {"action_id": f"H-{self._seq:06d}", "ts": _iso(ts_ms), "case_id": doc["case_id"], "source_id": None,
-                  "actor_kind": actor_kind, "actor_id": actor_id, "action": action, "note": None, "photos": None,
-                  "extend_minutes": None, "departments": None, **extra}
+        record: CaseAction = {
+            "action_id": f"H-{self._seq:06d}", "ts": _iso(ts_ms), "case_id": doc["case_id"], "source_id": None,
+            "actor_kind": actor_kind, "actor_id": actor_id, "action": action, "note": note, "photos": None,
+            "extend_minutes": extend_minutes, "departments": None}
         heapq.heappush(self._actions, (ts_ms, self._seq, record))
 
-    def _plan(self, doc: dict) -> None:
+    def _plan(self, doc: CaseDoc) -> None:
         """Schedule the next action of a case whose stage just began."""
         key = (doc["case_id"], doc["stage"], doc.get("rework_count", 0), doc.get("timer_seq"))
         if not doc.get("open") or doc.get("suspended_ms") is not None or key in self._planned:
@@ -135,8 +138,9 @@ class HistoryWriter:
             if roll < b.never_handled:
                 return
             department = doc["departments"][0]
-            if roll < b.never_handled + b.extension and doc.get("timer"):
-                minutes = max(60, doc["timer"]["limit_ms"] // 60_000 // 2)
+            timer = doc.get("timer")
+            if roll < b.never_handled + b.extension and timer:
+                minutes = max(60, timer["limit_ms"] // 60_000 // 2)
                 self._schedule(self._at(doc, rng.uniform(0.3, 0.7)), doc, "extend", "department", department,
                                extend_minutes=int(minutes), note="需协调，申请延期")
                 self._schedule(self._at(doc, rng.uniform(1.0, 1.4)), doc, "handled", "department", department)
@@ -175,15 +179,15 @@ class HistoryWriter:
             next_raw = raw[i][0] if i < len(raw) else None
             next_action = self._actions[0][0] if self._actions else None
             if next_action is not None and (next_raw is None or next_action < next_raw):
-                ts_ms, _, record = heapq.heappop(self._actions)
+                ts_ms, _, action = heapq.heappop(self._actions)
                 if ts_ms >= end_ms:
                     continue  # after the month: left for next month's history
                 self._after(self.engine.on_tick(ts_ms))
-                out = self.engine.on_action(record)
+                out = self.engine.on_action(action)
                 if out.rejections:
                     continue  # the case moved on (merged, escalated): the officer had nothing to do
                 self._after(out)
-                yield json.dumps({"topic": "case.actions", "value": record}, ensure_ascii=False)
+                yield json.dumps({"topic": "case.actions", "value": action}, ensure_ascii=False)
                 continue
             ts_ms, topic, record = raw[i]
             i += 1

@@ -46,7 +46,7 @@ class ServerStore(Store):
     def _select(self, sql: str) -> list[dict[str, Any]]:
         rows, meta = self._run(self._client, sql, with_types=True)
         names = [name for name, _ in meta]
-        return [dict(zip(names, (_server_value(v) for v in row))) for row in rows]
+        return [dict(zip(names, (_server_value(v) for v in row), strict=True)) for row in rows]
 
     def _insert_rows(self, table: str, columns: list[str], rows: list[list[Any]]) -> None:
         self._run(self._client, f"INSERT INTO {quote_identifier(table)} ({', '.join(columns)}) VALUES", rows)

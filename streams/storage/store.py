@@ -129,7 +129,8 @@ class Store:
         # system.columns.position appeared after 18.16; the server keeps definition order anyway.
         if self._position_known is None:
             rows = self.query(
-                "SELECT count() AS n FROM system.columns WHERE database = 'system' AND table = 'columns' AND name = 'position'"
+                "SELECT count() AS n FROM system.columns"
+                " WHERE database = 'system' AND table = 'columns' AND name = 'position'"
             )
             self._position_known = bool(rows and rows[0]["n"])
         return self._position_known

@@ -46,7 +46,8 @@ UNIT_PAIRS_SQL = ("arrayMap((d, u) -> tuple(d, u), departments, "
                   "if(length(units) = length(departments), units, departments))")
 # Working days (Monday to Friday; public holidays are not subtracted) from $__fromTime to $__toTime,
 # both days included, in the city's time zone.
-WORKING_DAYS_SQL = ("length(arrayFilter(d -> toDayOfWeek(d) <= 5, arrayMap(i -> toDate($__fromTime, 'Asia/Shanghai') + i, "
+WORKING_DAYS_SQL = ("length(arrayFilter(d -> toDayOfWeek(d) <= 5, "
+                    "arrayMap(i -> toDate($__fromTime, 'Asia/Shanghai') + i, "
                     "range(toUInt32(toRelativeDayNum($__toTime, 'Asia/Shanghai') - "
                     "toRelativeDayNum($__fromTime, 'Asia/Shanghai') + 1)))))")
 
@@ -162,7 +163,8 @@ _QUERIES = [
     WallQuery("field_reporters", "上报情况 Reports by inspector and station",
               "SELECT reporter_kind, reporter_id, count() AS reports, sum(handled_on_spot) AS handled_on_spot, "
               "sum(valid) AS valid_reports, round(if(count() = 0, 0, sum(valid) / count()), 3) AS valid_rate "
-              "FROM (SELECT reporter_kind, reporter_id, concat(source_kind, ':', source_id) AS source_key, handled_on_spot FROM signals FINAL "
+              "FROM (SELECT reporter_kind, reporter_id, concat(source_kind, ':', source_id) AS source_key, "
+              "handled_on_spot FROM signals FINAL "
               f"WHERE reporter_kind IN {FIELD_KINDS} AND $__timeFilter(ts)) AS field_reports "
               "ANY LEFT JOIN (SELECT arrayJoin(sources) AS source_key, toUInt8(1) AS valid FROM cases FINAL "
               "WHERE status != 'void') AS valid_sources USING source_key "
@@ -192,13 +194,15 @@ _QUERIES = [
               "round(if(sum(is_closed) = 0, 0, sum(is_closed * (1 - is_late)) / sum(is_closed)), 3) AS on_time_rate, "
               "round(if(count() = 0, 0, sum(is_reworked) / count()), 3) AS rework_rate, "
               "round(if(count() = 0, 0, sum(is_extended) / count()), 3) AS extension_rate, "
-              "round(if(sum(is_closed) = 0, 0, sum(is_closed * handling_ms) / sum(is_closed) / 3600000), 2) AS avg_handling_hours, "
+              "round(if(sum(is_closed) = 0, 0, sum(is_closed * handling_ms) / sum(is_closed) / 3600000), 2) "
+              "AS avg_handling_hours, "
               f"round({KPI_SCORE_SQL}, 1) AS score, {KPI_GRADE_SQL} AS grade "
               "FROM (SELECT case_id, arrayJoin(departments) AS department, toUInt8(status = 'closed') AS is_closed, "
               "toUInt8(rework_count > 0) AS is_reworked, handling_ms FROM cases FINAL "
               "WHERE $__timeFilter(opened) AND notEmpty(departments) AND status != 'void') AS department_cases "
               "ANY LEFT JOIN (SELECT case_id, max(toUInt8(from_stage = 'handle' AND light = 'red')) AS is_late, "
-              "max(toUInt8(action = 'extend')) AS is_extended FROM case_transitions FINAL GROUP BY case_id) AS stage_facts "
+              "max(toUInt8(action = 'extend')) AS is_extended FROM case_transitions FINAL GROUP BY case_id) "
+              "AS stage_facts "
               "USING case_id GROUP BY department ORDER BY score DESC, department",
               ("department", "cases", "closed", "close_rate", "on_time_rate", "rework_rate", "extension_rate",
                "avg_handling_hours", "score", "grade"), "table", dashboard="league"),
@@ -208,14 +212,16 @@ _QUERIES = [
               "round(if(sum(is_closed) = 0, 0, sum(is_closed * (1 - is_late)) / sum(is_closed)), 3) AS on_time_rate, "
               "round(if(count() = 0, 0, sum(is_reworked) / count()), 3) AS rework_rate, "
               "round(if(count() = 0, 0, sum(is_extended) / count()), 3) AS extension_rate, "
-              "round(if(sum(is_closed) = 0, 0, sum(is_closed * handling_ms) / sum(is_closed) / 3600000), 2) AS avg_handling_hours, "
+              "round(if(sum(is_closed) = 0, 0, sum(is_closed * handling_ms) / sum(is_closed) / 3600000), 2) "
+              "AS avg_handling_hours, "
               f"round({KPI_SCORE_SQL}, 1) AS score, {KPI_GRADE_SQL} AS grade "
               "FROM (SELECT case_id, tupleElement(pair, 1) AS department, tupleElement(pair, 2) AS unit, "
               "toUInt8(status = 'closed') AS is_closed, toUInt8(rework_count > 0) AS is_reworked, handling_ms "
               f"FROM cases FINAL ARRAY JOIN {UNIT_PAIRS_SQL} AS pair "
               "WHERE $__timeFilter(opened) AND notEmpty(departments) AND status != 'void') AS unit_cases "
               "ANY LEFT JOIN (SELECT case_id, max(toUInt8(from_stage = 'handle' AND light = 'red')) AS is_late, "
-              "max(toUInt8(action = 'extend')) AS is_extended FROM case_transitions FINAL GROUP BY case_id) AS stage_facts "
+              "max(toUInt8(action = 'extend')) AS is_extended FROM case_transitions FINAL GROUP BY case_id) "
+              "AS stage_facts "
               "USING case_id GROUP BY department, unit ORDER BY department, score DESC, unit",
               ("department", "unit", "cases", "closed", "close_rate", "on_time_rate", "rework_rate", "extension_rate",
                "avg_handling_hours", "score", "grade"), "table", dashboard="league"),
@@ -241,9 +247,12 @@ _QUERIES = [
               "SELECT reporter_kind, reporter_id, sum(is_report) AS reports, sum(is_valid) AS valid_reports, "
               "round(if(sum(is_report) = 0, 0, sum(is_valid) / sum(is_report)), 3) AS valid_rate, "
               "sum(is_verification) AS verifications, sum(is_on_time) AS verified_on_time, "
-              "round(if(sum(is_verification) = 0, 0, sum(is_on_time) / sum(is_verification)), 3) AS verify_on_time_rate "
-              "FROM (SELECT reporter_kind, reporter_id, toUInt8(1) AS is_report, is_valid, toUInt8(0) AS is_verification, "
-              "toUInt8(0) AS is_on_time FROM (SELECT reporter_kind, reporter_id, concat(source_kind, ':', source_id) AS source_key FROM signals FINAL "
+              "round(if(sum(is_verification) = 0, 0, sum(is_on_time) / sum(is_verification)), 3) "
+              "AS verify_on_time_rate "
+              "FROM (SELECT reporter_kind, reporter_id, toUInt8(1) AS is_report, is_valid, "
+              "toUInt8(0) AS is_verification, toUInt8(0) AS is_on_time "
+              "FROM (SELECT reporter_kind, reporter_id, concat(source_kind, ':', source_id) AS source_key "
+              "FROM signals FINAL "
               f"WHERE reporter_kind IN {FIELD_KINDS} AND $__timeFilter(ts)) AS field_reports "
               "ANY LEFT JOIN (SELECT arrayJoin(sources) AS source_key, toUInt8(1) AS is_valid FROM cases FINAL "
               "WHERE status != 'void') AS valid_sources USING source_key "

@@ -18,13 +18,14 @@ import base64
 import html
 import io
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from streams.core.times import CITY_TZ
 from streams.wall import queries as wall
 
-CITY_TZ = wall.CITY_TZ
 # Fonts the charts ask for (SVG text stays text: the browser draws it with the first it has).
 CJK_FONTS = ["Noto Sans CJK SC", "Source Han Sans SC", "WenQuanYi Zen Hei", "PingFang SC", "Microsoft YaHei",
              "DejaVu Sans", "sans-serif"]
@@ -191,7 +192,7 @@ def _cell(key: str, value: Any) -> str:
 
 
 def _table(table_id: str, rows: list[dict[str, Any]], columns: list[tuple[str, str]], row_key: str,
-           extra: dict[str, dict[str, Any]] | None = None, extra_columns: list[tuple[str, str]] = ()) -> str:
+           extra: dict[str, dict[str, Any]] | None = None, extra_columns: Sequence[tuple[str, str]] = ()) -> str:
     if not rows:
         return f'<p class="empty" id="{table_id}">本月无数据 No rows this month.</p>'
     head = "".join(f"<th>{_e(label)}</th>" for _, label in columns + list(extra_columns))
@@ -216,7 +217,8 @@ def _tile(key: str, label: str, this: Any, prev: Any) -> str:
     shown = f"{this * 100:.1f}%" if rate else str(this)
     return (f'<div class="tile"><div class="label">{_e(label)}</div>'
             f'<div class="value" data-key="{key}" data-value="{_e(this)}">{_e(shown)}</div>'
-            f'<div class="delta" data-key="{key}_previous" data-value="{_e(prev)}">上月 {_e(f"{prev * 100:.1f}%" if rate else prev)}'
+            f'<div class="delta" data-key="{key}_previous" data-value="{_e(prev)}">'
+            f'上月 {_e(f"{prev * 100:.1f}%" if rate else prev)}'
             f' ({_e(_delta(this, prev, rate))})</div></div>')
 
 
@@ -234,7 +236,7 @@ table{border-collapse:collapse;width:100%;font-size:13px;margin:8px 0} th,td{bor
 th{background:#eceff1} img.chart{max-width:100%;display:block;margin:8px 0}
 .grade-A{color:#2e7d32;font-weight:bold} .grade-E{color:#c62828;font-weight:bold} .empty{color:#78909c}
 @media print{body{margin:0}}
-"""
+"""  # noqa: E501 (CSS, one line per group of rules)
 
 
 def render_html(report: MonthlyReport) -> str:
@@ -274,12 +276,14 @@ def render_html(report: MonthlyReport) -> str:
         f'<p class="meta">Monthly assessment report · 统计期 {_e(this.month)} (对比 {_e(prev.month)}) · '
         f'生成于 {_e(report.generated.astimezone(CITY_TZ).strftime("%Y-%m-%d %H:%M"))}</p>',
         f'<h2>一、总体情况 Overview</h2><div class="tiles" id="overview">{tiles}</div>',
-        "<h2>二、上报来源 Reports by source</h2>" + _image(charts["chart-sources"], "reports by source", "chart-sources")
-        + _table("sources", source_rows, [("source", "来源"), ("signals", "本月"), ("previous", "上月")], "source_kind"),
-        "<h2>三、案件类别与趋势 Categories and trend</h2>" + _image(charts["chart-categories"], "top categories",
-                                                                  "chart-categories")
-        + _table("categories", this.categories, [("category_code", "代码"), ("category_name", "类别"), ("cases", "案件")],
-                 "category_code")
+        "<h2>二、上报来源 Reports by source</h2>"
+        + _image(charts["chart-sources"], "reports by source", "chart-sources")
+        + _table("sources", source_rows, [("source", "来源"), ("signals", "本月"), ("previous", "上月")],
+                 "source_kind"),
+        "<h2>三、案件类别与趋势 Categories and trend</h2>"
+        + _image(charts["chart-categories"], "top categories", "chart-categories")
+        + _table("categories", this.categories,
+                 [("category_code", "代码"), ("category_name", "类别"), ("cases", "案件")], "category_code")
         + _image(charts["chart-daily"], "cases by day", "chart-daily"),
         "<h2>四、部门考核 Department league table</h2>" + _image(charts["chart-scores"], "department scores",
                                                                 "chart-scores")
@@ -295,7 +299,8 @@ def render_html(report: MonthlyReport) -> str:
         "<h2>五、网格巡查与居民区工作站 Inspectors and stations</h2>"
         + _table("field", this.field, [("reporter_id", "上报/核查人"), ("reporter_kind", "类型"), ("reports", "上报"),
                                        ("valid_reports", "有效"), ("valid_rate", KPI_LABELS["valid_rate"]),
-                                       ("verifications", "核查"), ("verify_on_time_rate", KPI_LABELS["verify_on_time_rate"])],
+                                       ("verifications", "核查"),
+                                       ("verify_on_time_rate", KPI_LABELS["verify_on_time_rate"])],
                  "reporter_id")
         + _table("stations", this.stations, [("station", "工作站"), ("days_reported", "报送天数"),
                                              ("working_days", "工作日"), ("compliance", KPI_LABELS["compliance"])],

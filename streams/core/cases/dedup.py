@@ -153,10 +153,11 @@ class DedupIndex:
             lat, lon = place.get("lat"), place.get("lon")
             if lat is not None and lon is not None:
                 entries.append(("bucket", (group, *_bucket(lat, lon, size))))
-            if place.get("cell"):
-                entries.append(("cell", (group, place["cell"])))
-            if place.get("address_key"):
-                entries.append(("address", (group, place["address_key"])))
+            cell, address_key = place.get("cell"), place.get("address_key")
+            if cell:
+                entries.append(("cell", (group, cell)))
+            if address_key:
+                entries.append(("address", (group, address_key)))
         for device in doc.get("devices", []):
             entries.append(("device", (group, device)))
         for kind, key in dict.fromkeys(entries):

@@ -61,8 +61,11 @@ class RouteLike(Protocol):
 
 
 class KnowledgeLike(Protocol):
-    version: str
-    merge_rules: dedup.MergeRules   # the KB's dedup radius, window and compatible groups
+    # read-only properties: Knowledge serves them from its current KB
+    @property
+    def version(self) -> str: ...
+    @property
+    def merge_rules(self) -> dedup.MergeRules: ...  # the KB's dedup radius, window and compatible groups
 
     def route(self, category_code: str, context: Iterable[str], location: Location | None = None) -> RouteLike: ...
 
@@ -464,7 +467,6 @@ class CaseEngine:
                 "detail": json.dumps(step.detail, ensure_ascii=False, sort_keys=True, separators=(",", ":"))}
 
     def _dispatch_row(self, doc: CaseDoc, step: Step, event_id: str) -> DispatchRow:
-        timer = doc.get("timer") or {}
         units = units_of(doc, doc["departments"])
         return {"dispatch_id": event_id, "case_id": doc["case_id"], "ts_ms": step.ts_ms,
                 "departments": list(doc["departments"]), "primary_department": doc["departments"][0],
@@ -508,7 +510,7 @@ class CaseEngine:
 def units_of(doc: CaseDoc, departments: list[str]) -> list[str]:
     """The instances of ``departments`` on this case (a department the case's units do not name, e.g.
     the centre an escalation notifies, or a document from before instances: its own name)."""
-    by_kind = dict(zip(doc["departments"], doc.get("units") or doc["departments"]))
+    by_kind = dict(zip(doc["departments"], doc.get("units") or doc["departments"], strict=False))
     return [by_kind.get(d, d) for d in departments]
 
 

@@ -48,6 +48,8 @@ class CaseDoc(TypedDict):
     category_code: str
     category_name: str
     departments: list[str]              # primary first
+    units: NotRequired[list[str]]       # the instances serving the case, parallel to departments (not in
+                                        # documents from before instances)
     level: int                          # 4 station … 1 city; escalation lowers it
     stage_limits: dict[str, list[str | int]]  # stage -> [clock, minutes]
     escalate_on_red: bool
@@ -122,6 +124,7 @@ class CaseRow(TypedDict):
     category_code: str
     category_name: str
     departments: list[str]
+    units: list[str]
     level: int
     status: str
     origin: str
@@ -175,6 +178,8 @@ class DispatchRow(TypedDict):
     ts_ms: int
     departments: list[str]
     primary_department: str
+    units: list[str]
+    primary_unit: str
     level: int
     category_code: str
     category_name: str
@@ -213,6 +218,7 @@ class Notification(TypedDict):
     case_id: str
     ts_ms: int
     departments: list[str]
+    units: list[str]
     category_code: str
     category_name: str
     level: int

@@ -141,7 +141,7 @@ def near_copy_groups(texts: list[str], min_ratio: float = NEAR_COPY_RATIO) -> li
 
     if len(norms) > 1:
         scores = cdist(norms, norms, scorer=fuzz.ratio, score_cutoff=min_ratio, dtype=np.uint8)
-        for i, j in zip(*np.nonzero(scores)):
+        for i, j in zip(*np.nonzero(scores), strict=True):
             if i < j:
                 parent[root(int(i))] = root(int(j))
     return [root(i) for i in range(len(texts))]
@@ -159,7 +159,7 @@ def split_corpus(examples: list[Example], held_out_share: float = 0.25) -> tuple
         ranked = sorted(by_cat[cat], key=lambda e: hashlib.sha1(e.text.encode()).hexdigest())
         groups = near_copy_groups([e.text for e in ranked])
         members: dict[int, list[Example]] = {}
-        for ex, group in zip(ranked, groups):
+        for ex, group in zip(ranked, groups, strict=True):
             members.setdefault(group, []).append(ex)   # groups in the order of their first (lowest-hash) text
         n = max(1, round(len(ranked) * held_out_share))
         held: list[Example] = []

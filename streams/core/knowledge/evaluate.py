@@ -15,8 +15,14 @@ from rapidfuzz import fuzz
 from rapidfuzz.process import cdist
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
-from streams.core.knowledge.classify import (NEAR_COPY_RATIO, OUT_OF_SCOPE, Example, TextClassifier, normalise_text,
-                                             split_corpus)
+from streams.core.knowledge.classify import (
+    NEAR_COPY_RATIO,
+    OUT_OF_SCOPE,
+    Example,
+    TextClassifier,
+    normalise_text,
+    split_corpus,
+)
 from streams.core.knowledge.taxonomy import Taxonomy
 
 
@@ -67,7 +73,8 @@ def near_copies(train: list[Example], test: list[Example], min_ratio: float = NE
     a = [normalise_text(e.text) for e in train]
     b = [normalise_text(e.text) for e in test]
     scores = cdist(a, b, scorer=fuzz.ratio, score_cutoff=min_ratio, dtype=np.uint8)
-    return [NearCopy(train[i].text, test[j].text, float(scores[i, j])) for i, j in zip(*np.nonzero(scores))]
+    return [NearCopy(train[i].text, test[j].text, float(scores[i, j]))
+            for i, j in zip(*np.nonzero(scores), strict=True)]
 
 
 def evaluate(taxonomy: Taxonomy, examples: list[Example], keywords: dict[str, list[str]],
@@ -82,15 +89,17 @@ def evaluate(taxonomy: Taxonomy, examples: list[Example], keywords: dict[str, li
     labels = sorted(set(gold))
     precision, recall, f1, support = precision_recall_fscore_support(gold, pred, labels=labels, zero_division=0)
     per_category = []
-    for name, p, r, f, n in zip(labels, precision, recall, f1, support):
+    for name, p, r, f, n in zip(labels, precision, recall, f1, support, strict=True):
         category = taxonomy.get(name)
-        per_category.append(CategoryScore(category.code if category else "-", name, float(p), float(r), float(f), int(n)))
+        per_category.append(CategoryScore(category.code if category else "-", name, float(p), float(r), float(f),
+                                          int(n)))
     per_category.sort(key=lambda s: (s.code == "-", s.code))
-    auto = [(g, r) for g, r in zip(gold, results) if not r.out_of_scope and r.confidence >= threshold]
-    confusions = Counter((g, p) for g, p in zip(gold, pred) if g != p)
+    auto = [(g, r) for g, r in zip(gold, results, strict=True) if not r.out_of_scope and r.confidence >= threshold]
+    confusions = Counter((g, p) for g, p in zip(gold, pred, strict=True) if g != p)
     return Evaluation(
         n_train=len(train), n_test=len(test), n_categories=sum(1 for s in per_category if s.code != "-"),
-        accuracy=float(accuracy_score(gold, pred)), macro_f1=float(f1_score(gold, pred, labels=labels, average="macro")),
+        accuracy=float(accuracy_score(gold, pred)),
+        macro_f1=float(f1_score(gold, pred, labels=labels, average="macro")),
         train_seconds=train_seconds, threshold=threshold, auto_routed=len(auto),
         auto_correct=sum(1 for g, r in auto if r.category_name == g), per_category=per_category,
         confusions=[(g, p, n) for (g, p), n in confusions.most_common()],

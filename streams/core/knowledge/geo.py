@@ -517,8 +517,8 @@ def _department_instances(data: _CityIn, raw: Any, path: Path, departments: dict
     for i, s in enumerate(data.streets):
         line = raw["streets"].item_lines[i]
         for kind, unit in s.departments.items():
-            department = departments.get(kind)
-            if department is None or department.scope != "street":
+            listed = departments.get(kind)
+            if listed is None or listed.scope != "street":
                 raise DataError(path, line, f"streets[{i}].departments.{kind}",
                                 f"{kind!r} is not a street-scoped department of the directory")
             claim(unit, kind, line, f"streets[{i}].departments.{kind}")

@@ -241,10 +241,10 @@ class KnowledgeBase:
                    dict(data.crowd_levels.areas), data.ebike_repeat_per_day, path, merge_rules)
 
 
-def _merge_rules(spec: _MergeIn, taxonomy: Taxonomy, err: Callable[[tuple, str], DataError]) -> MergeRules:
+def _merge_rules(spec: _MergeIn, taxonomy: Taxonomy, err: Callable[[Loc, str], DataError]) -> MergeRules:
     """The KB's `merge` section: dedup radius and window per category, compatible-category groups."""
 
-    def rule(r: _MergeRuleIn, loc: tuple) -> MergeRule:
+    def rule(r: _MergeRuleIn, loc: Loc) -> MergeRule:
         m = _RADIUS_RE.match(r.radius)
         if not m:
             raise err(loc + ("radius",), f"{r.radius!r} is not '<number>m' or '<number>km'")
@@ -259,7 +259,7 @@ def _merge_rules(spec: _MergeIn, taxonomy: Taxonomy, err: Callable[[tuple, str],
             raise err(loc + ("window",), f"window {r.window!r} is outside 1 minute..{MAX_MERGE_WINDOW_DAYS} days")
         return MergeRule(radius, minutes * 60_000)
 
-    def name_of(name: str, loc: tuple) -> str:
+    def name_of(name: str, loc: Loc) -> str:
         category = taxonomy.get(name)
         if category is None:
             raise err(loc, f"unknown category {name!r}")

@@ -8,14 +8,14 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # Event kinds a notification can carry (docs/CONTRACTS.md "Webhook events").
 Kind = Literal["dispatch", "urge", "escalate", "sla_yellow", "sla_red", "alarm", "closed"]
-KINDS: tuple[str, ...] = ("dispatch", "urge", "escalate", "sla_yellow", "sla_red", "alarm", "closed")
+KINDS: tuple[Kind, ...] = get_args(Kind)
 
 # The department directory (Chinese names, as the knowledge base routes to them).
 DEPARTMENTS: tuple[str, ...] = (

@@ -292,9 +292,11 @@ class WebhookDeliverer:
     def _endpoint_state(self, department: str, endpoint: Endpoint) -> EndpointState:
         state = self._endpoints.get(department)
         if state is None or state.endpoint is not endpoint:
-            on_change = (lambda is_open: self.metrics.webhook_breaker(department, is_open)) if self.metrics else None
+            metrics = self.metrics  # a local: mypy keeps its None test's narrowing inside the lambda
+            on_change = (lambda is_open: metrics.webhook_breaker(department, is_open)) if metrics else None
             state = self._endpoints[department] = EndpointState(
-                endpoint, asyncio.Semaphore(endpoint.max_in_flight), TokenBucket(endpoint.rate_per_second, endpoint.burst),
+                endpoint, asyncio.Semaphore(endpoint.max_in_flight),
+                TokenBucket(endpoint.rate_per_second, endpoint.burst),
                 CircuitBreaker(self.config.breaker_failures, self.config.breaker_reset_seconds, on_change),
             )
         return state
@@ -388,7 +390,8 @@ class WebhookDeliverer:
         except aiohttp.ClientError as exc:
             return AttemptResult("retry", 0, f"{type(exc).__name__}: {exc}", None, time.perf_counter() - started)
 
-    async def _dead_letter(self, record: dict[str, Any], attempt: int, reason: str, error: str, http_status: int) -> None:
+    async def _dead_letter(self, record: dict[str, Any], attempt: int, reason: str, error: str,
+                           http_status: int) -> None:
         """Write to the dead-letter topic and wait for the broker's ack; retried until it succeeds."""
         assert self._producer is not None
         dead = dict(record, attempt=attempt, error=f"{reason}: {error}" if error else reason,

@@ -12,6 +12,7 @@ import hmac
 import json
 import re
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -55,7 +56,7 @@ def _iso(ms: int | None) -> str | None:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _require(note: dict[str, Any], name: str, types: type | tuple[type, ...]) -> Any:
+def _require(note: Mapping[str, Any], name: str, types: type | tuple[type, ...]) -> Any:
     if name not in note or note[name] is None:
         raise NotificationError(f"notification lacks '{name}'")
     value = note[name]
@@ -64,14 +65,14 @@ def _require(note: dict[str, Any], name: str, types: type | tuple[type, ...]) ->
     return value
 
 
-def _optional(note: dict[str, Any], name: str, types: type | tuple[type, ...]) -> Any:
+def _optional(note: Mapping[str, Any], name: str, types: type | tuple[type, ...]) -> Any:
     value = note.get(name)
     if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
         raise NotificationError(f"notification field '{name}' has type {type(value).__name__}")
     return value
 
 
-def build_payload(note: dict[str, Any], department: str, config: WebhooksConfig) -> dict[str, Any]:
+def build_payload(note: Mapping[str, Any], department: str, config: WebhooksConfig) -> dict[str, Any]:
     """The JSON body for one department (validated by schemas/webhook_payload.schema.json)."""
     kind = _require(note, "kind", str)
     if kind not in KINDS:
@@ -123,7 +124,7 @@ def payload_json(body: dict[str, Any]) -> str:
     return json.dumps(body, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
-def note_units(notification: dict[str, Any], departments: list[str]) -> list[str]:
+def note_units(notification: Mapping[str, Any], departments: list[str]) -> list[str]:
     """The instances parallel to ``departments`` (notifications from before instances: the kinds)."""
     units = notification.get("units")
     if isinstance(units, list) and len(units) == len(departments) and all(isinstance(u, str) for u in units):
@@ -132,7 +133,7 @@ def note_units(notification: dict[str, Any], departments: list[str]) -> list[str
 
 
 def build_deliveries(
-    notification: dict[str, Any], config: WebhooksConfig, now_ms: int | None = None,
+    notification: Mapping[str, Any], config: WebhooksConfig, now_ms: int | None = None,
 ) -> list[dict[str, Any]]:
     """``webhook_delivery`` records for ``notification``: one per listed department whose endpoint
     wants its kind (departments without an endpoint get none). Keyed by case id on the topic.
@@ -149,7 +150,7 @@ def build_deliveries(
     records: list[dict[str, Any]] = []
     units = note_units(notification, departments)
     receivers = []
-    for department, unit in zip(departments, units):
+    for department, unit in zip(departments, units, strict=True):
         # a street's own instance (徐家汇街道城管中队) receives when it has an endpoint, else its kind
         receivers.append(unit if config.endpoint_for(unit, kind) is not None else department)
     for department in dict.fromkeys(receivers):  # de-duplicate, keep order (primary first)
