@@ -11,7 +11,7 @@ mapping of results to records are the ingest adapter's (streams.agents.ingest), 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
@@ -25,7 +25,7 @@ from streams.bus.topics import FIELD_TRACKS, IOT_READINGS, RAW_SCHEMAS, state_ch
 from streams.core.devices.processor import DeviceProcessor
 from streams.core.field import PatrolProcessor
 from streams.core.ingest import RejectRecord
-from streams.core.model import IngestResult
+from streams.core.model import IngestResult, IotReading
 from streams.core.times import BadTimestamp, iso_to_ms
 from streams.metrics import PipelineMetrics
 from streams.settings import Settings
@@ -99,14 +99,15 @@ class LeanIngest(StatefulBatchConsumer):
         decode, schema = self.codec.decode, RAW_SCHEMAS[logical]
         restored_upto = processor.restored_upto
         late = processor.late
-        now_ms = int(now * 1000)
+        now_ms = int(now * 1000)   # a record without a broker timestamp was ingested now
         for rec in records:
             try:
                 _, record = decode(rec.value, schema)
+                reading = cast(IotReading, record)   # the codec checked it against iot_reading
                 if rec.offset <= restored_upto:
-                    processor.rebuild(record, rec.offset)   # its effects are in the restored state already
+                    processor.rebuild(reading, rec.offset)   # its effects are in the restored state already
                     continue
-                processor.process(record, rec.offset, rec.timestamp or self.adapter.now_ms(), result)
+                processor.process(reading, rec.offset, rec.timestamp or now_ms, result)
             except (DecodeError, RejectRecord) as exc:
                 if rec.offset > restored_upto:
                     self.adapter.dead_letter(out, logical, inbound(rec), str(exc))

@@ -62,7 +62,7 @@ class StateRestoreError(RuntimeError):
     """The changelog cannot hold this input's state (e.g. fewer partitions than the input)."""
 
 
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Listener(ConsumerRebalanceListener):
     def __init__(self, owner: StatefulBatchConsumer) -> None:
         self.owner = owner
 
@@ -269,9 +269,9 @@ class StatefulBatchConsumer(mode.Service):
                 log.warning("%s: commit after a rebalance failed (%s); the new owner resumes from the changelog",
                             self.label, exc)
         for tp in touched:
-            state = self.states.get(tp)
-            if state is not None:
-                state.checkpointed(self._checkpoints[tp])
+            done = self.states.get(tp)
+            if done is not None:
+                done.checkpointed(self._checkpoints[tp])
 
     def _in_order(self, tp: TopicPartition, records: list[ConsumerRecord]) -> list[ConsumerRecord]:
         """The records of a stateful partition that continue where its state is: records before the expected

@@ -334,7 +334,7 @@ def _load_yaml(path: Path, city: City) -> tuple[dict[str, ProtectionClass], dict
 def _table_records(path: Path) -> tuple[list[str], Iterator[tuple[int, dict[str, object]]], str]:
     """(columns, (line or row number, record) pairs, what the number is called in errors)."""
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq  # type: ignore[import-untyped]  # only a Parquet city needs it
+        import pyarrow.parquet as pq  # only a Parquet city needs it
 
         table = pq.read_table(path)
         columns = list(table.column_names)

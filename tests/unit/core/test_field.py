@@ -11,8 +11,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.core.field import (
-    FieldRegistry, PatrolProcessor, PatrolRules, Station, due_alerts, local_day, mark_alerted, mark_reported,
-    patrol_row, patrol_step,
+    FieldRegistry,
+    PatrolProcessor,
+    PatrolRules,
+    Station,
+    due_alerts,
+    local_day,
+    mark_alerted,
+    mark_reported,
+    patrol_row,
+    patrol_step,
 )
 from streams.core.knowledge.geo import City
 from streams.core.knowledge.knowledge import DATA_DIR

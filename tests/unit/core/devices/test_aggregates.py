@@ -51,7 +51,7 @@ def test_rows_are_the_group_by_of_on_time_readings(items: list[tuple[str, str, i
     expected, expected_late = reference(items)
     keys = [(r["device_id"], r["metric"], r["minute_ms"]) for r in rows]
     assert len(keys) == len(set(keys))                         # one row per device, metric and minute
-    assert {k: r for k, r in zip(keys, rows)} == expected
+    assert {k: r for k, r in zip(keys, rows, strict=True)} == expected
     assert late == expected_late
     for row in rows[:written_early]:                           # written early only once the watermark passed it
         assert row["minute_ms"] + MINUTE_MS <= max(ts for _, _, ts, _ in items) - LATENESS

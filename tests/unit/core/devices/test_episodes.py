@@ -12,7 +12,10 @@ from streams.core.devices.registry import AlarmLimits
 LIMITS = AlarmLimits(threshold=2.5, clear_level=2.0, clear_ms=300_000)
 
 
-def fold(readings: list[tuple[int, float]], limits: AlarmLimits = LIMITS) -> tuple[list[EpisodeChange], OpenEpisode | None]:
+Readings = list[tuple[int, float]]
+
+
+def fold(readings: Readings, limits: AlarmLimits = LIMITS) -> tuple[list[EpisodeChange], OpenEpisode | None]:
     state: OpenEpisode | None = None
     changes: list[EpisodeChange] = []
     for ts, value in readings:
@@ -22,7 +25,7 @@ def fold(readings: list[tuple[int, float]], limits: AlarmLimits = LIMITS) -> tup
     return changes, state
 
 
-def expected_episodes(readings: list[tuple[int, float]], limits: AlarmLimits = LIMITS) -> list[tuple[int, int | None, float]]:
+def expected_episodes(readings: Readings, limits: AlarmLimits = LIMITS) -> list[tuple[int, int | None, float]]:
     """The definition, written as a scan over in-order readings: an episode opens at a reading above the
     threshold and closes at the first later reading r such that every reading from the start of r's run of
     readings at or below the clear level up to r is at or below it, and r is clear_ms or more after that start.
@@ -52,7 +55,8 @@ def expected_episodes(readings: list[tuple[int, float]], limits: AlarmLimits = L
 
 
 # steps that add up to the clear period exactly, and odd ones
-in_order = st.lists(st.tuples(st.one_of(st.sampled_from([0, 60_000, 100_000, 150_000, 300_000]), st.integers(0, 240_000)), st.sampled_from([0.5, 1.9, 2.0, 2.2, 2.5, 2.6, 3.4, 9.0])),
+steps = st.one_of(st.sampled_from([0, 60_000, 100_000, 150_000, 300_000]), st.integers(0, 240_000))
+in_order = st.lists(st.tuples(steps, st.sampled_from([0.5, 1.9, 2.0, 2.2, 2.5, 2.6, 3.4, 9.0])),
                     max_size=80).map(lambda steps: [(sum(d for d, _ in steps[:k + 1]), v) for k, (_, v) in
                                                    enumerate(steps)])
 

@@ -153,7 +153,7 @@ def test_one_signal_per_episode_not_per_reading(kb: Knowledge) -> None:
     out = IngestResult()
     at = START
     offset = 0
-    for burst in range(2):
+    for _ in range(2):   # two bursts
         for i in range(900):   # a reading a second, hovering around 2.5 mm/s
             proc.process(reading("HB-WK-V01", "vibration_mm_s", 2.7 if i % 2 else 2.3, at), offset, INGEST_MS, out)
             at, offset = at + timedelta(seconds=1), offset + 1
