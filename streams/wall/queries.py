@@ -182,6 +182,27 @@ _QUERIES = [
               "WHERE $__timeFilter(ts) GROUP BY reporter_kind, reporter_id, street "
               "ORDER BY zero_reports DESC, reporter_kind, reporter_id",
               ("reporter_kind", "reporter_id", "street", "zero_reports"), "table", dashboard="field"),
+    # 巡查排行: the inspectors' workload over the period, reports made beside it
+    WallQuery("inspector_league", "巡查员排行 Inspector league (patrol workload)",
+              "SELECT inspector_id, grid, street, days, distance_km, moving_hours, idle_hours, idle_periods, coverage, "
+              "reports FROM (SELECT inspector_id, any(grid_id) AS grid, any(street) AS street, count() AS days, "
+              "round(sum(distance_m) / 1000, 2) AS distance_km, round(sum(moving_s) / 3600, 2) AS moving_hours, "
+              "round(sum(idle_s) / 3600, 2) AS idle_hours, sum(idle_periods) AS idle_periods, "
+              "round(avg(if(cells_assigned = 0, 0, cells_assigned_covered / cells_assigned)), 3) AS coverage "
+              "FROM patrol_days FINAL WHERE $__timeFilter(day) GROUP BY inspector_id) AS patrol "
+              "ANY LEFT JOIN (SELECT reporter_id AS inspector_id, count() AS reports FROM ("
+              "SELECT reporter_id FROM signals FINAL WHERE reporter_kind = 'inspector' AND $__timeFilter(ts) "
+              "UNION ALL SELECT reporter_id FROM zero_reports FINAL WHERE reporter_kind = 'inspector' "
+              "AND $__timeFilter(ts)) AS made GROUP BY inspector_id) AS made_reports USING inspector_id "
+              "ORDER BY distance_km DESC, inspector_id",
+              ("inspector_id", "grid", "street", "days", "distance_km", "moving_hours", "idle_hours", "idle_periods",
+               "coverage", "reports"), "table", dashboard="field"),
+    # 零报告缺报: stations with neither an item nor 无事报平安 by the deadline (sla.alerts, kind zero_report_missing)
+    WallQuery("zero_report_alerts", "零报告缺报 Stations that missed their daily report",
+              "SELECT substring(case_id, 4, length(case_id) - 12) AS station, ts AS deadline, "
+              "departments[1] AS notified FROM sla_alerts FINAL "
+              "WHERE kind = 'zero_report_missing' AND $__timeFilter(ts) ORDER BY deadline DESC, station",
+              ("station", "deadline", "notified"), "table", dashboard="field", live=True),
     WallQuery("patrol_coverage", "巡查覆盖 Patrol coverage",
               "SELECT inspector_id, street, count() AS fixes, uniqExact(cell) AS cells, "
               "min(ts) AS first_fix, max(ts) AS last_fix FROM inspector_tracks FINAL WHERE $__timeFilter(ts) "

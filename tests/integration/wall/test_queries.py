@@ -78,6 +78,10 @@ SEED: dict[str, list[dict[str, Any]]] = {
         {"alert_id": "a2", "case_id": "hn-20261120-00000001", "ts_ms": ms(11, 30), "kind": "sla_yellow", "light": "yellow"},
         {"alert_id": "a3", "case_id": "hn-20261120-00000001", "ts_ms": ms(12, 1), "kind": "sla_red", "light": "red"},
         {"alert_id": "a4", "case_id": "hn-20261120-00000001", "ts_ms": ms(12, 2), "kind": "urge", "light": "red"},
+        {"alert_id": "a5", "case_id": "ZR-STA-002-20261120", "ts_ms": ms(12), "kind": "zero_report_missing",
+         "stage": "zero_report", "light": "red", "departments": ["街道网格中心"], "deadline_ms": ms(12)},
+        {"alert_id": "a6", "case_id": "ZR-STA-013-20261119", "ts_ms": ms(17, day=19), "kind": "zero_report_missing",
+         "stage": "zero_report", "light": "red", "departments": ["街道网格中心"], "deadline_ms": ms(17, day=19)},
     ],
     "dispatches": [
         {"dispatch_id": "d1", "case_id": "hn-20261120-00000001", "ts_ms": ms(9, 5), "primary_department": "城管中队",
@@ -136,6 +140,19 @@ SEED: dict[str, list[dict[str, Any]]] = {
          "ts_ms": ms(9, 30), "opened_ms": ms(9, 30), "peak": 4.2, "peak_ms": ms(9, 30), "threshold": 3.5,
          "version": 1},
     ],
+    "patrol_days": [
+        {"inspector_id": "I1", "day_ms": ms(0), "grid_id": "hn-G1", "street": "湖南路街道", "distance_m": 5200.0,
+         "moving_s": 9000, "idle_s": 1800, "idle_periods": 2, "fixes": 300, "cells_covered": 6, "cells_assigned": 7,
+         "cells_assigned_covered": 5, "first_ms": ms(8), "last_ms": ms(12), "version": 280},
+        {"inspector_id": "I1", "day_ms": ms(0), "grid_id": "hn-G1", "street": "湖南路街道", "distance_m": 5400.0,
+         "moving_s": 9600, "idle_s": 1800, "idle_periods": 2, "fixes": 310, "cells_covered": 7, "cells_assigned": 7,
+         "cells_assigned_covered": 7, "first_ms": ms(8), "last_ms": ms(13), "version": 310},   # later that day
+        {"inspector_id": "I2", "day_ms": ms(0), "grid_id": "hn-G2", "street": "湖南路街道", "distance_m": 8000.0,
+         "moving_s": 12000, "idle_s": 0, "idle_periods": 0, "fixes": 400, "cells_covered": 3, "cells_assigned": 7,
+         "cells_assigned_covered": 2, "first_ms": ms(8), "last_ms": ms(14), "version": 400},
+        {"inspector_id": "I1", "day_ms": ms(0, day=19), "grid_id": "hn-G1", "street": "湖南路街道",
+         "distance_m": 9999.0, "cells_assigned": 7, "version": 1},                                # another day
+    ],
     "zero_reports": [{"report_id": "z1", "reporter_id": "S1", "reporter_kind": "station", "ts_ms": ms(8),
                       "community": "复兴居委", "street": "湖南路街道"},
                      # S2 reported yesterday only: on today's roster, with no report today
@@ -191,6 +208,13 @@ EXPECTED: dict[str, list[dict[str, Any]]] = {
     "field_verifications": [{"actor_kind": "inspector", "actor_id": "I1", "verifications": 2, "on_time": 1, "on_time_rate": 0.5},
                             {"actor_kind": "station", "actor_id": "S1", "verifications": 1, "on_time": 1, "on_time_rate": 1.0}],
     "zero_reports": [{"reporter_kind": "station", "reporter_id": "S1", "street": "湖南路街道", "zero_reports": 1}],
+    "inspector_league": [
+        {"inspector_id": "I2", "grid": "hn-G2", "days": 1, "distance_km": 8.0, "moving_hours": 3.33, "idle_hours": 0.0,
+         "idle_periods": 0, "coverage": 0.286, "reports": 0},
+        {"inspector_id": "I1", "grid": "hn-G1", "street": "湖南路街道", "days": 1, "distance_km": 5.4,
+         "moving_hours": 2.67, "idle_hours": 0.5, "idle_periods": 2, "coverage": 1.0, "reports": 2}],
+    "zero_report_alerts": [{"station": "STA-002", "deadline": datetime(2026, 11, 20, 12, tzinfo=TZ),
+                            "notified": "街道网格中心"}],
     "patrol_coverage": [{"inspector_id": "I1", "fixes": 3, "cells": 2, "first_fix": datetime(2026, 11, 20, 8, tzinfo=TZ),
                          "last_fix": datetime(2026, 11, 20, 8, 2, tzinfo=TZ)}],
     "heritage_alarms": [{"building": "武康大楼", "metric": "vibration_mm_s", "alarms": 2, "max_value": 4.0, "threshold": 2.5},
