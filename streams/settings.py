@@ -6,6 +6,7 @@ Environment variables win over the file; the file wins over the defaults.
 from __future__ import annotations
 
 import os
+from datetime import time
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,10 @@ class Settings(BaseSettings):
     iot_idle_close_seconds: float = Field(
         60.0, gt=0, description="an iot.readings partition without readings this long moves its event-time clock on by "
         "the idle time, closing the minutes that passes")
+    # Field operations
+    zero_report_deadline: time = Field(
+        time(17, 0), description="residential stations report daily (an item or 无事报平安) by this local time on "
+        "working days; a station without one raises a zero_report_missing alert to its street centre")
     # Processing
     batch_size: int = Field(500, ge=1, description="records per stream.take() batch")
     batch_seconds: float = Field(0.2, gt=0)

@@ -107,6 +107,13 @@ def action_input(action: Mapping[str, Any], case_id: str) -> TopicRecord:
                        key=case_inputs_key_of_case(case_id))
 
 
+def station_report_input(report: Mapping[str, Any]) -> TopicRecord:
+    """A registered station reported (streams.core.field.StationReport), keyed by its street code: the
+    partition that owns the station's daily deadline sees it."""
+    return TopicRecord(CASE_INPUTS, {"kind": "station_report", "signal": None, "action": None, "tick_ms": None,
+                                     "report": _json(dict(report))}, key=str(report["street_code"]))
+
+
 def tick_input(now_ms: int) -> TopicRecord:
     """A clock tick; the timer sends one to every assigned partition, without a key."""
     return TopicRecord(CASE_INPUTS, {"kind": "tick", "signal": None, "action": None, "tick_ms": now_ms})
@@ -127,6 +134,7 @@ def ingest_records(result: IngestResult) -> list[TopicRecord]:
     out += [TopicRecord(TRIAGE, dict(item.__dict__), key=item.topic) for item in result.triage]
     out += [TopicRecord(IOT_COMMANDS, dict(command.__dict__), key=command.device_id) for command in result.commands]
     out += [TopicRecord(DEVICE_EPISODES, dict(episode), key=episode["device_id"]) for episode in result.episodes]
+    out += [station_report_input(report) for report in result.station_reports]
     return out
 
 

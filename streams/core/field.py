@@ -17,11 +17,11 @@ Both are plain functions over JSON-able state; the worker keeps the state in cha
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import h3
 from pydantic import BaseModel, ConfigDict, Field
@@ -425,3 +425,65 @@ class PatrolProcessor:
             return None
         self.upto = self.restored_upto = int(checkpoint["upto"])
         return int(checkpoint["replay_from"])
+
+
+# ---------------------------------------------------------------- zero-reports: the book the lifecycle keeps
+class StationReport(TypedDict):
+    """A registered station reported something (an item or a zero-report): a case.inputs record keyed by the
+    station's street code, so the partition that owns the station's deadline sees it."""
+
+    station_id: str
+    ts_ms: int
+    street_code: str
+
+
+CHECKED_PREFIX = "~checked:"   # key of a partition's last check in the book's mapping
+
+
+class ZeroReportBook:
+    """Which stations reported on which days, and the alerts for those that did not by the deadline.
+    ``states`` is any mutable mapping (a Faust table in the worker — written in the partition of the
+    current input —, a dict in replay): station id -> StationDays, and per partition the last check."""
+
+    def __init__(self, registry: FieldRegistry, states: MutableMapping[str, Any], deadline: time,
+                 is_workday: Callable[[date], bool], unit_of: Callable[[str, str], str] | None = None) -> None:
+        self.registry = registry
+        self.states = states
+        self.deadline = deadline
+        self.is_workday = is_workday
+        self.unit_of = unit_of   # (department kind, street) -> the street's instance, e.g. 徐家汇街道网格中心
+
+    def reported(self, report: StationReport) -> None:
+        station = report["station_id"]
+        if station in self.registry.stations:
+            self.states[station] = mark_reported(self.states.get(station), report["ts_ms"])
+
+    def on_tick(self, now_ms: int, partition: int = 0,
+                owns: Callable[[Station], bool] = lambda station: True) -> list[ZeroReportAlert]:
+        """The alerts due at ``now_ms`` for the stations this partition ``owns`` (each once: recorded). The first
+        tick of a partition only starts its clock: no alert for deadlines before the book was kept (the
+        start of a replay, the first deployment)."""
+        key = f"{CHECKED_PREFIX}{partition}"
+        since = self.states.get(key)
+        if since is None:
+            self.states[key] = now_ms
+            return []
+        if now_ms <= since:
+            return []
+        stations = [s for s in self.registry.stations.values() if owns(s)]
+        states = {s.id: self.states[s.id] for s in stations if self.states.get(s.id) is not None}
+        alerts = due_alerts(stations, states, now_ms, self.deadline, self.is_workday, since)
+        for station_id, alert in alerts:
+            day = local_day(alert["ts_ms"]).isoformat()
+            self.states[station_id] = mark_alerted(self.states.get(station_id), day)
+        self.states[key] = now_ms
+        return [alert for _, alert in alerts]
+
+    def notification(self, alert: ZeroReportAlert) -> dict[str, Any]:
+        """The department notification (webhook) of an alert: to the station's street centre."""
+        unit = self.unit_of(STREET_CENTRE, alert["street"]) if self.unit_of else STREET_CENTRE
+        return {"kind": ZERO_REPORT_MISSING, "case_id": alert["case_id"], "ts_ms": alert["ts_ms"],
+                "departments": [STREET_CENTRE], "units": [unit], "category_code": "",
+                "category_name": f"零报告缺报 {alert['community']}居民区工作站 {alert['station_id']}", "level": 3,
+                "deadline_ms": alert["deadline_ms"], "address": None, "lat": None, "lon": None, "cell": None,
+                "street": alert["street"], "event_id": alert["alert_id"]}

@@ -117,7 +117,14 @@ class Ingestor:
         if feed == "hotline_call":
             return self._hotline(topic, cast(HotlineCall, record), ingest_ms)
         if feed == "field_report":
-            return self._field_report(topic, cast(FieldReport, record), ingest_ms)
+            report = cast(FieldReport, record)
+            result = self._field_report(topic, report, ingest_ms)
+            station = self.knowledge.field.stations.get(report["reporter_id"])
+            if report["reporter_kind"] == "station" and station is not None:
+                # 有事报事、无事报平安: an item or a zero-report, either counts for the day's deadline
+                result.station_reports.append({"station_id": station.id, "street_code": station.street_code,
+                                               "ts_ms": _event_ms(report["reported_at"], "reported_at")})
+            return result
         if feed == "field_track":
             return self._field_track(topic, cast(FieldTrack, record), ingest_ms)
         if feed == "iot_reading":

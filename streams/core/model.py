@@ -182,6 +182,8 @@ class IngestResult:
     commands: list[DeviceCommand] = field(default_factory=list)
     rows: dict[str, TableRows] = field(default_factory=dict)  # extra store rows by table
     episodes: list[DeviceEpisodeRow] = field(default_factory=list)  # alarm episodes opened/closed
+    # a registered residential station reported (an item or 无事报平安): streams.core.field.StationReport
+    station_reports: list[dict[str, Any]] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- raw feeds
