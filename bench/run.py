@@ -105,7 +105,10 @@ def metric(url: str, name: str, label: str = "") -> float:
 
 
 def start_worker(bootstrap: str, workdir: Path, metrics_port: int) -> subprocess.Popen:
-    env = {**os.environ, "CITYGRID_KAFKA_BOOTSTRAP": bootstrap, "CITYGRID_STORE_URL": f"chdb://{workdir / 'chdb'}",
+    from streams.security import demo_secrets
+
+    env = {**os.environ, **demo_secrets(workdir / "keys"),
+           "CITYGRID_KAFKA_BOOTSTRAP": bootstrap, "CITYGRID_STORE_URL": f"chdb://{workdir / 'chdb'}",
            "CITYGRID_DATA_DIR": str(workdir / "worker"), "CITYGRID_METRICS_PORT": str(metrics_port),
            "CITYGRID_WEB_PORT": str(free_port()), "CITYGRID_LOG_LEVEL": "warning",
            "CITYGRID_TOPIC_REPLICATION_FACTOR": "1", "CITYGRID_TOPIC_MIN_INSYNC_REPLICAS": "1"}

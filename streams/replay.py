@@ -11,27 +11,27 @@ Invalid lines are reported on stderr with their line number and counted (exit st
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol, TextIO, cast
 
+from streams.bus import records
 from streams.bus.codec import DecodeError, iso_to_ms, registry
+from streams.bus.records import TopicRecord
+from streams.bus.sealing import DeadLetterSealer
+from streams.bus.topics import CASE_ACTIONS, RAW_SCHEMAS, dlq
 from streams.core.cases.engine import CaseEngine, Outputs, case_summary
+from streams.core.cases.model import CaseAction, CaseDoc, Notification, Rejection
 from streams.core.cases.sla import DEFAULT_OVERRIDE_FILE, WorkCalendar
+from streams.core.field import StationReport, ZeroReportBook
+from streams.core.model import IngestResult
+from streams.core.privacy import mask_text
 from streams.settings import Settings
-from streams.bus.topics import CASE_ACTIONS, RAW_SCHEMAS
 
 # Fields holding the event time of each raw record (first present wins).
 TIME_FIELDS = ("received_at", "reported_at", "ts")
-SIGNAL_COLUMNS = (
-    "signal_id", "source", "source_kind", "source_id", "ts_ms", "ingest_ms", "category_code", "category_name",
-    "confidence", "context", "lat", "lon", "cell", "community", "street", "street_code", "district", "address",
-    "reporter_id", "reporter_kind", "handled_on_spot",
-)
 FLUSH_ROWS = 5000
 
 
@@ -51,14 +51,16 @@ class ReplayReport:
     actions: int = 0
     rejected_actions: int = 0
     alerts: int = 0
-    cases: dict[str, dict] = field(default_factory=dict)   # case_id -> case document
-    rejections: list[dict] = field(default_factory=list)
-    notifications: list[dict] = field(default_factory=list)
+    zero_report_alerts: int = 0   # residential stations that missed their daily report 零报告
+    cases: dict[str, CaseDoc] = field(default_factory=dict)   # case_id -> case document
+    rejections: list[Rejection] = field(default_factory=list)
+    notifications: list[Notification] = field(default_factory=list)
 
     def summary(self) -> str:
-        return (f"replayed {self.lines} lines: {self.records} records, {self.invalid} invalid, {self.unusable} unusable, "
-                f"{self.signals} signals ({self.merged} merged, {self.triage} to triage), {len(self.cases)} cases, "
-                f"{self.actions} actions ({self.rejected_actions} rejected), {self.alerts} SLA alerts")
+        return (f"replayed {self.lines} lines: {self.records} records, {self.invalid} invalid, "
+                f"{self.unusable} unusable, {self.signals} signals ({self.merged} merged, {self.triage} to triage), "
+                f"{len(self.cases)} cases, {self.actions} actions ({self.rejected_actions} rejected), "
+                f"{self.alerts} SLA alerts, {self.zero_report_alerts} missed zero-reports")
 
 
 @dataclass(order=True)
@@ -70,10 +72,12 @@ class _Event:
 
 
 class _Buffer:
-    """Rows per table, inserted in batches into the store."""
+    """Rows per table, inserted in batches into the store. Rows come from the records the worker would
+    send (streams.bus.records), mapped as the ClickHouse sink maps them: the same rows as live."""
 
-    def __init__(self, store: RowSink | None) -> None:
+    def __init__(self, store: RowSink | None, sealer: DeadLetterSealer | None = None) -> None:
         self.store = store
+        self.sealer = sealer   # seals dead-letter originals (None: no CITYGRID_DLQ_KEY configured)
         self.rows: dict[str, list[dict]] = {}
 
     def add(self, table: str, rows: Iterable[dict]) -> None:
@@ -84,9 +88,28 @@ class _Buffer:
         if len(bucket) >= FLUSH_ROWS:
             self.flush(table)
 
-    def add_outputs(self, out: Outputs) -> None:
-        for table, rows in out.tables().items():
+    def add_records(self, recs: Iterable[TopicRecord]) -> None:
+        if self.store is None:
+            return
+        # stored_ms stays 0: a replayed signal has no live ingest → ClickHouse latency
+        for table, rows in records.table_rows(recs).items():
             self.add(table, rows)
+
+    def add_ingest(self, result: IngestResult) -> None:
+        self.add_records([*records.ingest_records(result),
+                          *(records.store_rows_record(table, rows) for table, rows in result.rows.items())])
+
+    def add_outputs(self, out: Outputs) -> None:
+        # every case row, not the latest per batch as the worker sends: a ReplacingMergeTree keeps the last
+        self.add_records([*records.output_records(out), *map(records.case_record, out.cases)])
+
+    def add_dead_letter(self, topic: str, line_no: int, reason: str, ts_ms: int, record: dict) -> None:
+        # The original is sealed with the DLQ key like the worker's; without a key it is only named by its
+        # line in the input file (which the operator holds anyway). The reason is masked.
+        original = json.dumps(record, ensure_ascii=False).encode("utf-8")
+        value = records.dead_letter_value(topic, 0, line_no, mask_text(reason), ts_ms,
+                                          self.sealer.seal(original) if self.sealer else b"", None)
+        self.add_records([TopicRecord(dlq(topic), value)])
 
     def flush(self, table: str | None = None) -> None:
         if self.store is None:
@@ -147,11 +170,18 @@ def replay(lines: Iterable[str], settings: Settings, store: RowSink | None = Non
 
     knowledge = knowledge if knowledge is not None else Knowledge.load(settings.kb_path, settings.city_dir)
     calendar = WorkCalendar(settings.holiday_override_file or DEFAULT_OVERRIDE_FILE)
-    ingestor = Ingestor(knowledge, settings.triage_confidence)
-    cases: dict[str, dict] = {}
+    from streams.security import dlq_sealer, pseudonymizer
+
+    # the operator's pseudonym key when configured (pseudonyms then match the live pipeline's)
+    ingestor = Ingestor(knowledge, settings.triage_confidence, pseudonyms=pseudonymizer(settings))
+    sealer = dlq_sealer(settings) if settings.dlq_key is not None else None
+    cases: dict[str, CaseDoc] = {}
     engine = CaseEngine(knowledge, cases, {}, calendar, auto_dispatch=settings.auto_dispatch)
+    # residential stations' daily reports: the same book the lifecycle agent keeps, one partition owning all
+    zero_reports = ZeroReportBook(knowledge.field, {}, settings.zero_report_deadline, calendar.is_workday,
+                                  knowledge.city.unit_of)
     report = ReplayReport(cases=cases)
-    sink = _Buffer(store)
+    sink = _Buffer(store, sealer)
     events = read_events(lines, err, report)
 
     def collect(out: Outputs) -> None:
@@ -164,34 +194,43 @@ def replay(lines: Iterable[str], settings: Settings, store: RowSink | None = Non
         for rejection in out.rejections:
             print(f"action {rejection['action_id']} rejected: {rejection['reason']}", file=err)
 
+    def tick(now_ms: int) -> None:
+        collect(engine.on_tick(now_ms))
+        zero = Outputs()
+        for alert in zero_reports.on_tick(now_ms):
+            zero.sla_alerts.append({"alert_id": alert["alert_id"], "case_id": alert["case_id"],
+                                    "ts_ms": alert["ts_ms"], "stage": alert["stage"], "light": alert["light"],
+                                    "kind": alert["kind"], "departments": list(alert["departments"]),
+                                    "deadline_ms": alert["deadline_ms"]})
+            zero.notifications.append(cast(Notification, zero_reports.notification(alert)))
+        report.zero_report_alerts += len(zero.sla_alerts)
+        collect(zero)
+
     for event in events:
-        collect(engine.on_tick(event.ts_ms))  # the virtual clock reaches this event: fire due timers
+        tick(event.ts_ms)  # the virtual clock reaches this event: fire due timers
         if event.topic == CASE_ACTIONS:
             report.actions += 1
-            collect(engine.on_action(event.record))
+            # read_events validated the record against the case_action schema: it is a CaseAction
+            collect(engine.on_action(cast(CaseAction, event.record)))
             continue
         try:
             result = ingestor.ingest(RAW_SCHEMAS[event.topic], event.record, event.ts_ms)
         except RejectRecord as exc:
             report.unusable += 1
             print(f"line {event.line_no}: {exc}", file=err)
-            sink.add("dead_letters", [{"topic": event.topic, "partition": 0, "offset": event.line_no,
-                                       "reason": str(exc), "ts_ms": event.ts_ms, "key": "",
-                                       "original": json.dumps(event.record, ensure_ascii=False)}])
+            sink.add_dead_letter(event.topic, event.line_no, str(exc), event.ts_ms, event.record)
             continue
-        for table, rows in result.rows.items():
-            sink.add(table, rows)
-        for item in result.triage:
-            report.triage += 1
-            sink.add("triage", [{**item.__dict__, "best_category": item.best_category or "",
-                                 "confidence": item.confidence or 0.0}])
+        sink.add_ingest(result)
+        for station_report in result.station_reports:
+            zero_reports.reported(cast(StationReport, station_report))
+        report.triage += len(result.triage)
         for signal in result.signals:
             report.signals += 1
-            sink.add("signals", [{k: getattr(signal, k) for k in SIGNAL_COLUMNS}])
             collect(engine.on_signal(signal))
     end = until_ms if until_ms is not None else (events[-1].ts_ms if events else None)
     if end is not None:
-        collect(engine.on_tick(end))
+        tick(end)
+    sink.add_ingest(ingestor.finish())   # the device minutes still open at the end of the recording
     sink.flush()
     if json_out is not None:
         for doc in sorted(cases.values(), key=lambda d: (d["opened_ms"], d["case_id"])):

@@ -6,11 +6,12 @@ Environment variables win over the file; the file wins over the defaults.
 from __future__ import annotations
 
 import os
+from datetime import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -51,6 +52,22 @@ class _YamlFileSource(PydanticBaseSettingsSource):
         if not isinstance(data, dict):
             raise ValueError(f"{path}: settings file must be a mapping of setting -> value")
         return data
+
+
+# How long ClickHouse keeps each table (docs/security.md "Retention"): personal data no longer than needed.
+DEFAULT_RETENTION_DAYS: dict[str, int] = {
+    "dead_letters": 30,          # sealed originals of bad records: long enough to fix and reprocess
+    "triage": 90,                # raw records awaiting manual triage 人工分拨 (masked)
+    "webhook_deliveries": 90,    # delivery attempts
+    "inspector_tracks": 90,      # inspectors' GPS fixes (staff location data)
+    "zero_reports": 365,
+    "sensor_alarms": 730,
+    "signals": 730,              # 24 months of reports (callers as keyed pseudonyms)
+    "cases": 1826,               # case records 5 years (the archive keeps them longer, outside this store)
+    "case_transitions": 1826,
+    "dispatches": 1826,
+    "sla_alerts": 1826,
+}
 
 
 class Settings(BaseSettings):
@@ -96,7 +113,15 @@ class Settings(BaseSettings):
     store_buffer_rows: int = Field(200_000, ge=1,
                                    description="rows buffered while ClickHouse is down before back-pressure")
     retention_months: dict[str, int] = Field(default_factory=dict,
-                                             description="per-table retention, e.g. {signals: 24}")
+                                             description="per-table retention in whole months, e.g. {signals: 24}; "
+                                             "overrides retention_days for that table")
+    retention_days: dict[str, int] = Field(
+        default_factory=lambda: dict(DEFAULT_RETENTION_DAYS),
+        description="per-table retention in days (`streams retention`, nightly CronJob); defaults in "
+                    "docs/security.md; a table not listed is kept")
+    closed_case_retention_hours: float = Field(
+        168.0, ge=0, description="closed and void cases leave the worker's live state this long after they ended "
+                                 "(they stay in ClickHouse); 0 keeps them")
     # Faust state
     table_store: str = Field("memory://", description="Faust table store: memory:// (dev) or rocksdb:// "
                              "(production; pip extra rocksdb)")
@@ -111,6 +136,17 @@ class Settings(BaseSettings):
     auto_dispatch: bool = Field(True, description="dispatch every registered case by the KB at once (false: the centre "
                                 "accepts hotline calls and dispatches all but level-4/immediate routes by action)")
     triage_confidence: float = Field(0.55, ge=0, le=1, description="below this a signal goes to manual triage 人工分拨")
+    # Devices (iot.readings)
+    iot_lateness_seconds: float = Field(
+        30.0, ge=0, description="a reading may arrive this long after a newer one on its partition and still count in "
+        "its minute's aggregate (device_minutes); later ones are counted as late and left out of it")
+    iot_idle_close_seconds: float = Field(
+        60.0, gt=0, description="an iot.readings partition without readings this long moves its event-time clock on by "
+        "the idle time, closing the minutes that passes")
+    # Field operations
+    zero_report_deadline: time = Field(
+        time(17, 0), description="residential stations report daily (an item or 无事报平安) by this local time on "
+        "working days; a station without one raises a zero_report_missing alert to its street centre")
     # Processing
     batch_size: int = Field(500, ge=1, description="records per stream.take() batch")
     batch_seconds: float = Field(0.2, gt=0)
@@ -119,11 +155,61 @@ class Settings(BaseSettings):
                           "reaches a named point, point[:n] (streams/faults.py); empty in production")
     # Observability
     metrics_port: int = Field(9464, description='Prometheus /metrics port of the worker')
+    metrics_host: str = Field("127.0.0.1", description="address the metrics port binds (0.0.0.0 for a Prometheus "
+                              "elsewhere: behind a NetworkPolicy)")
     web_port: int = Field(6066, description='worker HTTP port: /wall/ (live view JSON), /health/')
+    web_host: str = Field("127.0.0.1", description="address the worker HTTP port binds; off loopback /wall/ "
+                          "needs CITYGRID_WALL_TOKEN")
+    wall_token: SecretStr | None = Field(None, description="bearer token /wall/ asks for (required when web_host is "
+                                         "not a loopback address)")
+    health_stall_seconds: float = Field(120.0, gt=0, description="/health/ fails when an agent or consumer made no "
+                                        "progress for this long")
     log_level: str = Field("info", description='worker log level')
     # Webhooks
     webhooks_file: Path | None = Field(
         None, description="department webhook endpoints YAML (docs/webhooks.md); unset: no webhooks")
+    # HTTP gateway (docs/gateway.md)
+    gateway_host: str = Field("127.0.0.1", description="address `streams gateway` listens on")
+    gateway_port: int = Field(8080, ge=0, le=65535, description="port of `streams gateway`")
+    gateway_keys_file: Path | None = Field(None, description="API keys YAML: [{name, key | key_sha256, scopes}] "
+                                           "(docs/gateway.md); unset: only the public reads work")
+    gateway_in_worker: bool = Field(False, description="run the gateway inside `streams worker` (needed with an "
+                                    "embedded chdb store, which one process holds; `make demo` does this)")
+    gateway_max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="largest request body (413 above)")
+    gateway_max_record_bytes: int = Field(64 * 1024, ge=256,
+                                          description="largest single feed record, JSON bytes (413 above)")
+    gateway_max_field_chars: int = Field(10_000, ge=16, description="longest string field of a record (413 above)")
+    gateway_rate_limit: str = Field("100/second", description="requests per API key (per client address without "
+                                    "a key); 429 above")
+    gateway_record_rate_limit: str = Field("100000/second", description="feed records per API key; 429 above")
+    gateway_jurisdiction_id: str = Field("", description="Open311 jurisdiction_id this gateway serves; empty: "
+                                         "accept any (one jurisdiction)")
+    gateway_public_url: str = Field("", description="base URL citizens reach the gateway at (progress links in "
+                                    "Open311 answers); empty: the request's own host")
+    # Security and privacy (docs/security.md)
+    pii_key: SecretStr | None = Field(None, description="secret key of callers' pseudonyms (keyed HMAC-SHA256, ≥ 32 "
+                                      "characters); required by the worker (`make demo` generates one)")
+    pii_previous_keys: list[SecretStr] = Field(default_factory=list, description="retired pseudonym keys (JSON list): "
+                                               "`streams erase` also finds callers under them")
+    dlq_key: SecretStr | None = Field(None, description="Fernet key(s) sealing dead-letter originals, newest first, "
+                                      "comma-separated; required by the worker (`make demo` generates one)")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka transport: PLAINTEXT (local dev only), SSL, SASL_PLAINTEXT or SASL_SSL")
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism when the protocol is SASL_*")
+    kafka_sasl_username: str = Field("", description="SASL user (the Kafka principal ACLs name)")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (or kafka_sasl_password_file)")
+    kafka_sasl_password_file: Path | None = Field(None, description="file holding the SASL password (a mounted Secret)")
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle (PEM) that signed the brokers' certificates")
+    kafka_ssl_certfile: Path | None = Field(None, description="client certificate (PEM) for mutual TLS (optional)")
+    kafka_ssl_keyfile: Path | None = Field(None, description="client private key (PEM) for mutual TLS (optional)")
+    kafka_ssl_check_hostname: bool = Field(True, description="verify that the broker certificate names the host")
+    store_user: str = Field("", description="ClickHouse user (overrides one in store_url)")
+    store_password_file: Path | None = Field(
+        None, description="file holding the ClickHouse password (a mounted Secret)")
+    store_tls: bool = Field(False, description="TLS to the ClickHouse server (native secure port, usually 9440)")
+    store_ca_file: Path | None = Field(
+        None, description="CA bundle (PEM) that signed the ClickHouse server certificate")
 
     @classmethod
     def settings_customise_sources(

@@ -71,11 +71,12 @@ class ConsumerLagService(mode.Service):
     def measure(self) -> dict[tuple[str, int], int]:
         from kafka import KafkaAdminClient, KafkaConsumer
 
+        from streams.bus import clients
         from streams.bus.topics import TopicNames
 
         names = TopicNames(self.settings.topic_prefix)
-        admin = KafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
-        consumer = KafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap)
+        admin = KafkaAdminClient(**clients.admin(self.settings))
+        consumer = KafkaConsumer(**clients.offsets_consumer(self.settings))
         try:
             consumer.topics()  # end_offsets needs the partitions' metadata
             lag: dict[tuple[str, int], int] = {}

@@ -7,17 +7,17 @@ from streams.settings import Settings
 
 
 def ensure_topics(settings: Settings) -> None:
-    """Every topic of the pipeline with the configured partitions, replication and min.insync.replicas
-    (state topics compacted); existing topics, the Faust changelogs included, are checked against them."""
-    from streams.bus.admin import TopicPolicy, create_topics
+    """Every topic of the pipeline with the configured partitions, replication and min.insync.replicas;
+    state topics (cases, the lean consumers' state changelogs, Faust's table changelogs) compacted.
+    Existing topics are checked against the settings (TopicSettingsError names the weaker ones)."""
+    from streams.bus.admin import create_topics
     from streams.bus.topics import COMPACTED, TopicNames, changelog_topics
 
     names = TopicNames(settings.topic_prefix)
-    changelogs = changelog_topics(settings.app_id)
-    # The changelogs too, before Faust starts: it would create them itself, but a worker that joins
+    # Faust's changelogs too, before Faust starts: it would create them itself, but a worker that joins
     # its group before their metadata has spread can stall in the partition assignment.
-    create_topics(settings.kafka_bootstrap, names.all() + changelogs, TopicPolicy.from_settings(settings),
-                  compacted=[names.name(t) for t in COMPACTED] + changelogs)
+    changelogs = names.changelogs(settings.app_id) + changelog_topics(settings.app_id)
+    create_topics(settings, names.all() + changelogs, compacted=[names.name(t) for t in COMPACTED] + changelogs)
 
 
 def build_worker(settings: Settings) -> Any:
@@ -26,25 +26,37 @@ def build_worker(settings: Settings) -> Any:
 
     from streams import faults, logrepeat
     from streams.agents.app import Pipeline
+    from streams.agents.ingest import IngestAdapter
     from streams.agents.lean import LeanIngest
     from streams.agents.services import ConsumerLagService, GaugeService, WebhookService
     from streams.metrics import start_metrics_server
+    from streams.security import require_worker_secrets
     from streams.sinks.clickhouse import ClickHouseSink
-    from streams.storage import open_store
+    from streams.storage import store_from_settings
     from streams.wall.web import register_views
 
     faults.configure(settings.crash_at)
-    store = open_store(settings.store_url)
+    require_worker_secrets(settings)   # no pseudonym or dead-letter key: no worker
+    store = store_from_settings(settings)   # user, password file and TLS from settings
     store.migrate()
     pipeline = Pipeline(settings)
     register_views(pipeline, store)
-    start_metrics_server(settings.metrics_port, pipeline.metrics)
+    start_metrics_server(settings.metrics_port, pipeline.metrics, addr=settings.metrics_host)
     services: list[Any] = [
-        LeanIngest(settings, pipeline.ingestor, pipeline.codec, pipeline.metrics, pipeline.emit_ingest_result),
+        # the lean consumer's own adapter over the same Ingestor (one lift-repeat state)
+        LeanIngest(settings, IngestAdapter(pipeline.ingestor, pipeline.codec, pipeline.metrics, pipeline.topics,
+                                           classify_batches=False, rules=pipeline.rules),
+                   pipeline.codec, pipeline.metrics, sealer=pipeline.sealer),
         ClickHouseSink(settings, store, pipeline.codec, pipeline.metrics),
     ]
     services += [GaugeService(pipeline), ConsumerLagService(settings, pipeline.metrics)]
     if settings.webhooks_file:
         services.append(WebhookService(settings, pipeline.metrics, store))
+    if settings.gateway_in_worker:
+        from streams.gateway.service import GatewayService
+
+        services.append(GatewayService(settings, store, pipeline.knowledge))
+    for service in services:
+        pipeline.liveness.watch(type(service).__name__, service)
     logrepeat.install()  # after the client libraries are imported: their loggers exist now
     return faust.Worker(pipeline.app, *services, loglevel=settings.log_level, redirect_stdouts=False)

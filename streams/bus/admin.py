@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from streams.bus import clients
 from streams.settings import Settings
 
 
@@ -39,18 +40,21 @@ class TopicPolicy:
         return configs
 
 
-def create_topics(bootstrap: str, names: list[str], policy: TopicPolicy, compacted: Iterable[str] = (),
-                  check: Iterable[str] = ()) -> None:
+def create_topics(settings: Settings, names: list[str], policy: TopicPolicy | None = None,
+                  compacted: Iterable[str] = (), check: Iterable[str] = ()) -> None:
     """Create the topics that do not exist yet (an auto-created topic would get the broker's default
-    partition count and replication, and case.inputs must match its changelog topics), then check
-    every one of ``names`` and ``check`` (e.g. Faust changelogs, created later by Faust) that
-    exists. Raises TopicSettingsError."""
+    partition count and replication, and case.inputs must match its changelog topics), with
+    ``policy`` (default: the settings'); names in ``compacted`` keep the latest record per key
+    (``cleanup.policy=compact``: state topics). Then check every one of ``names`` and ``check``
+    that exists. Raises TopicSettingsError."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import InvalidReplicationFactorError, TopicAlreadyExistsError
 
+    policy = policy or TopicPolicy.from_settings(settings)
     compacted = set(compacted)
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    bootstrap = settings.kafka_bootstrap
+    admin = KafkaAdminClient(**clients.admin(settings))
     try:
         brokers = len(admin.describe_cluster()["brokers"])
         if policy.replication_factor > brokers:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -27,7 +28,7 @@ import orjson
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 from fastavro.validation import validate
 
-from streams.bus.rules import DEFAULT_RULES, ISO_FIELDS, InputRules, RuleViolation, check_input
+from streams.bus.rules import DEFAULT_RULES, ISO_FIELDS, OPEN311_MAX_DESCRIPTION, InputRules, RuleViolation, check_input
 from streams.bus.rules import check_semantics as _check_semantics
 from streams.bus.topics import RAW_SCHEMAS
 from streams.core import times
@@ -38,7 +39,8 @@ SCHEMAS_DIR = package_data("schemas", "schemas")  # top-level schemas/, packaged
 HISTORY = "history"
 RAW_SCHEMA_NAMES = frozenset(RAW_SCHEMAS.values())
 
-__all__ = ["DecodeError", "ISO_FIELDS", "MAGIC", "Schema", "SchemaRegistry", "check_semantics", "registry"]
+__all__ = ["ISO_FIELDS", "MAGIC", "OPEN311_MAX_DESCRIPTION", "DecodeError", "Schema", "SchemaRegistry",
+           "check_semantics", "registry"]
 
 
 class DecodeError(ValueError):
@@ -54,6 +56,26 @@ class Schema:
     @cached_property
     def field_names(self) -> list[str]:
         return [f["name"] for f in self.parsed["fields"]]
+
+    @cached_property
+    def field_set(self) -> frozenset[str]:
+        return frozenset(self.field_names)
+
+    @cached_property
+    def json_plan(self) -> list[tuple[str, bool, Any, bool, Callable[[Any], bool] | None]]:
+        """Per field, for from_json: (name, has a default, the default, an int stands for a double, type check)."""
+        return [(f["name"], "default" in f, f.get("default"), _accepts(f["type"], "double"), _type_check(f["type"]))
+                for f in self.parsed["fields"]]
+
+    @cached_property
+    def type_checks(self) -> list[tuple[str, Callable[[Any], bool]]] | None:
+        """Plain-Python checks of each field's type, or None if a field's type has none. Each accepts a
+        subset of what fastavro's validation accepts, so a record passing them all is valid without it
+        (fastavro builds an error message for every union branch a value misses: most of its cost)."""
+        checks = [(f["name"], _type_check(f["type"])) for f in self.parsed["fields"]]
+        if any(check is None for _, check in checks):
+            return None
+        return checks  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -147,7 +169,7 @@ class SchemaRegistry:
                     break
         return problems
 
-    def encode(self, name: str, record: dict[str, Any]) -> bytes:
+    def encode(self, name: str, record: Mapping[str, Any]) -> bytes:
         schema = self.by_name[name]
         buf = io.BytesIO()
         buf.write(MAGIC)
@@ -200,7 +222,7 @@ class SchemaRegistry:
         """Parse and validate a JSON record; fills optional fields with null; errors name the field.
 
         Strict JSON (orjson): no NaN/Infinity, no number beyond the double range, valid UTF-8 without
-        lone surrogates, nesting at most 1024 deep."""
+        lone surrogates, nesting at most 1024 deep. A raw feed's record then passes the input rules."""
         schema = self.by_name[name]
         if isinstance(data, dict):
             obj = data
@@ -211,46 +233,79 @@ class SchemaRegistry:
                 raise DecodeError(f"not JSON: {exc}") from None
         if not isinstance(obj, dict):
             raise DecodeError("JSON record must be an object")
-        unknown = set(obj) - set(schema.field_names)
+        unknown = obj.keys() - schema.field_set
         record: dict[str, Any] = {}
-        for field in schema.parsed["fields"]:
-            fname = field["name"]
+        typed = True  # every value passed its plain-Python type check (then fastavro need not look)
+        for fname, has_default, default, to_double, check in schema.json_plan:
             if fname in obj:
                 value = obj[fname]
                 # JSON has no int/float distinction: let 31 stand for 31.0
-                if isinstance(value, int) and not isinstance(value, bool) and _accepts(field["type"], "double"):
+                if to_double and type(value) is int:
                     try:
                         value = float(value)
                     except OverflowError:
                         raise DecodeError(f"field '{fname}' is a number beyond the double range") from None
                 record[fname] = value
-            elif "default" in field:
-                record[fname] = field["default"]
+                if typed and (check is None or not check(value)):
+                    typed = False
+            elif has_default:
+                record[fname] = default
+                if typed and (check is None or not check(default)):
+                    typed = False
             else:
                 raise DecodeError(f"missing required field '{fname}'")
         if unknown:
             raise DecodeError(f"unknown field(s) {sorted(unknown)!r}"[:500])
-        try:
-            validate(record, schema.parsed, raise_errors=True)
-        except Exception as exc:  # fastavro's ValidationError lists field paths
-            raise DecodeError(f"schema {name}: {exc}"[:1000]) from None
-        _check(name, record, rules or DEFAULT_RULES, ref_ms)
+        if not typed:
+            try:
+                validate(record, schema.parsed, raise_errors=True)
+            except Exception as exc:  # fastavro's ValidationError lists field paths
+                raise DecodeError(f"schema {name}: {exc}"[:1000]) from None
+        if name in RAW_SCHEMA_NAMES:
+            _check(name, record, rules or DEFAULT_RULES, ref_ms)
         return record
 
 
-def _check(name: str, record: dict[str, Any], rules: InputRules, ref_ms: int | None) -> None:
-    try:
-        check_input(name, record, rules, ref_ms)
-    except RuleViolation as exc:
-        raise DecodeError(str(exc)) from None
+_INT_RANGE = (-(2 ** 31), 2 ** 31 - 1)
+_LONG_RANGE = (-(2 ** 63), 2 ** 63 - 1)
 
 
-def check_semantics(name: str, record: dict[str, Any]) -> None:
-    """Checks the Avro types cannot express (streams.bus.rules). Raises DecodeError naming the field."""
-    try:
-        _check_semantics(name, record)
-    except RuleViolation as exc:
-        raise DecodeError(str(exc)) from None
+def _type_check(avro_type: Any) -> Callable[[Any], bool] | None:
+    """A check accepting a subset of what fastavro's validate accepts for ``avro_type`` (None: no such check)."""
+    if isinstance(avro_type, list):
+        branches = [_type_check(t) for t in avro_type if t != "null"]
+        if any(b is None for b in branches):
+            return None
+        if len(branches) == 1:  # the usual optional field ["null", T]
+            inner = branches[0]
+            if "null" in avro_type:
+                return lambda value: value is None or inner(value)  # type: ignore[misc]
+            return inner
+        nullable = "null" in avro_type
+        return lambda value: (nullable and value is None) or any(b(value) for b in branches)  # type: ignore[misc]
+    if isinstance(avro_type, dict):
+        kind = avro_type.get("type")
+        if kind in ("array", "map"):
+            # `item` is assigned once, so mypy keeps the None test's narrowing inside the closures
+            item = _type_check(avro_type["items" if kind == "array" else "values"])
+            if item is None:
+                return None
+            if kind == "array":
+                return lambda value: type(value) is list and all(item(v) for v in value)
+            return lambda value: type(value) is dict and all(type(k) is str and item(v) for k, v in value.items())
+        return _type_check(kind) if isinstance(kind, str) and len(avro_type) == 1 else None
+    if avro_type == "null":
+        return lambda value: value is None
+    if avro_type == "boolean":
+        return lambda value: type(value) is bool
+    if avro_type == "string":
+        return lambda value: type(value) is str
+    if avro_type in ("int", "long"):
+        low, high = _INT_RANGE if avro_type == "int" else _LONG_RANGE
+        return lambda value: type(value) is int and low <= value <= high
+    if avro_type in ("float", "double"):
+        return lambda value: type(value) is float or type(value) is int
+    return None
 
 
 def _accepts(avro_type: Any, primitive: str) -> bool:
@@ -268,6 +323,21 @@ def parse_iso(value: str) -> datetime:
 
 def iso_to_ms(value: str) -> int:
     return int(parse_iso(value).timestamp() * 1000)
+
+
+def _check(name: str, record: dict[str, Any], rules: InputRules, ref_ms: int | None) -> None:
+    try:
+        check_input(name, record, rules, ref_ms)
+    except RuleViolation as exc:
+        raise DecodeError(str(exc)) from None
+
+
+def check_semantics(name: str, record: dict[str, Any]) -> None:
+    """Checks the Avro types cannot express (streams.bus.rules). Raises DecodeError naming the field."""
+    try:
+        _check_semantics(name, record)
+    except RuleViolation as exc:
+        raise DecodeError(str(exc)) from None
 
 
 _REGISTRY: SchemaRegistry | None = None

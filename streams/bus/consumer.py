@@ -27,6 +27,8 @@ import mode
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from streams.bus import clients
+from streams.bus.records import Inbound
 from streams.bus.topics import TopicNames
 from streams.metrics import PipelineMetrics
 from streams.settings import Settings
@@ -35,6 +37,12 @@ log = logging.getLogger(__name__)
 
 BACKOFF_INITIAL = 0.5
 BACKOFF_MAX = 15.0
+
+
+def inbound(record: ConsumerRecord) -> Inbound:
+    """An aiokafka record as the adapters read it (aiokafka timestamps are epoch milliseconds)."""
+    return Inbound(record.topic, record.partition, record.offset, record.timestamp or None, record.key,
+                   record.value)
 
 
 class Unavailable(RuntimeError):
@@ -70,23 +78,11 @@ class BatchConsumerService(mode.Service):
         self.consumer: AIOKafkaConsumer | None = None
         self.prepared: tuple[list[ConsumerRecord], Any] | None = None  # a batch waiting for its output
         self.outage_since: float | None = None
-
-    def consumer_config(self) -> dict[str, Any]:
-        session = self.settings.kafka_session_timeout_seconds
-        return dict(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            group_id=f"{self.settings.app_id}-{self.group_suffix}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=self.max_records,
-            fetch_max_bytes=32 * 1024 * 1024,
-            session_timeout_ms=int(session * 1000),
-            heartbeat_interval_ms=int(max(0.5, session / 10) * 1000),
-            max_poll_interval_ms=int(self.settings.kafka_max_poll_interval_seconds * 1000),
-        )
+        self.last_progress: float | None = None   # monotonic: last poll or retry (/health/ reads it)
 
     async def on_start(self) -> None:
-        self.consumer = AIOKafkaConsumer(**self.consumer_config())
+        self.consumer = AIOKafkaConsumer(**clients.batch_consumer(
+            self.settings, f"{self.settings.app_id}-{self.group_suffix}", self.max_records))
         self.consumer.subscribe(self.physical, listener=_DropOnRevoke(self))
         await self.consumer.start()
         self.add_future(self._consume())
@@ -100,6 +96,7 @@ class BatchConsumerService(mode.Service):
         assert consumer is not None
         delay = BACKOFF_INITIAL
         while not self.should_stop:
+            self.last_progress = time.monotonic()
             if self.prepared is None:
                 records = await self._fetch(200)
                 if not records:
@@ -115,6 +112,7 @@ class BatchConsumerService(mode.Service):
                 # stay in the group: poll (paused: nothing new arrives) for the length of the backoff
                 deadline = time.monotonic() + delay
                 while time.monotonic() < deadline and not self.should_stop and self.prepared is not None:
+                    self.last_progress = time.monotonic()
                     await self._fetch(int(min(1.0, max(0.05, deadline - time.monotonic())) * 1000))
                 delay = min(delay * 2, BACKOFF_MAX)
                 continue

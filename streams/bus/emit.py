@@ -6,17 +6,20 @@ record checks it can be sent: encoded, and no larger than ``max_message_bytes`` 
 refuse it and fail the whole batch). A record that cannot be staged raises here, inside the
 input's failure boundary; the adapter then ``rollback``s that input's staged outputs to its
 ``checkpoint`` and dead-letters the input instead. A dead letter itself always fits: its reason
-and original bytes are cut to size (the cut is said in the reason).
+and original bytes are cut to size (the cut is said in the reason); the original and its key are
+sealed (Fernet, streams.bus.sealing) and the reason masked (a validation message may quote a field).
 """
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from streams.bus.codec import SchemaRegistry
+from streams.bus.records import TopicRecord, dead_letter_value
+from streams.bus.sealing import DeadLetterSealer
 from streams.bus.topics import (
     ACTIONS_REJECTED,
     CASE_EVENTS,
@@ -29,6 +32,7 @@ from streams.bus.topics import (
     TopicNames,
     dlq,
 )
+from streams.core.privacy import mask_text
 from streams.settings import Settings
 
 # send(topic, key, value, partition) -> awaitable resolving to a delivery future
@@ -36,6 +40,7 @@ SendFn = Callable[[str, bytes | None, bytes, int | None], Awaitable[Awaitable[An
 
 DEFAULT_MAX_MESSAGE_BYTES: int = Settings.model_fields["kafka_max_message_bytes"].default
 MAX_REASON_CHARS = 2000
+STORE_ROWS_PER_MESSAGE = 2000  # rows per store.rows message at most (and never above the message size)
 MAX_KEY_BYTES = 1000
 ENVELOPE_BYTES = 256  # Avro overhead of a dead_letter / store_rows record beyond its strings
 
@@ -43,7 +48,7 @@ ENVELOPE_BYTES = 256  # Avro overhead of a dead_letter / store_rows record beyon
 LEDGER_TABLE = "input_ledger"
 # An input's outcome in the ledger is its most telling output's topic (or 'dlq', 'rows', 'none').
 OUTCOME_ORDER = (CASE_INPUTS, TRIAGE, ACTIONS_REJECTED, CASE_EVENTS, DISPATCHES, SLA_ALERTS, IOT_COMMANDS)
-DEAD_LETTERED, ROWS_ONLY, NOTHING = "dlq", "rows", "none"
+DEAD_LETTERED, ROWS_ONLY, NOTHING, STATE = "dlq", "rows", "none", "state"
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,13 @@ def _key(key: str | None) -> bytes | None:
     return key.encode("utf-8") if key is not None else None
 
 
+def _plaintext_fitting(sealed_room: int) -> int:
+    """The longest plaintext whose Fernet token fits in ``sealed_room`` bytes (token: URL-safe base64 of
+    57 bytes of header and tag plus the ciphertext, padded to 16-byte blocks)."""
+    payload = (max(0, sealed_room) // 4) * 3 - 57
+    return max(0, (payload // 16) * 16 - 1)
+
+
 def safe_text(text: str, limit: int) -> str:
     """Text that can always be encoded as UTF-8 (lone surrogates escaped), cut to ``limit`` characters."""
     text = text.encode("utf-8", "backslashreplace").decode("utf-8")
@@ -112,8 +124,10 @@ class Emitter:
     """
 
     def __init__(self, send: SendFn, codec: SchemaRegistry, topics: TopicNames, schemas: dict[str, str],
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+                 sealer: DeadLetterSealer | None = None,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, ledger: bool = True) -> None:
         self._send = send
+        self._sealer = sealer  # encrypts dead-letter originals; required to dead-letter anything
         self._codec = codec
         self._topics = topics
         self._schemas = schemas  # logical topic -> schema name
@@ -124,10 +138,13 @@ class Emitter:
         self._rows: list[tuple[str, str, int]] = []  # (table, row as JSON, its UTF-8 size)
         self._input: InputRecord | None = None
         self._input_start: tuple[int, int] = (0, 0)
+        self._quiet_outcome = NOTHING
+        self.ledger = ledger  # write an input_ledger row per input (off: the testing bus, unless asked)
         self.accounted = 0  # inputs given a ledger row by this emitter
 
     # -- staging ------------------------------------------------------------------------------
-    def record(self, topic: str, value: dict[str, Any], key: str | None = None, partition: int | None = None) -> None:
+    def record(self, topic: str, value: Mapping[str, Any], key: str | None = None,
+               partition: int | None = None) -> None:
         data = self._codec.encode(self._schemas[topic], value)
         if len(data) > self.max_message_bytes:
             raise RecordTooLarge(f"derived {topic} record is {len(data)} bytes; the message limit is "
@@ -136,12 +153,16 @@ class Emitter:
         self._logical.append(topic)
         self._origin.append(self._input)
 
+    def emit(self, records: Iterable[TopicRecord]) -> None:
+        for rec in records:
+            self.record(rec.topic, rec.value, rec.key)
+
     def raw(self, physical_topic: str, data: bytes, key: bytes | None = None, partition: int | None = None) -> None:
         self._pending.append((physical_topic, key, data, partition))
         self._logical.append(self._topics.logical(physical_topic))
         self._origin.append(self._input)
 
-    def rows(self, table: str, rows: Iterable[dict[str, Any]]) -> None:
+    def rows(self, table: str, rows: Iterable[Mapping[str, Any]]) -> None:
         """Rows for a table that has no topic of its own: sent as store.rows messages (as many as
         the size limit needs). Each row is serialized now, so a row that cannot be sent fails here."""
         limit = self.max_message_bytes - ENVELOPE_BYTES - len(table.encode("utf-8"))
@@ -155,31 +176,39 @@ class Emitter:
 
     def dead_letter(self, logical_topic: str, partition: int, offset: int, reason: str, ts_ms: int,
                     original: bytes | None, key: bytes | None) -> None:
-        """The input record, its position and why it was parked. Never raises for any input: a
-        tombstone's original is empty, and reason and original are cut so the record fits."""
-        reason = safe_text(str(reason), MAX_REASON_CHARS)
+        """The input record, its position and why it was parked. Its original bytes and key are sealed
+        (streams.bus.sealing), the reason is masked; the record has no Kafka key (the original key may
+        itself be personal data). Fits whatever the input was: a tombstone's original is empty, and the
+        reason and original are cut so that the sealed record stays under the message size."""
+        if self._sealer is None:
+            raise RuntimeError("dead-lettering needs a DeadLetterSealer (CITYGRID_DLQ_KEY)")
+        reason = safe_text(mask_text(str(reason)), MAX_REASON_CHARS)
         original_bytes = bytes(original) if original is not None else b""
         if original is None:
             reason = f"{reason} [the record's value was null]"
-        key_bytes = bytes(key)[:MAX_KEY_BYTES] if key is not None else None
-        room = self.max_message_bytes - ENVELOPE_BYTES - len(reason.encode("utf-8")) - len(key_bytes or b"") - 64
-        if len(original_bytes) > room:
-            reason = safe_text(f"{reason} [original cut to its first {room} of {len(original_bytes)} bytes]",
+        sealed_key = self._sealer.seal(bytes(key)[:MAX_KEY_BYTES]) if key is not None else None
+        room = self.max_message_bytes - ENVELOPE_BYTES - len(reason.encode("utf-8")) - len(sealed_key or b"") - 160
+        fits = _plaintext_fitting(room)
+        if len(original_bytes) > fits:
+            reason = safe_text(f"{reason} [original cut to its first {fits} of {len(original_bytes)} bytes]",
                                MAX_REASON_CHARS + 80)
-            original_bytes = original_bytes[:room]
-        value = {"topic": logical_topic, "partition": int(partition), "offset": int(offset), "reason": reason,
-                 "ts_ms": int(ts_ms), "original": original_bytes, "key": key_bytes}
+            original_bytes = original_bytes[:fits]
+        value = dead_letter_value(logical_topic, int(partition), int(offset), reason, int(ts_ms),
+                                  self._sealer.seal(original_bytes), sealed_key)
         data = self._codec.encode("dead_letter", value)
-        self._pending.append((self._topics.name(dlq(logical_topic)), key_bytes, data, None))
+        self._pending.append((self._topics.name(dlq(logical_topic)), None, data, None))
         self._logical.append(dlq(logical_topic))
         self._origin.append(None)  # a dead letter is never rolled back into another one
 
     # -- the failure boundary of one input record --------------------------------------------
-    def begin(self, record: InputRecord) -> None:
-        """Outputs staged from now on belong to ``record`` (closing the previous input)."""
+    def begin(self, record: InputRecord, quiet_outcome: str | None = None) -> None:
+        """Outputs staged from now on belong to ``record`` (closing the previous input). ``quiet_outcome``:
+        its ledger outcome when it stages nothing of its own (default 'none', filtered; 'state' for a
+        reading absorbed into keyed state whose outputs the batch sends together)."""
         self.end()
         self._input = record
         self._input_start = self.checkpoint()
+        self._quiet_outcome = quiet_outcome or NOTHING
 
     def park(self, reason: str) -> None:
         """Drop what the current input staged and dead-letter it instead: ``<topic>.dlq`` with the
@@ -203,12 +232,13 @@ class Emitter:
             outcome = DEAD_LETTERED
         else:
             outcome = next((t for t in OUTCOME_ORDER if t in topics), topics[0] if topics else
-                           (ROWS_ONLY if rows else NOTHING))
-        row = {"topic": record.topic, "partition": record.partition, "offset": record.offset,
-               "ts_ms": record.ts_ms, "outcome": outcome, "outputs": len(topics) + rows}
-        text = json.dumps(row, ensure_ascii=False)
-        self._rows.append((LEDGER_TABLE, text, len(text.encode("utf-8"))))
+                           (ROWS_ONLY if rows else self._quiet_outcome))
         self.accounted += 1
+        if self.ledger:
+            row = {"topic": record.topic, "partition": record.partition, "offset": record.offset,
+                   "ts_ms": record.ts_ms, "outcome": outcome, "outputs": len(topics) + rows}
+            text = json.dumps(row, ensure_ascii=False)
+            self._rows.append((LEDGER_TABLE, text, len(text.encode("utf-8"))))
         return outcome
 
     # -- one input's outputs, all or none -----------------------------------------------------
@@ -238,7 +268,7 @@ class Emitter:
             chunk: list[str] = []
             used = 2
             for text, size in rows:
-                if chunk and used + size + 1 > limit:
+                if chunk and (used + size + 1 > limit or len(chunk) >= STORE_ROWS_PER_MESSAGE):
                     self.record(STORE_ROWS, {"table": table, "rows": "[" + ",".join(chunk) + "]"}, key=table)
                     chunk, used = [], 2
                 chunk.append(text)

@@ -26,7 +26,8 @@ from streams.core import times
 from streams.settings import Settings
 
 # Fields carrying ISO-8601 timestamps (event time) in the raw contracts.
-ISO_FIELDS = ("received_at", "reported_at", "ts")
+ISO_FIELDS = ("received_at", "reported_at", "requested_at", "ts")
+OPEN311_MAX_DESCRIPTION = 4000  # GeoReport v2: "free form text limited to 4,000 characters"
 DAY_MS = 86_400_000
 
 ALLOWED_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
@@ -109,6 +110,14 @@ def check_semantics(name: str, record: dict[str, Any]) -> None:
             raise RuleViolation(f"field '{key}' must be one of {choices}, got {record.get(key)!r}")
     if name == "case_action" and not record.get("case_id") and not record.get("source_id"):
         raise RuleViolation("a case action needs 'case_id' or 'source_id'")
+    if name == "open311_request":
+        if (record["lat"] is None) != (record["lon"] is None):
+            raise RuleViolation("fields 'lat' and 'lon' go together: give both or neither")
+        if record["lat"] is None and not record["address_string"] and not record["address_id"]:
+            raise RuleViolation("an Open311 request needs a location: 'lat' and 'lon', 'address_string' or "
+                                "'address_id'")
+        if record["description"] is not None and len(record["description"]) > OPEN311_MAX_DESCRIPTION:
+            raise RuleViolation(f"field 'description' is longer than {OPEN311_MAX_DESCRIPTION} characters")
     for key, (low, high) in RANGES.items():
         value = record.get(key)
         if value is not None and not low <= value <= high:

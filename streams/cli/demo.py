@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from streams.settings import Settings
+from streams.settings import REPO_DIR, Settings
+
+DEMO_KEYS = REPO_DIR / "deploy" / "local" / "gateway-keys.yaml"   # local demo only (README curl examples)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -17,6 +19,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--rate", type=float, default=30.0)
     p.add_argument("--dir", type=Path, default=Path("var/demo"))
     p.add_argument("--seconds", type=float, default=None, help="stop by itself after this long (default: Ctrl-C)")
+    p.add_argument("--gateway-port", type=int, default=None,
+                   help="port of the HTTP gateway (default CITYGRID_GATEWAY_PORT, 8080; a free one if that is taken)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("live", help="terminal live view of a running worker")
@@ -30,7 +34,8 @@ def cmd_live(args: argparse.Namespace) -> int:
     settings = Settings()
     url = args.url or f"http://127.0.0.1:{settings.web_port}"
     try:
-        run_live(url)
+        token = settings.wall_token.get_secret_value() if settings.wall_token else None
+        run_live(url, token=token)
     except KeyboardInterrupt:
         pass
     return 0
@@ -44,7 +49,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Everything on one machine; Ctrl-C stops everything this command started."""
     from streams.agents.worker import ensure_topics
-    from streams.local.kafka import LocalKafka, free_port
+    from streams.local.kafka import LocalKafka, free_port, port_open
     from streams.wall.live import run_live
 
     base = args.dir.resolve()
@@ -77,7 +82,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"demo: starting Kafka in {broker.data_dir} ...", flush=True)
         broker.start()
         web_port, metrics_port = free_port(), free_port()
-        env = {**os.environ,
+        gateway_port = args.gateway_port or Settings().gateway_port
+        if port_open("127.0.0.1", gateway_port):
+            gateway_port = free_port()
+        from streams.security import demo_secrets
+
+        env = {**os.environ, **demo_secrets(base / "keys"),   # generated once, kept for the next demo
                "CITYGRID_KAFKA_BOOTSTRAP": broker.bootstrap,
                "CITYGRID_STORE_URL": f"chdb://{base / 'chdb'}",
                "CITYGRID_DATA_DIR": str(base / "worker"),
@@ -86,7 +96,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
                "CITYGRID_LOG_LEVEL": "warning",
                # one local broker: one replica of everything (production keeps the defaults, 3 and 2)
                "CITYGRID_TOPIC_REPLICATION_FACTOR": "1",
-               "CITYGRID_TOPIC_MIN_INSYNC_REPLICAS": "1"}
+               "CITYGRID_TOPIC_MIN_INSYNC_REPLICAS": "1",
+               # the HTTP gateway runs inside the worker: the embedded chdb store is held by one process
+               "CITYGRID_GATEWAY_IN_WORKER": "true",
+               "CITYGRID_GATEWAY_PORT": str(gateway_port)}
+        # the demo keys live in the checkout (deploy/local/); from an installed wheel only the public reads work
+        if not env.get("CITYGRID_GATEWAY_KEYS_FILE") and DEMO_KEYS.exists():
+            env["CITYGRID_GATEWAY_KEYS_FILE"] = str(DEMO_KEYS)
         streams_cmd = [sys.executable, "-m", "streams.cli"]
         worker_log = open(base / "worker.log", "ab")
         ensure_topics(Settings(kafka_bootstrap=broker.bootstrap, topic_replication_factor=1,
@@ -98,6 +114,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                          stdout=sim_log, stderr=subprocess.STDOUT, start_new_session=True))
         print(f"demo: worker (log {base / 'worker.log'}), simulator at {args.rate}/s; "
               f"metrics http://127.0.0.1:{metrics_port}/metrics; Ctrl-C stops everything", flush=True)
+        print(f"demo: gateway http://127.0.0.1:{gateway_port}/ (Open311 at /open311/v2/, work API at /v1/cases, "
+              f"OpenAPI at /openapi.json; keys in {env.get('CITYGRID_GATEWAY_KEYS_FILE', '(none)')})", flush=True)
         run_live(f"http://127.0.0.1:{web_port}", seconds=args.seconds, children=children)
     except KeyboardInterrupt:
         pass

@@ -17,6 +17,11 @@ COMMAND_MODULES = [
     "streams.cli.webhooks",      # webhooks redeliver
     "streams.cli.schemas",       # schemas check|freeze
     "streams.cli.reconcile",     # reconcile
+    "streams.cli.dlq",           # dlq show|reprocess
+    "streams.cli.erase",         # erase --caller
+    "streams.cli.gateway",       # gateway
+    "streams.cli.report",        # report, history
+    "streams.cli.city",          # city generate
 ]
 
 

@@ -41,16 +41,14 @@ def duration_ms(text: str) -> int:
 def cmd_reconcile(args: argparse.Namespace) -> int:
     from streams.settings import Settings
     from streams.sinks.reconcile import dumps, reconcile
-    from streams.storage import open_store
+    from streams.storage import store_from_settings
 
     settings = Settings()
     until = instant_ms(args.until) if args.until else int(time.time() * 1000)
     since = instant_ms(args.since) if args.since else until - duration_ms(args.last)
-    store = open_store(settings.store_url)
+    store = store_from_settings(settings)
     try:
-        window_ms = int(settings.event_time_max_age_days * 86_400_000)  # cases an input of the range can touch
-        result = reconcile(settings.kafka_bootstrap, store, settings.topic_prefix, since, until,
-                           cases_since_ms=since - window_ms)
+        result = reconcile(settings, store, since, until)
     finally:
         store.close()
     sys.stdout.write((dumps(result) if args.json else result.text()) + "\n")

@@ -26,8 +26,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     settings = Settings()
     sources = {s.strip() for s in args.sources.split(",") if s.strip()}
-    knowledge = Knowledge.load(settings.kb_path, settings.city_dir)
-    sent = simulate.run(settings.kafka_bootstrap, args.rate, args.duration, args.seed, sources, knowledge,
-                        settings.topic_prefix, args.count, act=args.act)
+    sent = simulate.run(settings, args.rate, args.duration, args.seed, sources,
+                        Knowledge.load(settings.kb_path, settings.city_dir), args.count, act=args.act)
     print(f"simulate: produced {sent} records", file=sys.stderr)
     return 0

@@ -150,6 +150,29 @@ class SensorAlarmRow(TypedDict):
     category_code: str
 
 
+class DeviceEpisodeRow(TypedDict):
+    """A ``device.episodes`` record and ``device_episodes`` row: an alarm episode opened or closed.
+    ``version`` orders the two (1 opened, 2 closed) so the store keeps the closed one."""
+
+    episode_id: str
+    device_id: str
+    metric: str
+    building: str
+    street: str
+    category_code: str
+    status: str            # open | closed
+    ts_ms: int             # event time of the change
+    opened_ms: int
+    closed_ms: int         # 0 while open
+    peak: float
+    peak_ms: int
+    duration_ms: int
+    threshold: float
+    clear_level: float
+    signal_id: str
+    version: int
+
+
 @dataclass
 class IngestResult:
     """What one raw record turns into. Empty lists are normal (e.g. a GPS fix, a zero-report)."""
@@ -158,6 +181,9 @@ class IngestResult:
     triage: list[Triage] = field(default_factory=list)
     commands: list[DeviceCommand] = field(default_factory=list)
     rows: dict[str, TableRows] = field(default_factory=dict)  # extra store rows by table
+    episodes: list[DeviceEpisodeRow] = field(default_factory=list)  # alarm episodes opened/closed
+    # a registered residential station reported (an item or 无事报平安): streams.core.field.StationReport
+    station_reports: list[dict[str, Any]] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- raw feeds
@@ -216,6 +242,44 @@ class CameraAlert(TypedDict):
     confidence: float
     count: NotRequired[int | None]
     snapshot: NotRequired[str | None]
+
+
+class Open311Request(TypedDict):
+    """open311.requests: filed through the gateway's Open311 endpoint; no personal data (a pseudonym only)."""
+
+    request_id: str
+    service_code: str
+    requested_at: str
+    client: str                         # the API key's name (the app)
+    jurisdiction_id: NotRequired[str | None]
+    lat: NotRequired[float | None]
+    lon: NotRequired[float | None]
+    address_string: NotRequired[str | None]
+    address_id: NotRequired[str | None]
+    description: NotRequired[str | None]
+    media_url: NotRequired[str | None]
+    attributes: NotRequired[dict[str, list[str]] | None]
+    reporter: NotRequired[str | None]
+
+
+class Open311RequestRow(TypedDict):
+    """A row of ``open311_requests``: the request as the ingestor read it, and what it became."""
+
+    request_id: str
+    ts_ms: int
+    ingest_ms: int
+    service_code: str
+    service_name: str
+    description: str
+    address: str
+    lat: float | None
+    lon: float | None
+    media_url: str
+    client: str
+    signal_id: str               # the signal it became ('' when triaged)
+    triage_id: str               # its manual-triage record ('' when it became a signal)
+    street: str
+    community: str
 
 
 class RegistryChange(TypedDict):

@@ -15,7 +15,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from streams.storage.store import RowError, Store
+from streams.storage.sql import RowError
+from streams.storage.store import Store
 
 DEAD_LETTER_TABLE = "sink_dead_letters"
 MAX_REASON = 2000

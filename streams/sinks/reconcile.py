@@ -25,8 +25,10 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from streams.bus.rules import DEFAULT_RULES
+from streams.bus import clients
+from streams.bus.rules import InputRules
 from streams.bus.topics import CASE_ACTIONS, CASE_INPUTS, RAW_SCHEMAS, TopicNames
+from streams.settings import Settings
 
 # Inputs with a ledger: the raw feeds (agents and lean consumers), the actions router, the lifecycle.
 LEDGER_TOPICS: tuple[str, ...] = (*RAW_SCHEMAS, CASE_INPUTS)
@@ -122,12 +124,12 @@ class Reconciliation:
 
 # ---------------------------------------------------------------------------------------- Kafka
 
-def kafka_ranges(bootstrap: str, names: TopicNames, topics: Iterable[str], since_ms: int,
-                 until_ms: int) -> list[PartitionRange]:
+def kafka_ranges(settings: Settings, topics: Iterable[str], since_ms: int, until_ms: int) -> list[PartitionRange]:
     """Per partition, the offsets of the first record at or after ``since_ms`` and at or after ``until_ms``."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    names = TopicNames(settings.topic_prefix)
+    consumer = KafkaConsumer(**clients.offsets_consumer(settings), enable_auto_commit=False)
     try:
         ranges: list[PartitionRange] = []
         for logical in topics:
@@ -274,15 +276,15 @@ def _counts(check: str, expected: Counter, found: Counter, missing_text: str, ex
     return Finding(check, sum(expected.values()), sum(found.values()), differences[:MAX_LISTED])
 
 
-def reconcile(bootstrap: str, store: Any, topic_prefix: str, since_ms: int, until_ms: int,
+def reconcile(settings: Settings, store: Any, since_ms: int, until_ms: int,
               topics: Iterable[str] = LEDGER_TOPICS, cases_since_ms: int | None = None) -> Reconciliation:
     """Inputs by Kafka timestamp in [since, until); outputs of the cases opened (event time) in
-    [cases_since, until) -- by default since minus the default event-time window, which covers every
+    [cases_since, until) -- by default since minus the event-time window, which covers every
     case an input of the range can have opened or changed."""
-    ranges = kafka_ranges(bootstrap, TopicNames(topic_prefix), topics, since_ms, until_ms)
+    ranges = kafka_ranges(settings, topics, since_ms, until_ms)
     inputs = account_inputs(store, ranges)
     if cases_since_ms is None:
-        cases_since_ms = since_ms - DEFAULT_RULES.max_age_ms
+        cases_since_ms = since_ms - InputRules.from_settings(settings).max_age_ms
     cases, outputs = check_outputs(store, cases_since_ms, until_ms)
     return Reconciliation(since_ms, until_ms, inputs, outputs, cases)
 

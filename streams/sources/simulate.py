@@ -11,10 +11,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from streams.bus import clients
 from streams.core.times import CITY_TZ
+from streams.settings import Settings
 
 # What residents say, by category: colloquial, with the place woven in ({place}).
 HOTLINE_TEMPLATES: dict[str, list[str]] = {
@@ -174,11 +176,11 @@ class DepartmentActors:
     fails it: rework 返工) and closes 结案 — the originating station/committee for its own cases
     (谁发单、谁验收、谁结案), the centre otherwise."""
 
-    def __init__(self, bootstrap: str, names: Any, producer: Any, seed: int, reporters: dict[str, str],
+    def __init__(self, settings: Settings, names: Any, producer: Any, seed: int, reporters: dict[str, str],
                  delay: tuple[float, float] = (5.0, 25.0)) -> None:
         import threading
 
-        self.bootstrap, self.names, self.producer = bootstrap, names, producer
+        self.settings, self.names, self.producer = settings, names, producer
         self.rng = random.Random(seed ^ 0x5EED)
         self.reporters = reporters  # report id -> reporter id, of the reports this simulator filed
         self.delay = delay
@@ -187,7 +189,7 @@ class DepartmentActors:
         self.thread = threading.Thread(target=self._run, name="department-actors", daemon=True)
         self.actions = 0
 
-    def start(self) -> "DepartmentActors":
+    def start(self) -> DepartmentActors:
         self.thread.start()
         return self
 
@@ -236,8 +238,7 @@ class DepartmentActors:
         from streams.bus.codec import registry
 
         codec = registry()
-        consumer = KafkaConsumer(self.names.name("cases"), bootstrap_servers=self.bootstrap,
-                                 auto_offset_reset="latest")
+        consumer = KafkaConsumer(self.names.name("cases"), **clients.simulator_cases_consumer(self.settings))
         latest: dict[str, dict[str, Any]] = {}
         try:
             while not self.stop.is_set():
@@ -254,24 +255,34 @@ class DepartmentActors:
             consumer.close()
 
 
-def run(bootstrap: str, rate: float, duration: float | None, seed: int, sources: set[str], knowledge: Any,
-        topic_prefix: str = "", count: int | None = None, act: bool = False) -> int:
+# The field that keys each feed's Kafka messages (the same choice as the gateway's).
+KEY_FIELDS = {"hotline.calls": "call_id", "field.reports": "report_id", "field.tracks": "inspector_id",
+              "iot.readings": "device_id", "camera.alerts": "alert_id", "registry.changes": "change_id"}
+
+
+def record_key(topic: str, record: dict[str, Any]) -> bytes | None:
+    value = record.get(KEY_FIELDS.get(topic, ""))
+    return str(value).encode("utf-8") if value is not None else None
+
+
+def run(settings: Settings, rate: float, duration: float | None, seed: int, sources: set[str], knowledge: Any,
+        count: int | None = None, act: bool = False) -> int:
     """Produce simulated feeds at ``rate`` records/s for ``duration`` s (or ``count`` records). Returns the count."""
     from kafka import KafkaProducer
 
     from streams.bus.topics import TopicNames
 
-    names = TopicNames(topic_prefix)
+    names = TopicNames(settings.topic_prefix)
     feeds = CityFeeds(seed, places_from_knowledge(knowledge), devices=knowledge.sample_devices(),
                       heritage_addresses=knowledge.sample_heritage_addresses())
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5,
+    producer = KafkaProducer(**clients.simulator_producer(settings),
                              value_serializer=lambda v: json.dumps(v, ensure_ascii=False).encode("utf-8"))
     sent = 0
     started = time.monotonic()
     reporters: dict[str, str] = {}
-    actors = DepartmentActors(bootstrap, names, producer, seed, reporters).start() if act else None
+    actors = DepartmentActors(settings, names, producer, seed, reporters).start() if act else None
     try:
-        for topic, record in feeds.stream(datetime.now(timezone.utc), rate, sources):
+        for topic, record in feeds.stream(datetime.now(UTC), rate, sources):
             if count is not None and sent >= count:
                 break
             elapsed = time.monotonic() - started
@@ -280,7 +291,9 @@ def run(bootstrap: str, rate: float, duration: float | None, seed: int, sources:
             ahead = sent / rate - elapsed
             if ahead > 0:
                 time.sleep(ahead)
-            producer.send(names.name(topic), record)
+            # keyed like the gateway does: a device's readings and an inspector's fixes stay on one partition
+            # (their keyed state lives with it), a record sent twice lands where the first one did
+            producer.send(names.name(topic), record, key=record_key(topic, record))
             if topic == "field.reports":
                 reporters[record["report_id"]] = record["reporter_id"]
             sent += 1

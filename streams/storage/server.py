@@ -10,7 +10,8 @@ from streams.storage.store import DEFAULT_DATABASE, Store, StoreError
 
 class ServerStore(Store):
     def __init__(self, host: str, port: int, database: str = DEFAULT_DATABASE, user: str = "default",
-                 password: str = "", connect_timeout: float = 5, send_receive_timeout: float = 30) -> None:
+                 password: str = "", connect_timeout: float = 5, send_receive_timeout: float = 30,
+                 tls: bool = False, ca_file: str | None = None) -> None:
         from clickhouse_driver import (
             Client,  # imported here: streams.core never pulls it in
         )
@@ -18,8 +19,10 @@ class ServerStore(Store):
         super().__init__()
         self.database = quote_identifier(database)
         self.url = f"clickhouse://{host}:{port}/{database}"
-        options = dict(host=host, port=port, user=user, password=password,
-                       connect_timeout=connect_timeout, send_receive_timeout=send_receive_timeout)
+        options: dict[str, Any] = dict(host=host, port=port, user=user, password=password,
+                                       connect_timeout=connect_timeout, send_receive_timeout=send_receive_timeout)
+        if tls:   # the native protocol over TLS (the server's tcp_port_secure), certificate verified
+            options.update(secure=True, verify=True, ca_certs=ca_file)
         self._lock = threading.RLock()
         bootstrap = Client(database="default", **options)
         try:
@@ -46,7 +49,7 @@ class ServerStore(Store):
     def _select(self, sql: str) -> list[dict[str, Any]]:
         rows, meta = self._run(self._client, sql, with_types=True)
         names = [name for name, _ in meta]
-        return [dict(zip(names, (_server_value(v) for v in row))) for row in rows]
+        return [dict(zip(names, (_server_value(v) for v in row), strict=True)) for row in rows]
 
     def _insert_rows(self, table: str, columns: list[str], rows: list[list[Any]]) -> None:
         self._run(self._client, f"INSERT INTO {quote_identifier(table)} ({', '.join(columns)}) VALUES", rows)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -129,7 +129,8 @@ class Store:
         # system.columns.position appeared after 18.16; the server keeps definition order anyway.
         if self._position_known is None:
             rows = self.query(
-                "SELECT count() AS n FROM system.columns WHERE database = 'system' AND table = 'columns' AND name = 'position'"
+                "SELECT count() AS n FROM system.columns"
+                " WHERE database = 'system' AND table = 'columns' AND name = 'position'"
             )
             self._position_known = bool(rows and rows[0]["n"])
         return self._position_known
@@ -188,7 +189,7 @@ class Store:
                 continue
             for statement in migration.statements:
                 self._execute(statement)
-            now_ms = int(datetime.now(timezone.utc).timestamp() * 1000)
+            now_ms = int(datetime.now(UTC).timestamp() * 1000)
             self._insert_rows("schema_migrations", ["version", "name", "applied_ms"],
                               [[migration.version, migration.name, now_ms]])
             applied.append(migration.version)
@@ -199,7 +200,7 @@ class Store:
     def applied_migrations(self) -> list[str]:
         return [r["version"] for r in self.query("SELECT version FROM schema_migrations FINAL ORDER BY version")]
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -209,8 +210,11 @@ class Store:
         return f"{type(self).__name__}({self.url!r})"
 
 
-def open_store(url: str) -> Store:
-    """``chdb://PATH[?database=NAME]`` or ``clickhouse://[user[:password]@]host:port/db``."""
+def open_store(url: str, *, user: str | None = None, password: str | None = None, tls: bool = False,
+               ca_file: str | None = None) -> Store:
+    """``chdb://PATH[?database=NAME]`` or ``clickhouse://[user[:password]@]host:port/db``; for a server,
+    ``user``/``password`` override the URL's and ``tls`` speaks the native protocol over TLS, verifying
+    the server's certificate against ``ca_file`` (or the system's CAs). See :func:`store_from_settings`."""
     parsed = urlparse(url)
     if parsed.scheme == "chdb":
         from streams.storage.chdb import (
@@ -228,6 +232,19 @@ def open_store(url: str) -> Store:
         if not parsed.hostname or not parsed.port:
             raise ValueError(f"{url!r}: clickhouse:// needs host:port, e.g. clickhouse://127.0.0.1:9000/citygrid")
         database = parsed.path.lstrip("/") or DEFAULT_DATABASE
-        return ServerStore(parsed.hostname, parsed.port, database, user=parsed.username or "default",
-                           password=parsed.password or "")
+        return ServerStore(parsed.hostname, parsed.port, database, user=user or parsed.username or "default",
+                           password=password if password is not None else (parsed.password or ""),
+                           tls=tls, ca_file=ca_file)
     raise ValueError(f"{url!r}: store URL must start with chdb:// or clickhouse://")
+
+
+def store_from_settings(settings: Any) -> Store:
+    """The store the settings name, with the server's credentials and TLS: ``store_user``, the password
+    from ``store_password_file`` (a mounted Secret), ``store_tls`` and ``store_ca_file``."""
+    password = None
+    if settings.store_password_file is not None:
+        from streams.security import read_secret_file
+
+        password = read_secret_file(settings.store_password_file, "CITYGRID_STORE_PASSWORD_FILE")
+    return open_store(settings.store_url, user=settings.store_user or None, password=password,
+                      tls=settings.store_tls, ca_file=str(settings.store_ca_file) if settings.store_ca_file else None)

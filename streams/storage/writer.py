@@ -109,7 +109,7 @@ class BatchWriter:
         while not self._stopping:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.flush_seconds)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
             if self._stopping:

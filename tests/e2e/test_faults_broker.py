@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from streams.local.kafka import LocalKafka
+from streams.settings import Settings
 from streams.sinks.reconcile import Reconciliation, reconcile
 from streams.storage import open_store
 from tests.e2e.faults import Feeder, call, now_iso
@@ -32,6 +33,7 @@ def test_broker_down_for_a_minute(kafka: LocalKafka, tmp_path: Path, topic_prefi
         worker = worker_factory(store_url, kafka_bootstrap=broker.bootstrap)
         worker.wait_healthy()
         since = int(time.time() * 1000) - 1000
+        settings = Settings(kafka_bootstrap=broker.bootstrap, topic_prefix=topic_prefix)
         feeder = Feeder(broker.bootstrap, topic_prefix, make_record, rate=25).start()
         time.sleep(15)
         broker.stop()
@@ -48,7 +50,7 @@ def test_broker_down_for_a_minute(kafka: LocalKafka, tmp_path: Path, topic_prefi
         def reconciled() -> bool:
             store = open_store(store_url)
             try:
-                result[:] = [reconcile(broker.bootstrap, store, topic_prefix, since, until)]
+                result[:] = [reconcile(settings, store, since, until)]
             except Exception:
                 return False
             finally:

@@ -14,6 +14,7 @@ import pytest
 
 from streams.bus.codec import registry
 from streams.local.kafka import LocalKafka
+from streams.settings import Settings
 from streams.sinks.reconcile import Reconciliation, reconcile
 from streams.storage import open_store
 from tests.e2e.faults import Feeder, call, iso, now_iso
@@ -45,6 +46,7 @@ def test_sigkill_at_every_moment_loses_nothing_and_doubles_nothing(kafka: LocalK
     store_url = store_url_factory("server")
     rng = random.Random(20261124)
     since = int(time.time() * 1000) - 1000
+    settings = Settings(kafka_bootstrap=kafka.bootstrap, topic_prefix=topic_prefix)
     feeder = Feeder(kafka.bootstrap, topic_prefix, make_record, rate=25).start()
     survived = 0
     for crash_at, delay in KILLS:
@@ -70,7 +72,7 @@ def test_sigkill_at_every_moment_loses_nothing_and_doubles_nothing(kafka: LocalK
     def reconciled() -> bool:
         store = open_store(store_url)
         try:
-            result[:] = [reconcile(kafka.bootstrap, store, topic_prefix, since, until)]
+            result[:] = [reconcile(settings, store, since, until)]
         except Exception:
             return False
         finally:

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from streams.local.kafka import LocalKafka
+from streams.settings import Settings
 from streams.sinks.reconcile import Reconciliation, reconcile
 from streams.storage import open_store
 from tests.e2e.faults import call, now_iso, poison_catalogue, produce_records
@@ -52,6 +53,7 @@ def test_poison_records_of_every_class_each_become_one_dead_letter(kafka: LocalK
             stream.append((p.topic, p.value, False))
     stream += [(p.topic, p.value, False) for p in queue]
     since = int(time.time() * 1000) - 1000
+    settings = Settings(kafka_bootstrap=kafka.bootstrap, topic_prefix=topic_prefix)
     worker = worker_factory(store_url, kafka_max_message_bytes=str(MAX_MESSAGE))
     worker.wait_healthy()
     positions = produce_records(kafka.bootstrap, topic_prefix, [(t, v) for t, v, _ in stream])
@@ -75,7 +77,7 @@ def test_poison_records_of_every_class_each_become_one_dead_letter(kafka: LocalK
     def explain() -> str:
         store = open_store(store_url)
         try:
-            return reconcile(kafka.bootstrap, store, topic_prefix, since, until).text() + "\n" + worker.tail()
+            return reconcile(settings, store, since, until).text() + "\n" + worker.tail()
         finally:
             store.close()
 
@@ -112,7 +114,7 @@ def test_poison_records_of_every_class_each_become_one_dead_letter(kafka: LocalK
     def reconciled() -> bool:
         store = open_store(store_url)
         try:
-            result[:] = [reconcile(kafka.bootstrap, store, topic_prefix, since, until)]
+            result[:] = [reconcile(settings, store, since, until)]
         finally:
             store.close()
         return all(t.ok for t in result[0].inputs)

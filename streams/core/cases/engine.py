@@ -22,6 +22,7 @@ from typing import Protocol, cast
 import orjson
 
 from streams.core.cases import dedup, lifecycle, sla
+from streams.core.cases.authority import ActorPolicy
 from streams.core.cases.lifecycle import Rejected, Step
 from streams.core.cases.model import (
     CaseAction,
@@ -34,15 +35,18 @@ from streams.core.cases.model import (
     SlaAlertRow,
     TransitionRow,
 )
+from streams.core.knowledge.knowledge import packaged_policy
 from streams.core.model import STAGES, Location, Signal, TableRows
-from streams.core.times import BadTimestamp, iso_to_ms
+from streams.core.privacy import mask_fields
+from streams.core.times import CITY_TZ, BadTimestamp, iso_to_ms
 
 SYSTEM = "system"
 # A case a sensor or camera keeps alerting on must not grow without end (it is one table value):
 # the first sources are listed, the latest ids are remembered for idempotency.
 MAX_SOURCES = 100
-# Street-code stand-in for a signal without a street: the same key the worker gives such signals
-# on case.inputs, so actions routed by the case-id prefix reach the same partition.
+# Street-code stand-in for a signal without a street, the prefix of its case id. The one definition:
+# the worker keys such signals on case.inputs with it (streams.bus.records.case_inputs_key), so
+# actions routed by the case-id prefix reach the same partition.
 UNLOCATED = "unlocated"
 MAX_REMEMBERED = 500
 # Who is told about an escalation, by the level the case rises to.
@@ -60,7 +64,11 @@ class RouteLike(Protocol):
 
 
 class KnowledgeLike(Protocol):
-    version: str
+    # read-only properties: Knowledge serves them from its current KB
+    @property
+    def version(self) -> str: ...
+    @property
+    def merge_rules(self) -> dedup.MergeRules: ...  # the KB's dedup radius, window and compatible groups
 
     def route(self, category_code: str, context: Iterable[str], location: Location | None = None) -> RouteLike: ...
 
@@ -122,22 +130,24 @@ def make_case_id(signal: Signal) -> str:
 
 
 def iso_local(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, sla.CITY_TZ).isoformat()
+    return datetime.fromtimestamp(ms / 1000, CITY_TZ).isoformat()
 
 
 class CaseEngine:
     def __init__(self, knowledge: KnowledgeLike, cases: MutableMapping[str, CaseDoc],
                  sources: MutableMapping[str, str], calendar: sla.WorkCalendar | None = None,
-                 auto_dispatch: bool = False) -> None:
+                 auto_dispatch: bool = False, policy: ActorPolicy | None = None) -> None:
         # auto_dispatch: every case is registered 立案 on arrival and dispatched 派遣 by the KB at once
         # (the centre's review happens in triage 人工分拨 for what the classifier is unsure of). False:
         # hotline calls wait for the centre's accept, and only level-4 / immediate routes dispatch themselves.
         self.auto_dispatch = auto_dispatch
         self.knowledge = knowledge
+        # who may take which action: the KB's authority section (the packaged one for test doubles)
+        self.policy = policy or getattr(knowledge, "policy", None) or packaged_policy()
         self.cases = cases
         self.sources = sources
         self.calendar = calendar or sla.default_calendar()
-        self.index = dedup.DedupIndex()
+        self.index = dedup.DedupIndex(knowledge.merge_rules)
         # partition -> heap of (due_ms, case_id, timer seq, "yellow"|"red"); stale entries are skipped
         self.deadlines: dict[int, list[tuple[int, str, int, str]]] = defaultdict(list)
         self._scheduled: dict[str, tuple[int, int, int, bool, bool]] = {}  # case_id -> timer instants last pushed
@@ -169,13 +179,17 @@ class CaseEngine:
         if not timer["red_fired"]:
             heapq.heappush(heap, (timer["deadline_ms"] + 1, doc["case_id"], timer["seq"], "red"))
 
-    def purge(self, closed_before_ms: int) -> int:
-        """Forget closed and void cases finished before the instant (their rows stay in the store).
-        Returns how many; re-delivered records of a purged case would open a new case."""
+    def purge(self, closed_before_ms: int, partition: int | None = None) -> int:
+        """Forget closed and void cases finished before the instant (their rows stay in the store), only
+        ``partition``'s when given (the worker purges inside that partition's stream, so the deletions
+        reach the right changelog partition). Returns how many; re-delivered records of a purged case
+        would open a new case."""
         purged = 0
         for case_id in list(self.cases):
             doc = self.cases.get(case_id)
             if doc is None or doc.get("open"):
+                continue
+            if partition is not None and doc.get("partition", 0) != partition:
                 continue
             if doc.get("updated_ms", 0) >= closed_before_ms:
                 continue
@@ -187,6 +201,30 @@ class CaseEngine:
             self.index.remove(case_id)
             purged += 1
         return purged
+
+    def erase(self, pseudonyms: Iterable[str], request_id: str, partition: int | None = None) -> tuple[Outputs, int]:
+        """Erasure of a caller (``streams erase``): their pseudonyms leave every case document (reporter
+        keys, originator) of ``partition`` (every partition when None); the rewritten documents replace
+        the old ones in the changelog, which compaction then drops. The case itself stays (its other
+        reporters, its handling). Returns the outputs and how many cases changed."""
+        gone = set(pseudonyms)
+        out = Outputs()
+        changed = 0
+        for case_id in list(self.cases):
+            doc0 = self.cases.get(case_id)
+            if doc0 is None or (partition is not None and doc0.get("partition", 0) != partition):
+                continue
+            keys = doc0.get("reporter_keys", [])
+            hit = [k for k in keys if k.split(":", 1)[-1] in gone]
+            if not hit and doc0.get("origin_reporter") not in gone:
+                continue
+            doc = _clone(doc0)
+            doc["reporter_keys"] = [f"{k.split(':', 1)[0]}:erased-{i}" if k in hit else k for i, k in enumerate(keys)]
+            if doc.get("origin_reporter") in gone:
+                doc["origin_reporter"] = "erased"
+            self._commit(doc, [], f"erase:{request_id}", out)
+            changed += 1
+        return out, changed
 
     def next_due(self, partition: int | None = None) -> int | None:
         """Earliest pending timer instant (may be stale): lets a virtual clock jump between timers."""
@@ -241,6 +279,8 @@ class CaseEngine:
             "opened_ms": signal.ts_ms, "updated_ms": signal.ts_ms, "last_signal_ms": signal.ts_ms,
             "category_code": signal.category_code, "category_name": signal.category_name,
             "departments": list(route.departments), "level": int(level),
+            # the instances serving this place, parallel to departments (KB routes without them: the kinds)
+            "units": list(getattr(route, "units", None) or route.departments),
             "stage_limits": {k: [v[0], int(v[1])] for k, v in route.stage_limits.items()},
             "escalate_on_red": bool(route.escalate_on_red), "immediate": bool(route.immediate),
             "kb_version": route.kb_version or getattr(self.knowledge, "version", ""),
@@ -305,6 +345,9 @@ class CaseEngine:
         actor_id = signal.reporter_id or signal.source_id
         steps = [lifecycle.stay(doc, "merge", signal.source_kind, actor_id, signal.ts_ms,
                                 source=f"{signal.source_kind}:{signal.source_id}", reporters=doc["reporters"])]
+        if doc.get("suspended_ms") is not None:
+            # 挂账: a suspended case only gathers reports; escalation and registration wait for resume
+            return steps
         if signal.level_hint in (1, 2, 3) and signal.level_hint < doc["level"]:
             # e.g. a crowd growing from 关注 to 管控: the case rises to the level the new report needs
             doc["level"] = signal.level_hint
@@ -322,6 +365,8 @@ class CaseEngine:
 
     def on_action(self, action: CaseAction, partition: int = 0) -> Outputs:
         out = Outputs()
+        # a note may quote a phone number: transitions and rejections keep it masked
+        action = cast(CaseAction, mask_fields(action))
         case_id = action.get("case_id") or self.sources.get(action.get("source_id") or "")
         doc0 = self.cases.get(case_id) if case_id else None
         try:
@@ -337,10 +382,12 @@ class CaseEngine:
             return out  # a re-delivered action changes nothing
         doc = _clone(doc0)
         try:
-            steps = lifecycle.apply_action(doc, action, ts_ms, self.calendar)
+            steps = lifecycle.apply_action(doc, action, ts_ms, self.calendar, self.policy)
         except Rejected as exc:
             out.rejections.append(self._rejection(action, case_id, exc.reason, ts_ms))
             return out
+        if doc["departments"] != doc0["departments"]:
+            self._name_units(doc)
         doc["action_ids"] = (doc["action_ids"] + [action["action_id"]])[-MAX_REMEMBERED:]
         self._commit(doc, steps, action["action_id"], out)
         return out
@@ -437,9 +484,20 @@ class CaseEngine:
                 out.notifications.append(self._notification(doc, kind, step.ts_ms, f"{event_id}", departments))
         out.cases.append(self.case_row(doc))
 
-    def _notification(self, doc: CaseDoc, kind: str, ts_ms: int, cause: str, departments: list[str]) -> Notification:
+    def _name_units(self, doc: CaseDoc) -> None:
+        """A centre dispatched to other departments (kinds or named instances): kinds in ``departments``,
+        the instances serving the case's place in ``units``."""
+        departments_of = getattr(self.knowledge, "departments_of", None)
+        if departments_of is None:
+            doc["units"] = list(doc["departments"])
+            return
+        doc["departments"], doc["units"] = departments_of(doc["departments"], doc.get("street"), doc.get("community"))
+
+    def _notification(self, doc: CaseDoc, kind: str, ts_ms: int, cause: str,
+                      departments: list[str]) -> Notification:
         timer = doc.get("timer")
         return {"kind": kind, "case_id": doc["case_id"], "ts_ms": ts_ms, "departments": list(departments),
+                "units": units_of(doc, departments),
                 "category_code": doc["category_code"], "category_name": doc["category_name"],
                 "level": doc["level"], "deadline_ms": timer["deadline_ms"] if timer else None,
                 "address": doc.get("address"), "lat": doc.get("lat"), "lon": doc.get("lon"),
@@ -456,8 +514,10 @@ class CaseEngine:
                 "detail": json.dumps(step.detail, ensure_ascii=False, sort_keys=True, separators=(",", ":"))}
 
     def _dispatch_row(self, doc: CaseDoc, step: Step, event_id: str) -> DispatchRow:
+        units = units_of(doc, doc["departments"])
         return {"dispatch_id": event_id, "case_id": doc["case_id"], "ts_ms": step.ts_ms,
                 "departments": list(doc["departments"]), "primary_department": doc["departments"][0],
+                "units": units, "primary_unit": units[0],
                 "level": doc["level"], "category_code": doc["category_code"],
                 "category_name": doc["category_name"], "street": doc.get("street") or "",
                 "deadline_ms": _deadline_ms(doc), "kb_version": doc.get("kb_version") or ""}
@@ -478,6 +538,7 @@ class CaseEngine:
             "case_id": doc["case_id"], "version": doc["version"], "updated_ms": doc["updated_ms"],
             "opened_ms": doc["opened_ms"], "category_code": doc["category_code"],
             "category_name": doc["category_name"], "departments": list(doc["departments"]),
+            "units": units_of(doc, doc["departments"]),
             "level": doc["level"], "status": lifecycle.status_of(doc), "origin": doc.get("origin") or "",
             "street": doc.get("street") or "", "street_code": doc.get("street_code") or "",
             "community": doc.get("community") or "", "cell": doc.get("cell") or "",
@@ -491,6 +552,13 @@ class CaseEngine:
             "kb_version": doc.get("kb_version") or "",
             "stages": json.dumps(doc.get("stages", {}), sort_keys=True),
         }
+
+
+def units_of(doc: CaseDoc, departments: list[str]) -> list[str]:
+    """The instances of ``departments`` on this case (a department the case's units do not name, e.g.
+    the centre an escalation notifies, or a document from before instances: its own name)."""
+    by_kind = dict(zip(doc["departments"], doc.get("units") or doc["departments"], strict=False))
+    return [by_kind.get(d, d) for d in departments]
 
 
 def case_summary(doc: CaseDoc) -> CaseSummary:

@@ -35,6 +35,17 @@ class Timer(TypedDict):
     yellow_ms: int
 
 
+class ExtensionRequest(TypedDict):
+    """A department's 延期 request waiting for the centre (authority policy ``requests``)."""
+
+    minutes: int
+    actor_kind: str
+    actor_id: str
+    ts_ms: int
+    action_id: str | None
+    stage: str
+
+
 class CaseDoc(TypedDict):
     """A case: the value of the cases table, keyed by ``case_id``. Changed only by the engine."""
 
@@ -48,6 +59,8 @@ class CaseDoc(TypedDict):
     category_code: str
     category_name: str
     departments: list[str]              # primary first
+    units: NotRequired[list[str]]       # the instances serving the case, parallel to departments (not in
+                                        # documents from before instances)
     level: int                          # 4 station … 1 city; escalation lowers it
     stage_limits: dict[str, list[str | int]]  # stage -> [clock, minutes]
     escalate_on_red: bool
@@ -94,6 +107,7 @@ class CaseDoc(TypedDict):
     accepted_ms: NotRequired[int]       # 签收 by the department
     refused_count: NotRequired[int]
     dispatch_count: NotRequired[int]
+    extension_request: NotRequired[ExtensionRequest]   # a 延期 request the centre has not decided yet
 
 
 class CaseAction(TypedDict):
@@ -122,6 +136,7 @@ class CaseRow(TypedDict):
     category_code: str
     category_name: str
     departments: list[str]
+    units: list[str]
     level: int
     status: str
     origin: str
@@ -175,6 +190,8 @@ class DispatchRow(TypedDict):
     ts_ms: int
     departments: list[str]
     primary_department: str
+    units: list[str]
+    primary_unit: str
     level: int
     category_code: str
     category_name: str
@@ -213,6 +230,7 @@ class Notification(TypedDict):
     case_id: str
     ts_ms: int
     departments: list[str]
+    units: list[str]
     category_code: str
     category_name: str
     level: int

@@ -36,7 +36,13 @@ from streams.settings import Settings
 from streams.sinks.webhooks.config import Endpoint, WebhooksConfig
 from streams.sinks.webhooks.metrics import DeliveryMetrics, PrometheusWebhookMetrics
 from streams.sinks.webhooks.policy import (
-    CircuitBreaker, EndpointState, Outcome, TokenBucket, backoff_seconds, classify_status, parse_retry_after,
+    CircuitBreaker,
+    EndpointState,
+    Outcome,
+    TokenBucket,
+    backoff_seconds,
+    classify_status,
+    parse_retry_after,
 )
 from streams.sinks.webhooks.signing import signed_headers
 
@@ -78,7 +84,7 @@ class _Lane:
 
 
 class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, deliverer: "WebhookDeliverer") -> None:
+    def __init__(self, deliverer: WebhookDeliverer) -> None:
         self.deliverer = deliverer
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
@@ -127,17 +133,10 @@ class WebhookDeliverer:
     # ---- lifecycle -------------------------------------------------------------------------
     async def run(self) -> None:
         """Consume and deliver until ``stop()``."""
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            group_id=self.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            client_id=f"{self.group_id}-consumer",
-        )
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap, acks="all", enable_idempotence=True,
-            client_id=f"{self.group_id}-dlq",
-        )
+        from streams.bus import clients
+
+        self._consumer = AIOKafkaConsumer(**clients.delivery_consumer(self.settings, self.group_id))
+        self._producer = AIOKafkaProducer(**clients.delivery_producer(self.settings, self.group_id))
         self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         try:
             await self._producer.start()
@@ -293,9 +292,11 @@ class WebhookDeliverer:
     def _endpoint_state(self, department: str, endpoint: Endpoint) -> EndpointState:
         state = self._endpoints.get(department)
         if state is None or state.endpoint is not endpoint:
-            on_change = (lambda is_open: self.metrics.webhook_breaker(department, is_open)) if self.metrics else None
+            metrics = self.metrics  # a local: mypy keeps its None test's narrowing inside the lambda
+            on_change = (lambda is_open: metrics.webhook_breaker(department, is_open)) if metrics else None
             state = self._endpoints[department] = EndpointState(
-                endpoint, asyncio.Semaphore(endpoint.max_in_flight), TokenBucket(endpoint.rate_per_second, endpoint.burst),
+                endpoint, asyncio.Semaphore(endpoint.max_in_flight),
+                TokenBucket(endpoint.rate_per_second, endpoint.burst),
                 CircuitBreaker(self.config.breaker_failures, self.config.breaker_reset_seconds, on_change),
             )
         return state
@@ -369,7 +370,7 @@ class WebhookDeliverer:
     async def _post(self, endpoint: Endpoint, record: dict[str, Any], attempt: int) -> AttemptResult:
         assert self._http is not None
         body = record["payload"].encode("utf-8")
-        headers = signed_headers(endpoint.secret, body, record["idempotency_key"], attempt, record["kind"],
+        headers = signed_headers(endpoint.signing_secrets, body, record["idempotency_key"], attempt, record["kind"],
                                  record["delivery_id"])
         started = time.perf_counter()
         try:
@@ -383,13 +384,14 @@ class WebhookDeliverer:
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 error = "" if outcome == "delivered" else f"HTTP {response.status}"
                 return AttemptResult(outcome, response.status, error, retry_after, latency)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return AttemptResult("retry", 0, f"timeout after {endpoint.timeout_seconds}s",
                                  None, time.perf_counter() - started)
         except aiohttp.ClientError as exc:
             return AttemptResult("retry", 0, f"{type(exc).__name__}: {exc}", None, time.perf_counter() - started)
 
-    async def _dead_letter(self, record: dict[str, Any], attempt: int, reason: str, error: str, http_status: int) -> None:
+    async def _dead_letter(self, record: dict[str, Any], attempt: int, reason: str, error: str,
+                           http_status: int) -> None:
         """Write to the dead-letter topic and wait for the broker's ack; retried until it succeeds."""
         assert self._producer is not None
         dead = dict(record, attempt=attempt, error=f"{reason}: {error}" if error else reason,

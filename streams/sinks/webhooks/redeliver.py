@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
+from streams.bus import clients
 from streams.bus.codec import DecodeError, registry
 from streams.bus.topics import WEBHOOK_DELIVERIES, WEBHOOK_DLQ, TopicNames
 from streams.settings import Settings
@@ -21,7 +22,7 @@ from streams.settings import Settings
 
 async def partitions_of(settings: Settings, topic: str) -> list[int]:
     """The topic's partition ids from fresh metadata, [] if the topic does not exist."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**clients.metadata_admin(settings))
     await admin.start()
     try:
         if topic not in await admin.list_topics():
@@ -44,8 +45,7 @@ async def read_deliveries(settings: Settings, logical: str, timeout_s: float = 3
     partitions = await partitions_of(settings, topic)
     if not partitions:
         return []  # nothing was ever dead-lettered
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
-                                group_id=None, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(**clients.topic_reader(settings))
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in partitions]
@@ -95,14 +95,15 @@ def reset(record: dict[str, Any], now_ms: int) -> dict[str, Any]:
 
 
 async def redeliver(settings: Settings, department: str | None = None, case_id: str | None = None,
-                    kind: str | None = None, since_ms: int | None = None, dry_run: bool = False) -> list[dict[str, Any]]:
+                    kind: str | None = None, since_ms: int | None = None,
+                    dry_run: bool = False) -> list[dict[str, Any]]:
     """Re-produce the matching dead letters; returns the records produced (or that would be, with dry_run)."""
     chosen = select(await read_dead_letters(settings), department, case_id, kind, since_ms)
     now = int(time.time() * 1000)
     fresh = [reset(r, now) for r in chosen]
     if dry_run or not fresh:
         return fresh
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(**clients.redelivery_producer(settings))
     await producer.start()
     try:
         topic = TopicNames(settings.topic_prefix).name(WEBHOOK_DELIVERIES)

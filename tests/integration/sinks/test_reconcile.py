@@ -9,6 +9,7 @@ from kafka import KafkaProducer
 
 from streams.bus.topics import TopicNames
 from streams.local.kafka import LocalKafka
+from streams.settings import Settings
 from streams.sinks.reconcile import _ranges_of, check_outputs, reconcile
 from streams.storage.store import Store
 
@@ -72,7 +73,7 @@ def test_reconcile_counts_inputs_and_names_output_differences(kafka: LocalKafka,
          "deadline_ms": 7000},
     ])
 
-    result = reconcile(kafka.bootstrap, chdb_store, topic_prefix, before, after,
+    result = reconcile(Settings(kafka_bootstrap=kafka.bootstrap, topic_prefix=topic_prefix), chdb_store, before, after,
                        topics=["hotline.calls", "iot.readings"])
     # the outputs are checked for cases opened in the range of their event time; here 1000..5000
     by_topic = {t.topic: t for t in result.inputs}

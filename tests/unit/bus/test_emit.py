@@ -10,6 +10,7 @@ import pytest
 
 from streams.bus.codec import registry
 from streams.bus.emit import Emitter, RecordTooLarge
+from streams.bus.sealing import DeadLetterSealer
 from streams.bus.topics import INTERNAL_SCHEMAS, RAW_SCHEMAS, TopicNames
 
 LIMIT = 20_000
@@ -26,8 +27,18 @@ class Sent:
         return done
 
 
+SEALER = DeadLetterSealer.ephemeral()
+
+
 def emitter(sent: Sent) -> Emitter:
-    return Emitter(sent, registry(), TopicNames("p"), {**RAW_SCHEMAS, **INTERNAL_SCHEMAS}, max_message_bytes=LIMIT)
+    return Emitter(sent, registry(), TopicNames("p"), {**RAW_SCHEMAS, **INTERNAL_SCHEMAS}, sealer=SEALER,
+                   max_message_bytes=LIMIT)
+
+
+def opened(value: bytes) -> dict:
+    dead = registry().decode(value)[1]
+    return {**dead, "original": SEALER.open(dead["original"]),
+            "key": SEALER.open(dead["key"]) if dead.get("key") is not None else None}
 
 
 def triage(text: str) -> dict:
@@ -86,7 +97,7 @@ async def test_a_dead_letter_always_fits_and_never_raises(original: bytes | None
     await out.flush()
     (topic, _, value), = sent.records
     assert topic == "p.iot.readings.dlq" and len(value) <= LIMIT
-    dead = registry().decode(value)[1]
+    dead = opened(value)
     assert (dead["partition"], dead["offset"]) == (3, 99)
     assert dead["original"] == (original or b"")[:len(dead["original"])]
     if original is None:
@@ -120,7 +131,7 @@ async def test_every_input_gets_one_ledger_row_with_its_outcome() -> None:
     assert [(r["topic"], r["offset"], r["outcome"], r["ts_ms"]) for r in ledger] == [
         ("hotline.calls", 10, "case.inputs", 1000), ("hotline.calls", 11, "triage.manual", 1001),
         ("hotline.calls", 12, "dlq", 1002), ("iot.readings", 5, "none", 1003), ("field.tracks", 6, "rows", 1004)]
-    dead = [registry().decode(v)[1] for t, _, v in sent.records if t.endswith(".dlq")][0]
+    dead = [opened(v) for t, _, v in sent.records if t.endswith(".dlq")][0]
     assert (dead["offset"], dead["ts_ms"], dead["original"]) == (12, 1002, b"")
 
 
@@ -177,5 +188,5 @@ async def test_a_record_the_broker_refuses_for_good_dead_letters_its_input() -> 
     with pytest.raises(SendFailed):
         await out.flush()
     await out.flush()
-    dead = [registry().decode(v)[1] for t, _, v in sent.records if t.endswith(".dlq")]
+    dead = [opened(v) for t, _, v in sent.records if t.endswith(".dlq")]
     assert [(d["offset"], "refused" in d["reason"]) for d in dead] == [(41, True)]

@@ -1,0 +1,68 @@
+"""The actions router: case.actions → case.inputs, keyed by the street code of the case, so an action
+meets its case's state in one partition. An action named by its source record (``source_id``) is
+looked up in the source index; one whose case nobody holds is rejected (case.actions.rejected)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+
+from streams.agents.adapter import Adapter, Clock
+from streams.bus import records
+from streams.bus.codec import DecodeError, SchemaRegistry
+from streams.bus.emit import Emitter
+from streams.bus.records import Inbound
+from streams.bus.topics import CASE_ACTIONS, RAW_SCHEMAS, TopicNames
+from streams.core.privacy import mask_fields
+from streams.metrics import PipelineMetrics
+
+log = logging.getLogger(__name__)
+
+CaseOfSource = Callable[[str], Awaitable[str | None]]
+
+
+def source_index_lookup(index: Mapping[str, str], ready: Callable[[], bool], patience: float = 30.0,
+                        poll: float = 0.2) -> CaseOfSource:
+    """The case holding a source record. Right after a (re)start the source index (a GlobalTable,
+    recovered as standby partitions) may still be loading: an unknown id then waits for it
+    (``ready()``, at most ``patience`` seconds) rather than being rejected too early."""
+
+    async def case_of_source(source_id: str) -> str | None:
+        case_id = index.get(source_id)
+        deadline = time.monotonic() + patience
+        while not case_id and not ready() and time.monotonic() < deadline:
+            await asyncio.sleep(poll)
+            case_id = index.get(source_id)
+        return case_id
+
+    return case_of_source
+
+
+class ActionRouter(Adapter):
+    def __init__(self, codec: SchemaRegistry, metrics: PipelineMetrics, names: TopicNames,
+                 case_of_source: CaseOfSource, clock: Clock = time.time) -> None:
+        super().__init__(codec, metrics, names, clock)
+        self.case_of_source = case_of_source
+
+    async def handle(self, batch: Sequence[Inbound], out: Emitter) -> None:
+        for inbound in batch:
+            self.metrics.event_in("action", CASE_ACTIONS, self.clock())
+            out.begin(self.input_record(inbound, CASE_ACTIONS))
+            try:
+                _, action = self.codec.decode(inbound.value, RAW_SCHEMAS[CASE_ACTIONS], self.rules,
+                                              inbound.timestamp_ms)
+                action = mask_fields(action)  # a note may quote a phone number: masked before it is passed on
+                case_id = action.get("case_id") or await self.case_of_source(action.get("source_id") or "")
+                if not case_id:
+                    out.emit([records.action_rejected(
+                        action, inbound.timestamp_ms or self.now_ms(),
+                        f"unknown source_id {action.get('source_id')!r}: no case holds that record yet")])
+                    continue
+                out.emit([records.action_input(action, case_id)])
+            except DecodeError as exc:
+                self.park(out, CASE_ACTIONS, str(exc))
+            except Exception as exc:  # a bug must not stop the actions: park the record, loudly
+                log.exception("actions: internal error on %s[%s]@%s", inbound.topic, inbound.partition, inbound.offset)
+                self.park(out, CASE_ACTIONS, f"internal error: {exc!r}")
+        out.end()
