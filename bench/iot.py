@@ -146,6 +146,7 @@ def worker_start_seconds(bootstrap: str, work: Path, city_dir: Path | None, pref
            "CITYGRID_KAFKA_BOOTSTRAP": bootstrap, "CITYGRID_TOPIC_PREFIX": prefix, "CITYGRID_APP_ID": f"start-{prefix}",
            "CITYGRID_STORE_URL": f"chdb://{work / ('chdb-' + prefix)}", "CITYGRID_DATA_DIR": str(work / prefix),
            "CITYGRID_METRICS_PORT": str(free_port()), "CITYGRID_WEB_PORT": str(web), "CITYGRID_LOG_LEVEL": "warning",
+           "CITYGRID_TOPIC_REPLICATION_FACTOR": "1", "CITYGRID_TOPIC_MIN_INSYNC_REPLICAS": "1",   # one local broker
            "PYTHONPATH": str(REPO)}
     if city_dir is not None:
         env["CITYGRID_CITY_DIR"] = str(city_dir)
@@ -208,10 +209,11 @@ def main() -> int:
                       f"{sample:.1f} s with the sample city")
             settings = Settings(kafka_bootstrap=broker.bootstrap, city_dir=city_dir, topic_prefix="bench",
                                 topic_partitions=args.partitions, app_id="bench-iot", data_dir=work / "worker",
-                                metrics_port=free_port(), web_port=free_port(), log_level="warning")
+                                metrics_port=free_port(), web_port=free_port(), log_level="warning",
+                                topic_replication_factor=1, topic_min_insync_replicas=1)   # one local broker
             ensure_topics(settings)
             source = TopicNames("bench").name(IOT_READINGS)
-            create_topics(broker.bootstrap, [source + ".passthrough"], args.partitions)
+            create_topics(settings, [source + ".passthrough"])
             asyncio.run(load(broker.bootstrap, source, readings))
             n = len(readings)
             base, fast = [], []

@@ -106,8 +106,9 @@ def check_semantics(name: str, record: dict[str, Any]) -> None:
             event_ms(record, key)
     for (schema, key), allowed in ALLOWED_VALUES.items():
         if schema == name and record.get(key) not in allowed:
-            choices = ", ".join(f'"{a}"' for a in allowed)
-            raise RuleViolation(f"field '{key}' must be one of {choices}, got {record.get(key)!r}")
+            quoted = [f'"{a}"' if key == "line" else a for a in allowed]
+            choices = f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+            raise RuleViolation(f"field '{key}' must be {choices}, got {record.get(key)!r}")
     if name == "case_action" and not record.get("case_id") and not record.get("source_id"):
         raise RuleViolation("a case action needs 'case_id' or 'source_id'")
     if name == "open311_request":

@@ -88,7 +88,7 @@ def poison_catalogue(max_message_bytes: int) -> list[Poison]:
                "'lon' out of range"),
         Poison("line 99999 in Avro", "hotline.calls",
                codec.encode("hotline_call", {**good_call, "line": "99999", "lat": None, "lon": None, "channel": None}),
-               "'line' must be one of"),
+               "'line' must be \"12345\" or"),
         Poison("stamped 1970", "hotline.calls", _json(call(3, "1970-01-01T08:00:00+08:00", prefix="P")),
                "days before the record reached Kafka"),
         Poison("year 1", "hotline.calls", _json(call(4, "0001-01-01T00:00:00+08:00", prefix="P")), "received_at"),

@@ -47,7 +47,7 @@ def test_existing_topics_with_weaker_settings_are_named(kafka: LocalKafka, topic
     app_id = f"app-{topic_prefix}"
     changelog = changelog_topics(app_id)[0]
     # made by someone else: not compacted, min ISR 1 (the broker default)
-    create_topics(kafka.bootstrap, [names.name("cases"), changelog], TopicPolicy(2, 1, 1))
+    create_topics(Settings(kafka_bootstrap=kafka.bootstrap), [names.name("cases"), changelog], TopicPolicy(2, 1, 1))
     settings = Settings(kafka_bootstrap=kafka.bootstrap, topic_prefix=topic_prefix, app_id=app_id,
                         topic_replication_factor=1, topic_min_insync_replicas=1)
     with pytest.raises(TopicSettingsError) as err:
@@ -57,9 +57,9 @@ def test_existing_topics_with_weaker_settings_are_named(kafka: LocalKafka, topic
     assert f"{changelog}: cleanup.policy 'delete'" in message
     # min.insync.replicas above what a topic has (checked without needing more brokers than exist)
     with pytest.raises(TopicSettingsError, match="above topic_replication_factor"):
-        create_topics(kafka.bootstrap, [names.name("x")], TopicPolicy(1, 1, 2))
+        create_topics(Settings(kafka_bootstrap=kafka.bootstrap), [names.name("x")], TopicPolicy(1, 1, 2))
     weak = TopicNames(topic_prefix + "w")
-    create_topics(kafka.bootstrap, [weak.name("signals")], TopicPolicy(1, 1, 1))
+    create_topics(Settings(kafka_bootstrap=kafka.bootstrap), [weak.name("signals")], TopicPolicy(1, 1, 1))
     admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap)
     try:
         from streams.bus.admin import weaker_topics

@@ -40,7 +40,7 @@ def settings(kafka: LocalKafka, topic_prefix: str, tmp_path: Any) -> Settings:
     s = Settings(kafka_bootstrap=kafka.bootstrap, topic_prefix=topic_prefix, app_id=f"lean-{topic_prefix}",
                  topic_partitions=4, kafka_session_timeout_seconds=6, iot_lateness_seconds=5,
                  iot_idle_close_seconds=30, data_dir=tmp_path / "worker", metrics_port=free_port(),
-                 web_port=free_port())
+                 web_port=free_port(), topic_replication_factor=1, topic_min_insync_replicas=1)  # one test broker
     ensure_topics(s)
     return s
 

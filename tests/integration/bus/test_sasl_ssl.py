@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -159,12 +160,15 @@ def test_the_worker_runs_over_sasl_ssl_through_the_client_factory(secure_broker:
         "CITYGRID_STORE_URL": f"chdb://{tmp_path / 'chdb'}", "CITYGRID_DATA_DIR": str(tmp_path / "worker"),
         "CITYGRID_METRICS_PORT": str(metrics_port), "CITYGRID_WEB_PORT": str(web_port),
         "CITYGRID_BATCH_SECONDS": "0.05", "CITYGRID_KAFKA_SESSION_TIMEOUT_SECONDS": "8",
-        "CITYGRID_KAFKA_REQUEST_TIMEOUT_SECONDS": "20"})
+        "CITYGRID_KAFKA_REQUEST_TIMEOUT_SECONDS": "20",
+        # a single test broker
+        "CITYGRID_TOPIC_REPLICATION_FACTOR": "1", "CITYGRID_TOPIC_MIN_INSYNC_REPLICAS": "1"})
     worker = WorkerProcess(env, tmp_path, tmp_path / "worker.log", metrics_port=metrics_port, web_port=web_port)
     worker.start()
     try:
         worker.wait_healthy(timeout=180)
-        call = {"call_id": "SEC-1", "line": "12345", "received_at": "2026-11-23T10:00:00+08:00",
+        received = datetime.now(UTC).isoformat(timespec="seconds")   # inside the event-time window
+        call = {"call_id": "SEC-1", "line": "12345", "received_at": received,
                 "caller": "13912345678", "text": "钦江路101号楼下饭店油烟直排，呛得人受不了", "address": "钦江路101号"}
         producer = KafkaProducer(**secure_broker.client("admin"), acks="all")
         producer.send(f"{PREFIX}.hotline.calls", json.dumps(call, ensure_ascii=False).encode()).get(timeout=30)
