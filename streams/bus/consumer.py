@@ -14,6 +14,7 @@ from typing import Any
 
 import mode
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import CommitFailedError
 from aiokafka.structs import ConsumerRecord
 
 from streams.bus import clients
@@ -72,7 +73,13 @@ class BatchConsumerService(mode.Service):
             if not records:
                 continue
             await self.handle(records)
-            await self.consumer.commit()
+            try:
+                await self.consumer.commit()
+            except CommitFailedError as exc:
+                # The group moved these partitions on (a long stall, a rebalance): the new owner reads the
+                # batch again from the last commit; its outputs are idempotent, so this is a replay, not a
+                # loss. Keep consuming instead of crashing the worker.
+                log.warning("%s: commit after a rebalance refused, the batch will be replayed: %s", self.label, exc)
 
     async def handle(self, records: list[ConsumerRecord]) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
