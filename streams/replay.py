@@ -25,6 +25,7 @@ from streams.bus.topics import CASE_ACTIONS, RAW_SCHEMAS, dlq
 from streams.core.cases.engine import CaseEngine, Outputs, case_summary
 from streams.core.cases.model import CaseAction, CaseDoc, Notification, Rejection
 from streams.core.cases.sla import DEFAULT_OVERRIDE_FILE, WorkCalendar
+from streams.core.field import StationReport, ZeroReportBook
 from streams.core.model import IngestResult
 from streams.core.privacy import mask_text
 from streams.settings import Settings
@@ -50,6 +51,7 @@ class ReplayReport:
     actions: int = 0
     rejected_actions: int = 0
     alerts: int = 0
+    zero_report_alerts: int = 0   # residential stations that missed their daily report 零报告
     cases: dict[str, CaseDoc] = field(default_factory=dict)   # case_id -> case document
     rejections: list[Rejection] = field(default_factory=list)
     notifications: list[Notification] = field(default_factory=list)
@@ -58,7 +60,7 @@ class ReplayReport:
         return (f"replayed {self.lines} lines: {self.records} records, {self.invalid} invalid, "
                 f"{self.unusable} unusable, {self.signals} signals ({self.merged} merged, {self.triage} to triage), "
                 f"{len(self.cases)} cases, {self.actions} actions ({self.rejected_actions} rejected), "
-                f"{self.alerts} SLA alerts")
+                f"{self.alerts} SLA alerts, {self.zero_report_alerts} missed zero-reports")
 
 
 @dataclass(order=True)
@@ -175,6 +177,9 @@ def replay(lines: Iterable[str], settings: Settings, store: RowSink | None = Non
     sealer = dlq_sealer(settings) if settings.dlq_key is not None else None
     cases: dict[str, CaseDoc] = {}
     engine = CaseEngine(knowledge, cases, {}, calendar, auto_dispatch=settings.auto_dispatch)
+    # residential stations' daily reports: the same book the lifecycle agent keeps, one partition owning all
+    zero_reports = ZeroReportBook(knowledge.field, {}, settings.zero_report_deadline, calendar.is_workday,
+                                  knowledge.city.unit_of)
     report = ReplayReport(cases=cases)
     sink = _Buffer(store, sealer)
     events = read_events(lines, err, report)
@@ -189,8 +194,20 @@ def replay(lines: Iterable[str], settings: Settings, store: RowSink | None = Non
         for rejection in out.rejections:
             print(f"action {rejection['action_id']} rejected: {rejection['reason']}", file=err)
 
+    def tick(now_ms: int) -> None:
+        collect(engine.on_tick(now_ms))
+        zero = Outputs()
+        for alert in zero_reports.on_tick(now_ms):
+            zero.sla_alerts.append({"alert_id": alert["alert_id"], "case_id": alert["case_id"],
+                                    "ts_ms": alert["ts_ms"], "stage": alert["stage"], "light": alert["light"],
+                                    "kind": alert["kind"], "departments": list(alert["departments"]),
+                                    "deadline_ms": alert["deadline_ms"]})
+            zero.notifications.append(cast(Notification, zero_reports.notification(alert)))
+        report.zero_report_alerts += len(zero.sla_alerts)
+        collect(zero)
+
     for event in events:
-        collect(engine.on_tick(event.ts_ms))  # the virtual clock reaches this event: fire due timers
+        tick(event.ts_ms)  # the virtual clock reaches this event: fire due timers
         if event.topic == CASE_ACTIONS:
             report.actions += 1
             # read_events validated the record against the case_action schema: it is a CaseAction
@@ -204,13 +221,16 @@ def replay(lines: Iterable[str], settings: Settings, store: RowSink | None = Non
             sink.add_dead_letter(event.topic, event.line_no, str(exc), event.ts_ms, event.record)
             continue
         sink.add_ingest(result)
+        for station_report in result.station_reports:
+            zero_reports.reported(cast(StationReport, station_report))
         report.triage += len(result.triage)
         for signal in result.signals:
             report.signals += 1
             collect(engine.on_signal(signal))
     end = until_ms if until_ms is not None else (events[-1].ts_ms if events else None)
     if end is not None:
-        collect(engine.on_tick(end))
+        tick(end)
+    sink.add_ingest(ingestor.finish())   # the device minutes still open at the end of the recording
     sink.flush()
     if json_out is not None:
         for doc in sorted(cases.values(), key=lambda d: (d["opened_ms"], d["case_id"])):

@@ -6,6 +6,7 @@ Environment variables win over the file; the file wins over the defaults.
 from __future__ import annotations
 
 import os
+from datetime import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -86,6 +87,9 @@ class Settings(BaseSettings):
     # Storage: chdb://PATH (embedded) or clickhouse://host:port/db (server)
     store_url: str = Field("chdb://var/chdb", description="ClickHouse: chdb://PATH (embedded, default) or "
                            "clickhouse://[user[:pw]@]host:port/db (server)")
+    store_cluster: str = Field("", description="ClickHouse cluster (a remote_servers name) to shard the tables over: "
+                               "local tables on every node plus Distributed tables (clickhouse:// only; "
+                               "docs/operations-wall.md)")
     store_batch_rows: int = Field(5000, ge=1)
     store_flush_seconds: float = Field(1.0, gt=0)
     store_buffer_rows: int = Field(200_000, ge=1,
@@ -114,6 +118,17 @@ class Settings(BaseSettings):
     auto_dispatch: bool = Field(True, description="dispatch every registered case by the KB at once (false: the centre "
                                 "accepts hotline calls and dispatches all but level-4/immediate routes by action)")
     triage_confidence: float = Field(0.55, ge=0, le=1, description="below this a signal goes to manual triage 人工分拨")
+    # Devices (iot.readings)
+    iot_lateness_seconds: float = Field(
+        30.0, ge=0, description="a reading may arrive this long after a newer one on its partition and still count in "
+        "its minute's aggregate (device_minutes); later ones are counted as late and left out of it")
+    iot_idle_close_seconds: float = Field(
+        60.0, gt=0, description="an iot.readings partition without readings this long moves its event-time clock on by "
+        "the idle time, closing the minutes that passes")
+    # Field operations
+    zero_report_deadline: time = Field(
+        time(17, 0), description="residential stations report daily (an item or 无事报平安) by this local time on "
+        "working days; a station without one raises a zero_report_missing alert to its street centre")
     # Processing
     batch_size: int = Field(500, ge=1, description="records per stream.take() batch")
     batch_seconds: float = Field(0.2, gt=0)

@@ -22,7 +22,7 @@ from faust.types import EventT
 
 from streams.agents.actions import ActionRouter, source_index_lookup
 from streams.agents.ingest import IngestAdapter
-from streams.agents.lifecycle import LifecycleAdapter, WebhookFanout, open_case_counts
+from streams.agents.lifecycle import LifecycleAdapter, WebhookFanout, open_case_counts, street_partitions
 from streams.agents.tables import TableView
 from streams.bus import clients
 from streams.bus.codec import registry
@@ -43,6 +43,7 @@ from streams.bus.topics import (
 from streams.core.cases.engine import CaseEngine
 from streams.core.cases.model import CaseDoc
 from streams.core.cases.sla import DEFAULT_OVERRIDE_FILE, WorkCalendar
+from streams.core.field import ZeroReportBook
 from streams.core.ingest import Ingestor
 from streams.core.knowledge.knowledge import Knowledge
 from streams.metrics import PipelineMetrics
@@ -153,15 +154,24 @@ class Pipeline:
         # source id -> case id, read by the actions router on every worker.
         self.sources_table = app.GlobalTable("case-sources", default=None, partitions=settings.topic_partitions,
                                              key_type=str, value_type=None)
+        # residential stations' daily reports 零报告 (station id -> days reported / alerted): a station's
+        # reports and its deadline meet in the case.inputs partition of its street
+        self.zero_reports_table = app.Table("zero-reports", default=None, partitions=settings.topic_partitions,
+                                            key_type=str, value_type=None)
         self.cases_view: TableView[CaseDoc] = TableView(self.cases_table)
         self.sources_view: TableView[str] = TableView(self.sources_table)
+        self.zero_reports_view: TableView[Any] = TableView(self.zero_reports_table)
         calendar = WorkCalendar(settings.holiday_override_file or DEFAULT_OVERRIDE_FILE)
         self.engine = CaseEngine(self.knowledge, self.cases_view, self.sources_view,
                                  calendar, auto_dispatch=settings.auto_dispatch)
         ttl = settings.closed_case_retention_hours
+        self.zero_reports = ZeroReportBook(self.knowledge.field, self.zero_reports_view, settings.zero_report_deadline,
+                                           calendar.is_workday, self.knowledge.city.unit_of)
         self.lifecycle = LifecycleAdapter(self.engine, self.codec, self.metrics, self.topics,
                                           deliveries=WebhookFanout(settings.webhooks_file),
-                                          closed_case_ttl_ms=int(ttl * 3_600_000) if ttl > 0 else None)
+                                          closed_case_ttl_ms=int(ttl * 3_600_000) if ttl > 0 else None,
+                                          zero_reports=self.zero_reports,
+                                          owns=street_partitions(settings.topic_partitions))
         self.actions = ActionRouter(self.codec, self.metrics, self.topics, source_index_lookup(
             self.sources_table, lambda: bool(self.app.tables.standbys_ready)))
 
@@ -204,6 +214,7 @@ class Pipeline:
                 self.liveness.beat("lifecycle")   # ticks arrive every timer_tick_seconds: the consumer lives
                 self.cases_view.flush_writes(events_stream)
                 self.sources_view.flush_writes(events_stream)
+                self.zero_reports_view.flush_writes(events_stream)
                 events_stream._set_current_event(batch[-1] if batch else None)
                 await out.flush()
 

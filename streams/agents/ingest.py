@@ -102,7 +102,7 @@ class IngestAdapter(Adapter):
             self.metrics.classification_confidence.labels(source=signal.source).observe(signal.confidence)
         for item in result.triage:
             self.metrics.triage.labels(reason=reason_label(item.reason)).inc()
-        if result.signals or result.triage or result.commands:  # most IoT readings and GPS fixes yield none
+        if result.signals or result.triage or result.commands or result.episodes or result.station_reports:
             out.emit(records.ingest_records(result))
         for table, rows in result.rows.items():
             out.rows(table, rows)

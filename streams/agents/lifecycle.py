@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from streams.agents.adapter import Adapter, Clock
 from streams.bus import records
@@ -16,7 +16,8 @@ from streams.bus.emit import Emitter
 from streams.bus.records import Inbound
 from streams.bus.topics import CASE_INPUTS, TopicNames
 from streams.core.cases.engine import CaseEngine, Outputs
-from streams.core.cases.model import CaseDoc, CaseRow
+from streams.core.cases.model import CaseDoc, CaseRow, Notification, SlaAlertRow
+from streams.core.field import StationReport, ZeroReportBook
 from streams.core.model import Signal
 from streams.metrics import PipelineMetrics
 
@@ -24,6 +25,19 @@ log = logging.getLogger(__name__)
 
 # notifications -> webhook delivery records
 Deliveries = Callable[[Sequence[Mapping[str, Any]]], list[dict[str, Any]]]
+# (street code, case.inputs partition) -> does that partition hold the street's inputs?
+Owns = Callable[[str, int], bool]
+
+
+def street_partitions(partitions: int) -> Owns:
+    """Which case.inputs partition a street's inputs land in: the producers' default partitioner (murmur2 of
+    the key, the street code), as Kafka clients compute it."""
+    from aiokafka.partitioner import murmur2
+
+    def owns(street_code: str, partition: int) -> bool:
+        return (murmur2(street_code.encode("utf-8")) & 0x7FFFFFFF) % partitions == partition
+
+    return owns
 
 
 def no_deliveries(notifications: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -80,7 +94,8 @@ class LifecycleAdapter(Adapter):
 
     def __init__(self, engine: CaseEngine, codec: SchemaRegistry, metrics: PipelineMetrics, names: TopicNames,
                  deliveries: Deliveries = no_deliveries, clock: Clock = time.time,
-                 closed_case_ttl_ms: int | None = None, purge_every_ms: int = 60_000) -> None:
+                 closed_case_ttl_ms: int | None = None, purge_every_ms: int = 60_000,
+                 zero_reports: ZeroReportBook | None = None, owns: Owns | None = None) -> None:
         super().__init__(codec, metrics, names, clock)
         self.engine = engine
         self.deliveries = deliveries
@@ -90,6 +105,8 @@ class LifecycleAdapter(Adapter):
         self.closed_case_ttl_ms = closed_case_ttl_ms
         self.purge_every_ms = purge_every_ms
         self._purged_at: dict[int, int] = {}
+        self.zero_reports = zero_reports   # residential stations' daily reports (streams.core.field)
+        self.owns = owns or (lambda street_code, partition: True)
 
     def mark_stale(self) -> None:
         self.stale = True
@@ -131,6 +148,8 @@ class LifecycleAdapter(Adapter):
         if item["kind"] == "tick":
             outputs = self.engine.on_tick(item["tick_ms"], inbound.partition)
             self._purge(item["tick_ms"], inbound.partition)
+            if self.zero_reports is not None:
+                outputs.extend(self.zero_report_alerts(item["tick_ms"], inbound.partition))
             return outputs
         if item["kind"] == "erase":
             # `streams erase`: one request per partition; the caller's pseudonyms leave this partition's cases
@@ -139,6 +158,10 @@ class LifecycleAdapter(Adapter):
             log.info("erasure %s: %d case(s) of partition %d rewritten", request["request_id"], changed,
                      inbound.partition)
             return outputs
+        if item["kind"] == "station_report":
+            if self.zero_reports is not None:
+                self.zero_reports.reported(cast(StationReport, json.loads(item["report"])))
+            return Outputs()
         raise DecodeError(f"unknown case input kind {item['kind']!r}")
 
     def _purge(self, now_ms: int, partition: int) -> None:
@@ -148,6 +171,20 @@ class LifecycleAdapter(Adapter):
         purged = self.engine.purge(now_ms - self.closed_case_ttl_ms, partition)
         if purged:
             log.info("%d closed case(s) of partition %d left the live state", purged, partition)
+
+    def zero_report_alerts(self, now_ms: int, partition: int) -> Outputs:
+        """The stations of this partition's streets that missed their daily report: an sla.alerts record
+        (kind zero_report_missing) and a notification to the street centre, each once."""
+        assert self.zero_reports is not None
+        book = self.zero_reports
+        out = Outputs()
+        for alert in book.on_tick(now_ms, partition, lambda station: self.owns(station.street_code, partition)):
+            row: SlaAlertRow = {"alert_id": alert["alert_id"], "case_id": alert["case_id"], "ts_ms": alert["ts_ms"],
+                                "stage": alert["stage"], "light": alert["light"], "kind": alert["kind"],
+                                "departments": list(alert["departments"]), "deadline_ms": alert["deadline_ms"]}
+            out.sla_alerts.append(row)
+            out.notifications.append(cast(Notification, book.notification(alert)))
+        return out
 
     def emit_outputs(self, out: Emitter, outputs: Outputs, latest_cases: dict[str, CaseRow]) -> None:
         for case in outputs.cases:

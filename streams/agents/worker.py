@@ -7,11 +7,13 @@ from streams.settings import Settings
 
 
 def ensure_topics(settings: Settings) -> None:
-    """Every topic of the pipeline, with the configured partitions."""
+    """Every topic of the pipeline, with the configured partitions (and this app's state changelogs)."""
     from streams.bus.admin import create_topics
     from streams.bus.topics import TopicNames
 
-    create_topics(settings, TopicNames(settings.topic_prefix).all(), settings.topic_partitions)
+    names = TopicNames(settings.topic_prefix)
+    changelogs = names.changelogs(settings.app_id)
+    create_topics(settings, names.all() + changelogs, settings.topic_partitions, changelogs)
 
 
 def build_worker(settings: Settings) -> Any:

@@ -11,6 +11,9 @@ from streams.bus.sealing import DeadLetterSealer
 from streams.bus.topics import TopicNames, dlq
 from streams.core.privacy import mask_text
 
+# Rows per store.rows message: ~200 bytes a row keeps a message well under Kafka's 1 MiB default.
+STORE_ROWS_PER_MESSAGE = 2000
+
 # send(topic, key, value, partition) -> awaitable resolving to a delivery future
 SendFn = Callable[[str, bytes | None, bytes, int | None], Awaitable[Awaitable[Any]]]
 
@@ -68,7 +71,10 @@ class Emitter:
         return len(self._pending) + len(self._rows)
 
     async def flush(self) -> int:
-        self.emit(store_rows_record(table, rows) for table, rows in self._rows.items() if rows)
+        # many rows per store.rows message, but never one over the broker's message size (a closing minute of a
+        # city's devices is tens of thousands of rows)
+        self.emit(store_rows_record(table, rows[i:i + STORE_ROWS_PER_MESSAGE])
+                  for table, rows in self._rows.items() for i in range(0, len(rows), STORE_ROWS_PER_MESSAGE))
         self._rows = {}
         pending, self._pending = self._pending, []
         if not pending:

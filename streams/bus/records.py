@@ -20,6 +20,7 @@ from streams.bus.topics import (
     CASE_EVENTS,
     CASE_INPUTS,
     CASES,
+    DEVICE_EPISODES,
     DISPATCHES,
     IOT_COMMANDS,
     RAW_SCHEMAS,
@@ -54,6 +55,7 @@ TABLE_OF_TOPIC: dict[str, str] = {
     DISPATCHES: "dispatches",
     SLA_ALERTS: "sla_alerts",
     TRIAGE: "triage",
+    DEVICE_EPISODES: "device_episodes",
 }
 DEAD_LETTER_TOPICS = tuple(dlq(t) for t in (*RAW_SCHEMAS, CASE_INPUTS))
 SINK_TOPICS = (*TABLE_OF_TOPIC, STORE_ROWS, *DEAD_LETTER_TOPICS)
@@ -105,6 +107,13 @@ def action_input(action: Mapping[str, Any], case_id: str) -> TopicRecord:
                        key=case_inputs_key_of_case(case_id))
 
 
+def station_report_input(report: Mapping[str, Any]) -> TopicRecord:
+    """A registered station reported (streams.core.field.StationReport), keyed by its street code: the
+    partition that owns the station's daily deadline sees it."""
+    return TopicRecord(CASE_INPUTS, {"kind": "station_report", "signal": None, "action": None, "tick_ms": None,
+                                     "report": _json(dict(report))}, key=str(report["street_code"]))
+
+
 def tick_input(now_ms: int) -> TopicRecord:
     """A clock tick; the timer sends one to every assigned partition, without a key."""
     return TopicRecord(CASE_INPUTS, {"kind": "tick", "signal": None, "action": None, "tick_ms": now_ms})
@@ -118,11 +127,14 @@ def action_rejected(action: Mapping[str, Any], ts_ms: int, reason: str) -> Topic
 
 # -- core outputs → topic records -------------------------------------------------------------------
 def ingest_records(result: IngestResult) -> list[TopicRecord]:
-    """Signals → case.inputs, triage → triage.manual 人工分拨, device commands → iot.commands.
-    (``result.rows``, for tables without a topic of their own, travel as store.rows: see the Emitter.)"""
+    """Signals → case.inputs, triage → triage.manual 人工分拨, device commands → iot.commands, alarm episodes
+    opened or closed → device.episodes (keyed by device). (``result.rows``, for tables without a topic of their
+    own, travel as store.rows: see the Emitter.)"""
     out = [signal_input(signal) for signal in result.signals]
     out += [TopicRecord(TRIAGE, dict(item.__dict__), key=item.topic) for item in result.triage]
     out += [TopicRecord(IOT_COMMANDS, dict(command.__dict__), key=command.device_id) for command in result.commands]
+    out += [TopicRecord(DEVICE_EPISODES, dict(episode), key=episode["device_id"]) for episode in result.episodes]
+    out += [station_report_input(report) for report in result.station_reports]
     return out
 
 
@@ -207,7 +219,7 @@ def rows_of(topic: str, value: Mapping[str, Any], stored_ms: int | None = None) 
     if topic == DISPATCHES:
         return "dispatches", [clean_row({**value, "primary_department": (value["departments"] or [""])[0],
                                          "primary_unit": (value.get("units") or value["departments"] or [""])[0]})]
-    if topic in (SLA_ALERTS, TRIAGE):
+    if topic in (SLA_ALERTS, TRIAGE, DEVICE_EPISODES):
         return TABLE_OF_TOPIC[topic], [clean_row(value)]
     if topic == STORE_ROWS:
         return value["table"], [clean_row(row) for row in json.loads(value["rows"])]

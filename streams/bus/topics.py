@@ -22,6 +22,15 @@ WEBHOOK_DELIVERIES = "webhook.deliveries"
 WEBHOOK_DLQ = "webhook.deliveries.dlq"
 CASES = "cases"          # current case state (compacted)
 STORE_ROWS = "store.rows"  # batched rows for tables without a topic of their own
+DEVICE_EPISODES = "device.episodes"  # alarm episodes opened / closed (keyed by device)
+# Inputs whose lean consumer keeps keyed state (streams.bus.stateful) in a changelog: compacted, JSON
+# values, one partition per partition of the input, named per app id like Faust's (state_changelog).
+STATEFUL_INPUTS = (IOT_READINGS, FIELD_TRACKS)
+
+
+def state_changelog(app_id: str, topic: str) -> str:
+    """The logical name of the changelog of the keyed state kept for input ``topic`` by app ``app_id``."""
+    return f"{app_id}-{topic}-state-changelog"
 
 # Raw feeds: what the city's systems produce. Each has a dead-letter topic <name>.dlq.
 RAW_SCHEMAS: dict[str, str] = {
@@ -48,6 +57,7 @@ INTERNAL_SCHEMAS: dict[str, str] = {
     WEBHOOK_DLQ: "webhook_delivery",
     CASES: "case_state",
     STORE_ROWS: "store_rows",
+    DEVICE_EPISODES: "device_episode",
 }
 
 
@@ -75,3 +85,7 @@ class TopicNames:
 
     def all(self) -> list[str]:
         return [self.name(t) for t in all_topics()]
+
+    def changelogs(self, app_id: str) -> list[str]:
+        """The state changelogs of an app (compacted: they keep the latest record per key)."""
+        return [self.name(state_changelog(app_id, t)) for t in STATEFUL_INPUTS]

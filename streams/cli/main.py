@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "streams.cli.erase",         # erase --caller
     "streams.cli.gateway",       # gateway
     "streams.cli.report",        # report, history
+    "streams.cli.city",          # city generate
 ]
 
 

@@ -1,51 +1,42 @@
 """Raw city feeds -> validated, located, classified signals (or manual triage, device commands,
-store rows). One `Ingestor` per worker; its only mutable state is the lift repeat counter,
-which is JSON-able (`state_dict` / `load_state`) so the worker can persist it.
+store rows). One `Ingestor` per worker. IoT readings go through a streams.core.devices
+`DeviceProcessor` (aggregates, alarm episodes, lift counters): the worker keeps one per partition of
+iot.readings (``new_device_processor``); replay and tests use the Ingestor's own (``device_feed``).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import TypedDict, Unpack, cast
 
+from streams.core.devices.processor import DEFAULT_LATENESS_MS, DeviceProcessor
+from streams.core.field import PatrolProcessor
+from streams.core.ids import stable_id
 from streams.core.knowledge.classify import Classification
 from streams.core.knowledge.knowledge import CTX_COMMITTEE, Knowledge
-from streams.core.knowledge.sensors import (
-    EBIKE_COMMAND,
-    METRIC_EBIKE,
-    METRIC_TILT,
-    METRIC_VIBRATION,
-    LiftRepeatState,
-    LiftStateDict,
-    city_day,
-    crowd_level,
-)
+from streams.core.knowledge.sensors import crowd_level
 from streams.core.knowledge.services import attribute_problems, context_of_answers
 from streams.core.model import (
     CameraAlert,
-    DeviceCommand,
     FieldReport,
     FieldTrack,
     HotlineCall,
     IngestResult,
-    InspectorTrackRow,
     IotReading,
     Location,
     Open311Request,
     Open311RequestRow,
     RawRecord,
     RegistryChange,
-    SensorAlarmRow,
     Signal,
+    TableRows,
     Triage,
     ZeroReportRow,
 )
 from streams.core.privacy import Pseudonymizer, mask_fields, mask_optional, mask_text
+from streams.core.reject import RejectRecord as RejectRecord  # re-exported: callers catch it from here
 from streams.core.times import BadTimestamp, iso_to_ms
 
-SENSOR_CATEGORY = {METRIC_VIBRATION: "历史建筑振动超限", METRIC_TILT: "历史建筑倾斜超限"}
-EBIKE_CATEGORY = "电动车进电梯"
 HERITAGE_RENOVATION = "历史建筑擅自装修"
 CROWD_CATEGORY = "人群聚集超限"
 
@@ -62,30 +53,11 @@ FEEDS: dict[str, str] = {
 }
 
 
-class RejectRecord(ValueError):
-    """A schema-valid record the pipeline cannot use; goes to the topic's DLQ with this reason."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def stable_id(prefix: str, *parts: str) -> str:
-    """Deterministic id: a re-delivered record yields the same id."""
-    return f"{prefix}-" + hashlib.sha1("\x1f".join(parts).encode("utf-8")).hexdigest()[:20]
-
-
 def _merge_context(*lists: list[str]) -> list[str]:
     out: list[str] = []
     for items in lists:
         out += [x for x in items if x not in out]
     return out
-
-
-class IngestorState(TypedDict, total=False):
-    """The Ingestor's JSON-able state (what the worker persists)."""
-
-    lifts: LiftStateDict
 
 
 class SignalDetails(TypedDict, total=False):
@@ -117,7 +89,10 @@ class Ingestor:
         # Callers' numbers become keyed pseudonyms (streams.core.privacy). The worker passes the
         # operator's key; without one a random per-process key keeps numbers unrecoverable.
         self.pseudonyms = pseudonyms or Pseudonymizer.ephemeral()
-        self.lifts = LiftRepeatState()
+        self.device_feed = self.new_device_processor()   # iot.readings in replay and tests
+        self._device_offset = 0
+        self.patrol_feed = self.new_patrol_processor()   # field.tracks in replay and tests
+        self._fix_offset = 0
         self._classified: dict[str, Classification] = {}  # texts of the current batch, classified at once
 
     def prepare(self, records: Sequence[RawRecord]) -> None:
@@ -131,13 +106,6 @@ class Ingestor:
         cls = self._classified.get(text)
         return cls if cls is not None else self.knowledge.classify(text)
 
-    # ------------------------------------------------------------ state
-    def state_dict(self) -> IngestorState:
-        return {"lifts": self.lifts.to_dict()}
-
-    def load_state(self, state: IngestorState) -> None:
-        self.lifts = LiftRepeatState.from_dict(state.get("lifts", {}))
-
     # ------------------------------------------------------------ dispatch by feed
     def ingest(self, feed: str, record: RawRecord, ingest_ms: int) -> IngestResult:
         """One schema-valid raw record of ``feed`` (a name of FEEDS: the feed's schema) -> signals,
@@ -149,7 +117,14 @@ class Ingestor:
         if feed == "hotline_call":
             return self._hotline(topic, cast(HotlineCall, record), ingest_ms)
         if feed == "field_report":
-            return self._field_report(topic, cast(FieldReport, record), ingest_ms)
+            report = cast(FieldReport, record)
+            result = self._field_report(topic, report, ingest_ms)
+            station = self.knowledge.field.stations.get(report["reporter_id"])
+            if report["reporter_kind"] == "station" and station is not None:
+                # 有事报事、无事报平安: an item or a zero-report, either counts for the day's deadline
+                result.station_reports.append({"station_id": station.id, "street_code": station.street_code,
+                                               "ts_ms": _event_ms(report["reported_at"], "reported_at")})
+            return result
         if feed == "field_track":
             return self._field_track(topic, cast(FieldTrack, record), ingest_ms)
         if feed == "iot_reading":
@@ -260,70 +235,40 @@ class Ingestor:
         return IngestResult(signals=[signal])
 
     # ------------------------------------------------------------ field.tracks
+    def new_patrol_processor(self) -> PatrolProcessor:
+        """A processor for one partition of field.tracks (the worker keeps one per assigned partition)."""
+        return PatrolProcessor(self.knowledge.city, self.knowledge.field)
+
     def _field_track(self, topic: str, record: FieldTrack, ingest_ms: int) -> IngestResult:
+        """The fix's inspector_tracks row and its inspector's patrol day so far (patrol_days)."""
         ts_ms = _event_ms(record["ts"], "ts")
-        lat, lon = record["lat"], record["lon"]
-        location, _ = self.knowledge.city.at_point(lat, lon)
-        # Columns of the `inspector_tracks` table; a fix outside the district keeps an empty street.
-        track: InspectorTrackRow = {
-            "inspector_id": record["inspector_id"], "ts_ms": ts_ms, "lat": lat, "lon": lon,
-            "cell": self.knowledge.city.cell_of(lat, lon), "street": (location.street or "") if location else ""}
-        return IngestResult(rows={"inspector_tracks": [track]})
+        tracks: list[dict[str, object]] = []
+        self.patrol_feed.process(record["inspector_id"], ts_ms, record["lat"], record["lon"], self._fix_offset, tracks)
+        self._fix_offset += 1
+        rows: dict[str, TableRows] = {"inspector_tracks": tracks}
+        patrol = self.patrol_feed.flush()
+        if patrol:
+            rows["patrol_days"] = [dict(row) for row in patrol]
+        return IngestResult(rows=rows)
 
     # ------------------------------------------------------------ iot.readings
+    def new_device_processor(self, lateness_ms: int = DEFAULT_LATENESS_MS) -> DeviceProcessor:
+        """A processor for one partition of iot.readings (the worker keeps one per assigned partition)."""
+        return DeviceProcessor(self.knowledge, self._signal, FEEDS["iot_reading"], lateness_ms)
+
     def _iot_reading(self, topic: str, record: IotReading, ingest_ms: int) -> IngestResult:
-        ts_ms = _event_ms(record["ts"], "ts")
-        device_id, metric, value = record["device_id"], record["metric"], float(record["value"])
-        devices = self.knowledge.devices
-        if device_id in devices.sensors:
-            sensor = devices.sensors[device_id]
-            if metric not in sensor.thresholds:
-                raise RejectRecord(f"device {device_id} has no threshold for metric {metric!r} "
-                                   f"(it measures {', '.join(sensor.thresholds)})")
-            threshold = sensor.thresholds[metric]
-            if value <= threshold:
-                return IngestResult()   # a normal reading
-            category = self.knowledge.category(SENSOR_CATEGORY[metric])
-            assert category is not None
-            source_id = f"{device_id}@{record['ts']}#{metric}"
-            facts = {"device_id": device_id, "building": sensor.building, "metric": metric, "value": value,
-                     "threshold": threshold, "protection_class": sensor.protection_class}
-            signal = self._signal(topic, "iot", "sensor", source_id, ts_ms, ingest_ms, category.code, 1.0, [],
-                                  sensor.location, reporter_id=device_id, reporter_kind="sensor",
-                                  extra=json.dumps(facts, ensure_ascii=False))
-            alarm: SensorAlarmRow = {
-                "alarm_id": stable_id("alarm", source_id), "device_id": device_id, "building": sensor.building,
-                "ts_ms": ts_ms, "metric": metric, "value": value, "threshold": threshold,
-                "street": sensor.location.street or "", "category_code": category.code}
-            return IngestResult(signals=[signal], rows={"sensor_alarms": [alarm]})
-        if device_id in devices.lifts:
-            lift = devices.lifts[device_id]
-            if metric != METRIC_EBIKE:
-                raise RejectRecord(f"lift {device_id} reports only {METRIC_EBIKE}, got {metric!r}")
-            if value < 0.5:
-                return IngestResult()
-            # The lift announces at once (劝阻广播); the case comes when the same lift repeats.
-            result = IngestResult(commands=[DeviceCommand(stable_id("cmd", device_id, record["ts"]), device_id, ts_ms,
-                                                          EBIKE_COMMAND, record["ts"])])
-            count = self.lifts.record(device_id, ts_ms)
-            limit = self.knowledge.kb.ebike_repeat_per_day
-            category = self.knowledge.category(EBIKE_CATEGORY)
-            assert category is not None
-            # every detection is on the wall's sensor board (by building and lift), case or not
-            detection: SensorAlarmRow = {
-                "alarm_id": stable_id("alarm", device_id, record["ts"], metric), "device_id": device_id,
-                "building": lift.building, "ts_ms": ts_ms, "metric": metric, "value": value,
-                "threshold": float(limit), "street": lift.location.street or "", "category_code": category.code}
-            result.rows["sensor_alarms"] = [detection]
-            if count == limit:
-                day = city_day(ts_ms)
-                facts = {"device_id": device_id, "building": lift.building, "day": day, "count": count, "limit": limit}
-                result.signals.append(self._signal(
-                    topic, "iot", "sensor", f"{device_id}@{day}#ebike", ts_ms, ingest_ms, category.code, 1.0, [],
-                    lift.location, reporter_id=device_id, reporter_kind="sensor",
-                    extra=json.dumps(facts, ensure_ascii=False)))
-            return result
-        raise RejectRecord(f"unknown device {device_id!r} (not in the device registry)")
+        """Aggregates, alarm episodes and lift counters over every reading this Ingestor has seen (in the
+        order given: replay sorts by event time). The worker runs them per partition instead."""
+        result = IngestResult()
+        self.device_feed.process(record, self._device_offset, ingest_ms, result)
+        self._device_offset += 1
+        return result
+
+    def finish(self) -> IngestResult:
+        """The end of a replay: every open device minute is closed and written."""
+        result = IngestResult()
+        self.device_feed.finish(result)
+        return result
 
     # ------------------------------------------------------------ camera.alerts
     def _camera_alert(self, topic: str, record: CameraAlert, ingest_ms: int) -> IngestResult:

@@ -186,6 +186,27 @@ _QUERIES = [
               "WHERE $__timeFilter(ts) GROUP BY reporter_kind, reporter_id, street "
               "ORDER BY zero_reports DESC, reporter_kind, reporter_id",
               ("reporter_kind", "reporter_id", "street", "zero_reports"), "table", dashboard="field"),
+    # 巡查排行: the inspectors' workload over the period, reports made beside it
+    WallQuery("inspector_league", "巡查员排行 Inspector league (patrol workload)",
+              "SELECT inspector_id, grid, street, days, distance_km, moving_hours, idle_hours, idle_periods, coverage, "
+              "reports FROM (SELECT inspector_id, any(grid_id) AS grid, any(street) AS street, count() AS days, "
+              "round(sum(distance_m) / 1000, 2) AS distance_km, round(sum(moving_s) / 3600, 2) AS moving_hours, "
+              "round(sum(idle_s) / 3600, 2) AS idle_hours, sum(idle_periods) AS idle_periods, "
+              "round(avg(if(cells_assigned = 0, 0, cells_assigned_covered / cells_assigned)), 3) AS coverage "
+              "FROM patrol_days FINAL WHERE $__timeFilter(day) GROUP BY inspector_id) AS patrol "
+              "ANY LEFT JOIN (SELECT reporter_id AS inspector_id, count() AS reports FROM ("
+              "SELECT reporter_id FROM signals FINAL WHERE reporter_kind = 'inspector' AND $__timeFilter(ts) "
+              "UNION ALL SELECT reporter_id FROM zero_reports FINAL WHERE reporter_kind = 'inspector' "
+              "AND $__timeFilter(ts)) AS made GROUP BY inspector_id) AS made_reports USING inspector_id "
+              "ORDER BY distance_km DESC, inspector_id",
+              ("inspector_id", "grid", "street", "days", "distance_km", "moving_hours", "idle_hours", "idle_periods",
+               "coverage", "reports"), "table", dashboard="field"),
+    # 零报告缺报: stations with neither an item nor 无事报平安 by the deadline (sla.alerts, kind zero_report_missing)
+    WallQuery("zero_report_alerts", "零报告缺报 Stations that missed their daily report",
+              "SELECT substring(case_id, 4, length(case_id) - 12) AS station, ts AS deadline, "
+              "departments[1] AS notified FROM sla_alerts FINAL "
+              "WHERE kind = 'zero_report_missing' AND $__timeFilter(ts) ORDER BY deadline DESC, station",
+              ("station", "deadline", "notified"), "table", dashboard="field", live=True),
     WallQuery("patrol_coverage", "巡查覆盖 Patrol coverage",
               "SELECT inspector_id, street, count() AS fixes, uniqExact(cell) AS cells, "
               "min(ts) AS first_fix, max(ts) AS last_fix FROM inspector_tracks FINAL WHERE $__timeFilter(ts) "
@@ -296,6 +317,27 @@ _QUERIES = [
               "SELECT toStartOfHour(ts) AS time, metric, count() AS alarms FROM sensor_alarms FINAL "
               "WHERE $__timeFilter(ts) GROUP BY time, metric ORDER BY time, metric",
               ("time", "metric", "alarms"), "timeseries", dashboard="sensors"),
+    WallQuery("alarm_episodes", "告警过程 Alarm episodes (one per sustained exceedance)",
+              "SELECT building, device_id, metric, status, opened, round(duration_ms / 60000, 1) AS duration_minutes, "
+              "peak, threshold FROM device_episodes FINAL WHERE $__timeFilter(opened) "
+              "ORDER BY opened DESC, episode_id LIMIT 200",
+              ("building", "device_id", "metric", "status", "opened", "duration_minutes", "peak", "threshold"),
+              "table", dashboard="sensors", live=True),
+    # the worst minute of each building: its highest one-minute peak relative to the threshold
+    WallQuery("building_worst_minutes", "楼宇最差分钟 Buildings' worst minutes",
+              "SELECT building, argMax(device_id, max / threshold) AS worst_device, "
+              "argMax(metric, max / threshold) AS worst_metric, argMax(minute, max / threshold) AS worst_minute, "
+              "argMax(max, max / threshold) AS worst_value, argMax(threshold, max / threshold) AS worst_threshold, "
+              "round(max(max / threshold), 3) AS worst_ratio, countIf(max > threshold) AS minutes_over "
+              "FROM device_minutes FINAL WHERE threshold > 0 AND $__timeFilter(minute) "
+              "GROUP BY building ORDER BY worst_ratio DESC, building LIMIT 50",
+              ("building", "worst_device", "worst_metric", "worst_minute", "worst_value", "worst_threshold",
+               "worst_ratio", "minutes_over"), "table", dashboard="sensors"),
+    WallQuery("device_trend", "设备分钟趋势 Device trend by minute",
+              "SELECT minute AS time, metric, max AS peak, round(sum / n, 3) AS mean, n AS readings "
+              "FROM device_minutes FINAL WHERE device_id = '${device_id:percentencode}' AND $__timeFilter(minute) "
+              "ORDER BY time, metric",
+              ("time", "metric", "peak", "mean", "readings"), "timeseries", dashboard="sensors"),
     # ----- case detail (target of the overdue list's links)
     WallQuery("case_detail", "案件 Case",
               "SELECT case_id, status, light, category_name, departments, level, origin, street, address, "

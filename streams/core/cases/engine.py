@@ -38,7 +38,7 @@ from streams.core.cases.model import (
 from streams.core.knowledge.knowledge import packaged_policy
 from streams.core.model import STAGES, Location, Signal, TableRows
 from streams.core.privacy import mask_fields
-from streams.core.times import BadTimestamp, iso_to_ms
+from streams.core.times import CITY_TZ, BadTimestamp, iso_to_ms
 
 SYSTEM = "system"
 # A case a sensor or camera keeps alerting on must not grow without end (it is one table value):
@@ -130,7 +130,7 @@ def make_case_id(signal: Signal) -> str:
 
 
 def iso_local(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, sla.CITY_TZ).isoformat()
+    return datetime.fromtimestamp(ms / 1000, CITY_TZ).isoformat()
 
 
 class CaseEngine:
@@ -336,6 +336,9 @@ class CaseEngine:
         actor_id = signal.reporter_id or signal.source_id
         steps = [lifecycle.stay(doc, "merge", signal.source_kind, actor_id, signal.ts_ms,
                                 source=f"{signal.source_kind}:{signal.source_id}", reporters=doc["reporters"])]
+        if doc.get("suspended_ms") is not None:
+            # 挂账: a suspended case only gathers reports; escalation and registration wait for resume
+            return steps
         if signal.level_hint in (1, 2, 3) and signal.level_hint < doc["level"]:
             # e.g. a crowd growing from 关注 to 管控: the case rises to the level the new report needs
             doc["level"] = signal.level_hint

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from streams.core.cases.authority import ActorPolicy, PolicyError, parse_policy
 from streams.core.cases.dedup import NO_RULES, MergeRule, MergeRules
 from streams.core.cases.lifecycle import ACTIONS, OPEN_STAGES
+from streams.core.field import FieldRegistry
 from streams.core.knowledge.classify import Classification, TextClassifier, load_corpus
 from streams.core.knowledge.geo import City
 from streams.core.knowledge.sensors import DeviceRegistry
@@ -351,8 +352,11 @@ class Knowledge:
     """Taxonomy + city + 责任清单 + classifier: the read-only knowledge every stage consults."""
 
     def __init__(self, taxonomy: Taxonomy, city: City, kb: KnowledgeBase, devices: DeviceRegistry,
-                 classifier: TextClassifier, corpus_dir: Path = DATA_DIR / "corpus") -> None:
+                 classifier: TextClassifier, corpus_dir: Path = DATA_DIR / "corpus",
+                 field_registry: FieldRegistry | None = None) -> None:
         self.corpus_dir = corpus_dir   # the corpus the classifier was trained on
+        # grids 责任网格, inspectors and residential stations (field.yaml)
+        self.field = field_registry or FieldRegistry.empty()
         self.taxonomy = taxonomy
         self.city = city
         self.kb = kb
@@ -371,7 +375,8 @@ class Knowledge:
         kb = KnowledgeBase.load(kb_path, taxonomy, city)
         devices = DeviceRegistry.load(city_dir / "devices.yaml", city)
         corpus_dir = city_dir / "corpus" if (city_dir / "corpus").is_dir() else DATA_DIR / "corpus"
-        return cls(taxonomy, city, kb, devices, _classifier(taxonomy, corpus_dir, kb), corpus_dir)
+        field_registry = FieldRegistry.load(city_dir / "field.yaml", city)
+        return cls(taxonomy, city, kb, devices, _classifier(taxonomy, corpus_dir, kb), corpus_dir, field_registry)
 
     # ------------------------------------------------------------ sample data for the simulator / demo
     def sample_places(self) -> list[SamplePlace]:
@@ -380,10 +385,10 @@ class Knowledge:
 
     def sample_devices(self) -> list[SampleDevice]:
         """One entry per (device, metric): heritage sensors with their threshold, lifts with ebike_detected."""
-        out: list[SampleDevice] = [{"device_id": s.id, "metric": metric, "threshold": limit, "building": s.building}
-               for s in self.devices.sensors.values() for metric, limit in s.thresholds.items()]
-        out += [{"device_id": lift.id, "metric": "ebike_detected", "building": lift.building}
-                for lift in self.devices.lifts.values()]
+        out: list[SampleDevice] = [{"device_id": device_id, "metric": metric, "threshold": limit, "building": building}
+                                   for device_id, metric, limit, building in self.devices.iter_sensor_metrics()]
+        out += [{"device_id": device_id, "metric": "ebike_detected", "building": building}
+                for device_id, building in self.devices.iter_kind("lift")]
         return out
 
     def sample_cameras(self) -> list[str]:

@@ -158,7 +158,7 @@ async def test_every_raw_feed_is_read(kb: Knowledge, metrics: PipelineMetrics) -
     assert sources == ["hotline", "field", "camera", "iot"]
     [command] = sink.produced(IOT_COMMANDS)
     assert command.key == "LIFT-YGY-03-1" and command.value["device_id"] == "LIFT-YGY-03-1"
-    assert {v["table"] for v in sink.values(STORE_ROWS)} == {"sensor_alarms", "inspector_tracks"}
+    assert {v["table"] for v in sink.values(STORE_ROWS)} == {"sensor_alarms", "inspector_tracks", "patrol_days"}
     assert len(sink.store_rows("sensor_alarms")) == 2 and len(sink.store_rows("inspector_tracks")) == 1
     assert sample(metrics, "citygrid_events_in_total", source="iot", topic=IOT_READINGS) == 2
     assert sample(metrics, "citygrid_events_in_total", source="field", topic=FIELD_TRACKS) == 1
@@ -168,7 +168,8 @@ async def test_every_raw_feed_is_read(kb: Knowledge, metrics: PipelineMetrics) -
 async def test_store_rows_are_one_record_per_table_and_batch(kb: Knowledge, metrics: PipelineMetrics) -> None:
     tracks = [(FIELD_TRACKS, None, track(ts=f"2026-11-20T10:00:{i:02d}+08:00")) for i in range(10)]
     sink = await run(adapter(kb, metrics).handle, TestingSource(tracks, prefix=PREFIX), batch_size=4)
-    assert sink.counts() == {STORE_ROWS: 3} and len(sink.store_rows("inspector_tracks")) == 10
+    # a message per table and batch: inspector_tracks and the inspector's patrol_days row
+    assert sink.counts() == {STORE_ROWS: 6} and len(sink.store_rows("inspector_tracks")) == 10
 
 
 async def test_registry_changes_are_read(kb: Knowledge, metrics: PipelineMetrics) -> None:

@@ -53,7 +53,7 @@ async def test_readings_and_tracks_become_commands_signals_and_rows(kb: Knowledg
     assert command.key == "LIFT-YGY-03-1" and command.value["command"]
     [signal] = [json.loads(v["signal"]) for v in sink.values(CASE_INPUTS)]
     assert signal["category_name"] == "历史建筑振动超限" and signal["ingest_ms"] == READING_MS  # the record's ms
-    assert {v["table"] for v in sink.values(STORE_ROWS)} == {"sensor_alarms", "inspector_tracks"}
+    assert {v["table"] for v in sink.values(STORE_ROWS)} == {"sensor_alarms", "inspector_tracks", "patrol_days"}
     assert sample(metrics, "citygrid_events_in_total", source="iot", topic=IOT_READINGS) == 3
     assert sample(metrics, "citygrid_events_in_total", source="field", topic=FIELD_TRACKS) == 1
 

@@ -505,3 +505,19 @@ def test_unlocated_case_id_prefix_matches_the_worker_key_and_handlers_act_as_dep
     act(e, action(cid, "dispatch", "2026-11-02 09:10", "center", "街道网格中心"))
     out = act(e, action(cid, "handled", "2026-11-02 09:20", "committee", "城管执法中队"))
     assert "not authorised: committee 城管执法中队 may not 'handled'" in out.rejections[0]["reason"]
+
+
+def test_a_report_merged_into_a_suspended_case_waits_for_resume():
+    """挂账: a waiting hotline case is suspended; an inspector's report and a crowd's level hint merge into it
+    without registering or escalating it (its clock is stopped); after resume the case goes on as usual.
+    (Found by the stateful lifecycle test: the merge used to read the stopped clock and crash.)"""
+    e = engine()
+    place = dict(lat=31.16830, lon=121.43020, address="漕溪北路88号")
+    cid = open_case(e, signal("占道经营", "2026-11-02 09:00", "12345", **place))
+    act(e, action(cid, "suspend", "2026-11-02 09:05", "center", "街道网格中心", note="等待产权人"))
+    out = e.on_signal(signal("占道经营", "2026-11-02 09:30", "inspector", level_hint=1, **place))
+    assert out.merged == 1 and not out.dispatches and not out.rejections
+    row = out.cases[-1]
+    assert row["status"] == "suspended" and row["reporters"] == 2 and e.cases[cid]["level"] != 1
+    act(e, action(cid, "resume", "2026-11-02 10:00", "center", "街道网格中心"))
+    assert act(e, action(cid, "dispatch", "2026-11-02 10:05", "center", "街道网格中心")).dispatches

@@ -6,14 +6,14 @@ from __future__ import annotations
 import copy
 import json
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
-from hypothesis import event
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from streams.core.cases import dedup, lifecycle
 from streams.core.cases.engine import CaseEngine
 from streams.core.model import Signal
+from streams.core.times import CITY_TZ
 from tests.unit.core.cases.support import CATEGORIES, KnowledgeDouble
 
 T0 = 1_793_581_200_000  # 2026-11-02 09:00 +08:00 (a Monday)
@@ -97,7 +97,7 @@ class CaseMachine(RuleBasedStateMachine):
         event(f"{self.cases[case_id]['stage']}:{name}")
         self.n += 1
         before = copy.deepcopy(self.cases[case_id])
-        iso = __import__("datetime").datetime.fromtimestamp(self.now / 1000, lifecycle.sla.CITY_TZ).isoformat()
+        iso = __import__("datetime").datetime.fromtimestamp(self.now / 1000, CITY_TZ).isoformat()
         act = {"action_id": f"act-{self.n}", "ts": iso, "case_id": case_id, "source_id": None,
                "actor_kind": actor[0], "actor_id": actor[1], "action": name, "note": None, "photos": None,
                "extend_minutes": extend, "departments": None}
