@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     # Storage: chdb://PATH (embedded) or clickhouse://host:port/db (server)
     store_url: str = Field("chdb://var/chdb", description="ClickHouse: chdb://PATH (embedded, default) or "
                            "clickhouse://[user[:pw]@]host:port/db (server)")
+    store_cluster: str = Field("", description="ClickHouse cluster (a remote_servers name) to shard the tables over: "
+                               "local tables on every node plus Distributed tables (clickhouse:// only; "
+                               "docs/operations-wall.md)")
     store_batch_rows: int = Field(5000, ge=1)
     store_flush_seconds: float = Field(1.0, gt=0)
     store_buffer_rows: int = Field(200_000, ge=1,

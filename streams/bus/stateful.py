@@ -96,6 +96,7 @@ class StatefulBatchConsumer(mode.Service):
         self.codec = codec
         self.metrics = metrics
         self.consumer: AIOKafkaConsumer | None = None
+        self.last_progress: float | None = None   # monotonic: last poll (/health/ reads it)
         self.producer: AIOKafkaProducer | None = None
         self.states: dict[TopicPartition, PartitionState] = {}
         self.last_seen: dict[TopicPartition, float] = {}
@@ -251,6 +252,7 @@ class StatefulBatchConsumer(mode.Service):
     async def _consume(self) -> None:
         assert self.consumer is not None
         while not self.should_stop:
+            self.last_progress = time.monotonic()
             try:
                 batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
             except Exception as exc:  # consumer closing or broker hiccup

@@ -22,7 +22,7 @@ from streams.core.cases.engine import CaseEngine, Outputs
 from streams.core.cases.model import CaseAction, CaseDoc
 from streams.core.ingest import FEEDS, Ingestor, RejectRecord
 from streams.core.times import CITY_TZ, iso_to_ms
-from streams.sources.simulate import CityFeeds, places_from_knowledge
+from streams.sources.feeds import CityFeeds, places_from_knowledge
 
 CENTRE = "街道网格中心"
 INSPECTORS = [f"INS-{i:03d}" for i in range(1, 13)]

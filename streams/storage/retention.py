@@ -39,10 +39,13 @@ def drop_expired_partitions(store: Store, retention_months: dict[str, int], now:
         if table not in known:
             raise ValueError(f"retention_months names unknown table {table!r}")
         keep_from = cutoff_month(now, months)
-        old = [p for p in partitions(store, table) if p.isdigit() and int(p) < keep_from]
-        for partition_id in old:
-            store.execute(f"ALTER TABLE {quote_identifier(table)} DROP PARTITION ID %(p)s", {"p": partition_id})
-        dropped[table] = old
+        gone: set[str] = set()
+        for node, name in store.partition_targets(table):  # each shard's local table on a cluster
+            old = [p for p in partitions(node, name) if p.isdigit() and int(p) < keep_from]
+            for partition_id in old:
+                node.execute(f"ALTER TABLE {quote_identifier(name)} DROP PARTITION ID %(p)s", {"p": partition_id})
+            gone.update(old)
+        dropped[table] = sorted(gone)
     return dropped
 
 

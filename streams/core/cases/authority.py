@@ -147,7 +147,9 @@ class ActorPolicy:
 
     def _describe(self, doc: Mapping[str, Any], role: str) -> str:
         if role == "department":
-            return f"its departments {list(doc.get('departments') or [])}"
+            departments, units = list(doc.get("departments") or []), list(doc.get("units") or [])
+            serving = f" as {units}" if units and units != departments else ""
+            return f"its departments {departments}{serving}"
         if role == "originator":
             return f"the reporting {doc.get('origin')} {doc.get('origin_reporter') or ''}".rstrip()
         if role == "closer":
