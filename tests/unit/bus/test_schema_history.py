@@ -61,3 +61,43 @@ def test_an_incompatible_change_is_caught(tmp_path: Path) -> None:
         new.decode(registry().encode("dispatch", {
             "dispatch_id": "d", "case_id": "c", "ts_ms": 1, "departments": ["x"], "level": 3, "category_code": "E",
             "category_name": "n", "deadline_ms": 2, "street": "s", "kb_version": "v"}))
+
+
+async def test_the_worker_and_the_sink_read_records_written_before_a_compatible_change(tmp_path: Path) -> None:
+    """A rolling upgrade: records written by the old version are still in flight when the new worker
+    (evolved schemas) reads them -- in the ingest adapter and in the ClickHouse sink."""
+    from streams.agents.ingest import IngestAdapter
+    from streams.bus.topics import CASE_INPUTS, DISPATCHES, HOTLINE_CALLS, TopicNames
+    from streams.core.ingest import Ingestor
+    from streams.core.knowledge.knowledge import Knowledge
+    from streams.settings import Settings
+    from streams.sinks.clickhouse import ClickHouseSink
+    from streams.testing import TestingSink, TestingSource, run
+    from tests.unit.agents.support import clock, fresh_metrics
+    from tests.unit.sinks.test_clickhouse import RecordingStore
+
+    evolved(tmp_path, "hotline_call", {"name": "district", "type": ["null", "string"], "default": None})
+    target = tmp_path / "schemas"   # and dispatch gains a field with a default too
+    raw = json.loads((target / "dispatch.avsc").read_text(encoding="utf-8"))
+    raw["fields"].append({"name": "priority", "type": "int", "default": 0})
+    (target / "dispatch.avsc").write_text(json.dumps(raw, ensure_ascii=False), encoding="utf-8")
+    new = SchemaRegistry(target)
+    old = registry()
+    call = {"call_id": "C-OLD", "line": "12345", "received_at": "2026-11-20T09:30:00+08:00", "caller": "1",
+            "text": "钦江路15号有6户居室群租，人员很杂，影响居民生活", "address": "钦江路15号", "lat": None, "lon": None,
+            "channel": None}
+    adapter = IngestAdapter(Ingestor(Knowledge.load()), new, fresh_metrics(), TopicNames("t"), clock=clock)
+    source = TestingSource([(HOTLINE_CALLS, None, old.encode("hotline_call", call))], prefix="t")
+    sink = await run(adapter.handle, source, TestingSink(prefix="t", codec=new))
+    [signal] = sink.values(CASE_INPUTS)
+    assert json.loads(signal["signal"])["source_id"] == "C-OLD"
+
+    dispatch = {"dispatch_id": "d-old", "case_id": "XH07-20261120-0a1b2c3d", "ts_ms": 5, "departments": ["房管办"],
+                "level": 3, "category_code": "E0601", "category_name": "群租", "deadline_ms": 9, "street": "虹梅街道",
+                "kb_version": "kb-1"}
+    clickhouse = ClickHouseSink(Settings(topic_prefix="t", kafka_bootstrap="127.0.0.1:1"), RecordingStore(), new,
+                                fresh_metrics())
+    recs = TestingSource([(DISPATCHES, None, old.encode("dispatch", dispatch))], prefix="t").consumer_records()
+    await clickhouse.deliver(await clickhouse.prepare(recs))
+    [(table, [row])] = clickhouse.store.inserts
+    assert table == "dispatches" and row["dispatch_id"] == "d-old" and row["priority"] == 0
