@@ -92,8 +92,8 @@ async def test_the_worker_and_the_sink_read_records_written_before_a_compatible_
     [signal] = sink.values(CASE_INPUTS)
     assert json.loads(signal["signal"])["source_id"] == "C-OLD"
 
-    dispatch = {"dispatch_id": "d-old", "case_id": "XH07-20261120-0a1b2c3d", "ts_ms": 5, "departments": ["房管办"],
-                "level": 3, "category_code": "E0601", "category_name": "群租", "deadline_ms": 9, "street": "虹梅街道",
+    dispatch = {"dispatch_id": "d-old", "case_id": "XH07-20261120-0a1b2c3d", "ts_ms": 5,
+                "departments": ["房管办"], "level": 3, "category_code": "E0601", "category_name": "群租", "deadline_ms": 9, "street": "虹梅街道",
                 "kb_version": "kb-1"}
     clickhouse = ClickHouseSink(Settings(topic_prefix="t", kafka_bootstrap="127.0.0.1:1"), RecordingStore(), new,
                                 fresh_metrics())
