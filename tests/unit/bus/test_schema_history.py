@@ -84,8 +84,8 @@ async def test_the_worker_and_the_sink_read_records_written_before_a_compatible_
     new = SchemaRegistry(target)
     old = registry()
     call = {"call_id": "C-OLD", "line": "12345", "received_at": "2026-11-20T09:30:00+08:00", "caller": "1",
-            "text": "钦江路15号有6户居室群租，人员很杂，影响居民生活", "address": "钦江路15号", "lat": None, "lon": None,
-            "channel": None}
+            "text": "钦江路15号有6户居室群租，人员很杂，影响居民生活", "address": "钦江路15号",
+            "lat": None, "lon": None, "channel": None}
     adapter = IngestAdapter(Ingestor(Knowledge.load()), new, fresh_metrics(), TopicNames("t"), clock=clock)
     source = TestingSource([(HOTLINE_CALLS, None, old.encode("hotline_call", call))], prefix="t")
     sink = await run(adapter.handle, source, TestingSink(prefix="t", codec=new))
@@ -93,7 +93,8 @@ async def test_the_worker_and_the_sink_read_records_written_before_a_compatible_
     assert json.loads(signal["signal"])["source_id"] == "C-OLD"
 
     dispatch = {"dispatch_id": "d-old", "case_id": "XH07-20261120-0a1b2c3d", "ts_ms": 5,
-                "departments": ["房管办"], "level": 3, "category_code": "E0601", "category_name": "群租", "deadline_ms": 9, "street": "虹梅街道",
+                "departments": ["房管办"], "level": 3, "category_code": "E0601", "category_name": "群租",
+                "deadline_ms": 9, "street": "虹梅街道",
                 "kb_version": "kb-1"}
     clickhouse = ClickHouseSink(Settings(topic_prefix="t", kafka_bootstrap="127.0.0.1:1"), RecordingStore(), new,
                                 fresh_metrics())
