@@ -291,8 +291,10 @@ class Ingestor:
             thresholds = self.knowledge.kb.crowd_areas.get(camera.area or "", self.knowledge.kb.crowd_default)
             level_hint = crowd_level(int(count), thresholds)
             facts.update(count=count, thresholds=list(thresholds), level=level_hint)
-            if level_hint is None:
+            if level_hint is None and self.knowledge.crowd_plan(camera.area) is None:
                 return IngestResult()   # below the area's attention level: a normal crowd
+            # below it with response plans in the KB: still a count the case engine reads (an open crowd
+            # case steps down as the crowd thins; with none open, nothing happens)
         snapshot = record.get("snapshot")
         photos = [snapshot] if snapshot else None
         signal = self._signal(topic, "camera", "camera", record["alert_id"], ts_ms, ingest_ms, category.code,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import NotRequired, TypedDict
 
+from streams.core.cases.crowd import CrowdState
+
 
 class Place(TypedDict):
     """Where one report of a case was (what dedup matches later signals against)."""
@@ -94,6 +96,8 @@ class CaseDoc(TypedDict):
     closed_ms: int
     ever_red: bool
     accepted_ms: NotRequired[int]       # 签收 by the department
+    crowd: NotRequired[CrowdState]      # a crowd case's response plan 三级响应预案 (streams.core.cases.crowd)
+    base_level: NotRequired[int]        # the KB route's level, to return to when the plan stands down
     refused_count: NotRequired[int]
     dispatch_count: NotRequired[int]
 
@@ -229,6 +233,7 @@ class Notification(TypedDict):
     cell: str | None
     street: str | None
     event_id: str
+    plan: NotRequired[dict[str, object]]   # response_level: the plan level, its name, actions and departments
 
 
 class CaseSummary(TypedDict):

@@ -17,6 +17,7 @@ from typing import NotRequired, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from streams.core.cases.crowd import CrowdPlan, PlanLevel
 from streams.core.cases.dedup import NO_RULES, MergeRule, MergeRules
 from streams.core.field import FieldRegistry
 from streams.core.knowledge.classify import Classification, TextClassifier, load_corpus
@@ -87,6 +88,19 @@ class _CrowdIn(_Strict):
     areas: dict[str, tuple[int, int, int]] = {}
 
 
+class _PlanLevelIn(_Strict):
+    name: str = Field(min_length=1)
+    actions: list[str] = Field(min_length=1)
+    departments: list[str] = Field(min_length=1)
+
+
+class _CrowdPlansIn(_Strict):
+    step_down_ratio: float = Field(0.8, gt=0, le=1)
+    step_down_minutes: float = Field(10, ge=0)
+    default: dict[int, _PlanLevelIn]
+    areas: dict[str, dict[int, _PlanLevelIn]] = {}
+
+
 class _KbIn(_Strict):
     version: str = Field(min_length=1)
     limits: dict[str, dict[str, str]]
@@ -97,6 +111,7 @@ class _KbIn(_Strict):
     crowd_levels: _CrowdIn
     ebike_repeat_per_day: int = Field(3, ge=1)
     merge: _MergeIn | None = None
+    crowd_plans: _CrowdPlansIn | None = None
 
 
 # ---------------------------------------------------------------- results
@@ -151,6 +166,7 @@ class KnowledgeBase:
     ebike_repeat_per_day: int
     path: Path = field(default=Path())
     merge_rules: MergeRules = NO_RULES
+    crowd_plans: dict[str, CrowdPlan] = field(default_factory=dict)   # camera area ('' = default) -> plan
 
     @classmethod
     def load(cls, path: Path, taxonomy: Taxonomy, city: City) -> KnowledgeBase:
@@ -237,8 +253,36 @@ class KnowledgeBase:
             if not levels[0] < levels[1] < levels[2]:
                 raise err(where, f"crowd thresholds must increase, got {list(levels)}")
         merge_rules = _merge_rules(data.merge, taxonomy, err) if data.merge else NO_RULES
+        plans = _crowd_plans(data, department, err) if data.crowd_plans else {}
         return cls(data.version, rules, keywords, data.context_cues, cameras, data.crowd_levels.default,
-                   dict(data.crowd_levels.areas), data.ebike_repeat_per_day, path, merge_rules)
+                   dict(data.crowd_levels.areas), data.ebike_repeat_per_day, path, merge_rules, plans)
+
+
+def _crowd_plans(data: _KbIn, department: Callable[[str, Loc], str],
+                 err: Callable[[Loc, str], DataError]) -> dict[str, CrowdPlan]:
+    """The KB's `crowd_plans`: per camera area ('' = default) the three levels with actions and departments."""
+    spec = data.crowd_plans
+    assert spec is not None
+
+    def levels(given: dict[int, _PlanLevelIn], loc: Loc) -> dict[int, PlanLevel]:
+        out: dict[int, PlanLevel] = {}
+        for level, item in given.items():
+            if level not in (1, 2, 3):
+                raise err(loc + (level,), f"plan level {level} is not 3 关注, 2 预警 or 1 管控")
+            departments = tuple(department(d, loc + (level, "departments", j)) for j, d in enumerate(item.departments))
+            out[level] = PlanLevel(level, item.name, tuple(item.actions), departments)
+        return out
+
+    default = levels(spec.default, ("crowd_plans", "default"))
+    if set(default) != {1, 2, 3}:
+        raise err(("crowd_plans", "default"), "the default plan needs levels 3, 2 and 1")
+    step_ms = int(spec.step_down_minutes * 60_000)
+    plans = {"": CrowdPlan("", data.crowd_levels.default, default, spec.step_down_ratio, step_ms)}
+    for area in {*data.crowd_levels.areas, *spec.areas}:
+        own = levels(spec.areas.get(area, {}), ("crowd_plans", "areas", area))
+        plans[area] = CrowdPlan(area, data.crowd_levels.areas.get(area, data.crowd_levels.default),
+                                {**default, **own}, spec.step_down_ratio, step_ms)
+    return plans
 
 
 def _merge_rules(spec: _MergeIn, taxonomy: Taxonomy, err: Callable[[Loc, str], DataError]) -> MergeRules:
@@ -379,6 +423,11 @@ class Knowledge:
     @property
     def departments(self) -> list[str]:
         return list(self.city.departments)
+
+    def crowd_plan(self, area: str | None) -> CrowdPlan | None:
+        """The response plan 三级响应预案 of a camera area (its own, else the default; None: the KB has none)."""
+        plans = self.kb.crowd_plans
+        return plans.get(area or "") or plans.get("")
 
     def category(self, code_or_name: str) -> Category | None:
         return self.taxonomy.get(code_or_name)
