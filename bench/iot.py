@@ -211,7 +211,7 @@ def main() -> int:
                                 metrics_port=free_port(), web_port=free_port(), log_level="warning")
             ensure_topics(settings)
             source = TopicNames("bench").name(IOT_READINGS)
-            create_topics(broker.bootstrap, [source + ".passthrough"], args.partitions)
+            create_topics(Settings(kafka_bootstrap=broker.bootstrap), [source + ".passthrough"], args.partitions)
             asyncio.run(load(broker.bootstrap, source, readings))
             n = len(readings)
             base, fast = [], []
