@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 from streams.agents.adapter import Adapter, Clock
 from streams.bus import records
@@ -14,11 +15,13 @@ from streams.bus.codec import DecodeError, SchemaRegistry
 from streams.bus.emit import Emitter
 from streams.bus.records import Inbound
 from streams.bus.topics import CASE_ACTIONS, RAW_SCHEMAS, TopicNames
+from streams.core.ingest import Ingestor, RejectRecord
 from streams.metrics import PipelineMetrics
 
 log = logging.getLogger(__name__)
 
 CaseOfSource = Callable[[str], Awaitable[str | None]]
+TriageOf = Callable[[str], Awaitable[Mapping[str, object] | None]]   # triage id -> the triage record
 
 
 def source_index_lookup(index: Mapping[str, str], ready: Callable[[], bool], patience: float = 30.0,
@@ -40,9 +43,12 @@ def source_index_lookup(index: Mapping[str, str], ready: Callable[[], bool], pat
 
 class ActionRouter(Adapter):
     def __init__(self, codec: SchemaRegistry, metrics: PipelineMetrics, names: TopicNames,
-                 case_of_source: CaseOfSource, clock: Clock = time.time) -> None:
+                 case_of_source: CaseOfSource, clock: Clock = time.time, triage_of: TriageOf | None = None,
+                 ingestor: Ingestor | None = None) -> None:
         super().__init__(codec, metrics, names, clock)
         self.case_of_source = case_of_source
+        self.triage_of = triage_of      # the triage records 人工分拨 (a GlobalTable in the worker)
+        self.ingestor = ingestor        # turns a triage record the centre completed into a signal
 
     async def handle(self, batch: Sequence[Inbound], out: Emitter) -> None:
         for inbound in batch:
@@ -56,6 +62,9 @@ class ActionRouter(Adapter):
                 log.exception("actions: internal error on %s[%s]@%s", inbound.topic, inbound.partition, inbound.offset)
                 self.dead_letter(out, CASE_ACTIONS, inbound, f"internal error: {exc!r}")
                 continue
+            if action.get("action") == "from_triage":
+                await self.from_triage(action, out)
+                continue
             case_id = action.get("case_id") or await self.case_of_source(action.get("source_id") or "")
             if not case_id:
                 out.emit([records.action_rejected(
@@ -63,3 +72,25 @@ class ActionRouter(Adapter):
                     f"unknown source_id {action.get('source_id')!r}: no case holds that record yet")])
                 continue
             out.emit([records.action_input(action, case_id)])
+
+    async def from_triage(self, action: Mapping[str, Any], out: Emitter) -> None:
+        """人工分拨立案: the centre sets the category and/or place a triage record lacked; the record becomes the
+        signal it would have been (case.inputs, keyed by its street), which opens or joins a case as any other."""
+        triage_id = str(action.get("triage_id") or "")
+        triage = await self.triage_of(triage_id) if self.triage_of is not None else None
+        reason = None
+        if action.get("actor_kind") != "center":
+            reason = "only the centre turns a triage record 人工分拨 into a case"
+        elif triage is None or self.ingestor is None:
+            reason = f"unknown triage record {triage_id!r}"
+        else:
+            try:
+                signal = self.ingestor.from_triage(triage, self.now_ms(), action.get("category"),
+                                                   action.get("address"), action.get("lat"), action.get("lon"),
+                                                   actor=str(action.get("actor_id") or ""))
+            except RejectRecord as exc:
+                reason = f"triage record {triage_id!r}: {exc.reason}"
+            else:
+                out.emit([records.signal_input(signal)])
+                return
+        out.emit([records.action_rejected(action, self.now_ms(), reason)])

@@ -88,8 +88,14 @@ class Pipeline:
             stream_buffer_maxsize=max(4096, settings.batch_size * 4),
             table_cleanup_interval=30.0,
         )
-        self.ingest = IngestAdapter(self.ingestor, self.codec, self.metrics, self.topics)
         self._define()
+        self.ingest = IngestAdapter(self.ingestor, self.codec, self.metrics, self.topics,
+                                    remember_triage=self._remember_triage)
+
+    def _remember_triage(self, item: Any) -> None:
+        """A triage record 人工分拨, kept (a GlobalTable: every worker's actions router reads it) so that the
+        centre can make a case of it (from_triage)."""
+        self.triage_view[item.triage_id] = dict(item.__dict__)
 
     def topic(self, logical: str, **kw: Any) -> faust.TopicT:
         return self.app.topic(self.topics.name(logical), value_type=bytes, key_type=bytes, **kw)
@@ -156,8 +162,18 @@ class Pipeline:
                                           deliveries=WebhookFanout(settings.webhooks_file),
                                           zero_reports=self.zero_reports,
                                           owns=street_partitions(settings.topic_partitions))
+        # triage id -> triage record 人工分拨, read by the actions router on every worker (from_triage)
+        self.triage_table = app.GlobalTable("triage-records", default=None, partitions=settings.topic_partitions,
+                                            key_type=str, value_type=None)
+        self.triage_view: TableView[Any] = TableView(self.triage_table)
+        triage_lookup = source_index_lookup(self.triage_table, lambda: bool(self.app.tables.standbys_ready))
+
+        async def triage_of(triage_id: str) -> Any:
+            return self.triage_table.get(triage_id) if await triage_lookup(triage_id) else None
+
         self.actions = ActionRouter(self.codec, self.metrics, self.topics, source_index_lookup(
-            self.sources_table, lambda: bool(self.app.tables.standbys_ready)))
+            self.sources_table, lambda: bool(self.app.tables.standbys_ready)), triage_of=triage_of,
+            ingestor=self.ingestor)
 
         # mode's SignalHandlerT (a Callable built from mypy_extensions' VarArg/NamedArg) rejects every handler,
         # even one declared exactly (sender, *args, signal, **kwargs): hence the narrow ignores below.
@@ -174,6 +190,7 @@ class Pipeline:
             async for batch in self.batches(stream):
                 out = self.emitter()
                 await self.ingest.handle([inbound(e) for e in batch], out)
+                self.triage_view.flush_writes(cast(faust.Stream, stream))
                 await out.flush()
 
         @app.agent(actions, name="route-actions")

@@ -225,7 +225,10 @@ def check_semantics(name: str, record: dict[str, Any]) -> None:
     if name == "registry_change" and record["kind"] not in ("housing_contract", "business_scope"):
         raise DecodeError(f"field 'kind' must be housing_contract or business_scope, got {record['kind']!r}")
     if name == "case_action":
-        if not record.get("case_id") and not record.get("source_id"):
+        if record.get("action") == "from_triage":
+            if not record.get("triage_id"):
+                raise DecodeError("a from_triage action needs 'triage_id'")
+        elif not record.get("case_id") and not record.get("source_id"):
             raise DecodeError("a case action needs 'case_id' or 'source_id'")
         if record["actor_kind"] not in ("department", "center", "station", "committee", "inspector"):
             raise DecodeError(f"field 'actor_kind' not allowed: {record['actor_kind']!r}")

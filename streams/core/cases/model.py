@@ -116,6 +116,12 @@ class CaseAction(TypedDict):
     photos: NotRequired[list[str] | None]
     extend_minutes: NotRequired[int | None]
     departments: NotRequired[list[str] | None]
+    # from_triage 人工分拨立案: the triage record made a case, with the category and/or place the centre set
+    triage_id: NotRequired[str | None]
+    category: NotRequired[str | None]
+    address: NotRequired[str | None]
+    lat: NotRequired[float | None]
+    lon: NotRequired[float | None]
 
 
 class CaseRow(TypedDict):
