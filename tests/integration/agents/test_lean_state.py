@@ -13,6 +13,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from streams.agents.app import Pipeline
+from streams.agents.ingest import IngestAdapter
 from streams.agents.lean import LeanIngest
 from streams.agents.worker import ensure_topics
 from streams.bus.codec import registry
@@ -51,8 +52,9 @@ async def workers(settings: Settings) -> AsyncIterator[Callable[[], Any]]:
     pipeline = Pipeline(settings)
 
     async def start() -> LeanIngest:
-        worker = LeanIngest(settings, Ingestor(pipeline.knowledge), pipeline.codec, pipeline.metrics,
-                            pipeline.emit_ingest_result)
+        adapter = IngestAdapter(Ingestor(pipeline.knowledge), pipeline.codec, pipeline.metrics, pipeline.topics,
+                                classify_batches=False)
+        worker = LeanIngest(settings, adapter, pipeline.codec, pipeline.metrics)
         await worker.start()
         started.append(worker)
         return worker
