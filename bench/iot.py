@@ -157,12 +157,20 @@ async def minute_rows(settings: Any) -> int:
                               fetch_max_bytes=64 * 1024 * 1024)
     await reader.start()
     try:
+        await reader.topics()   # metadata
         parts = [TopicPartition(topic, p) for p in (reader.partitions_for_topic(topic) or {0})]
         reader.assign(parts)
         await reader.seek_to_beginning(*parts)
         ends = await reader.end_offsets(parts)
         codec, total = registry(), 0
-        while any(await reader.position(tp) < ends[tp] for tp in parts):
+
+        async def behind() -> bool:
+            for tp in parts:
+                if await reader.position(tp) < ends[tp]:
+                    return True
+            return False
+
+        while await behind():
             for recs in (await reader.getmany(timeout_ms=1000, max_records=2000)).values():
                 for rec in recs:
                     value = codec.decode(rec.value)[1]

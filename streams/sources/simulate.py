@@ -73,12 +73,19 @@ class CityFeeds:
     """Generates raw records for every feed. ``now`` is the event time of the next record."""
 
     def __init__(self, seed: int, places: list[Place], devices: list[dict[str, Any]] | None = None,
-                 cameras: list[str] | None = None, heritage_addresses: list[str] | None = None) -> None:
+                 cameras: list[str] | None = None, heritage_addresses: list[str] | None = None,
+                 patrols: dict[str, list[tuple[float, float]]] | None = None,
+                 stations: list[str] | None = None) -> None:
         self.rng = random.Random(seed)
         self.places = places
         self.devices = devices or []
         self.cameras = cameras or [f"CAM-XH-{i:03d}" for i in range(1, 21)]
         self.heritage_addresses = heritage_addresses or [p.address for p in places[:5]]
+        # inspector id -> the unit-cell centres of its responsibility grid 责任网格 (field.yaml): inspectors walk
+        # their grid at a walking pace; without field data, a few inspectors walk around the gazetteer's places
+        self.patrols = patrols or {f"INS-{i:03d}": [(p.lat, p.lon) for p in places] for i in range(1, 6)}
+        self.stations = stations or [f"STA-{i:03d}" for i in range(1, 14)]
+        self.walkers: dict[str, tuple[datetime, float, float, float, float]] = {}  # id -> (t, lat, lon, to)
         self.seq = 0
 
     def _id(self, prefix: str) -> str:
@@ -107,8 +114,13 @@ class CityFeeds:
         kind = self.rng.choice(["inspector", "inspector", "station", "committee"])
         category = self.rng.choice(FIELD_CATEGORIES)
         on_spot = kind == "inspector" and self.rng.random() < 0.4
+        reporter = (self.rng.choice(sorted(self.patrols)) if kind == "inspector" else
+                    self.rng.choice(self.stations) if kind == "station" else f"COM-{self.rng.randrange(1, 14):03d}")
+        if kind == "station" and self.rng.random() < 0.5:   # 无事报平安: the station looked and found nothing
+            return {"report_id": self._id("RPT"), "reporter_id": reporter, "reporter_kind": kind,
+                    "reported_at": self._ts(now), "zero_report": True}
         report: dict[str, Any] = {
-            "report_id": self._id("RPT"), "reporter_id": f"{kind[:3].upper()}-{self.rng.randrange(1, 60):03d}",
+            "report_id": self._id("RPT"), "reporter_id": reporter,
             "reporter_kind": kind, "reported_at": self._ts(now), "category": category,
             "text": self.rng.choice(HOTLINE_TEMPLATES[category]).format(place=place.address),
             "address": place.address, "lat": place.lat, "lon": place.lon,
@@ -119,10 +131,30 @@ class CityFeeds:
             report["after_photos"] = [f"s3://citygrid/photos/{self.seq}-after.jpg"]
         return report
 
-    def track(self, now: datetime) -> dict[str, Any]:
-        place = self.rng.choice(self.places)
-        return {"inspector_id": f"INS-{self.rng.randrange(1, 60):03d}", "ts": self._ts(now),
-                "lat": place.lat + self.rng.uniform(-0.001, 0.001), "lon": place.lon + self.rng.uniform(-0.001, 0.001)}
+    def track(self, now: datetime) -> dict[str, Any] | None:
+        """A fix of an inspector walking (~1.3 m/s) from cell to cell of its grid, with a few metres of GPS noise;
+        a handset sends one every 10 s or so (None: the one picked sent its last too recently)."""
+        inspector = self.rng.choice(sorted(self.patrols))
+        cells = self.patrols[inspector]
+        if inspector in self.walkers and (now - self.walkers[inspector][0]).total_seconds() < 10:
+            return None
+        if inspector not in self.walkers:
+            lat, lon = self.rng.choice(cells)
+            to_lat, to_lon = self.rng.choice(cells)
+            self.walkers[inspector] = (now, lat, lon, to_lat, to_lon)
+        last, lat, lon, to_lat, to_lon = self.walkers[inspector]
+        step = min(120.0, (now - last).total_seconds()) * 1.3 / 111_320   # degrees walked since the last fix
+        d_lat, d_lon = to_lat - lat, to_lon - lon
+        remaining = (d_lat ** 2 + d_lon ** 2) ** 0.5
+        if remaining <= step:
+            lat, lon = to_lat, to_lon
+            to_lat, to_lon = self.rng.choice(cells)
+        elif remaining > 0:
+            lat, lon = lat + d_lat * step / remaining, lon + d_lon * step / remaining
+        self.walkers[inspector] = (now, lat, lon, to_lat, to_lon)
+        noise = 5 / 111_320
+        return {"inspector_id": inspector, "ts": self._ts(now), "lat": round(lat + self.rng.uniform(-noise, noise), 6),
+                "lon": round(lon + self.rng.uniform(-noise, noise), 6)}
 
     def iot(self, now: datetime) -> dict[str, Any] | None:
         if not self.devices:
@@ -255,6 +287,16 @@ class DepartmentActors:
             consumer.close()
 
 
+def patrols_of(knowledge: Any) -> dict[str, list[tuple[float, float]]] | None:
+    """Inspector id -> the centres of its grid's unit cells (None: the city has no field.yaml)."""
+    import h3
+
+    field = knowledge.field
+    out = {inspector: [tuple(h3.cell_to_latlng(c)) for c in sorted(field.grids[grid].cells)]
+           for inspector, grid in field.inspectors.items()}
+    return out or None
+
+
 # The field that keys each feed's Kafka messages (the same choice as the gateway's).
 KEY_FIELDS = {"hotline.calls": "call_id", "field.reports": "report_id", "field.tracks": "inspector_id",
               "iot.readings": "device_id", "camera.alerts": "alert_id", "registry.changes": "change_id"}
@@ -274,7 +316,8 @@ def run(settings: Settings, rate: float, duration: float | None, seed: int, sour
 
     names = TopicNames(settings.topic_prefix)
     feeds = CityFeeds(seed, places_from_knowledge(knowledge), devices=knowledge.sample_devices(),
-                      heritage_addresses=knowledge.sample_heritage_addresses())
+                      heritage_addresses=knowledge.sample_heritage_addresses(), patrols=patrols_of(knowledge),
+                      stations=sorted(knowledge.field.stations) or None)
     producer = KafkaProducer(**clients.simulator_producer(settings),
                              value_serializer=lambda v: json.dumps(v, ensure_ascii=False).encode("utf-8"))
     sent = 0
