@@ -68,24 +68,22 @@ async def baseline(bootstrap: str, n: int) -> float:
 
 
 def produce_calls(bootstrap: str, n: int, rate: float | None, seed: int) -> None:
+    """n hotline calls of the city scenario (the whole district, its day), at ``rate``/s or all at once."""
     from kafka import KafkaProducer
 
     from streams.core.knowledge.knowledge import Knowledge
-    from streams.settings import Settings
-    from streams.sources.simulate import CityFeeds, places_from_knowledge
+    from streams.sources.scenario import ScenarioConfig, scenario_for
 
-    feeds = CityFeeds(seed, places_from_knowledge(Knowledge.load()))
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5,
-                             value_serializer=lambda v: json.dumps(v, ensure_ascii=False).encode())
+    scenario = scenario_for(Knowledge.load(), seed, ScenarioConfig(malformed_share=0.0), sources=["hotline"])
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     started = time.monotonic()
-    for i, (_, call) in enumerate(feeds.stream(datetime.now(timezone.utc), rate or 1000.0, {"hotline"})):
-        if i >= n:
-            break
+    start_ms = int(time.time() * 1000) - 6 * 3_600_000
+    for i, record in enumerate(scenario.timeline(start_ms, count=n)):
         if rate:
             ahead = i / rate - (time.monotonic() - started)
             if ahead > 0:
                 time.sleep(ahead)
-        producer.send("hotline.calls", call)
+        producer.send("hotline.calls", record.payload())
     producer.flush()
     producer.close()
 
@@ -105,7 +103,10 @@ def metric(url: str, name: str, label: str = "") -> float:
 
 
 def start_worker(bootstrap: str, workdir: Path, metrics_port: int) -> subprocess.Popen:
-    env = {**os.environ, "CITYGRID_KAFKA_BOOTSTRAP": bootstrap, "CITYGRID_STORE_URL": f"chdb://{workdir / 'chdb'}",
+    from streams.security import demo_secrets
+
+    env = {**os.environ, **demo_secrets(workdir / "keys"),
+           "CITYGRID_KAFKA_BOOTSTRAP": bootstrap, "CITYGRID_STORE_URL": f"chdb://{workdir / 'chdb'}",
            "CITYGRID_DATA_DIR": str(workdir / "worker"), "CITYGRID_METRICS_PORT": str(metrics_port),
            "CITYGRID_WEB_PORT": str(free_port()), "CITYGRID_LOG_LEVEL": "warning"}
     return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, cwd=workdir,

@@ -20,12 +20,14 @@ from typing import Any, Protocol, TextIO, cast
 from streams.bus import records
 from streams.bus.codec import DecodeError, iso_to_ms, registry
 from streams.bus.records import TopicRecord
+from streams.bus.sealing import DeadLetterSealer
 from streams.bus.topics import CASE_ACTIONS, RAW_SCHEMAS, dlq
 from streams.core.cases.engine import CaseEngine, Outputs, case_summary
 from streams.core.cases.model import CaseAction, CaseDoc, Notification, Rejection
 from streams.core.cases.sla import DEFAULT_OVERRIDE_FILE, WorkCalendar
 from streams.core.field import StationReport, ZeroReportBook
 from streams.core.model import IngestResult
+from streams.core.privacy import mask_text
 from streams.settings import Settings
 
 # Fields holding the event time of each raw record (first present wins).
@@ -73,8 +75,9 @@ class _Buffer:
     """Rows per table, inserted in batches into the store. Rows come from the records the worker would
     send (streams.bus.records), mapped as the ClickHouse sink maps them: the same rows as live."""
 
-    def __init__(self, store: RowSink | None) -> None:
+    def __init__(self, store: RowSink | None, sealer: DeadLetterSealer | None = None) -> None:
         self.store = store
+        self.sealer = sealer   # seals dead-letter originals (None: no CITYGRID_DLQ_KEY configured)
         self.rows: dict[str, list[dict]] = {}
 
     def add(self, table: str, rows: Iterable[dict]) -> None:
@@ -101,8 +104,11 @@ class _Buffer:
         self.add_records([*records.output_records(out), *map(records.case_record, out.cases)])
 
     def add_dead_letter(self, topic: str, line_no: int, reason: str, ts_ms: int, record: dict) -> None:
-        value = records.dead_letter_value(topic, 0, line_no, reason, ts_ms,
-                                          json.dumps(record, ensure_ascii=False).encode("utf-8"), None)
+        # The original is sealed with the DLQ key like the worker's; without a key it is only named by its
+        # line in the input file (which the operator holds anyway). The reason is masked.
+        original = json.dumps(record, ensure_ascii=False).encode("utf-8")
+        value = records.dead_letter_value(topic, 0, line_no, mask_text(reason), ts_ms,
+                                          self.sealer.seal(original) if self.sealer else b"", None)
         self.add_records([TopicRecord(dlq(topic), value)])
 
     def flush(self, table: str | None = None) -> None:
@@ -164,14 +170,18 @@ def replay(lines: Iterable[str], settings: Settings, store: RowSink | None = Non
 
     knowledge = knowledge if knowledge is not None else Knowledge.load(settings.kb_path, settings.city_dir)
     calendar = WorkCalendar(settings.holiday_override_file or DEFAULT_OVERRIDE_FILE)
-    ingestor = Ingestor(knowledge, settings.triage_confidence)
+    from streams.security import dlq_sealer, pseudonymizer
+
+    # the operator's pseudonym key when configured (pseudonyms then match the live pipeline's)
+    ingestor = Ingestor(knowledge, settings.triage_confidence, pseudonyms=pseudonymizer(settings))
+    sealer = dlq_sealer(settings) if settings.dlq_key is not None else None
     cases: dict[str, CaseDoc] = {}
     engine = CaseEngine(knowledge, cases, {}, calendar, auto_dispatch=settings.auto_dispatch)
     # residential stations' daily reports: the same book the lifecycle agent keeps, one partition owning all
     zero_reports = ZeroReportBook(knowledge.field, {}, settings.zero_report_deadline, calendar.is_workday,
                                   knowledge.city.unit_of)
     report = ReplayReport(cases=cases)
-    sink = _Buffer(store)
+    sink = _Buffer(store, sealer)
     events = read_events(lines, err, report)
 
     def collect(out: Outputs) -> None:

@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 from datetime import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -54,6 +54,22 @@ class _YamlFileSource(PydanticBaseSettingsSource):
         return data
 
 
+# How long ClickHouse keeps each table (docs/security.md "Retention"): personal data no longer than needed.
+DEFAULT_RETENTION_DAYS: dict[str, int] = {
+    "dead_letters": 30,          # sealed originals of bad records: long enough to fix and reprocess
+    "triage": 90,                # raw records awaiting manual triage 人工分拨 (masked)
+    "webhook_deliveries": 90,    # delivery attempts
+    "inspector_tracks": 90,      # inspectors' GPS fixes (staff location data)
+    "zero_reports": 365,
+    "sensor_alarms": 730,
+    "signals": 730,              # 24 months of reports (callers as keyed pseudonyms)
+    "cases": 1826,               # case records 5 years (the archive keeps them longer, outside this store)
+    "case_transitions": 1826,
+    "dispatches": 1826,
+    "sla_alerts": 1826,
+}
+
+
 class Settings(BaseSettings):
     """Every knob of the pipeline. See README "Settings" for the table."""
 
@@ -71,12 +87,23 @@ class Settings(BaseSettings):
     # Storage: chdb://PATH (embedded) or clickhouse://host:port/db (server)
     store_url: str = Field("chdb://var/chdb", description="ClickHouse: chdb://PATH (embedded, default) or "
                            "clickhouse://[user[:pw]@]host:port/db (server)")
+    store_cluster: str = Field("", description="ClickHouse cluster (a remote_servers name) to shard the tables over: "
+                               "local tables on every node plus Distributed tables (clickhouse:// only; "
+                               "docs/operations-wall.md)")
     store_batch_rows: int = Field(5000, ge=1)
     store_flush_seconds: float = Field(1.0, gt=0)
     store_buffer_rows: int = Field(200_000, ge=1,
                                    description="rows buffered while ClickHouse is down before back-pressure")
     retention_months: dict[str, int] = Field(default_factory=dict,
-                                             description="per-table retention, e.g. {signals: 24}")
+                                             description="per-table retention in whole months, e.g. {signals: 24}; "
+                                             "overrides retention_days for that table")
+    retention_days: dict[str, int] = Field(
+        default_factory=lambda: dict(DEFAULT_RETENTION_DAYS),
+        description="per-table retention in days (`streams retention`, nightly CronJob); defaults in "
+                    "docs/security.md; a table not listed is kept")
+    closed_case_retention_hours: float = Field(
+        168.0, ge=0, description="closed and void cases leave the worker's live state this long after they ended "
+                                 "(they stay in ClickHouse); 0 keeps them")
     # Faust state
     table_store: str = Field("memory://", description="Faust table store: memory:// (dev) or rocksdb:// "
                              "(production; pip extra rocksdb)")
@@ -108,7 +135,15 @@ class Settings(BaseSettings):
     timer_tick_seconds: float = Field(1.0, gt=0)
     # Observability
     metrics_port: int = Field(9464, description='Prometheus /metrics port of the worker')
+    metrics_host: str = Field("127.0.0.1", description="address the metrics port binds (0.0.0.0 for a Prometheus "
+                              "elsewhere: behind a NetworkPolicy)")
     web_port: int = Field(6066, description='worker HTTP port: /wall/ (live view JSON), /health/')
+    web_host: str = Field("127.0.0.1", description="address the worker HTTP port binds; off loopback /wall/ "
+                          "needs CITYGRID_WALL_TOKEN")
+    wall_token: SecretStr | None = Field(None, description="bearer token /wall/ asks for (required when web_host is "
+                                         "not a loopback address)")
+    health_stall_seconds: float = Field(120.0, gt=0, description="/health/ fails when an agent or consumer made no "
+                                        "progress for this long")
     log_level: str = Field("info", description='worker log level')
     # Webhooks
     webhooks_file: Path | None = Field(
@@ -131,6 +166,30 @@ class Settings(BaseSettings):
                                          "accept any (one jurisdiction)")
     gateway_public_url: str = Field("", description="base URL citizens reach the gateway at (progress links in "
                                     "Open311 answers); empty: the request's own host")
+    # Security and privacy (docs/security.md)
+    pii_key: SecretStr | None = Field(None, description="secret key of callers' pseudonyms (keyed HMAC-SHA256, ≥ 32 "
+                                      "characters); required by the worker (`make demo` generates one)")
+    pii_previous_keys: list[SecretStr] = Field(default_factory=list, description="retired pseudonym keys (JSON list): "
+                                               "`streams erase` also finds callers under them")
+    dlq_key: SecretStr | None = Field(None, description="Fernet key(s) sealing dead-letter originals, newest first, "
+                                      "comma-separated; required by the worker (`make demo` generates one)")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka transport: PLAINTEXT (local dev only), SSL, SASL_PLAINTEXT or SASL_SSL")
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism when the protocol is SASL_*")
+    kafka_sasl_username: str = Field("", description="SASL user (the Kafka principal ACLs name)")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (or kafka_sasl_password_file)")
+    kafka_sasl_password_file: Path | None = Field(None, description="file holding the SASL password (a mounted Secret)")
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle (PEM) that signed the brokers' certificates")
+    kafka_ssl_certfile: Path | None = Field(None, description="client certificate (PEM) for mutual TLS (optional)")
+    kafka_ssl_keyfile: Path | None = Field(None, description="client private key (PEM) for mutual TLS (optional)")
+    kafka_ssl_check_hostname: bool = Field(True, description="verify that the broker certificate names the host")
+    store_user: str = Field("", description="ClickHouse user (overrides one in store_url)")
+    store_password_file: Path | None = Field(
+        None, description="file holding the ClickHouse password (a mounted Secret)")
+    store_tls: bool = Field(False, description="TLS to the ClickHouse server (native secure port, usually 9440)")
+    store_ca_file: Path | None = Field(
+        None, description="CA bundle (PEM) that signed the ClickHouse server certificate")
 
     @classmethod
     def settings_customise_sources(

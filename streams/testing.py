@@ -24,6 +24,7 @@ from streams.bus import records
 from streams.bus.codec import SchemaRegistry, registry
 from streams.bus.emit import Emitter
 from streams.bus.records import Inbound
+from streams.bus.sealing import DeadLetterSealer
 from streams.bus.topics import INTERNAL_SCHEMAS, RAW_SCHEMAS, STORE_ROWS, TopicNames
 
 SCHEMAS = {**RAW_SCHEMAS, **INTERNAL_SCHEMAS}
@@ -107,6 +108,9 @@ class TestingSink:
     def __init__(self, *, prefix: str = "", codec: SchemaRegistry | None = None) -> None:
         self.names = TopicNames(prefix)
         self.codec = codec or registry()
+        # Dead-letter originals are sealed as in the worker; produced() opens them (as `streams dlq show`
+        # does), sealed_dead_letters() shows them as they travel.
+        self.sealer = DeadLetterSealer.ephemeral()
         self.sent: list[tuple[str, bytes | None, bytes, int | None]] = []  # (physical topic, key, value, partition)
         self.flushes = 0
 
@@ -117,16 +121,20 @@ class TestingSink:
             acked.set_result(None)
             return acked
 
-        return Emitter(send, self.codec, self.names, SCHEMAS)
+        return Emitter(send, self.codec, self.names, SCHEMAS, sealer=self.sealer)
 
-    def produced(self, topic: str | None = None) -> list[Produced]:
-        """Everything sent, decoded, in send order (only ``topic``'s records when given)."""
+    def produced(self, topic: str | None = None, opened: bool = True) -> list[Produced]:
+        """Everything sent, decoded, in send order (only ``topic``'s records when given); dead-letter
+        originals opened unless ``opened`` is False (then as sealed on the topic)."""
         out = []
         for physical, key, value, partition in self.sent:
             logical = self.names.logical(physical)
             if topic is not None and logical != topic:
                 continue
             schema, record = self.codec.decode(value)
+            if schema == "dead_letter" and opened:
+                record = {**record, "original": self.sealer.open(record["original"]),
+                          "key": self.sealer.open(record["key"]) if record.get("key") is not None else None}
             out.append(Produced(logical, _text_key(key), record, schema, partition))
         return out
 
@@ -150,7 +158,7 @@ class TestingSink:
 
     def table_rows(self) -> dict[str, list[dict[str, Any]]]:
         """What the ClickHouse sink would write for everything sent (without ``stored_ms``)."""
-        return records.table_rows(records.TopicRecord(p.topic, p.value) for p in self.produced())
+        return records.table_rows(records.TopicRecord(p.topic, p.value) for p in self.produced(opened=False))
 
 
 def _text_key(key: bytes | None) -> str | bytes | None:

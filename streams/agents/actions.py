@@ -16,6 +16,7 @@ from streams.bus.emit import Emitter
 from streams.bus.records import Inbound
 from streams.bus.topics import CASE_ACTIONS, RAW_SCHEMAS, TopicNames
 from streams.core.ingest import Ingestor, RejectRecord
+from streams.core.privacy import mask_fields
 from streams.metrics import PipelineMetrics
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class ActionRouter(Adapter):
                 log.exception("actions: internal error on %s[%s]@%s", inbound.topic, inbound.partition, inbound.offset)
                 self.dead_letter(out, CASE_ACTIONS, inbound, f"internal error: {exc!r}")
                 continue
+            action = mask_fields(action)  # a note may quote a phone number: masked before it is passed on
             if action.get("action") == "from_triage":
                 await self.from_triage(action, out)
                 continue

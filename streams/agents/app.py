@@ -70,7 +70,11 @@ class Pipeline:
         self.codec = registry()
         self.metrics = metrics or PipelineMetrics()
         self.knowledge = Knowledge.load(settings.kb_path, settings.city_dir)
-        self.ingestor = Ingestor(self.knowledge, settings.triage_confidence)
+        from streams.security import dlq_sealer, pseudonymizer
+
+        self.pseudonyms = pseudonymizer(settings)   # callers' numbers → keyed pseudonyms
+        self.sealer = dlq_sealer(settings)          # dead-letter originals → Fernet tokens
+        self.ingestor = Ingestor(self.knowledge, settings.triage_confidence, pseudonyms=self.pseudonyms)
         self.schemas = {**RAW_SCHEMAS, **INTERNAL_SCHEMAS}
         self._producer: Any = None
         self.app = faust.App(
@@ -84,10 +88,20 @@ class Pipeline:
             key_serializer="raw",
             web_enabled=True,
             web_port=settings.web_port,
-            web_host="127.0.0.1",
+            web_host=settings.web_host,
+            web_bind=settings.web_host,   # 127.0.0.1 unless a setting opens it (docs/security.md)
+            # Faust's built-in views would serve whole case documents (/table/cases/<id>/) and the
+            # app's internals (/router/, /graph/, /stats/): off, only /wall/ and /health/ remain
+            web_tables_enabled=False,
+            web_router_enabled=False,
+            web_graph_enabled=False,
+            web_stats_enabled=False,
             stream_buffer_maxsize=max(4096, settings.batch_size * 4),
             table_cleanup_interval=30.0,
         )
+        from streams.agents.health import Liveness
+
+        self.liveness = Liveness(settings.health_stall_seconds)   # what /health/ reports
         self._define()
         self.ingest = IngestAdapter(self.ingestor, self.codec, self.metrics, self.topics,
                                     remember_triage=self._remember_triage)
@@ -105,7 +119,7 @@ class Pipeline:
             producer = await self.derived_producer()
             return await producer.send(topic, value, key=key, partition=partition)
 
-        return Emitter(send, self.codec, self.topics, self.schemas)
+        return Emitter(send, self.codec, self.topics, self.schemas, sealer=self.sealer)
 
     async def derived_producer(self) -> Any:
         """A plain aiokafka producer for derived records: Faust's producer buffer hands records over
@@ -156,10 +170,12 @@ class Pipeline:
         calendar = WorkCalendar(settings.holiday_override_file or DEFAULT_OVERRIDE_FILE)
         self.engine = CaseEngine(self.knowledge, self.cases_view, self.sources_view,
                                  calendar, auto_dispatch=settings.auto_dispatch)
+        ttl = settings.closed_case_retention_hours
         self.zero_reports = ZeroReportBook(self.knowledge.field, self.zero_reports_view, settings.zero_report_deadline,
                                            calendar.is_workday, self.knowledge.city.unit_of)
         self.lifecycle = LifecycleAdapter(self.engine, self.codec, self.metrics, self.topics,
                                           deliveries=WebhookFanout(settings.webhooks_file),
+                                          closed_case_ttl_ms=int(ttl * 3_600_000) if ttl > 0 else None,
                                           zero_reports=self.zero_reports,
                                           owns=street_partitions(settings.topic_partitions))
         # triage id -> triage record 人工分拨, read by the actions router on every worker (from_triage)
@@ -212,6 +228,7 @@ class Pipeline:
                     events_stream._set_current_event(events[i])
 
                 await self.lifecycle.handle([inbound(e) for e in batch], out, focus=focus)
+                self.liveness.beat("lifecycle")   # ticks arrive every timer_tick_seconds: the consumer lives
                 self.cases_view.flush_writes(events_stream)
                 self.sources_view.flush_writes(events_stream)
                 self.zero_reports_view.flush_writes(events_stream)

@@ -20,6 +20,7 @@ from streams.agents.ingest import IngestAdapter
 from streams.bus.codec import DecodeError, SchemaRegistry
 from streams.bus.consumer import inbound
 from streams.bus.emit import Emitter
+from streams.bus.sealing import DeadLetterSealer
 from streams.bus.stateful import PartitionState, StatefulBatchConsumer
 from streams.bus.topics import FIELD_TRACKS, IOT_READINGS, RAW_SCHEMAS, state_changelog
 from streams.core.devices.processor import DeviceProcessor
@@ -42,13 +43,14 @@ class LeanIngest(StatefulBatchConsumer):
     group_suffix = "lean-ingest"
 
     def __init__(self, settings: Settings, adapter: IngestAdapter, codec: SchemaRegistry, metrics: PipelineMetrics,
-                 **kw: Any) -> None:
+                 sealer: DeadLetterSealer | None = None, **kw: Any) -> None:
         changelogs = {topic: state_changelog(settings.app_id, topic) for topic in LEAN_RAW_TOPICS}
         super().__init__(settings, list(LEAN_RAW_TOPICS), changelogs, codec, metrics, **kw)
         self.adapter = adapter
         self.ingestor = adapter.ingestor
         self.lateness_ms = int(settings.iot_lateness_seconds * 1000)
         self.idle_seconds = settings.iot_idle_close_seconds
+        self.sealer = sealer  # the pipeline's: dead-letter originals are sealed
 
     def new_state(self, topic: str, partition: int) -> PartitionState:
         self.metrics.state_restores.labels(topic=topic).inc()

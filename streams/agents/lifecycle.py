@@ -94,11 +94,17 @@ class LifecycleAdapter(Adapter):
 
     def __init__(self, engine: CaseEngine, codec: SchemaRegistry, metrics: PipelineMetrics, names: TopicNames,
                  deliveries: Deliveries = no_deliveries, clock: Clock = time.time,
+                 closed_case_ttl_ms: int | None = None, purge_every_ms: int = 60_000,
                  zero_reports: ZeroReportBook | None = None, owns: Owns | None = None) -> None:
         super().__init__(codec, metrics, names, clock)
         self.engine = engine
         self.deliveries = deliveries
         self.stale = True
+        # Closed and void cases leave the live state this long after they ended (their rows stay in
+        # ClickHouse); checked on a partition's clock tick at most every ``purge_every_ms``.
+        self.closed_case_ttl_ms = closed_case_ttl_ms
+        self.purge_every_ms = purge_every_ms
+        self._purged_at: dict[int, int] = {}
         self.zero_reports = zero_reports   # residential stations' daily reports (streams.core.field)
         self.owns = owns or (lambda street_code, partition: True)
 
@@ -141,14 +147,30 @@ class LifecycleAdapter(Adapter):
             return self.engine.on_action(json.loads(item["action"]), inbound.partition)
         if item["kind"] == "tick":
             outputs = self.engine.on_tick(item["tick_ms"], inbound.partition)
+            self._purge(item["tick_ms"], inbound.partition)
             if self.zero_reports is not None:
                 outputs.extend(self.zero_report_alerts(item["tick_ms"], inbound.partition))
+            return outputs
+        if item["kind"] == "erase":
+            # `streams erase`: one request per partition; the caller's pseudonyms leave this partition's cases
+            request = json.loads(item["action"])
+            outputs, changed = self.engine.erase(request["pseudonyms"], request["request_id"], inbound.partition)
+            log.info("erasure %s: %d case(s) of partition %d rewritten", request["request_id"], changed,
+                     inbound.partition)
             return outputs
         if item["kind"] == "station_report":
             if self.zero_reports is not None:
                 self.zero_reports.reported(cast(StationReport, json.loads(item["report"])))
             return Outputs()
         raise DecodeError(f"unknown case input kind {item['kind']!r}")
+
+    def _purge(self, now_ms: int, partition: int) -> None:
+        if self.closed_case_ttl_ms is None or now_ms - self._purged_at.get(partition, 0) < self.purge_every_ms:
+            return
+        self._purged_at[partition] = now_ms
+        purged = self.engine.purge(now_ms - self.closed_case_ttl_ms, partition)
+        if purged:
+            log.info("%d closed case(s) of partition %d left the live state", purged, partition)
 
     def zero_report_alerts(self, now_ms: int, partition: int) -> Outputs:
         """The stations of this partition's streets that missed their daily report: an sla.alerts record

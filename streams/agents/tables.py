@@ -36,8 +36,13 @@ class TableView(MutableMapping[str, V]):
         self._pending[key] = (value, current_event())
 
     def __delitem__(self, key: str) -> None:
-        self.flush_writes(None)
-        del self._table[key]
+        # Only this key: flushing the other held writes here would send them to the changelog partition
+        # of the current event instead of their own.
+        held = self._pending.pop(key, None)
+        if key in self._table:
+            del self._table[key]
+        elif held is None:
+            raise KeyError(key)
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and self.get(key) is not None

@@ -25,19 +25,22 @@ def build_worker(settings: Settings) -> Any:
     from streams.agents.lean import LeanIngest
     from streams.agents.services import ConsumerLagService, GaugeService, WebhookService
     from streams.metrics import start_metrics_server
+    from streams.security import require_worker_secrets
     from streams.sinks.clickhouse import ClickHouseSink
-    from streams.storage import open_store
+    from streams.storage import store_from_settings
     from streams.wall.web import register_views
 
-    store = open_store(settings.store_url)
+    require_worker_secrets(settings)   # no pseudonym or dead-letter key: no worker
+    store = store_from_settings(settings)   # user, password file and TLS from settings
     store.migrate()
     pipeline = Pipeline(settings)
     register_views(pipeline, store)
-    start_metrics_server(settings.metrics_port, pipeline.metrics)
+    start_metrics_server(settings.metrics_port, pipeline.metrics, addr=settings.metrics_host)
     services: list[Any] = [
         # the lean consumer's own adapter over the same Ingestor (one lift-repeat state)
         LeanIngest(settings, IngestAdapter(pipeline.ingestor, pipeline.codec, pipeline.metrics, pipeline.topics,
-                                           classify_batches=False), pipeline.codec, pipeline.metrics),
+                                           classify_batches=False), pipeline.codec, pipeline.metrics,
+                   sealer=pipeline.sealer),
         ClickHouseSink(settings, store, pipeline.codec, pipeline.metrics),
     ]
     services += [GaugeService(pipeline), ConsumerLagService(settings, pipeline.metrics)]
@@ -47,4 +50,6 @@ def build_worker(settings: Settings) -> Any:
         from streams.gateway.service import GatewayService
 
         services.append(GatewayService(settings, store, pipeline.knowledge))
+    for service in services:
+        pipeline.liveness.watch(type(service).__name__, service)
     return faust.Worker(pipeline.app, *services, loglevel=settings.log_level, redirect_stdouts=False)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import mode
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import CommitFailedError
 from aiokafka.structs import ConsumerRecord
 
 from streams.bus import clients
@@ -43,6 +45,7 @@ class BatchConsumerService(mode.Service):
         self.physical = [self.names.name(t) for t in topics]
         self.metrics = metrics
         self.consumer: AIOKafkaConsumer | None = None
+        self.last_progress: float | None = None   # monotonic: last poll or retry (/health/ reads it)
 
     async def on_start(self) -> None:
         self.consumer = AIOKafkaConsumer(*self.physical, **clients.batch_consumer(
@@ -57,6 +60,7 @@ class BatchConsumerService(mode.Service):
     async def _consume(self) -> None:
         assert self.consumer is not None
         while not self.should_stop:
+            self.last_progress = time.monotonic()
             try:
                 batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
             except Exception as exc:  # consumer closing or broker hiccup
@@ -69,7 +73,13 @@ class BatchConsumerService(mode.Service):
             if not records:
                 continue
             await self.handle(records)
-            await self.consumer.commit()
+            try:
+                await self.consumer.commit()
+            except CommitFailedError as exc:
+                # The group moved these partitions on (a long stall, a rebalance): the new owner reads the
+                # batch again from the last commit; its outputs are idempotent, so this is a replay, not a
+                # loss. Keep consuming instead of crashing the worker.
+                log.warning("%s: commit after a rebalance refused, the batch will be replayed: %s", self.label, exc)
 
     async def handle(self, records: list[ConsumerRecord]) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

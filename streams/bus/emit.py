@@ -7,7 +7,9 @@ from typing import Any
 
 from streams.bus.codec import SchemaRegistry
 from streams.bus.records import TopicRecord, dead_letter_value, store_rows_record
+from streams.bus.sealing import DeadLetterSealer
 from streams.bus.topics import TopicNames, dlq
+from streams.core.privacy import mask_text
 
 # Rows per store.rows message: ~200 bytes a row keeps a message well under Kafka's 1 MiB default.
 STORE_ROWS_PER_MESSAGE = 2000
@@ -26,8 +28,10 @@ class Emitter:
     The caller acknowledges its input only after ``flush()`` returned: at-least-once end to end.
     """
 
-    def __init__(self, send: SendFn, codec: SchemaRegistry, topics: TopicNames, schemas: dict[str, str]) -> None:
+    def __init__(self, send: SendFn, codec: SchemaRegistry, topics: TopicNames, schemas: dict[str, str],
+                 sealer: DeadLetterSealer | None = None) -> None:
         self._send = send
+        self._sealer = sealer  # encrypts dead-letter originals; required to dead-letter anything
         self._codec = codec
         self._topics = topics
         self._schemas = schemas  # logical topic -> schema name
@@ -51,10 +55,17 @@ class Emitter:
         self._rows.setdefault(table, []).extend(rows)
 
     def dead_letter(self, logical_topic: str, partition: int, offset: int, reason: str, ts_ms: int,
-                    original: bytes, key: bytes | None) -> None:
-        value = dead_letter_value(logical_topic, partition, offset, reason, ts_ms, original, key)
+                    original: bytes | None, key: bytes | None) -> None:
+        """The original bytes and key are sealed (Fernet, streams.bus.sealing); the reason is masked
+        (a validation message may quote a field). The dead-letter record has no Kafka key: the
+        original key may itself be personal data."""
+        if self._sealer is None:
+            raise RuntimeError("dead-lettering needs a DeadLetterSealer (CITYGRID_DLQ_KEY)")
+        value = dead_letter_value(logical_topic, partition, offset, mask_text(reason), ts_ms,
+                                  self._sealer.seal(bytes(original or b"")),
+                                  self._sealer.seal(bytes(key)) if key is not None else None)
         data = self._codec.encode("dead_letter", value)
-        self._pending.append((self._topics.name(dlq(logical_topic)), key, data, None))
+        self._pending.append((self._topics.name(dlq(logical_topic)), None, data, None))
 
     def __len__(self) -> int:
         return len(self._pending) + len(self._rows)

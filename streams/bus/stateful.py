@@ -40,6 +40,7 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from streams.bus import clients
 from streams.bus.codec import SchemaRegistry
 from streams.bus.emit import Emitter
+from streams.bus.sealing import DeadLetterSealer
 from streams.bus.topics import INTERNAL_SCHEMAS, RAW_SCHEMAS, TopicNames
 from streams.metrics import PipelineMetrics
 from streams.settings import Settings
@@ -76,6 +77,8 @@ class _Listener(ConsumerRebalanceListener):
 class StatefulBatchConsumer(mode.Service):
     """getmany → process(records by partition) → outputs acked → state acked → commit."""
 
+    sealer: DeadLetterSealer | None = None  # seals dead-letter originals (set by the owner that has the key)
+
     group_suffix = "stateful"
     max_records = 5000
     idle_seconds = 5.0           # a partition without records this long gets ``on_idle``
@@ -91,6 +94,7 @@ class StatefulBatchConsumer(mode.Service):
         self.codec = codec
         self.metrics = metrics
         self.consumer: AIOKafkaConsumer | None = None
+        self.last_progress: float | None = None   # monotonic: last poll (/health/ reads it)
         self.producer: AIOKafkaProducer | None = None
         self.states: dict[TopicPartition, PartitionState] = {}
         self.last_seen: dict[TopicPartition, float] = {}
@@ -123,7 +127,7 @@ class StatefulBatchConsumer(mode.Service):
         async def send(topic: str, key: bytes | None, value: bytes, partition: int | None) -> Any:
             return await producer.send(topic, value, key=key, partition=partition)
 
-        return Emitter(send, self.codec, self.names, {**RAW_SCHEMAS, **INTERNAL_SCHEMAS})
+        return Emitter(send, self.codec, self.names, {**RAW_SCHEMAS, **INTERNAL_SCHEMAS}, sealer=self.sealer)
 
     async def on_start(self) -> None:
         s = self.settings
@@ -223,6 +227,7 @@ class StatefulBatchConsumer(mode.Service):
     async def _consume(self) -> None:
         assert self.consumer is not None
         while not self.should_stop:
+            self.last_progress = time.monotonic()
             try:
                 batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
             except Exception as exc:  # consumer closing or broker hiccup

@@ -34,7 +34,8 @@ def cmd_live(args: argparse.Namespace) -> int:
     settings = Settings()
     url = args.url or f"http://127.0.0.1:{settings.web_port}"
     try:
-        run_live(url)
+        token = settings.wall_token.get_secret_value() if settings.wall_token else None
+        run_live(url, token=token)
     except KeyboardInterrupt:
         pass
     return 0
@@ -84,7 +85,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         gateway_port = args.gateway_port or Settings().gateway_port
         if port_open("127.0.0.1", gateway_port):
             gateway_port = free_port()
-        env = {**os.environ,
+        from streams.security import demo_secrets
+
+        env = {**os.environ, **demo_secrets(base / "keys"),   # generated once, kept for the next demo
                "CITYGRID_KAFKA_BOOTSTRAP": broker.bootstrap,
                "CITYGRID_STORE_URL": f"chdb://{base / 'chdb'}",
                "CITYGRID_DATA_DIR": str(base / "worker"),

@@ -43,13 +43,13 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
     from streams.gateway.app import serve
     from streams.gateway.keys import KeysFileError
-    from streams.storage import StoreError, open_store
+    from streams.storage import StoreError, open_configured_store
 
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     try:
-        store = open_store(settings.store_url)
+        store = open_configured_store(settings)
     except StoreError as exc:
         print(
             f"gateway: cannot open the case store {settings.store_url}: {str(exc).splitlines()[0]}\n"

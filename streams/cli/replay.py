@@ -49,9 +49,9 @@ def _run(args: argparse.Namespace) -> int:
     settings = Settings(kb_path=Path(args.kb)) if args.kb else Settings()
     store = None
     if not args.no_store:
-        from streams.storage import open_store
+        from streams.storage import store_from_settings
 
-        store = open_store(args.store or settings.store_url)
+        store = store_from_settings(settings.model_copy(update={"store_url": args.store}) if args.store else settings)
         store.migrate()
     until = iso_to_ms(args.until) if args.until else None
     source = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")

@@ -15,6 +15,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--sources", default="hotline,field,iot,camera,registry",
                    help="comma-separated: hotline,field,iot,camera,registry")
+    p.add_argument("--malformed", type=float, default=0.005,
+                   help="share of records that fail their schema, as real feeds have (default 0.005)")
     p.add_argument("--act", action="store_true",
                    help="also play the departments and verifiers (handled, verify, close) so cases close")
     p.set_defaults(func=cmd_simulate)
@@ -27,6 +29,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     settings = Settings()
     sources = {s.strip() for s in args.sources.split(",") if s.strip()}
     sent = simulate.run(settings, args.rate, args.duration, args.seed, sources,
-                        Knowledge.load(settings.kb_path, settings.city_dir), args.count, act=args.act)
+                        Knowledge.load(settings.kb_path, settings.city_dir), args.count, act=args.act,
+                        malformed=args.malformed)
     print(f"simulate: produced {sent} records", file=sys.stderr)
     return 0

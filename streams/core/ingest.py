@@ -5,7 +5,6 @@ iot.readings (``new_device_processor``); replay and tests use the Ingestor's own
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import TypedDict, Unpack, cast
@@ -34,6 +33,7 @@ from streams.core.model import (
     Triage,
     ZeroReportRow,
 )
+from streams.core.privacy import Pseudonymizer, mask_fields, mask_optional, mask_text
 from streams.core.reject import RejectRecord as RejectRecord  # re-exported: callers catch it from here
 from streams.core.times import BadTimestamp, iso_to_ms
 
@@ -51,11 +51,6 @@ FEEDS: dict[str, str] = {
     "registry_change": "registry.changes",
     "open311_request": "open311.requests",
 }
-
-
-def pseudonym(phone: str) -> str:
-    """Callers' numbers never leave the pipeline in clear; the same caller keeps the same pseudonym."""
-    return "caller-" + hashlib.sha256(("citygrid-caller:" + phone.strip()).encode("utf-8")).hexdigest()[:16]
 
 
 def _merge_context(*lists: list[str]) -> list[str]:
@@ -101,9 +96,13 @@ def _event_ms(value: str, key: str) -> int:
 
 
 class Ingestor:
-    def __init__(self, knowledge: Knowledge, triage_confidence: float = 0.55) -> None:
+    def __init__(self, knowledge: Knowledge, triage_confidence: float = 0.55,
+                 pseudonyms: Pseudonymizer | None = None) -> None:
         self.knowledge = knowledge
         self.triage_confidence = triage_confidence  # below it a signal goes to 人工分拨
+        # Callers' numbers become keyed pseudonyms (streams.core.privacy). The worker passes the
+        # operator's key; without one a random per-process key keeps numbers unrecoverable.
+        self.pseudonyms = pseudonyms or Pseudonymizer.ephemeral()
         self.device_feed = self.new_device_processor()   # iot.readings in replay and tests
         self._device_offset = 0
         self.patrol_feed = self.new_patrol_processor()   # field.tracks in replay and tests
@@ -113,7 +112,8 @@ class Ingestor:
     def prepare(self, records: Sequence[RawRecord]) -> None:
         """Classify the free texts of a batch in one go (see TextClassifier.classify_many); the
         following ``ingest`` calls for these records use the results. Purely an optimisation."""
-        texts = list(dict.fromkeys(r["text"] for r in records if isinstance(r.get("text"), str) and r["text"].strip()))
+        texts = list(dict.fromkeys(mask_text(r["text"]) for r in records
+                                   if isinstance(r.get("text"), str) and r["text"].strip()))
         self._classified = dict(zip(texts, self.knowledge.classify_many(texts), strict=True))
 
     def _classify(self, text: str) -> Classification:
@@ -160,13 +160,14 @@ class Ingestor:
             category_name=category.name, confidence=round(float(confidence), 4),
             context=_merge_context(context, location.context), lat=location.lat, lon=location.lon,
             cell=location.cell, community=location.community, street=location.street,
-            street_code=location.street_code, district=location.district, address=location.address,
+            street_code=location.street_code, district=location.district, address=mask_optional(location.address),
             **extra_fields)
 
     def _triage(self, topic: str, source_id: str, ts_ms: int, record: Mapping[str, object], reasons: list[str],
                 best: Classification | None = None) -> Triage:
-        return Triage(triage_id=stable_id("tri", topic, source_id), topic=topic, reason="; ".join(reasons),
-                      ts_ms=ts_ms, record=json.dumps(record, ensure_ascii=False, sort_keys=True),
+        # the raw record is kept for the person triaging it, with numbers in its free text masked
+        return Triage(triage_id=stable_id("tri", topic, source_id), topic=topic, reason=mask_text("; ".join(reasons)),
+                      ts_ms=ts_ms, record=json.dumps(mask_fields(record), ensure_ascii=False, sort_keys=True),
                       best_category=best.category_code if best else None,
                       confidence=best.confidence if best else None)
 
@@ -183,10 +184,12 @@ class Ingestor:
     # ------------------------------------------------------------ hotline.calls
     def _hotline(self, topic: str, record: HotlineCall, ingest_ms: int) -> IngestResult:
         ts_ms = _event_ms(record["received_at"], "received_at")
-        text = record["text"]
+        # numbers are masked before anything reads the text: what is classified is what is kept
+        # (a phone number's digits are noise to the classifier)
+        text = mask_text(record["text"])
         if not text or not text.strip():
             raise RejectRecord("field 'text' is empty: nothing to classify")
-        reporter = pseudonym(record["caller"])
+        reporter = self.pseudonyms.caller(record["caller"])
         cls = self._classify(text)
         location, where_not = self.knowledge.locate(record.get("lat"), record.get("lon"), record.get("address"), text)
         reasons = [r for r in (self._low_confidence(cls), where_not and f"unknown location: {where_not}") if r]
@@ -203,7 +206,7 @@ class Ingestor:
     # ------------------------------------------------------------ field.reports
     def _field_report(self, topic: str, record: FieldReport, ingest_ms: int) -> IngestResult:
         ts_ms = _event_ms(record["reported_at"], "reported_at")
-        text = (record.get("text") or "").strip()
+        text = mask_text((record.get("text") or "").strip())
         location, where_not = self.knowledge.locate(record.get("lat"), record.get("lon"), record.get("address"),
                                                     text or None)
         if record.get("zero_report"):
@@ -239,7 +242,8 @@ class Ingestor:
         if record["reporter_kind"] == "committee":
             context = _merge_context(context, [CTX_COMMITTEE])
         signal = self._signal(topic, "field", record["reporter_kind"], record["report_id"], ts_ms, ingest_ms, code,
-                              confidence, context, location, text=text or None, reporter_id=record["reporter_id"],
+                              confidence, context, location, text=text or None,
+                              reporter_id=record["reporter_id"],
                               reporter_kind=record["reporter_kind"], handled_on_spot=record.get("handled_on_spot"),
                               photos=record.get("photos"), after_photos=record.get("after_photos"))
         return IngestResult(signals=[signal])
@@ -331,7 +335,7 @@ class Ingestor:
         assert category is not None
         signal = self._signal(topic, "registry", "registry", record["change_id"], ts_ms, ingest_ms, category.code,
                               1.0, [], location, reporter_kind="registry",
-                              extra=json.dumps({"kind": record["kind"], "detail": record.get("detail")},
+                              extra=json.dumps({"kind": record["kind"], "detail": mask_optional(record.get("detail"))},
                                                ensure_ascii=False))
         return IngestResult(signals=[signal])
 
@@ -392,14 +396,14 @@ class Ingestor:
         problems = attribute_problems(self.knowledge, category.code, answers)
         if problems:
             raise RejectRecord("; ".join(problems))
-        text = (record.get("description") or "").strip()
+        text = mask_text((record.get("description") or "").strip())   # the citizen's text, numbers masked
         address = record.get("address_string") or record.get("address_id")
         location, where_not = self.knowledge.locate(record.get("lat"), record.get("lon"), address, text or None)
         context = _merge_context(self.knowledge.read_context(text) if text else [],
                                  context_of_answers(self.knowledge, category.code, answers))
         row: Open311RequestRow = {
             "request_id": request_id, "ts_ms": ts_ms, "ingest_ms": ingest_ms, "service_code": category.code,
-            "service_name": category.name, "description": text, "address": address or "",
+            "service_name": category.name, "description": text, "address": mask_text(address or ""),
             "lat": record.get("lat"), "lon": record.get("lon"), "media_url": record.get("media_url") or "",
             "client": record["client"], "signal_id": "", "triage_id": "", "street": "", "community": ""}
         if location is None:

@@ -34,9 +34,10 @@ class ClickHouseSink(BatchConsumerService):
         self.store = store
         self.codec = codec
 
-    async def on_stop(self) -> None:
-        await super().on_stop()
-        # services stop in reverse order: the webhook writer, the last other user of the store, is done
+    async def on_shutdown(self) -> None:
+        # After the consume loop has stopped (mode runs on_stop, then stops the futures, then this):
+        # closing in on_stop raced an insert still in flight ("store is closed", a crash on exit).
+        # Services stop in reverse order: the webhook writer, the last other user of the store, is done.
         await asyncio.to_thread(self.store.close)
 
     def rows_of(self, rec: ConsumerRecord) -> tuple[str, list[dict[str, Any]]]:
@@ -60,6 +61,7 @@ class ClickHouseSink(BatchConsumerService):
         for table, rows in tables.items():
             while True:
                 started = time.perf_counter()
+                self.last_progress = time.monotonic()   # retrying while ClickHouse is down is alive (/health/)
                 try:
                     await asyncio.to_thread(self.store.insert, table, rows)
                     self.metrics.store_write_seconds.labels(table=table).observe(time.perf_counter() - started)

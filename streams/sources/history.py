@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from streams.core.cases import lifecycle, sla
+from streams.core.cases import sla
 from streams.core.cases.engine import CaseEngine, Outputs
 from streams.core.cases.model import CaseAction, CaseDoc
 from streams.core.ingest import FEEDS, Ingestor, RejectRecord
 from streams.core.times import CITY_TZ, iso_to_ms
-from streams.sources.simulate import CityFeeds, places_from_knowledge
+from streams.sources.feeds import CityFeeds, places_from_knowledge
 
 CENTRE = "街道网格中心"
 INSPECTORS = [f"INS-{i:03d}" for i in range(1, 13)]
@@ -141,15 +141,18 @@ class HistoryWriter:
             timer = doc.get("timer")
             if roll < b.never_handled + b.extension and timer:
                 minutes = max(60, timer["limit_ms"] // 60_000 // 2)
-                self._schedule(self._at(doc, rng.uniform(0.3, 0.7)), doc, "extend", "department", department,
+                asked = self._at(doc, rng.uniform(0.3, 0.7))
+                self._schedule(asked, doc, "extend", "department", department,
                                extend_minutes=int(minutes), note="需协调，申请延期")
+                # 延期 is a request (the KB's authority policy): the centre grants it as asked
+                self._schedule(asked + 30 * 60_000, doc, "extend", "center", CENTRE, note="同意延期")
                 self._schedule(self._at(doc, rng.uniform(1.0, 1.4)), doc, "handled", "department", department)
                 return
             late = rng.random() < b.late_handling
             self._schedule(self._at(doc, rng.uniform(1.1, 2.5) if late else rng.uniform(0.15, 0.9)), doc,
                            "handled", "department", department, note="已处置")
         elif stage == "verify":
-            kind, reporter = lifecycle.closer_of(doc)
+            kind, reporter = self.engine.policy.closer_of(doc)
             actor = reporter or CENTRE
             if kind == "center" and rng.random() < 0.6:  # the street centre sends a grid inspector to 核查
                 kind, actor = "inspector", rng.choice(INSPECTORS)
@@ -159,7 +162,7 @@ class HistoryWriter:
             self._schedule(at, doc, "verify_fail" if fail else "verify_pass", kind, actor,
                            note="复查未整改到位" if fail else "核查通过")
         elif stage == "close":
-            kind, reporter = lifecycle.closer_of(doc)
+            kind, reporter = self.engine.policy.closer_of(doc)
             self._schedule(doc["stage_started_ms"] + rng.randrange(5, 90) * 60_000, doc, "close", kind,
                            reporter or CENTRE, note="同意结案")
 

@@ -18,10 +18,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlparse
 
 from streams.storage.sql import Coercer, RowError, column_coercer, quote_identifier, split_statements, substitute
+
+if TYPE_CHECKING:
+    pass
 
 DEFAULT_DATABASE = "citygrid"
 MIGRATIONS_PACKAGE = "streams.storage.migrations"
@@ -71,6 +74,8 @@ class Store:
 
     url: str
     database: str
+    # A ClickHouse cluster (remote_servers name): tables are sharded (streams/storage/cluster.py). "" = one node.
+    cluster: str = ""
 
     def __init__(self) -> None:
         self._columns: dict[str, list[Column]] = {}
@@ -177,7 +182,20 @@ class Store:
             self._insert_rows(table, self.writable_columns(table), values)
 
     def migrate(self) -> list[str]:
-        """Apply the migrations not yet recorded in ``schema_migrations``; returns the versions applied now."""
+        """Apply the migrations not yet recorded in ``schema_migrations``; returns the versions applied now.
+
+        On a cluster, on every node: each migration statement becomes the shard's local table and the
+        Distributed table over all shards (streams/storage/cluster.py); each node records its own versions."""
+        applied: set[str] = set()
+        for node in self.nodes():
+            applied.update(node._migrate_node(self.cluster))
+        self._columns.clear()
+        self._schemas.clear()
+        return sorted(applied)
+
+    def _migrate_node(self, cluster: str) -> list[str]:
+        from streams.storage.cluster import ClusterLayoutError, translate
+
         self._execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version String, name String, applied_ms Int64) "
             "ENGINE = ReplacingMergeTree() ORDER BY version"
@@ -188,7 +206,12 @@ class Store:
             if migration.version in done:
                 continue
             for statement in migration.statements:
-                self._execute(statement)
+                try:
+                    statements = translate(statement, cluster, self.database) if cluster else [statement]
+                except ClusterLayoutError as exc:
+                    raise StoreError(f"migration {migration.version}_{migration.name}: {exc}") from exc
+                for each in statements:
+                    self._execute(each)
             now_ms = int(datetime.now(UTC).timestamp() * 1000)
             self._insert_rows("schema_migrations", ["version", "name", "applied_ms"],
                               [[migration.version, migration.name, now_ms]])
@@ -198,7 +221,22 @@ class Store:
         return applied
 
     def applied_migrations(self) -> list[str]:
-        return [r["version"] for r in self.query("SELECT version FROM schema_migrations FINAL ORDER BY version")]
+        """Versions applied (on a cluster: on every node)."""
+        per_node = [{r["version"] for r in node.query("SELECT version FROM schema_migrations FINAL")}
+                    for node in self.nodes()]
+        return sorted(set.intersection(*per_node)) if per_node else []
+
+    def nodes(self) -> list[Store]:
+        """The stores of every node holding this store's data: itself, or each node of its cluster."""
+        return [self]
+
+    def partition_targets(self, table: str) -> list[tuple[Store, str]]:
+        """Where the data parts of ``table`` live, as (node store, table name there): for retention."""
+        if not self.cluster:
+            return [(self, table)]
+        from streams.storage.cluster import local_table
+
+        return [(node, local_table(table)) for node in self.nodes()]
 
     def __enter__(self) -> Store:
         return self
@@ -210,9 +248,15 @@ class Store:
         return f"{type(self).__name__}({self.url!r})"
 
 
-def open_store(url: str) -> Store:
-    """``chdb://PATH[?database=NAME]`` or ``clickhouse://[user[:password]@]host:port/db``."""
+def open_store(url: str, *, user: str | None = None, password: str | None = None, tls: bool = False,
+               ca_file: str | None = None, cluster: str = "") -> Store:
+    """``chdb://PATH[?database=NAME]`` or ``clickhouse://[user[:password]@]host:port/db``; for a server,
+    ``user``/``password`` override the URL's and ``tls`` speaks the native protocol over TLS, verifying
+    the server's certificate against ``ca_file`` (or the system's CAs); ``cluster`` (clickhouse:// only) names the
+    cluster whose shards hold the tables (``settings.store_cluster``). See :func:`store_from_settings`."""
     parsed = urlparse(url)
+    if cluster and parsed.scheme != "clickhouse":
+        raise ValueError(f"{url!r}: a sharded store (cluster {cluster!r}) needs clickhouse://, not chdb")
     if parsed.scheme == "chdb":
         from streams.storage.chdb import (
             ChdbStore,  # here, not at the top: the engines import Store from this module
@@ -229,6 +273,25 @@ def open_store(url: str) -> Store:
         if not parsed.hostname or not parsed.port:
             raise ValueError(f"{url!r}: clickhouse:// needs host:port, e.g. clickhouse://127.0.0.1:9000/citygrid")
         database = parsed.path.lstrip("/") or DEFAULT_DATABASE
-        return ServerStore(parsed.hostname, parsed.port, database, user=parsed.username or "default",
-                           password=parsed.password or "")
+        return ServerStore(parsed.hostname, parsed.port, database, user=user or parsed.username or "default",
+                           password=password if password is not None else (parsed.password or ""),
+                           tls=tls, ca_file=ca_file, cluster=cluster)
     raise ValueError(f"{url!r}: store URL must start with chdb:// or clickhouse://")
+
+
+def store_from_settings(settings: Any, url: str | None = None) -> Store:
+    """The store the settings name, with the server's credentials and TLS: ``store_user``, the password
+    from ``store_password_file`` (a mounted Secret), ``store_tls`` and ``store_ca_file``."""
+    password = None
+    if settings.store_password_file is not None:
+        from streams.security import read_secret_file
+
+        password = read_secret_file(settings.store_password_file, "CITYGRID_STORE_PASSWORD_FILE")
+    return open_store(url or settings.store_url, cluster=settings.store_cluster, user=settings.store_user or None,
+                      password=password, tls=settings.store_tls,
+                      ca_file=str(settings.store_ca_file) if settings.store_ca_file else None)
+
+
+def open_configured_store(settings: Any, url: str | None = None) -> Store:
+    """The store the settings name (or ``url`` instead), sharded over ``store_cluster``, with its credentials."""
+    return store_from_settings(settings, url)

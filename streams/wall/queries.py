@@ -1,7 +1,10 @@
 """The operations wall 一屏观天下: named SQL shared by the Grafana panels and the terminal live view.
 
 Every query is written with the grafana-clickhouse-datasource macros (``$__timeFilter(col)``,
-``$__fromTime``, ``$__toTime``, ``$__interval_s``) and Grafana template variables (``${case_id}``);
+``$__fromTime``, ``$__toTime``, ``$__interval_s``) and Grafana template variables, always with
+Grafana's ``percentencode`` format (``'${case_id:percentencode}'``): whatever is typed into the
+variable reaches SQL as ``[A-Za-z0-9_.~%-]`` only, so no panel pastes free text into SQL (case ids
+are made of those characters and pass unchanged);
 :func:`expand` expands them exactly as the plugin does (pkg/macros/macros.go), so the live view
 and the tests run the very text of the dashboards. Only SQL that clickhouse-server 18.16 runs:
 no ``$__timeInterval`` (it expands to toStartOfInterval, absent in 18.16), no ``*_ms`` macros
@@ -14,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
+from urllib.parse import quote
 
 from streams.core.times import CITY_TZ
 
@@ -331,7 +335,7 @@ _QUERIES = [
                "worst_ratio", "minutes_over"), "table", dashboard="sensors"),
     WallQuery("device_trend", "设备分钟趋势 Device trend by minute",
               "SELECT minute AS time, metric, max AS peak, round(sum / n, 3) AS mean, n AS readings "
-              "FROM device_minutes FINAL WHERE device_id = '${device_id}' AND $__timeFilter(minute) "
+              "FROM device_minutes FINAL WHERE device_id = '${device_id:percentencode}' AND $__timeFilter(minute) "
               "ORDER BY time, metric",
               ("time", "metric", "peak", "mean", "readings"), "timeseries", dashboard="sensors"),
     # ----- case detail (target of the overdue list's links)
@@ -339,12 +343,13 @@ _QUERIES = [
               "SELECT case_id, status, light, category_name, departments, level, origin, street, address, "
               "reporters, urge_count, rework_count, opened, "
               "toDateTime(intDiv(deadline_ms, 1000), 'Asia/Shanghai') AS deadline, stages "
-              "FROM cases FINAL WHERE case_id = '${case_id}'",
+              "FROM cases FINAL WHERE case_id = '${case_id:percentencode}'",
               ("case_id", "status", "light", "category_name", "departments", "level", "origin", "street", "address",
                "reporters", "urge_count", "rework_count", "opened", "deadline", "stages"), "table", dashboard="case"),
     WallQuery("case_history", "流转记录 Case transitions",
               "SELECT ts, from_stage, to_stage, action, actor_kind, actor_id, light, round(spent_ms / 60000, 1) "
-              "AS spent_minutes, detail FROM case_transitions FINAL WHERE case_id = '${case_id}' ORDER BY ts, event_id",
+              "AS spent_minutes, detail FROM case_transitions FINAL WHERE case_id = '${case_id:percentencode}' "
+              "ORDER BY ts, event_id",
               ("ts", "from_stage", "to_stage", "action", "actor_kind", "actor_id", "light", "spent_minutes", "detail"),
               "table", dashboard="case"),
 ]
@@ -353,7 +358,14 @@ QUERIES: dict[str, WallQuery] = {q.name: q for q in _QUERIES}
 
 _MACRO = re.compile(r"\$__(timeFilter|dateFilter|fromTime|toTime|interval_s|timeInterval|timeFilter_ms|"
                     r"fromTime_ms|toTime_ms|timeInterval_ms|dateTimeFilter|dt)\b(\(([^()]*)\))?")
-_VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)\b")
+_VARIABLE = re.compile(r"\$\{(\w+)(?::(\w+))?\}|\$(\w+)\b")
+# Grafana variable formats that cannot carry a quote, a backslash or a space into SQL.
+SAFE_FORMATS = ("percentencode",)
+
+
+def percentencode(value: str) -> str:
+    """Grafana's ``percentencode`` format (encodeURIComponentStrict): all but ``A-Za-z0-9-_.~`` escaped."""
+    return quote(value, safe="-_.~")
 
 
 def expand(sql: str, from_s: int, to_s: int, interval_s: int = 60, variables: dict[str, str] | None = None) -> str:
@@ -361,15 +373,15 @@ def expand(sql: str, from_s: int, to_s: int, interval_s: int = 60, variables: di
     variables = variables or {}
 
     def variable(match: re.Match[str]) -> str:
-        name = match.group(1) or match.group(2)
+        name, fmt = match.group(1) or match.group(3), match.group(2)
         if name.startswith("__"):
             return match.group(0)  # a macro, handled below
+        if fmt not in SAFE_FORMATS:
+            raise ValueError(f"template variable ${{{name}}} is pasted into SQL as typed; write "
+                             f"${{{name}:percentencode}}")
         if name not in variables:
             raise KeyError(f"template variable ${name} has no value")
-        value = variables[name]
-        if "'" in value or "\\" in value:
-            raise ValueError(f"template variable {name}={value!r} contains a quote")
-        return value
+        return percentencode(variables[name])
 
     def macro(match: re.Match[str]) -> str:
         name, args = match.group(1), match.group(3)

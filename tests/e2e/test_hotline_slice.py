@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from streams.bus.codec import registry
+from streams.bus.sealing import DeadLetterSealer
 from streams.local.kafka import LocalKafka
 from tests.e2e.helpers import consume_all, produce, query, wait_rows
+from tests.fixtures.worker import TEST_SECRETS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
@@ -70,7 +72,9 @@ def test_hotline_calls_become_dispatched_cases(kafka: LocalKafka, topic_prefix: 
     assert len(dead) == 2
     assert all(r["topic"] == "hotline.calls" for r in dead)
     assert any("missing required field" in r["reason"] for r in dead), dead
-    # the DLQ topic keeps the original bytes and the reason
+    # the DLQ topic keeps the original bytes, sealed with the dead-letter key, and the reason
     dlq = consume_all(kafka.bootstrap, f"{topic_prefix}.hotline.calls.dlq", expect=2)
     decoded = [registry().decode(m.value)[1] for m in dlq]
-    assert {d["original"] for d in decoded} >= {b"\x00\xffnot a record"}
+    sealer = DeadLetterSealer.from_setting(TEST_SECRETS["CITYGRID_DLQ_KEY"])
+    assert {sealer.open(d["original"]) for d in decoded} >= {b"\x00\xffnot a record"}
+    assert all(sealer.open(r["original"].encode()) for r in dead), "ClickHouse holds them sealed too"

@@ -22,6 +22,7 @@ from typing import Protocol, cast
 import orjson
 
 from streams.core.cases import crowd, dedup, lifecycle, sla
+from streams.core.cases.authority import ActorPolicy, NotAuthorised
 from streams.core.cases.lifecycle import Rejected, Step
 from streams.core.cases.model import (
     CaseAction,
@@ -34,8 +35,10 @@ from streams.core.cases.model import (
     SlaAlertRow,
     TransitionRow,
 )
+from streams.core.knowledge.knowledge import packaged_policy
 from streams.core.model import STAGES, Location, Signal, TableRows
-from streams.core.times import BadTimestamp, iso_to_ms
+from streams.core.privacy import mask_fields
+from streams.core.times import CITY_TZ, BadTimestamp, iso_to_ms
 
 SYSTEM = "system"
 # A case a sensor or camera keeps alerting on must not grow without end (it is one table value):
@@ -127,18 +130,20 @@ def make_case_id(signal: Signal) -> str:
 
 
 def iso_local(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, sla.CITY_TZ).isoformat()
+    return datetime.fromtimestamp(ms / 1000, CITY_TZ).isoformat()
 
 
 class CaseEngine:
     def __init__(self, knowledge: KnowledgeLike, cases: MutableMapping[str, CaseDoc],
                  sources: MutableMapping[str, str], calendar: sla.WorkCalendar | None = None,
-                 auto_dispatch: bool = False) -> None:
+                 auto_dispatch: bool = False, policy: ActorPolicy | None = None) -> None:
         # auto_dispatch: every case is registered 立案 on arrival and dispatched 派遣 by the KB at once
         # (the centre's review happens in triage 人工分拨 for what the classifier is unsure of). False:
         # hotline calls wait for the centre's accept, and only level-4 / immediate routes dispatch themselves.
         self.auto_dispatch = auto_dispatch
         self.knowledge = knowledge
+        # who may take which action: the KB's authority section (the packaged one for test doubles)
+        self.policy = policy or getattr(knowledge, "policy", None) or packaged_policy()
         self.cases = cases
         self.sources = sources
         self.calendar = calendar or sla.default_calendar()
@@ -174,13 +179,17 @@ class CaseEngine:
         if not timer["red_fired"]:
             heapq.heappush(heap, (timer["deadline_ms"] + 1, doc["case_id"], timer["seq"], "red"))
 
-    def purge(self, closed_before_ms: int) -> int:
-        """Forget closed and void cases finished before the instant (their rows stay in the store).
-        Returns how many; re-delivered records of a purged case would open a new case."""
+    def purge(self, closed_before_ms: int, partition: int | None = None) -> int:
+        """Forget closed and void cases finished before the instant (their rows stay in the store), only
+        ``partition``'s when given (the worker purges inside that partition's stream, so the deletions
+        reach the right changelog partition). Returns how many; re-delivered records of a purged case
+        would open a new case."""
         purged = 0
         for case_id in list(self.cases):
             doc = self.cases.get(case_id)
             if doc is None or doc.get("open"):
+                continue
+            if partition is not None and doc.get("partition", 0) != partition:
                 continue
             if doc.get("updated_ms", 0) >= closed_before_ms:
                 continue
@@ -192,6 +201,30 @@ class CaseEngine:
             self.index.remove(case_id)
             purged += 1
         return purged
+
+    def erase(self, pseudonyms: Iterable[str], request_id: str, partition: int | None = None) -> tuple[Outputs, int]:
+        """Erasure of a caller (``streams erase``): their pseudonyms leave every case document (reporter
+        keys, originator) of ``partition`` (every partition when None); the rewritten documents replace
+        the old ones in the changelog, which compaction then drops. The case itself stays (its other
+        reporters, its handling). Returns the outputs and how many cases changed."""
+        gone = set(pseudonyms)
+        out = Outputs()
+        changed = 0
+        for case_id in list(self.cases):
+            doc0 = self.cases.get(case_id)
+            if doc0 is None or (partition is not None and doc0.get("partition", 0) != partition):
+                continue
+            keys = doc0.get("reporter_keys", [])
+            hit = [k for k in keys if k.split(":", 1)[-1] in gone]
+            if not hit and doc0.get("origin_reporter") not in gone:
+                continue
+            doc = _clone(doc0)
+            doc["reporter_keys"] = [f"{k.split(':', 1)[0]}:erased-{i}" if k in hit else k for i, k in enumerate(keys)]
+            if doc.get("origin_reporter") in gone:
+                doc["origin_reporter"] = "erased"
+            self._commit(doc, [], f"erase:{request_id}", out)
+            changed += 1
+        return out, changed
 
     def next_due(self, partition: int | None = None) -> int | None:
         """Earliest pending timer instant (may be stale): lets a virtual clock jump between timers."""
@@ -311,6 +344,9 @@ class CaseEngine:
         actor_id = signal.reporter_id or signal.source_id
         steps = [lifecycle.stay(doc, "merge", signal.source_kind, actor_id, signal.ts_ms,
                                 source=f"{signal.source_kind}:{signal.source_id}", reporters=doc["reporters"])]
+        if doc.get("suspended_ms") is not None:
+            # 挂账: a suspended case only gathers reports; escalation and registration wait for resume
+            return steps
         plan = self._crowd_plan(signal) if doc.get("crowd") else None
         if plan is not None:
             # a crowd case follows its response plan: up with the count at once, down with hysteresis
@@ -384,6 +420,8 @@ class CaseEngine:
 
     def on_action(self, action: CaseAction, partition: int = 0) -> Outputs:
         out = Outputs()
+        # a note may quote a phone number: transitions and rejections keep it masked
+        action = cast(CaseAction, mask_fields(action))
         case_id = action.get("case_id") or self.sources.get(action.get("source_id") or "")
         doc0 = self.cases.get(case_id) if case_id else None
         try:
@@ -400,13 +438,15 @@ class CaseEngine:
         doc = _clone(doc0)
         try:
             if action["action"] == "step_down":
-                if action["actor_kind"] != "center":
-                    raise Rejected("only the centre steps a response level down (降级)")
                 if doc["stage"] in ("closed", "void"):
                     raise Rejected(f"case is {doc['stage']}; no action is allowed")
+                try:   # who may: the KB's authority section, as for every action
+                    self.policy.decide(doc, action["actor_kind"], action["actor_id"], "step_down")
+                except NotAuthorised as exc:
+                    raise Rejected(exc.reason) from None
                 steps = self.step_down(doc, action["actor_kind"], action["actor_id"], ts_ms)
             else:
-                steps = lifecycle.apply_action(doc, action, ts_ms, self.calendar)
+                steps = lifecycle.apply_action(doc, action, ts_ms, self.calendar, self.policy)
         except Rejected as exc:
             out.rejections.append(self._rejection(action, case_id, exc.reason, ts_ms))
             return out

@@ -37,6 +37,17 @@ class Timer(TypedDict):
     yellow_ms: int
 
 
+class ExtensionRequest(TypedDict):
+    """A department's 延期 request waiting for the centre (authority policy ``requests``)."""
+
+    minutes: int
+    actor_kind: str
+    actor_id: str
+    ts_ms: int
+    action_id: str | None
+    stage: str
+
+
 class CaseDoc(TypedDict):
     """A case: the value of the cases table, keyed by ``case_id``. Changed only by the engine."""
 
@@ -100,6 +111,7 @@ class CaseDoc(TypedDict):
     base_level: NotRequired[int]        # the KB route's level, to return to when the plan stands down
     refused_count: NotRequired[int]
     dispatch_count: NotRequired[int]
+    extension_request: NotRequired[ExtensionRequest]   # a 延期 request the centre has not decided yet
 
 
 class CaseAction(TypedDict):

@@ -13,12 +13,14 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from streams.core.cases.authority import ActorPolicy, PolicyError, parse_policy
 from streams.core.cases.crowd import CrowdPlan, PlanLevel
 from streams.core.cases.dedup import NO_RULES, MergeRule, MergeRules
+from streams.core.cases.lifecycle import ACTIONS, OPEN_STAGES
 from streams.core.field import FieldRegistry
 from streams.core.knowledge.classify import Classification, TextClassifier, load_corpus
 from streams.core.knowledge.geo import City
@@ -112,6 +114,7 @@ class _KbIn(_Strict):
     ebike_repeat_per_day: int = Field(3, ge=1)
     merge: _MergeIn | None = None
     crowd_plans: _CrowdPlansIn | None = None
+    authority: dict[str, Any] | None = None   # validated by streams.core.cases.authority
 
 
 # ---------------------------------------------------------------- results
@@ -166,6 +169,7 @@ class KnowledgeBase:
     ebike_repeat_per_day: int
     path: Path = field(default=Path())
     merge_rules: MergeRules = NO_RULES
+    policy: ActorPolicy | None = None           # who may take which action (the authority section)
     crowd_plans: dict[str, CrowdPlan] = field(default_factory=dict)   # camera area ('' = default) -> plan
 
     @classmethod
@@ -253,9 +257,31 @@ class KnowledgeBase:
             if not levels[0] < levels[1] < levels[2]:
                 raise err(where, f"crowd thresholds must increase, got {list(levels)}")
         merge_rules = _merge_rules(data.merge, taxonomy, err) if data.merge else NO_RULES
+        if data.authority is None:
+            policy = packaged_policy()   # a KB without its own section uses the packaged sample city's
+        else:
+            try:
+                policy = parse_policy(data.authority, ACTIONS, OPEN_STAGES)
+            except PolicyError as exc:
+                loc = ("authority",) + exc.loc
+                raise DataError(path, line_of(raw, loc), field_path(loc), exc.problem) from None
         plans = _crowd_plans(data, department, err) if data.crowd_plans else {}
         return cls(data.version, rules, keywords, data.context_cues, cameras, data.crowd_levels.default,
-                   dict(data.crowd_levels.areas), data.ebike_repeat_per_day, path, merge_rules, plans)
+                   dict(data.crowd_levels.areas), data.ebike_repeat_per_day, path, merge_rules, policy, plans)
+
+
+_PACKAGED_POLICY: list[ActorPolicy] = []
+
+
+def packaged_policy() -> ActorPolicy:
+    """The authority section of the packaged sample city's KB (read once): the engine's policy when
+    it is given a knowledge object without one (test doubles)."""
+    if not _PACKAGED_POLICY:
+        import yaml
+
+        data = yaml.safe_load((DATA_DIR / "kb.yaml").read_text(encoding="utf-8"))
+        _PACKAGED_POLICY.append(parse_policy(data["authority"], ACTIONS, OPEN_STAGES))
+    return _PACKAGED_POLICY[0]
 
 
 def _crowd_plans(data: _KbIn, department: Callable[[str, Loc], str],
@@ -283,6 +309,7 @@ def _crowd_plans(data: _KbIn, department: Callable[[str, Loc], str],
         plans[area] = CrowdPlan(area, data.crowd_levels.areas.get(area, data.crowd_levels.default),
                                 {**default, **own}, spec.step_down_ratio, step_ms)
     return plans
+
 
 
 def _merge_rules(spec: _MergeIn, taxonomy: Taxonomy, err: Callable[[Loc, str], DataError]) -> MergeRules:
@@ -381,6 +408,7 @@ class Knowledge:
         self.devices = devices
         self.classifier = classifier
         self.version: str = kb.version
+        self.policy: ActorPolicy = kb.policy or packaged_policy()
 
     @classmethod
     def load(cls, kb_path: Path | str | None = None, city_dir: Path | str | None = None) -> Knowledge:

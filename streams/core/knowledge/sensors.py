@@ -4,7 +4,7 @@ cameras (the registry lives in streams.core.devices.registry), the lift command,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import TypedDict
 
 from streams.core.devices.registry import (
@@ -24,7 +24,8 @@ __all__ = ["METRIC_EBIKE", "METRIC_TILT", "METRIC_VIBRATION", "THRESHOLD_METRICS
            "DeviceRegistry", "Lift", "ProtectionClass", "Sensor", "EBIKE_COMMAND", "CITY_TZ", "city_day",
            "LiftRepeatState", "LiftStateDict", "crowd_level"]
 
-CITY_TZ = timezone(timedelta(hours=8))  # Asia/Shanghai has no DST
+from streams.core.times import CITY_TZ
+
 EBIKE_COMMAND = "broadcast:ebike_dissuasion"  # the lift's pre-recorded 劝阻 announcement
 
 

@@ -370,7 +370,7 @@ class WebhookDeliverer:
     async def _post(self, endpoint: Endpoint, record: dict[str, Any], attempt: int) -> AttemptResult:
         assert self._http is not None
         body = record["payload"].encode("utf-8")
-        headers = signed_headers(endpoint.secret, body, record["idempotency_key"], attempt, record["kind"],
+        headers = signed_headers(endpoint.signing_secrets, body, record["idempotency_key"], attempt, record["kind"],
                                  record["delivery_id"])
         started = time.perf_counter()
         try:

@@ -18,13 +18,12 @@ from typing import Any
 from urllib.parse import quote
 
 from streams.bus.codec import registry
+from streams.core.privacy import mask_optional
 from streams.sinks.webhooks.config import KINDS, WebhooksConfig
 
 PAYLOAD_SCHEMA_ID = "citygrid.webhook/v1"
 # Notification fields that may carry a caller's identity (never sent in clear).
 CALLER_FIELDS = ("caller", "caller_phone", "phone", "reporter_phone", "contact_phone")
-# Mainland mobile numbers and landlines with an area code (e.g. 021-64871234).
-_PHONE_RE = re.compile(r"(?<!\d)(?:\+?86[- ]?)?(?:1[3-9]\d{9}|0\d{2,3}-?\d{7,8})(?!\d)")
 
 
 class NotificationError(ValueError):
@@ -37,10 +36,8 @@ def idempotency_key(event_id: str, department: str) -> str:
 
 
 def mask_phones(text: str | None) -> str | None:
-    """Replace phone-number-like digit runs with a mask keeping the last 4 digits (e.g. ``*******5678``)."""
-    if text is None:
-        return None
-    return _PHONE_RE.sub(lambda m: "*" * 7 + re.sub(r"\D", "", m.group())[-4:], text)
+    """Phone and 身份证 numbers masked (``138****5678``): the one rule of streams.core.privacy."""
+    return mask_optional(text)
 
 
 def caller_ref(phone: str, key: str) -> str:

@@ -92,5 +92,6 @@ def test_dispatch_rows_carry_instance_and_kind(knowledge):
     [row] = redispatched.dispatches
     assert row["departments"] == ["城管执法中队", "房管办"] and row["units"] == ["徐家汇街道城管中队", "虹梅街道房管办"]
     wrong = e.on_action(action(cid, "handled", "2026-11-02T11:00:00+08:00", "department", "斜土街道城管中队"))
-    assert "not among the case's departments" in wrong.rejections[0]["reason"]
+    assert "the case is not dispatched to 斜土街道城管中队" in wrong.rejections[0]["reason"]
+    assert "as ['徐家汇街道城管中队', '虹梅街道房管办']" in wrong.rejections[0]["reason"]
     assert not e.on_action(action(cid, "handled", "2026-11-02T11:10:00+08:00", "department", "徐家汇街道城管中队")).rejections

@@ -3,6 +3,7 @@ report rendered, opened in headless Chromium (dumped DOM and a screenshot), and 
 from the page and checked against plain SQL on the store."""
 from __future__ import annotations
 
+import sys
 import io
 import shutil
 import subprocess
@@ -195,7 +196,7 @@ def test_chromium_draws_the_charts(rendered):
 
 def test_cli_history_replay_report(tmp_path):
     """The user's path, each command a subprocess: write a month, replay it into a store, report it."""
-    streams = [str(REPO_ROOT / ".venv" / "bin" / "streams")]
+    streams = [sys.executable, "-m", "streams.cli"]  # the command of the running environment
     history, url, out = tmp_path / "month.jsonl", f"chdb://{tmp_path / 'store'}", tmp_path / "r.html"
     for argv in (["history", "--month", MONTH, "--out", str(history), "--calls-per-day", "2", "--reports-per-day", "1"],
                  ["replay", str(history), "--store", url, "--until", "2026-11-30T23:59:59+08:00"],

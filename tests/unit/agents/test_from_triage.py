@@ -23,8 +23,8 @@ from tests.unit.agents.support import NAMES, PREFIX, call, clock
 UNPLACED = call("C-TR-1", text="我家楼下的饭店油烟直排，熏得窗户都不敢开", address="南京东路1号")   # not in 徐汇区
 
 
-def triaged(kb: Knowledge) -> dict[str, Any]:
-    ingestor = Ingestor(kb)
+def triaged(kb: Knowledge, ingestor: Ingestor | None = None) -> dict[str, Any]:
+    ingestor = ingestor or Ingestor(kb)
     [item] = ingestor.ingest("hotline_call", registry().from_json("hotline_call", UNPLACED), 0).triage
     assert "unknown location" in item.reason
     return dict(item.__dict__)
@@ -37,8 +37,8 @@ def action(triage_id: str, actor_kind: str = "center", **fields: Any) -> dict[st
 
 
 def test_the_record_becomes_the_signal_it_would_have_been(kb: Knowledge) -> None:
-    item = triaged(kb)
-    ingestor = Ingestor(kb)
+    ingestor = Ingestor(kb)   # one ingestor: callers' pseudonyms are keyed by its settings
+    item = triaged(kb, ingestor)
     with pytest.raises(RejectRecord, match="set a location"):
         ingestor.from_triage(item, 0)
     signal = ingestor.from_triage(item, 0, address="斜土路1200号", actor="区网格中心")

@@ -8,9 +8,10 @@ import pytest
 
 from streams.bus import topics
 from streams.bus.codec import iso_to_ms, registry
-from streams.core.ingest import Ingestor, RejectRecord, pseudonym
+from streams.core.ingest import Ingestor, RejectRecord
 from streams.core.knowledge.knowledge import Knowledge
 from streams.core.model import IngestResult
+from streams.core.privacy import PseudonymKey, Pseudonymizer
 from streams.core.knowledge.sensors import EBIKE_COMMAND
 from streams.settings import Settings
 
@@ -60,8 +61,27 @@ def test_hotline_call_becomes_a_located_classified_signal(ingestor: Ingestor) ->
     assert s.source == "hotline" and s.source_kind == "12345" and s.source_id == "C1"
     assert s.ts_ms == iso_to_ms("2026-11-20T09:30:00+08:00") and s.ingest_ms == INGEST_MS
     assert "compound" in s.context
-    assert s.reporter_id == pseudonym("13800000000") and "13800000000" not in json.dumps(s.to_dict())
+    assert s.reporter_id == ingestor.pseudonyms.caller("13800000000") and "13800000000" not in json.dumps(s.to_dict())
     assert not result.triage
+
+
+def test_callers_get_keyed_pseudonyms_and_numbers_in_the_text_are_masked(kb: Knowledge) -> None:
+    keyed = Pseudonymizer(PseudonymKey.from_secret("deployment-secret-for-this-test-0001"))
+    ingestor = Ingestor(kb, pseudonyms=keyed)
+    text = "楼上邻居天天半夜跺脚，噪音太大，我电话13912345678，身份证310104198001011234"
+    [s] = run(ingestor, topics.HOTLINE_CALLS, call(text=text, address="钦江路15号")).signals
+    assert s.reporter_id == keyed.caller("13800000000") and s.reporter_id.startswith(f"caller-{keyed.current.key_id}-")
+    assert "139****5678" in s.text and "13912345678" not in s.text and "198001011234" not in s.text
+    other = Ingestor(kb, pseudonyms=Pseudonymizer(PseudonymKey.from_secret("another-deployment-secret-000002")))
+    assert run(other, topics.HOTLINE_CALLS, call(address="钦江路15号")).signals[0].reporter_id != s.reporter_id
+
+
+def test_numbers_in_triage_records_are_masked(ingestor: Ingestor) -> None:
+    result = run(ingestor, topics.HOTLINE_CALLS, call(text="你好，我想问一下今天天气怎么样，回电13912345678",
+                                                      address="南京东路1号 电话021-64871234"))
+    [t] = result.triage
+    assert "13912345678" not in t.record and "64871234" not in t.record and "64871234" not in t.reason
+    assert "139****5678" in t.record
 
 
 def test_signal_ids_are_deterministic(kb: Knowledge) -> None:
