@@ -206,8 +206,36 @@ def replay(lines: Iterable[str], settings: Settings, store: RowSink | None = Non
         report.zero_report_alerts += len(zero.sla_alerts)
         collect(zero)
 
+    triage_records: dict[str, dict[str, Any]] = {}   # what the worker's triage GlobalTable holds
+
+    def from_triage(action: CaseAction, ts_ms: int) -> None:
+        """人工分拨立案, as the worker's actions router does it."""
+        triage = triage_records.get(str(action.get("triage_id") or ""))
+        reason = None
+        if action["actor_kind"] != "center":
+            reason = "only the centre turns a triage record 人工分拨 into a case"
+        elif triage is None:
+            reason = f"unknown triage record {action.get('triage_id')!r}"
+        else:
+            try:
+                signal = ingestor.from_triage(triage, ts_ms, action.get("category"), action.get("address"),
+                                              action.get("lat"), action.get("lon"), actor=action["actor_id"])
+            except RejectRecord as exc:
+                reason = f"triage record {action.get('triage_id')!r}: {exc.reason}"
+            else:
+                report.signals += 1
+                sink.add_records([records.signal_input(signal)])
+                collect(engine.on_signal(signal))
+                return
+        report.rejected_actions += 1
+        print(f"action {action['action_id']} rejected: {reason}", file=err)
+
     for event in events:
         tick(event.ts_ms)  # the virtual clock reaches this event: fire due timers
+        if event.topic == CASE_ACTIONS and event.record.get("action") == "from_triage":
+            report.actions += 1
+            from_triage(cast(CaseAction, event.record), event.ts_ms)
+            continue
         if event.topic == CASE_ACTIONS:
             report.actions += 1
             # read_events validated the record against the case_action schema: it is a CaseAction
@@ -221,6 +249,8 @@ def replay(lines: Iterable[str], settings: Settings, store: RowSink | None = Non
             sink.add_dead_letter(event.topic, event.line_no, str(exc), event.ts_ms, event.record)
             continue
         sink.add_ingest(result)
+        for item in result.triage:
+            triage_records[item.triage_id] = dict(item.__dict__)
         for station_report in result.station_reports:
             zero_reports.reported(cast(StationReport, station_report))
         report.triage += len(result.triage)

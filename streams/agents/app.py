@@ -110,11 +110,17 @@ class Pipeline:
             stream_buffer_maxsize=max(4096, settings.batch_size * 4),
             table_cleanup_interval=30.0,
         )
-        self.ingest = IngestAdapter(self.ingestor, self.codec, self.metrics, self.topics, rules=self.rules)
         from streams.agents.health import Liveness
 
         self.liveness = Liveness(settings.health_stall_seconds)   # what /health/ reports
         self._define()
+        self.ingest = IngestAdapter(self.ingestor, self.codec, self.metrics, self.topics, rules=self.rules,
+                                    remember_triage=self._remember_triage)
+
+    def _remember_triage(self, item: Any) -> None:
+        """A triage record 人工分拨, kept (a GlobalTable: every worker's actions router reads it) so that the
+        centre can make a case of it (from_triage)."""
+        self.triage_view[item.triage_id] = dict(item.__dict__)
 
     def topic(self, logical: str, **kw: Any) -> faust.TopicT:
         return self.app.topic(self.topics.name(logical), value_type=bytes, key_type=bytes, **kw)
@@ -208,8 +214,18 @@ class Pipeline:
                                           zero_reports=self.zero_reports,
                                           owns=street_partitions(settings.topic_partitions),
                                           journals=(self.cases_view, self.sources_view, self.zero_reports_view))
+        # triage id -> triage record 人工分拨, read by the actions router on every worker (from_triage)
+        self.triage_table = app.GlobalTable("triage-records", default=None, partitions=settings.topic_partitions,
+                                            key_type=str, value_type=None)
+        self.triage_view: TableView[Any] = TableView(self.triage_table)
+        triage_lookup = source_index_lookup(self.triage_table, lambda: bool(self.app.tables.standbys_ready))
+
+        async def triage_of(triage_id: str) -> Any:
+            return self.triage_table.get(triage_id) if await triage_lookup(triage_id) else None
+
         self.actions = ActionRouter(self.codec, self.metrics, self.topics, source_index_lookup(
-            self.sources_table, lambda: bool(self.app.tables.standbys_ready)))
+            self.sources_table, lambda: bool(self.app.tables.standbys_ready)), triage_of=triage_of,
+            ingestor=self.ingestor)
         self.actions.rules = self.rules
 
         # mode's SignalHandlerT (a Callable built from mypy_extensions' VarArg/NamedArg) rejects every handler,
@@ -230,6 +246,7 @@ class Pipeline:
                 out = self.emitter()
                 await self.ingest.handle([inbound(e) for e in batch], out)
                 await self.deliver(out, "ingest")
+                self.triage_view.flush_writes(cast(faust.Stream, stream))   # state after its outputs
                 crash_point("ingest.outputs_sent")
 
         @app.agent(actions, name="route-actions")

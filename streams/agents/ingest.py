@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from streams.agents.adapter import Adapter, Clock, reason_label
@@ -26,7 +26,7 @@ from streams.bus.topics import (
     TopicNames,
 )
 from streams.core.ingest import Ingestor, RejectRecord
-from streams.core.model import IngestResult
+from streams.core.model import IngestResult, Triage
 from streams.metrics import PipelineMetrics
 
 log = logging.getLogger(__name__)
@@ -48,10 +48,12 @@ class IngestAdapter(Adapter):
     objects alive per batch (the lean consumer's IoT readings and GPS fixes have no text)."""
 
     def __init__(self, ingestor: Ingestor, codec: SchemaRegistry, metrics: PipelineMetrics, names: TopicNames,
-                 clock: Clock = time.time, classify_batches: bool = True, rules: InputRules = DEFAULT_RULES) -> None:
+                 clock: Clock = time.time, classify_batches: bool = True, rules: InputRules = DEFAULT_RULES,
+                 remember_triage: Callable[[Triage], None] | None = None) -> None:
         super().__init__(codec, metrics, names, clock, rules)
         self.ingestor = ingestor
         self.classify_batches = classify_batches
+        self.remember_triage = remember_triage   # keeps triage records for the centre's from_triage action
 
     async def handle(self, batch: Sequence[Inbound], out: Emitter) -> None:
         if not self.classify_batches:
@@ -112,6 +114,8 @@ class IngestAdapter(Adapter):
             self.metrics.classification_confidence.labels(source=signal.source).observe(signal.confidence)
         for item in result.triage:
             self.metrics.triage.labels(reason=reason_label(item.reason)).inc()
+            if self.remember_triage is not None:
+                self.remember_triage(item)
         if result.signals or result.triage or result.commands or result.episodes or result.station_reports:
             out.emit(records.ingest_records(result))
         for table, rows in result.rows.items():

@@ -15,6 +15,8 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+import orjson
+
 from streams.bus.topics import (
     ACTIONS_REJECTED,
     CASE_EVENTS,
@@ -173,7 +175,8 @@ def dead_letter_value(topic: str, partition: int, offset: int, reason: str, ts_m
 
 def store_rows_record(table: str, rows: Sequence[Mapping[str, Any]]) -> TopicRecord:
     """Rows of a table that has no topic of its own, many rows per record."""
-    return TopicRecord(STORE_ROWS, {"table": table, "rows": _json(rows)}, key=table)
+    # orjson: a closing minute of a city's devices is tens of thousands of rows (same JSON, ~10x faster)
+    return TopicRecord(STORE_ROWS, {"table": table, "rows": orjson.dumps(list(rows)).decode("utf-8")}, key=table)
 
 
 # -- topic records → table rows ---------------------------------------------------------------------

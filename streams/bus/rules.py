@@ -109,8 +109,12 @@ def check_semantics(name: str, record: dict[str, Any]) -> None:
             quoted = [f'"{a}"' if key == "line" else a for a in allowed]
             choices = f"{', '.join(quoted[:-1])} or {quoted[-1]}"
             raise RuleViolation(f"field '{key}' must be {choices}, got {record.get(key)!r}")
-    if name == "case_action" and not record.get("case_id") and not record.get("source_id"):
-        raise RuleViolation("a case action needs 'case_id' or 'source_id'")
+    if name == "case_action":
+        if record.get("action") == "from_triage":   # the centre turns a triage record 人工分拨 into a case
+            if not record.get("triage_id"):
+                raise RuleViolation("a from_triage action needs 'triage_id'")
+        elif not record.get("case_id") and not record.get("source_id"):
+            raise RuleViolation("a case action needs 'case_id' or 'source_id'")
     if name == "open311_request":
         if (record["lat"] is None) != (record["lon"] is None):
             raise RuleViolation("fields 'lat' and 'lon' go together: give both or neither")

@@ -73,6 +73,20 @@ class SignalDetails(TypedDict, total=False):
     extra: str | None
 
 
+def _triage_source(feed: str, record: Mapping[str, object]) -> tuple[str, str, str, object, str | None]:
+    """(source id, source, source kind, reporter, reporter kind) of a raw record sent to triage."""
+    if feed == "hotline_call":
+        return str(record["call_id"]), "hotline", str(record.get("line") or "12345"), record.get("caller"), "citizen"
+    if feed == "field_report":
+        kind = str(record["reporter_kind"])
+        return str(record["report_id"]), "field", kind, record["reporter_id"], kind
+    if feed == "camera_alert":
+        return str(record["alert_id"]), "camera", "camera", record["camera_id"], "camera"
+    if feed == "registry_change":
+        return str(record["change_id"]), "registry", "registry", None, "registry"
+    return str(record.get("request_id") or ""), "open311", "open311", record.get("reporter"), "citizen"
+
+
 def _event_ms(value: str, key: str) -> int:
     """The event time of a record from its field ``key`` (holding ``value``)."""
     try:
@@ -295,8 +309,10 @@ class Ingestor:
             thresholds = self.knowledge.kb.crowd_areas.get(camera.area or "", self.knowledge.kb.crowd_default)
             level_hint = crowd_level(int(count), thresholds)
             facts.update(count=count, thresholds=list(thresholds), level=level_hint)
-            if level_hint is None:
+            if level_hint is None and self.knowledge.crowd_plan(camera.area) is None:
                 return IngestResult()   # below the area's attention level: a normal crowd
+            # below it with response plans in the KB: still a count the case engine reads (an open crowd
+            # case steps down as the crowd thins; with none open, nothing happens)
         snapshot = record.get("snapshot")
         photos = [snapshot] if snapshot else None
         signal = self._signal(topic, "camera", "camera", record["alert_id"], ts_ms, ingest_ms, category.code,
@@ -322,6 +338,48 @@ class Ingestor:
                               extra=json.dumps({"kind": record["kind"], "detail": mask_optional(record.get("detail"))},
                                                ensure_ascii=False))
         return IngestResult(signals=[signal])
+
+    # ------------------------------------------------------------ the centre's way out of 人工分拨
+    def from_triage(self, triage: Mapping[str, object], ingest_ms: int, category: str | None = None,
+                    address: str | None = None, lat: float | None = None, lon: float | None = None,
+                    actor: str | None = None) -> Signal:
+        """The signal a triage record becomes when the centre sets what it lacked: the category (a taxonomy code
+        or name; default: the classifier's best guess) and/or the place (an address and/or coordinates;
+        default: the record's own). Its ids are those the record would have had (a re-sent action changes
+        nothing). Raises RejectRecord when the record still cannot be routed (the reason says what to set)."""
+        topic = str(triage.get("topic") or "")
+        feed = next((f for f, t in FEEDS.items() if t == topic), None)
+        try:
+            record = json.loads(str(triage.get("record") or ""))
+        except ValueError as exc:
+            raise RejectRecord(f"triage record {triage.get('triage_id')!r} holds no readable record") from exc
+        if feed is None or not isinstance(record, dict):
+            raise RejectRecord(f"triage record {triage.get('triage_id')!r} is not from a raw feed ({topic!r})")
+        chosen = category or (str(triage["best_category"]) if triage.get("best_category") else None)
+        found = self.knowledge.category(chosen) if chosen else None
+        if found is None:
+            raise RejectRecord(f"set a category: {chosen!r} is not a taxonomy code or name" if chosen
+                               else "set a category: the record has none")
+        text = str(record.get("text") or record.get("description") or "").strip()
+        if address or lat is not None:
+            location, where_not = self.knowledge.locate(lat, lon, address)
+        else:
+            location, where_not = self.knowledge.locate(record.get("lat"), record.get("lon"),
+                                                        record.get("address") or record.get("address_string"),
+                                                        text or None)
+        if location is None:
+            raise RejectRecord(f"set a location: {where_not}")
+        time_field = next(f for f in ("received_at", "reported_at", "requested_at", "ts") if record.get(f))
+        ts_ms = _event_ms(str(record[time_field]), time_field)
+        source_id, source, source_kind, reporter, reporter_kind = _triage_source(feed, record)
+        context = self.knowledge.read_context(text) if text else []
+        if source_kind == "committee":
+            context = _merge_context(context, [CTX_COMMITTEE])
+        facts = {"triage_id": triage.get("triage_id"), "registered_by": actor, "category_set": bool(category),
+                 "location_set": bool(address or lat is not None)}
+        return self._signal(topic, source, source_kind, str(source_id), ts_ms, ingest_ms, found.code, 1.0, context,
+                            location, text=text or None, reporter_id=str(reporter) if reporter else None,
+                            reporter_kind=reporter_kind, extra=json.dumps(facts, ensure_ascii=False))
 
     # ------------------------------------------------------------ open311.requests
     def _open311_request(self, topic: str, record: Open311Request, ingest_ms: int) -> IngestResult:

@@ -47,12 +47,13 @@ def generate_devices(city: City, count: int, seed: int = 1) -> list[dict[str, An
 
 def write_table(rows: list[dict[str, Any]], path: Path) -> None:
     """devices.csv or devices.parquet (by the suffix)."""
-    columns = [c for c in TABLE_COLUMNS if any(c in r for r in rows[:1])] or list(TABLE_COLUMNS)
+    present = {key for row in rows for key in row}
+    columns = [c for c in TABLE_COLUMNS if c in present] or list(TABLE_COLUMNS)
     if path.suffix == ".parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.table({c: [r.get(c, "") for r in rows] for c in columns})
+        table = pa.table({c: [None if r.get(c, "") == "" else str(r[c]) for r in rows] for c in columns})
         pq.write_table(table, path)
         return
     with path.open("w", encoding="utf-8", newline="") as handle:

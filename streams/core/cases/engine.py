@@ -21,8 +21,8 @@ from typing import Protocol, cast
 
 import orjson
 
-from streams.core.cases import dedup, lifecycle, sla
-from streams.core.cases.authority import ActorPolicy
+from streams.core.cases import crowd, dedup, lifecycle, sla
+from streams.core.cases.authority import ActorPolicy, NotAuthorised
 from streams.core.cases.lifecycle import Rejected, Step
 from streams.core.cases.model import (
     CaseAction,
@@ -254,6 +254,9 @@ class CaseEngine:
         if case_id is not None and signal.signal_id in self.cases[case_id].get("signal_ids", []):
             self.sources[signal.source_id] = case_id
             return out
+        crowd_plan = self._crowd_plan(signal)
+        if case_id is None and crowd_plan is not None and crowd_plan.implied(int(signal.extra_dict()["count"])) is None:
+            return out   # a normal crowd count with no crowd case open: nothing to do
         if case_id is not None:
             doc = _clone(self.cases[case_id])
             steps = self._merge(doc, signal)
@@ -261,6 +264,11 @@ class CaseEngine:
         else:
             doc = self._open(signal, partition)
             steps = self._auto_steps(doc, signal)
+            if crowd_plan is not None:   # the response plan 三级响应预案 of the level the count calls for
+                doc["crowd"] = crowd.start(crowd_plan, int(signal.extra_dict()["count"]), signal.ts_ms)
+                doc["base_level"] = self.knowledge.route(signal.category_code, signal.context).level
+                steps.append(self._plan_step(doc, crowd_plan, "up", None, signal.source_kind,
+                                             signal.reporter_id or signal.source_id, signal.ts_ms))
         self.sources[signal.source_id] = doc["case_id"]
         self._commit(doc, steps, signal.signal_id, out)
         if case_id is None and signal.source_kind == "sensor":
@@ -348,7 +356,15 @@ class CaseEngine:
         if doc.get("suspended_ms") is not None:
             # 挂账: a suspended case only gathers reports; escalation and registration wait for resume
             return steps
-        if signal.level_hint in (1, 2, 3) and signal.level_hint < doc["level"]:
+        plan = self._crowd_plan(signal) if doc.get("crowd") else None
+        if plan is not None:
+            # a crowd case follows its response plan: up with the count at once, down with hysteresis
+            state, change = crowd.step(doc["crowd"], plan, int(signal.extra_dict()["count"]), signal.ts_ms)
+            before = doc["crowd"]["level"]
+            doc["crowd"] = state
+            if change is not None:
+                steps.append(self._plan_step(doc, plan, change, before, signal.source_kind, actor_id, signal.ts_ms))
+        elif signal.level_hint in (1, 2, 3) and signal.level_hint < doc["level"]:
             # e.g. a crowd growing from 关注 to 管控: the case rises to the level the new report needs
             doc["level"] = signal.level_hint
             doc["escalations"] = doc.get("escalations", 0) + 1
@@ -360,6 +376,54 @@ class CaseEngine:
             steps.append(lifecycle.move(doc, "dispatch", "register", signal.source_kind, actor_id,
                                         max(signal.ts_ms, doc["stage_started_ms"]), self.calendar, done="register"))
         return steps
+
+    # ------------------------------------------------------------ crowd response plans
+
+    def _crowd_plan(self, signal: Signal) -> crowd.CrowdPlan | None:
+        """The response plan of a crowd count's camera area (None: not a crowd count, or the KB has no plans)."""
+        facts = signal.extra_dict() if signal.source_kind == "camera" and signal.extra else {}
+        if "count" not in facts or facts.get("count") is None:
+            return None
+        plan_of = getattr(self.knowledge, "crowd_plan", None)
+        return plan_of(facts.get("area")) if plan_of is not None else None
+
+    def _plan_step(self, doc: CaseDoc, plan: crowd.CrowdPlan, change: str, before: int | None, actor_kind: str,
+                   actor_id: str, ts_ms: int) -> Step:
+        """The case takes its plan's new level (stood down: the KB route's level) and tells the departments of
+        that level (stood down: those of the level left) what is now in force."""
+        state = doc["crowd"]
+        level = state["level"]
+        told = plan.levels[level] if level is not None else plan.levels[before] if before is not None else None
+        doc["level"] = level if level is not None else doc.get("base_level", doc["level"])
+        if change == "up" and before is not None:
+            doc["escalations"] = doc.get("escalations", 0) + 1
+        action = {"up": "response_level", "down": "step_down", "clear": "stand_down"}[change]
+        step = lifecycle.stay(doc, action, actor_kind, actor_id, ts_ms, plan_level=level,
+                              plan_name=crowd.LEVEL_NAMES.get(level or 0, "解除"), from_level=before,
+                              count=state["count"], area=plan.area or None,
+                              actions=list(told.actions) if told and level is not None else [],
+                              plan_departments=list(told.departments) if told else list(doc["departments"]))
+        step.notify.append("response_level")
+        return step
+
+    def step_down(self, doc: CaseDoc, actor_kind: str, actor_id: str, ts_ms: int) -> list[Step]:
+        """The centre's action 降级: a crowd case's plan one level down (from 关注 it stands down); another case
+        one response level back towards its KB route's level."""
+        if doc.get("crowd"):
+            plan_of = getattr(self.knowledge, "crowd_plan", None)
+            plan = plan_of(doc["crowd"]["area"] or None) if plan_of is not None else None
+            if plan is None or doc["crowd"]["level"] is None:
+                raise Rejected("the crowd plan has already stood down")
+            before = doc["crowd"]["level"]
+            doc["crowd"], change = crowd.step_down_by_action(doc["crowd"])
+            return [self._plan_step(doc, plan, change, before, actor_kind, actor_id, ts_ms)]
+        base = doc.get("base_level") or self.knowledge.route(doc["category_code"], doc.get("context", [])).level
+        if doc["level"] >= base:
+            raise Rejected(f"the case is at its KB level {doc['level']}; nothing to step down")
+        doc["level"] += 1
+        step = lifecycle.stay(doc, "step_down", actor_kind, actor_id, ts_ms, level=doc["level"])
+        step.notify.append("response_level")
+        return [step]
 
     # ------------------------------------------------------------ actions
 
@@ -382,7 +446,16 @@ class CaseEngine:
             return out  # a re-delivered action changes nothing
         doc = _clone(doc0)
         try:
-            steps = lifecycle.apply_action(doc, action, ts_ms, self.calendar, self.policy)
+            if action["action"] == "step_down":
+                if doc["stage"] in ("closed", "void"):
+                    raise Rejected(f"case is {doc['stage']}; no action is allowed")
+                try:   # who may: the KB's authority section, as for every action
+                    self.policy.decide(doc, action["actor_kind"], action["actor_id"], "step_down")
+                except NotAuthorised as exc:
+                    raise Rejected(exc.reason) from None
+                steps = self.step_down(doc, action["actor_kind"], action["actor_id"], ts_ms)
+            else:
+                steps = lifecycle.apply_action(doc, action, ts_ms, self.calendar, self.policy)
         except Rejected as exc:
             out.rejections.append(self._rejection(action, case_id, exc.reason, ts_ms))
             return out
@@ -476,12 +549,20 @@ class CaseEngine:
                 departments = doc["departments"]
                 if kind == "escalate":
                     departments = [CENTRE_OF_LEVEL.get(doc["level"], lifecycle.DISTRICT_CENTRE)]
+                if kind == "response_level":
+                    plan_departments = step.detail.get("plan_departments")
+                    if isinstance(plan_departments, list):
+                        departments = [str(d) for d in plan_departments]
                 if kind in ("urge", "escalate"):
                     out.sla_alerts.append({"alert_id": _hash(event_id, kind), "case_id": doc["case_id"],
                                            "ts_ms": step.ts_ms, "stage": step.from_stage, "light": step.light,
                                            "kind": kind, "departments": list(departments),
                                            "deadline_ms": _deadline_ms(doc)})
-                out.notifications.append(self._notification(doc, kind, step.ts_ms, f"{event_id}", departments))
+                note = self._notification(doc, kind, step.ts_ms, f"{event_id}", departments)
+                if kind == "response_level":
+                    note["plan"] = {k: step.detail.get(k) for k in ("plan_level", "plan_name", "from_level",
+                                                                     "count", "area", "actions")}
+                out.notifications.append(note)
         out.cases.append(self.case_row(doc))
 
     def _name_units(self, doc: CaseDoc) -> None:

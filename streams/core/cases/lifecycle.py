@@ -37,7 +37,8 @@ CLOSED, VOID = "closed", "void"
 STATUS_SUSPENDED = "suspended"
 
 ACTIONS = ("accept", "handled", "verify_pass", "verify_fail", "close", "refuse_close", "return",
-           "escalate", "urge", "extend", "deny_extend", "suspend", "resume", "void", "dispatch")
+           "escalate", "urge", "extend", "deny_extend", "suspend", "resume", "void", "dispatch",
+           "step_down")   # 降级: the engine applies it (it needs the KB's crowd plans), see CaseEngine.step_down
 
 # Sources whose reporter files the case himself (立案 on receipt): grid inspectors, residential
 # stations and committees; devices and registries are registered automatically. Hotline calls wait
@@ -217,6 +218,9 @@ def apply_action(doc: CaseDoc, action: CaseAction, ts_ms: int, calendar: sla.Wor
     suspended = suspended_since is not None
     if suspended and name not in ("resume", "void", "urge"):
         raise Rejected(f"case is suspended (挂账) since {doc['suspended_ms']}; resume it before '{name}'")
+
+    if name == "step_down":
+        raise Rejected("'step_down' is applied by the case engine (CaseEngine.step_down)")
 
     if name == "accept":
         if stage == "register":

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import NotRequired, TypedDict
 
+from streams.core.cases.crowd import CrowdState
+
 
 class Place(TypedDict):
     """Where one report of a case was (what dedup matches later signals against)."""
@@ -105,6 +107,8 @@ class CaseDoc(TypedDict):
     closed_ms: int
     ever_red: bool
     accepted_ms: NotRequired[int]       # 签收 by the department
+    crowd: NotRequired[CrowdState]      # a crowd case's response plan 三级响应预案 (streams.core.cases.crowd)
+    base_level: NotRequired[int]        # the KB route's level, to return to when the plan stands down
     refused_count: NotRequired[int]
     dispatch_count: NotRequired[int]
     extension_request: NotRequired[ExtensionRequest]   # a 延期 request the centre has not decided yet
@@ -124,6 +128,12 @@ class CaseAction(TypedDict):
     photos: NotRequired[list[str] | None]
     extend_minutes: NotRequired[int | None]
     departments: NotRequired[list[str] | None]
+    # from_triage 人工分拨立案: the triage record made a case, with the category and/or place the centre set
+    triage_id: NotRequired[str | None]
+    category: NotRequired[str | None]
+    address: NotRequired[str | None]
+    lat: NotRequired[float | None]
+    lon: NotRequired[float | None]
 
 
 class CaseRow(TypedDict):
@@ -241,6 +251,7 @@ class Notification(TypedDict):
     cell: str | None
     street: str | None
     event_id: str
+    plan: NotRequired[dict[str, object]]   # response_level: the plan level, its name, actions and departments
 
 
 class CaseSummary(TypedDict):

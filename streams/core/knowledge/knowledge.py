@@ -18,6 +18,7 @@ from typing import Any, NotRequired, TypedDict
 from pydantic import BaseModel, ConfigDict, Field
 
 from streams.core.cases.authority import ActorPolicy, PolicyError, parse_policy
+from streams.core.cases.crowd import CrowdPlan, PlanLevel
 from streams.core.cases.dedup import NO_RULES, MergeRule, MergeRules
 from streams.core.cases.lifecycle import ACTIONS, OPEN_STAGES
 from streams.core.field import FieldRegistry
@@ -89,6 +90,19 @@ class _CrowdIn(_Strict):
     areas: dict[str, tuple[int, int, int]] = {}
 
 
+class _PlanLevelIn(_Strict):
+    name: str = Field(min_length=1)
+    actions: list[str] = Field(min_length=1)
+    departments: list[str] = Field(min_length=1)
+
+
+class _CrowdPlansIn(_Strict):
+    step_down_ratio: float = Field(0.8, gt=0, le=1)
+    step_down_minutes: float = Field(10, ge=0)
+    default: dict[int, _PlanLevelIn]
+    areas: dict[str, dict[int, _PlanLevelIn]] = {}
+
+
 class _KbIn(_Strict):
     version: str = Field(min_length=1)
     limits: dict[str, dict[str, str]]
@@ -99,6 +113,7 @@ class _KbIn(_Strict):
     crowd_levels: _CrowdIn
     ebike_repeat_per_day: int = Field(3, ge=1)
     merge: _MergeIn | None = None
+    crowd_plans: _CrowdPlansIn | None = None
     authority: dict[str, Any] | None = None   # validated by streams.core.cases.authority
 
 
@@ -155,6 +170,7 @@ class KnowledgeBase:
     path: Path = field(default=Path())
     merge_rules: MergeRules = NO_RULES
     policy: ActorPolicy | None = None           # who may take which action (the authority section)
+    crowd_plans: dict[str, CrowdPlan] = field(default_factory=dict)   # camera area ('' = default) -> plan
 
     @classmethod
     def load(cls, path: Path, taxonomy: Taxonomy, city: City) -> KnowledgeBase:
@@ -249,8 +265,9 @@ class KnowledgeBase:
             except PolicyError as exc:
                 loc = ("authority",) + exc.loc
                 raise DataError(path, line_of(raw, loc), field_path(loc), exc.problem) from None
+        plans = _crowd_plans(data, department, err) if data.crowd_plans else {}
         return cls(data.version, rules, keywords, data.context_cues, cameras, data.crowd_levels.default,
-                   dict(data.crowd_levels.areas), data.ebike_repeat_per_day, path, merge_rules, policy)
+                   dict(data.crowd_levels.areas), data.ebike_repeat_per_day, path, merge_rules, policy, plans)
 
 
 _PACKAGED_POLICY: list[ActorPolicy] = []
@@ -265,6 +282,34 @@ def packaged_policy() -> ActorPolicy:
         data = yaml.safe_load((DATA_DIR / "kb.yaml").read_text(encoding="utf-8"))
         _PACKAGED_POLICY.append(parse_policy(data["authority"], ACTIONS, OPEN_STAGES))
     return _PACKAGED_POLICY[0]
+
+
+def _crowd_plans(data: _KbIn, department: Callable[[str, Loc], str],
+                 err: Callable[[Loc, str], DataError]) -> dict[str, CrowdPlan]:
+    """The KB's `crowd_plans`: per camera area ('' = default) the three levels with actions and departments."""
+    spec = data.crowd_plans
+    assert spec is not None
+
+    def levels(given: dict[int, _PlanLevelIn], loc: Loc) -> dict[int, PlanLevel]:
+        out: dict[int, PlanLevel] = {}
+        for level, item in given.items():
+            if level not in (1, 2, 3):
+                raise err(loc + (level,), f"plan level {level} is not 3 关注, 2 预警 or 1 管控")
+            departments = tuple(department(d, loc + (level, "departments", j)) for j, d in enumerate(item.departments))
+            out[level] = PlanLevel(level, item.name, tuple(item.actions), departments)
+        return out
+
+    default = levels(spec.default, ("crowd_plans", "default"))
+    if set(default) != {1, 2, 3}:
+        raise err(("crowd_plans", "default"), "the default plan needs levels 3, 2 and 1")
+    step_ms = int(spec.step_down_minutes * 60_000)
+    plans = {"": CrowdPlan("", data.crowd_levels.default, default, spec.step_down_ratio, step_ms)}
+    for area in {*data.crowd_levels.areas, *spec.areas}:
+        own = levels(spec.areas.get(area, {}), ("crowd_plans", "areas", area))
+        plans[area] = CrowdPlan(area, data.crowd_levels.areas.get(area, data.crowd_levels.default),
+                                {**default, **own}, spec.step_down_ratio, step_ms)
+    return plans
+
 
 
 def _merge_rules(spec: _MergeIn, taxonomy: Taxonomy, err: Callable[[Loc, str], DataError]) -> MergeRules:
@@ -406,6 +451,11 @@ class Knowledge:
     @property
     def departments(self) -> list[str]:
         return list(self.city.departments)
+
+    def crowd_plan(self, area: str | None) -> CrowdPlan | None:
+        """The response plan 三级响应预案 of a camera area (its own, else the default; None: the KB has none)."""
+        plans = self.kb.crowd_plans
+        return plans.get(area or "") or plans.get("")
 
     def category(self, code_or_name: str) -> Category | None:
         return self.taxonomy.get(code_or_name)

@@ -16,7 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # Event kinds a notification can carry (docs/CONTRACTS.md "Webhook events").
-Kind = Literal["dispatch", "urge", "escalate", "sla_yellow", "sla_red", "alarm", "closed", "zero_report_missing"]
+Kind = Literal["dispatch", "urge", "escalate", "sla_yellow", "sla_red", "alarm", "closed", "zero_report_missing",
+               "response_level"]
 KINDS: tuple[Kind, ...] = get_args(Kind)
 
 # The department directory (Chinese names, as the knowledge base routes to them).

@@ -110,6 +110,11 @@ def build_payload(note: Mapping[str, Any], department: str, config: WebhooksConf
         },
         "links": {"case": f"{config.links_base_url.rstrip('/')}/cases/{quote(case_id, safe='')}"},
     }
+    plan = note.get("plan")
+    if isinstance(plan, Mapping):   # response_level: the crowd plan level now in force and what it sets in motion
+        body["plan"] = {"level": plan.get("plan_level"), "name": plan.get("plan_name"),
+                        "from_level": plan.get("from_level"), "count": plan.get("count"), "area": plan.get("area"),
+                        "actions": list(plan.get("actions") or [])}
     phone = next((note[f] for f in CALLER_FIELDS if note.get(f)), None)
     if phone is not None and config.pii_hash_key:
         body["caller_ref"] = caller_ref(str(phone), config.pii_hash_key)
