@@ -32,6 +32,7 @@ unit: venv
 
 bench: venv kafka-jars
 	$(PY) bench/run.py
+	$(PY) bench/iot.py
 
 # The installable wheel (carries schemas/, the migrations and streams/data/) in dist/.
 wheel: venv

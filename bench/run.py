@@ -203,6 +203,8 @@ class Run:
     workers: list[Worker] = field(default_factory=list)
 
     def start_worker(self, store_url: str, **extra: str) -> Worker:
+        from streams.security import demo_secrets
+
         index = len(self.workers)
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("CITYGRID_")}
@@ -210,7 +212,9 @@ class Run:
                     "CITYGRID_APP_ID": f"bench-{self.prefix}", "CITYGRID_STORE_URL": store_url,
                     "CITYGRID_DATA_DIR": str(self.work / f"{self.prefix}-worker{index}"),
                     "CITYGRID_METRICS_PORT": str(port), "CITYGRID_WEB_PORT": str(free_port()),
-                    "CITYGRID_LOG_LEVEL": "warning", "PYTHONPATH": str(REPO)})
+                    "CITYGRID_LOG_LEVEL": "warning", "PYTHONPATH": str(REPO),
+                    "CITYGRID_TOPIC_REPLICATION_FACTOR": "1", "CITYGRID_TOPIC_MIN_INSYNC_REPLICAS": "1"})
+        env.update(demo_secrets(self.work / "keys"))
         env.update({f"CITYGRID_{k.upper()}": v for k, v in extra.items()})
         log = self.work / f"{self.prefix}-worker{index}.log"
         proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, cwd=self.work,

@@ -105,10 +105,10 @@ class _Documents(MutableMapping[str, CaseDoc]):
         return default if data is None else orjson.loads(data)
 
     def __setitem__(self, case_id: str, doc: CaseDoc) -> None:
-        self.state.dirty_docs[case_id] = doc
+        self.state.record(self.state.dirty_docs, case_id, doc)
 
     def __delitem__(self, case_id: str) -> None:
-        self.state.dirty_docs[case_id] = None
+        self.state.record(self.state.dirty_docs, case_id, None)
 
     def __iter__(self) -> Iterator[str]:  # O(cases): for tests and tools, never on the hot path
         seen = set()
@@ -146,10 +146,10 @@ class _Sources(MutableMapping[str, str]):
         return default if data is None else data.decode()
 
     def __setitem__(self, source_id: str, case_id: str) -> None:
-        self.state.dirty_sources[source_id] = case_id
+        self.state.record(self.state.dirty_sources, source_id, case_id)
 
     def __delitem__(self, source_id: str) -> None:
-        self.state.dirty_sources[source_id] = None
+        self.state.record(self.state.dirty_sources, source_id, None)
 
     def __iter__(self) -> Iterator[str]:
         for key in self.state.db.keys(from_key=SOURCE):
@@ -169,8 +169,8 @@ class _DiskTimers:
 
     def push(self, partition: int, timer: Timer) -> None:
         key = _due_key(timer)
-        self.state.deletes.discard(key)
-        self.state.puts[key] = b""
+        self.state.undelete(key)
+        self.state.record(self.state.puts, key, b"")
 
     def pop_due(self, partition: int, now_ms: int) -> Iterator[Timer]:
         state = self.state
@@ -182,8 +182,7 @@ class _DiskTimers:
             if key not in state.deletes:
                 due.append(key)
         for key in sorted(set(due)):
-            state.puts.pop(key, None)
-            state.deletes.add(key)
+            state.remove_key(key)
             yield _parse_due_key(key)
 
     def next_due(self, partition: int | None = None) -> int | None:
@@ -219,12 +218,15 @@ class PartitionCaseState:
         self.partition = partition
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = Rdict(str(path), Options(raw_mode=True))
+        self.db: Any = Rdict(str(path), Options(raw_mode=True))
         self.dirty_docs: dict[str, CaseDoc | None] = {}
         self._restored: dict[str, bytes | None] = {}  # documents from the changelog, as stored there
         self.dirty_sources: dict[str, str | None] = {}
         self.puts: dict[bytes, bytes] = {}
         self.deletes: set[bytes] = set()
+        self._undo: list[tuple[Any, ...]] | None = None   # how to take back the current input's writes
+        self._undo_watermark = 0
+        self._encoded: dict[str, bytes | None] | None = None   # the batch's documents, encoded once
         meta = json.loads(self.db.get(META_KEY) or b"{}")
         self.upto: int | None = meta.get("upto")                 # next case.inputs offset the state needs
         self.changelog_next: int = meta.get("changelog_next", 0)  # next case.state offset to apply
@@ -239,7 +241,8 @@ class PartitionCaseState:
         return header_of(self.engine, doc)
 
     def _changed(self, before: CaseDoc | None, after: CaseDoc | None) -> None:
-        case_id = (after or before or {}).get("case_id", "")
+        doc = after if after is not None else before
+        case_id = str(doc["case_id"]) if doc is not None else ""
         self._header_changed(case_id, self.header(before) if before is not None else None,
                              self.header(after) if after is not None else None)
 
@@ -247,16 +250,71 @@ class PartitionCaseState:
         for header, step in ((before, -1), (after, 1)):
             if header is not None and header["g"] is not None:
                 self.counts[header["g"]] += step
+                if self._undo is not None:
+                    self._undo.append(("count", header["g"], step))
         old_end = before["w"] if before is not None else None
         new_end = after["w"] if after is not None else None
         if old_end is not None and old_end != new_end:
-            key = _window_key(old_end, case_id)
-            self.puts.pop(key, None)
-            self.deletes.add(key)
+            self.remove_key(_window_key(old_end, case_id))
         if after is not None and new_end is not None:
             key = _window_key(new_end, case_id)
+            self.undelete(key)
+            self.record(self.puts, key, orjson.dumps(after["s"]))
+
+    # ------------------------------------------------------------ one input's writes, undone together
+    # (streams.agents.lifecycle.Journal: an input that fails half-way leaves no state behind)
+    def mark(self) -> None:
+        """From now on record how to take back each write (until the next mark)."""
+        self._undo = []
+        self._undo_watermark = self.engine.watermark_ms
+
+    def undo(self) -> bool:
+        """Take back the writes since :meth:`mark`; True when there were any."""
+        entries, self._undo = self._undo or [], []
+        changed = bool(entries) or self.engine.watermark_ms != self._undo_watermark
+        for entry in reversed(entries):
+            if entry[0] == "count":
+                self.counts[entry[1]] -= entry[2]
+            elif entry[0] == "deleted":
+                self.deletes.discard(entry[1])
+            elif entry[0] == "undeleted":
+                self.deletes.add(entry[1])
+            else:
+                _, mapping, key, had, old = entry
+                if had:
+                    mapping[key] = old
+                else:
+                    mapping.pop(key, None)
+        self.engine.watermark_ms = self._undo_watermark
+        return changed
+
+    def rollback(self) -> None:
+        """Drop every change not yet persisted (a tick that failed) and rebuild the index from disk."""
+        self.dirty_docs, self.dirty_sources, self.puts, self.deletes = {}, {}, {}, set()
+        self._undo = None
+        self.counts = Counter(json.loads(self.db.get(META_KEY) or b"{}").get("counts", {}))
+        self.rebuild()
+
+    def record(self, mapping: dict[Any, Any], key: Any, value: Any) -> None:
+        if self._undo is not None:
+            self._undo.append(("set", mapping, key, key in mapping, mapping.get(key)))
+        mapping[key] = value
+
+    def undelete(self, key: bytes) -> None:
+        if key in self.deletes:
             self.deletes.discard(key)
-            self.puts[key] = orjson.dumps(after["s"])
+            if self._undo is not None:
+                self._undo.append(("undeleted", key))
+
+    def remove_key(self, key: bytes) -> None:
+        if key in self.puts:
+            if self._undo is not None:
+                self._undo.append(("set", self.puts, key, True, self.puts[key]))
+            del self.puts[key]
+        if key not in self.deletes:
+            self.deletes.add(key)
+            if self._undo is not None:
+                self._undo.append(("deleted", key))
 
     def open_counts(self) -> dict[tuple[str, str], int]:
         out: dict[tuple[str, str], int] = {}
@@ -271,10 +329,15 @@ class PartitionCaseState:
         the index needs, read in one sequential scan of small values."""
         lateness = self.engine.index_lateness_ms
         horizon = max(0, self.engine.watermark_ms - lateness) if lateness is not None else 0
-        for key, value in self.db.items(from_key=_window_key(horizon, "")):
+        start = _window_key(horizon, "")
+        for key, value in self.db.items(from_key=start):
             if not key.startswith(WINDOW):
                 break
-            yield cast(CaseDoc, orjson.loads(value))
+            if key not in self.deletes and key not in self.puts:
+                yield cast(CaseDoc, orjson.loads(value))
+        for key, value in list(self.puts.items()):   # the batch's, not yet persisted
+            if key.startswith(WINDOW) and key >= start:
+                yield cast(CaseDoc, orjson.loads(value))
 
     def rebuild(self) -> None:
         self.engine.rebuild(self.live_documents())
@@ -334,6 +397,7 @@ class PartitionCaseState:
         self.db.write(batch)
         self.dirty_docs, self.dirty_sources, self.puts, self.deletes = {}, {}, {}, set()
         self._encoded = None
+        self._undo = None
 
     def _meta(self) -> bytes:
         return orjson.dumps({"upto": self.upto, "changelog_next": self.changelog_next,
