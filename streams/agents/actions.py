@@ -31,8 +31,8 @@ class KeyLookup(Protocol):
     def get(self, key: str, default: Any = None) -> Any: ...
 
 
-def source_index_lookup(index: Mapping[str, str] | KeyLookup, ready: Callable[[], bool], patience: float = 30.0,
-                        poll: float = 0.2) -> CaseOfSource:
+def source_index_lookup(index: Mapping[str, Any] | KeyLookup, ready: Callable[[], bool], patience: float = 30.0,
+                        poll: float = 0.2) -> Callable[[str], Awaitable[Any]]:
     """The case holding a source record. Right after a (re)start the source index (a GlobalTable,
     recovered as standby partitions) may still be loading: an unknown id then waits for it
     (``ready()``, at most ``patience`` seconds) rather than being rejected too early."""

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import mode
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
@@ -54,6 +55,7 @@ from streams.bus.topics import (
     OPEN311_REQUESTS,
     RAW_SCHEMAS,
     REGISTRY_CHANGES,
+    TRIAGE,
     TopicNames,
 )
 from streams.core.cases.sla import DEFAULT_OVERRIDE_FILE, WorkCalendar
@@ -389,6 +391,9 @@ class LeanLifecycle(StatefulBatchConsumer):
 class SourceIndex(mode.Service):
     """Which case holds a source record: every partition of ``case.sources`` in a local RocksDB."""
 
+    topic = CASE_SOURCES
+    directory = "sources"
+
     def __init__(self, settings: Settings, **kw: Any) -> None:
         super().__init__(**kw)
         self.settings = settings
@@ -401,13 +406,13 @@ class SourceIndex(mode.Service):
     async def on_start(self) -> None:
         from rocksdict import Options, Rdict
 
-        path = Path(self.settings.data_dir) / "sources"
+        path = Path(self.settings.data_dir) / self.directory
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = Rdict(str(path), Options(raw_mode=True))
         self.consumer = AIOKafkaConsumer(**clients.topic_reader(self.settings), fetch_max_bytes=32 * 1024 * 1024,
                                          max_poll_records=20000)
         await self.consumer.start()
-        topic = self.names.name(CASE_SOURCES)
+        topic = self.names.name(self.topic)
         partitions: set[int] = set()
         for _ in range(100):
             partitions = self.consumer.partitions_for_topic(topic) or set()
@@ -437,6 +442,11 @@ class SourceIndex(mode.Service):
         value = self.db.get(source_id.encode()) if self.db is not None else None
         return default if value is None else value.decode()
 
+    def entry(self, rec: ConsumerRecord) -> tuple[bytes | None, bytes | None]:
+        """(key, value) to store for a record of the topic; value None deletes, key None skips."""
+        return rec.key, rec.value
+
+
     async def _consume(self) -> None:
         from rocksdict import WriteBatch
 
@@ -454,17 +464,42 @@ class SourceIndex(mode.Service):
                 batch = WriteBatch(raw_mode=True)
                 for tp, recs in fetched.items():
                     for rec in recs:
-                        if rec.key is None:
+                        key, value = self.entry(rec)
+                        if key is None:
                             continue
-                        if rec.value is None:
-                            batch.delete(rec.key)
+                        if value is None:
+                            batch.delete(key)
                         else:
-                            batch.put(rec.key, rec.value)
+                            batch.put(key, value)
                     batch.put(b"\x00offset|%d" % tp.partition, str(recs[-1].offset + 1).encode())
                 self.db.write(batch)
             if not self.caught_up:
                 positions = {tp: await self.consumer.position(tp) for tp in self._targets}
                 self.caught_up = all(positions[tp] >= end for tp, end in self._targets.items())
+
+
+class TriageIndex(SourceIndex):
+    """The triage records 人工分拨 by triage id, from every partition of ``triage`` into a local RocksDB: what the
+    centre's from_triage action reads (the Faust path keeps them in a GlobalTable)."""
+
+    topic = TRIAGE
+    directory = "triage"
+
+    def __init__(self, settings: Settings, codec: SchemaRegistry, **kw: Any) -> None:
+        super().__init__(settings, **kw)
+        self.codec = codec
+
+    def get(self, triage_id: str, default: Any = None) -> Any:
+        value = self.db.get(triage_id.encode()) if self.db is not None else None
+        return default if value is None else orjson.loads(value)
+
+    def entry(self, rec: ConsumerRecord) -> tuple[bytes | None, bytes | None]:
+        try:
+            _, item = self.codec.decode(rec.value, "triage")
+        except Exception as exc:   # not ours to dead-letter: the ingest wrote it; skip it, loudly
+            log.warning("triage index: record %s[%d]@%d unreadable: %s", rec.topic, rec.partition, rec.offset, exc)
+            return None, None
+        return str(item["triage_id"]).encode(), orjson.dumps(item)
 
 
 class LeanActions(BatchConsumerService):

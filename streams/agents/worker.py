@@ -23,21 +23,24 @@ def ensure_topics(settings: Settings) -> None:
 def lean_case_path(settings: Settings, pipeline: Any) -> list[Any]:
     """The case path's services on lean consumers (streams.agents.casepath)."""
     from streams.agents.actions import ActionRouter, source_index_lookup
-    from streams.agents.casepath import LeanActions, LeanLifecycle, SourceIndex, case_ingest
+    from streams.agents.casepath import LeanActions, LeanLifecycle, SourceIndex, TriageIndex, case_ingest
     from streams.agents.ingest import IngestAdapter
     from streams.agents.lifecycle import WebhookFanout
 
     sources = SourceIndex(settings)
+    triage = TriageIndex(settings, pipeline.codec)
     lifecycle = LeanLifecycle(settings, pipeline.knowledge, pipeline.codec, pipeline.metrics,
                               deliveries=WebhookFanout(settings.webhooks_file), sealer=pipeline.sealer)
     pipeline.lean_lifecycle = lifecycle
     router = ActionRouter(pipeline.codec, pipeline.metrics, pipeline.topics,
-                          source_index_lookup(sources, lambda: sources.caught_up), ingestor=pipeline.ingestor)
+                          source_index_lookup(sources, lambda: sources.caught_up), ingestor=pipeline.ingestor,
+                          triage_of=source_index_lookup(triage, lambda: triage.caught_up))
     router.rules = pipeline.rules
     ingest = IngestAdapter(pipeline.ingestor, pipeline.codec, pipeline.metrics, pipeline.topics, rules=pipeline.rules)
     return [
         case_ingest(settings, ingest, pipeline.codec, pipeline.metrics, sealer=pipeline.sealer),
-        sources, lifecycle, LeanActions(settings, router, pipeline.codec, pipeline.metrics, sealer=pipeline.sealer),
+        sources, triage, lifecycle,
+        LeanActions(settings, router, pipeline.codec, pipeline.metrics, sealer=pipeline.sealer),
     ]
 
 
