@@ -74,8 +74,10 @@ def case_ingest(settings: Settings, adapter: IngestAdapter, codec: SchemaRegistr
                 metrics: PipelineMetrics, sealer: DeadLetterSealer | None = None) -> LeanIngest:
     """The raw feeds of the case path on a lean batch consumer (no keyed state: each record goes through
     the ingest adapter's failure boundary, texts classified a batch at a time)."""
-    return LeanIngest(settings, adapter, codec, metrics, sealer=sealer, topics=list(CASE_RAW_TOPICS),
-                      group_suffix="case-ingest")
+    service = LeanIngest(settings, adapter, codec, metrics, sealer=sealer, topics=list(CASE_RAW_TOPICS),
+                         group_suffix="case-ingest")
+    service.outputs_point = "ingest.outputs_sent"   # the Faust ingest agent's crash point: the fault suite's
+    return service
 
 
 class LeanLifecycle(StatefulBatchConsumer):
@@ -354,7 +356,7 @@ class LeanLifecycle(StatefulBatchConsumer):
                 continue
             inputs = self.names.name(CASE_INPUTS)
             # ours, or being assigned to us (the rebalance listener may still be restoring it)
-            owned = set(self.states) | {tp.partition for tp in self.consumer.assignment() if tp.topic == inputs}
+            owned = set(self.case_states) | {tp.partition for tp in self.consumer.assignment() if tp.topic == inputs}
             every = self.standby_reader.partitions_for_topic(topic) or set()
             wanted = every - owned
             if wanted != set(self.standbys):

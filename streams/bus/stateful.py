@@ -84,6 +84,7 @@ class StatefulBatchConsumer(mode.Service):
     group_suffix = "stateful"
     max_records = 5000
     idle_seconds = 5.0           # a partition without records this long gets ``on_idle``
+    outputs_point = "lean.outputs_sent"   # the crash point (streams.faults) between outputs and state
 
     def __init__(self, settings: Settings, topics: list[str], state_topics: Mapping[str, str], codec: SchemaRegistry,
                  metrics: PipelineMetrics, **kw: Any) -> None:
@@ -288,7 +289,7 @@ class StatefulBatchConsumer(mode.Service):
         if not batches and not touched:
             return
         await self.deliver(out)                    # 1. outputs acknowledged
-        crash_point("lean.outputs_sent")
+        crash_point(self.outputs_point)
         await self._write_states(touched)          # 2. state and checkpoints acknowledged
         if batches:                                # 3. the input committed
             offsets = {tp: OffsetAndMetadata(recs[-1].offset + 1, "") for tp, recs in batches.items()}
