@@ -36,7 +36,7 @@ from streams.agents.actions import ActionRouter
 from streams.agents.casestate import LOG_CHECKPOINT, PartitionCaseState
 from streams.agents.ingest import IngestAdapter
 from streams.agents.lean import LeanIngest
-from streams.agents.lifecycle import Deliveries, LifecycleAdapter
+from streams.agents.lifecycle import Deliveries, LifecycleAdapter, street_partitions
 from streams.bus import clients, records
 from streams.bus.codec import SchemaRegistry
 from streams.bus.consumer import BatchConsumerService, Unavailable, inbound
@@ -59,6 +59,7 @@ from streams.bus.topics import (
     TopicNames,
 )
 from streams.core.cases.sla import DEFAULT_OVERRIDE_FILE, WorkCalendar
+from streams.core.field import ZeroReportBook
 from streams.faults import crash_point
 from streams.metrics import PipelineMetrics
 from streams.settings import Settings
@@ -166,7 +167,8 @@ class LeanLifecycle(StatefulBatchConsumer):
                 self.case_states[tp.partition] = state
                 adapter = LifecycleAdapter(state.engine, self.codec, self.metrics, self.names,
                                            deliveries=self.deliveries, journals=(state,),
-                                           rebuild=state.rebuild)
+                                           rebuild=state.rebuild, zero_reports=self._zero_reports(state),
+                                           owns=street_partitions(self._input_partitions()))
                 adapter.stale = False
                 self.adapters[tp.partition] = adapter
                 assert self.consumer is not None
@@ -179,6 +181,16 @@ class LeanLifecycle(StatefulBatchConsumer):
                          tp.partition, self.restore_seconds[tp.partition], applied, len(state.engine.live))
             self.metrics.case_partitions.set(len(self.case_states))
             self.ready.set()
+
+    def _zero_reports(self, state: PartitionCaseState) -> ZeroReportBook:
+        """The partition's zero-report book 零报告 over its RocksDB state (the Faust path: a table)."""
+        return ZeroReportBook(self.knowledge.field, state.zero_reports, self.settings.zero_report_deadline,
+                              self.calendar.is_workday, self.knowledge.city.unit_of)
+
+    def _input_partitions(self) -> int:
+        assert self.consumer is not None
+        return len(self.consumer.partitions_for_topic(self.names.name(CASE_INPUTS)) or ()) or \
+            self.settings.topic_partitions
 
     async def _catch_up(self, state: PartitionCaseState) -> int:
         """Apply the changelog from the offset the local RocksDB holds to its end (all of it when new here)."""
@@ -258,6 +270,9 @@ class LeanLifecycle(StatefulBatchConsumer):
         for partition, state in list(self.case_states.items()):
             try:
                 outputs = state.engine.on_tick(now_ms, partition)
+                adapter = self.adapters[partition]
+                if adapter.zero_reports is not None:
+                    outputs.extend(adapter.zero_report_alerts(now_ms, partition))
                 changed: dict[str, Any] = {}
                 self.adapters[partition].emit_outputs(out, outputs, changed)
                 out.emit(records.case_record(row) for row in changed.values())

@@ -9,6 +9,7 @@ What a partition holds (one RocksDB under ``data_dir/cases/<partition>``, keys b
     w|<window end>|<case_id>     until when a report may join the case, with what the dedup index needs of
                                  it (the engine's summary): a restart reads only these small values of the cases
                                  still within their merge window
+    z|<station id>               the zero-report book 零报告 of the partition's stations (streams.core.field)
     m|...                        the input offset the state reaches, the changelog offset it holds, the
                                  newest report's time, and the open cases by (stage, light) for the gauge
 
@@ -40,10 +41,10 @@ from streams.core.cases.model import CaseDoc
 from streams.core.cases.sla import WorkCalendar
 from streams.core.cases.timers import Timer
 
-DOC, SOURCE, TIMER, WINDOW, META = b"c|", b"s|", b"t|", b"w|", b"m|"
+DOC, SOURCE, TIMER, WINDOW, META, ZERO = b"c|", b"s|", b"t|", b"w|", b"m|", b"z|"
 META_KEY = META + b"state"
 # changelog record keys (case.state): documents, sources, and the checkpoint
-LOG_DOC, LOG_SOURCE, LOG_CHECKPOINT = b"c:", b"s:", b"\x00checkpoint"
+LOG_DOC, LOG_SOURCE, LOG_ZERO, LOG_CHECKPOINT = b"c:", b"s:", b"z:", b"\x00checkpoint"
 # A document on the changelog is `header 0x1E document`: the header says what the disk indexes need (gauge
 # label, window end, timers), so a restore of a million cases stores the documents without decoding them.
 HEADER_END = b"\x1e"
@@ -161,6 +162,49 @@ class _Sources(MutableMapping[str, str]):
         return sum(1 for _ in self)
 
 
+class _ZeroReports(MutableMapping[str, Any]):
+    """The zero-report book's mapping (station id -> days reported / alerted, and the partition's last check)."""
+
+    def __init__(self, state: PartitionCaseState) -> None:
+        self.state = state
+
+    def __getitem__(self, key: str) -> Any:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        dirty = self.state.dirty_zero
+        if key in dirty:
+            value = dirty[key]
+            return default if value is None else value
+        data = self.state.db.get(ZERO + key.encode())
+        return default if data is None else orjson.loads(data)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.state.record(self.state.dirty_zero, key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self.state.record(self.state.dirty_zero, key, None)
+
+    def __iter__(self) -> Iterator[str]:
+        seen = set()
+        for key, value in list(self.state.dirty_zero.items()):
+            seen.add(key)
+            if value is not None:
+                yield key
+        for raw in self.state.db.keys(from_key=ZERO):
+            if not raw.startswith(ZERO):
+                break
+            key = raw[len(ZERO):].decode()
+            if key not in seen:
+                yield key
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 class _DiskTimers:
     """The engine's timer queue as sorted RocksDB keys (streams.core.cases.timers.TimerQueue)."""
 
@@ -222,6 +266,8 @@ class PartitionCaseState:
         self.dirty_docs: dict[str, CaseDoc | None] = {}
         self._restored: dict[str, bytes | None] = {}  # documents from the changelog, as stored there
         self.dirty_sources: dict[str, str | None] = {}
+        self.dirty_zero: dict[str, Any] = {}      # the zero-report book's changes (None: deleted)
+        self.zero_reports = _ZeroReports(self)
         self.puts: dict[bytes, bytes] = {}
         self.deletes: set[bytes] = set()
         self._undo: list[tuple[Any, ...]] | None = None   # how to take back the current input's writes
@@ -291,6 +337,7 @@ class PartitionCaseState:
     def rollback(self) -> None:
         """Drop every change not yet persisted (a tick that failed) and rebuild the index from disk."""
         self.dirty_docs, self.dirty_sources, self.puts, self.deletes = {}, {}, {}, set()
+        self.dirty_zero = {}
         self._undo = None
         self.counts = Counter(json.loads(self.db.get(META_KEY) or b"{}").get("counts", {}))
         self.rebuild()
@@ -344,7 +391,8 @@ class PartitionCaseState:
 
     # ------------------------------------------------------------ the batch's changes
     def has_changes(self) -> bool:
-        return bool(self.dirty_docs or self._restored or self.dirty_sources or self.puts or self.deletes)
+        return bool(self.dirty_docs or self._restored or self.dirty_sources or self.dirty_zero or self.puts
+                    or self.deletes)
 
     def changelog_records(self) -> tuple[list[tuple[bytes, bytes | None]], dict[str, str | None]]:
         """(changelog records for case.state, source changes for case.sources). Documents are encoded once
@@ -358,6 +406,8 @@ class PartitionCaseState:
             records.append((LOG_DOC + case_id.encode(), value))
         records += [(LOG_SOURCE + source_id.encode(), case_id.encode() if case_id is not None else None)
                     for source_id, case_id in self.dirty_sources.items()]
+        records += [(LOG_ZERO + key.encode(), orjson.dumps(value) if value is not None else None)
+                    for key, value in self.dirty_zero.items()]
         return records, dict(self.dirty_sources)
 
     def checkpoint(self, upto: int | None) -> bytes:
@@ -385,6 +435,11 @@ class PartitionCaseState:
                 batch.delete(SOURCE + source_id.encode())
             else:
                 batch.put(SOURCE + source_id.encode(), case_id.encode())
+        for zkey, zvalue in self.dirty_zero.items():
+            if zvalue is None:
+                batch.delete(ZERO + zkey.encode())
+            else:
+                batch.put(ZERO + zkey.encode(), orjson.dumps(zvalue))
         for key in self.deletes:
             batch.delete(key)
         for key, value in self.puts.items():
@@ -396,6 +451,7 @@ class PartitionCaseState:
         batch.put(META_KEY, self._meta())
         self.db.write(batch)
         self.dirty_docs, self.dirty_sources, self.puts, self.deletes = {}, {}, {}, set()
+        self.dirty_zero = {}
         self._encoded = None
         self._undo = None
 
@@ -415,6 +471,9 @@ class PartitionCaseState:
             return
         if key.startswith(LOG_SOURCE):
             self.dirty_sources[key[len(LOG_SOURCE):].decode()] = value.decode() if value is not None else None
+            return
+        if key.startswith(LOG_ZERO):
+            self.dirty_zero[key[len(LOG_ZERO):].decode()] = orjson.loads(value) if value is not None else None
             return
         if not key.startswith(LOG_DOC):
             return

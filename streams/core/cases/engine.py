@@ -519,6 +519,7 @@ class CaseEngine:
             if signal.signal_id not in local.get("signal_ids", []):
                 doc = _clone(local)
                 steps = self._merge(doc, signal)
+                self.sources[signal.source_id] = local_id
                 self._commit(doc, steps, f"probe:{signal.signal_id}", out, before=local)
                 out.merged = 1
             out.cross.append({"key": home_of(probe["case_id"]), "kind": "void_duplicate", "case_id": probe["case_id"],
@@ -536,17 +537,20 @@ class CaseEngine:
         return out
 
     def _void_into(self, doc0: CaseDoc, into: str, ts_ms: int, out: Outputs) -> None:
+        """Void the duplicate and move its reports to ``into`` (the absorb input): a report stays in one case."""
         doc = _clone(doc0)
         at = max(ts_ms, doc.get("stage_started_ms", 0), doc.get("suspended_ms") or 0)
         steps = lifecycle.apply_action(doc, {"action_id": f"dup:{into}", "case_id": doc["case_id"], "action": "void",
                                              "actor_kind": "center", "actor_id": SYSTEM, "ts": iso_local(at),
                                              "note": f"duplicate of {into} across a street boundary"},
                                        at, self.calendar, self.policy)
-        self._commit(doc, steps, f"void-into:{into}", out, before=doc0)
         out.cross.append({"key": home_of(into), "kind": "absorb", "case_id": into, "from": doc["case_id"],
                           "ts_ms": at, "reporter_keys": doc["reporter_keys"], "sources": doc["sources"],
                           "signal_ids": doc["signal_ids"], "places": doc["places"], "devices": doc["devices"],
                           "last_signal_ms": doc.get("last_signal_ms", doc["opened_ms"])})
+        doc["duplicate_of"] = into
+        doc["sources"] = []   # moved: the signal ids stay, so a re-delivered report is still recognised here
+        self._commit(doc, steps, f"void-into:{into}", out, before=doc0)
 
     def on_absorb(self, item: dict[str, Any], partition: int = 0) -> Outputs:
         """The reports of a voided duplicate (another partition's case) join our case ``item["case_id"]``."""
@@ -554,6 +558,10 @@ class CaseEngine:
         doc0 = self.cases.get(item["case_id"])
         if doc0 is None:
             return out  # purged meanwhile: the duplicate's rows stay, void, in the store
+        if doc0.get("duplicate_of"):   # voided into an older case meanwhile: the reports go on to that one
+            into = doc0["duplicate_of"]
+            out.cross.append({**item, "key": home_of(into), "kind": "absorb", "case_id": into})
+            return out
         doc = _clone(doc0)
         for key in item["reporter_keys"]:
             if key not in doc["reporter_keys"]:
@@ -569,6 +577,8 @@ class CaseEngine:
             return out  # absorbed before (a re-delivered input)
         at = max(int(item["ts_ms"]), doc.get("stage_started_ms", 0))
         steps = [lifecycle.stay(doc, "absorb", SYSTEM, SYSTEM, at, duplicate=item["from"], reporters=doc["reporters"])]
+        for source in item["sources"]:   # actions naming these reports reach this case now
+            self.sources[source.split(":", 1)[1]] = doc["case_id"]
         self._commit(doc, steps, f"absorb:{item['from']}", out, before=doc0)
         return out
 

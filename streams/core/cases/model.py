@@ -108,6 +108,8 @@ class CaseDoc(TypedDict):
     ever_red: bool
     accepted_ms: NotRequired[int]       # 签收 by the department
     crowd: NotRequired[CrowdState]      # a crowd case's response plan 三级响应预案 (streams.core.cases.crowd)
+    duplicate_of: NotRequired[str]      # voided 作废 as a duplicate of that case across a street boundary; its
+                                        # reports moved there (CaseEngine.on_void_duplicate)
     base_level: NotRequired[int]        # the KB route's level, to return to when the plan stands down
     refused_count: NotRequired[int]
     dispatch_count: NotRequired[int]
