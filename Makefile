@@ -31,11 +31,13 @@ unit: venv
 	$(VENV)/bin/pytest -ra tests/unit $(PYTEST_ARGS)
 
 # The case path against the passthrough (both paths, latency, one vs two workers on clickhouse-server, py-spy
-# profiles), then restart and RSS with a million open cases; the README's table is rewritten from the JSON.
+# profiles), the IoT fast path, then restart and RSS with a million open cases; the README's table is rewritten
+# from the JSON.
 BENCH_ARGS ?= --profile
 STATE_BENCH_ARGS ?= --cases 1000000
 bench: system-deps venv kafka-jars
 	$(PY) bench/run.py $(BENCH_ARGS)
+	$(PY) bench/iot.py
 	$(PY) bench/state_bench.py $(STATE_BENCH_ARGS)
 	$(PY) bench/readme_table.py
 

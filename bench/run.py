@@ -51,6 +51,8 @@ from bench.meta import load, run_metadata  # noqa: E402
 from streams.local.kafka import LocalKafka, free_port  # noqa: E402
 
 CASE_PATH_SOURCES = ["hotline", "field", "camera", "registry"]
+# the bench's broker is one local broker: topics with one replica (the workers get the same through their env)
+SINGLE_BROKER = {"topic_replication_factor": 1, "topic_min_insync_replicas": 1}
 RESULTS = REPO / "bench" / "results"
 
 
@@ -131,7 +133,8 @@ def expected_outcomes(records: list[Any]) -> dict[str, int]:
     counts = collections.Counter()
     for record in records:
         try:
-            raw = codec.decode(record.payload(), RAW_SCHEMAS[record.topic])[1]
+            # the input rules' event-time window against now: the records reach Kafka now
+            raw = codec.decode(record.payload(), RAW_SCHEMAS[record.topic], ref_ms=int(time.time() * 1000))[1]
             result = ingestor.ingest(RAW_SCHEMAS[record.topic], raw, record.ts_ms)
         except (DecodeError, RejectRecord):
             counts["dead_letters"] += 1
@@ -227,6 +230,8 @@ class Run:
     workers: list[Worker] = field(default_factory=list)
 
     def start_worker(self, store_url: str, **extra: str) -> Worker:
+        from streams.security import demo_secrets
+
         index = len(self.workers)
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("CITYGRID_")}
@@ -234,7 +239,9 @@ class Run:
                     "CITYGRID_APP_ID": f"bench-{self.prefix}", "CITYGRID_STORE_URL": store_url,
                     "CITYGRID_DATA_DIR": str(self.work / f"{self.prefix}-worker{index}"),
                     "CITYGRID_METRICS_PORT": str(port), "CITYGRID_WEB_PORT": str(free_port()),
-                    "CITYGRID_LOG_LEVEL": "warning", "PYTHONPATH": str(REPO)})
+                    "CITYGRID_LOG_LEVEL": "warning", "PYTHONPATH": str(REPO),
+                    "CITYGRID_TOPIC_REPLICATION_FACTOR": "1", "CITYGRID_TOPIC_MIN_INSYNC_REPLICAS": "1"})
+        env.update(demo_secrets(self.work / "keys"))
         env.update({f"CITYGRID_{k.upper()}": v for k, v in extra.items()})
         log = self.work / f"{self.prefix}-worker{index}.log"
         proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, cwd=self.work,
@@ -359,7 +366,7 @@ def case_path(bootstrap: str, work: Path, records: list[Any], expected: dict[str
     from streams.agents.worker import ensure_topics
     from streams.settings import Settings
 
-    ensure_topics(Settings(kafka_bootstrap=bootstrap, topic_prefix=run.prefix))
+    ensure_topics(Settings(kafka_bootstrap=bootstrap, topic_prefix=run.prefix, **SINGLE_BROKER))
     produce(bootstrap, run.prefix, records)
     spies: list[subprocess.Popen[bytes]] = []
     spy_bin = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -399,7 +406,7 @@ def latency(bootstrap: str, work: Path, records: list[Any], store_url: str, rate
     from streams.agents.worker import ensure_topics
     from streams.settings import Settings
 
-    ensure_topics(Settings(kafka_bootstrap=bootstrap, topic_prefix=run.prefix))
+    ensure_topics(Settings(kafka_bootstrap=bootstrap, topic_prefix=run.prefix, **SINGLE_BROKER))
     try:
         worker = run.start_worker(store_url, **worker_settings)
         produce(bootstrap, run.prefix, records[:warm_up])

@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.meta import load, run_metadata  # noqa: E402
-from bench.run import RESULTS, Run, metric, scrape  # noqa: E402
+from bench.run import RESULTS, SINGLE_BROKER, Run, metric, scrape  # noqa: E402
 from streams.local.kafka import LocalKafka  # noqa: E402
 
 DAY_MS = 86_400_000
@@ -219,7 +219,7 @@ def main() -> int:
             from streams.settings import Settings
 
             ensure_topics(Settings(kafka_bootstrap=broker.bootstrap, topic_prefix=run.prefix,
-                                   topic_partitions=args.partitions))
+                                   topic_partitions=args.partitions, **SINGLE_BROKER))
             loaded = asyncio.run(load_changelog(broker.bootstrap, run.prefix, args.cases, args.partitions, args.seed))
             results["changelog_load_seconds"] = round(loaded, 1)
             print(f"loaded     {args.cases:,} open cases onto the changelog in {loaded:.0f} s")

@@ -34,11 +34,22 @@ LAYOUT = {
              ("cases_by_origin", 6, 8), ("cases_by_stage", 6, 8), ("signals_by_source", 6, 8), ("top_categories", 6, 8),
              ("open_cases_map", 12, 12), ("cases_by_hour", 12, 6), ("signals_by_interval", 12, 6),
              ("dispatches_by_department", 8, 8), ("dead_letters_by_topic", 8, 8), ("triage_by_reason", 8, 8)],
-    "league": [("department_league", 24, 10), ("overdue_cases", 24, 12), ("webhook_outcomes", 24, 8)],
-    "field": [("field_reporters", 12, 10), ("field_verifications", 12, 10), ("zero_reports", 12, 8),
-              ("patrol_coverage", 12, 8)],
-    "sensors": [("heritage_alarms", 12, 8), ("ebike_detections", 12, 8), ("sensor_alarms_by_hour", 24, 8)],
+    "league": [("period_totals", 12, 5), ("cases_by_day", 12, 5), ("department_kpis", 24, 10), ("unit_kpis", 24, 10),
+               ("department_league", 24, 10), ("overdue_cases", 24, 12),
+               ("webhook_outcomes", 24, 8)],
+    "field": [("field_kpis", 12, 10), ("station_compliance", 12, 10), ("field_reporters", 12, 10),
+              ("field_verifications", 12, 10), ("inspector_league", 24, 10), ("zero_report_alerts", 12, 8),
+              ("zero_reports", 12, 8), ("patrol_coverage", 12, 8)],
+    "sensors": [("heritage_alarms", 12, 8), ("ebike_detections", 12, 8), ("alarm_episodes", 24, 8),
+                ("building_worst_minutes", 24, 8), ("device_trend", 24, 8), ("sensor_alarms_by_hour", 24, 8)],
     "case": [("case_detail", 24, 6), ("case_history", 24, 10)],
+}
+# Template variables the panels' SQL names (``${case_id}``, ``${device_id}``), by dashboard.
+TEMPLATING = {
+    "case": [{"name": "case_id", "label": "案件编号 case id", "type": "textbox", "query": "",
+              "current": {"text": "", "value": ""}}],
+    "sensors": [{"name": "device_id", "label": "设备编号 device id", "type": "textbox", "query": "HB-WK-V01",
+                 "current": {"text": "HB-WK-V01", "value": "HB-WK-V01"}}],
 }
 # Pipeline health: (title, panel type, [(PromQL, legend)], unit).
 HEALTH = [
@@ -130,10 +141,7 @@ def build() -> dict[str, dict[str, Any]]:
         positions = layout([(w, h) for _, w, h in items])
         panels = [clickhouse_panel(i + 1, QUERIES[name], x, y, w, h)
                   for i, ((name, w, h), (x, y)) in enumerate(zip(items, positions))]
-        templating = None
-        if key == "case":
-            templating = [{"name": "case_id", "label": "案件编号 case id", "type": "textbox", "query": "",
-                           "current": {"text": "", "value": ""}}]
+        templating = TEMPLATING.get(key)
         boards[uid] = dashboard(uid, title, panels, time_from, time_to, templating)
     positions = layout([(12, 8)] * len(HEALTH))
     health_panels = []

@@ -34,6 +34,13 @@ class PipelineMetrics:
         self.classification_confidence = Histogram(
             "citygrid_classification_confidence", "Classifier confidence of each signal, by source",
             ["source"], buckets=CONFIDENCE_BUCKETS, registry=r)
+        self.iot_late_readings = Counter("citygrid_iot_late_readings",
+                                         "IoT readings whose minute had closed (left out of device_minutes)",
+                                         registry=r)
+        self.state_restores = Counter("citygrid_state_restores",
+                                      "Input partitions whose keyed state was set up from its changelog "
+                                      "(start, restart, rebalance), by topic",
+                                      ["topic"], registry=r)
         # Cases
         self.dedup_merges = Counter("citygrid_dedup_merges", "Signals merged into an existing case", registry=r)
         self.cases_opened = Counter("citygrid_cases_opened", "Cases opened 立案, by origin", ["origin"], registry=r)

@@ -15,15 +15,19 @@ import json
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol, TextIO, cast
 
 from streams.bus import records
 from streams.bus.codec import DecodeError, iso_to_ms, registry
 from streams.bus.records import TopicRecord
+from streams.bus.sealing import DeadLetterSealer
 from streams.bus.topics import CASE_ACTIONS, RAW_SCHEMAS, dlq
 from streams.core.cases.engine import CaseEngine, Outputs, case_summary
+from streams.core.cases.model import CaseAction, CaseDoc, Notification, Rejection
 from streams.core.cases.sla import DEFAULT_OVERRIDE_FILE, WorkCalendar
+from streams.core.field import StationReport, ZeroReportBook
 from streams.core.model import IngestResult
+from streams.core.privacy import mask_text
 from streams.settings import Settings
 
 # Fields holding the event time of each raw record (first present wins).
@@ -47,15 +51,16 @@ class ReplayReport:
     actions: int = 0
     rejected_actions: int = 0
     alerts: int = 0
-    cases: dict[str, dict] = field(default_factory=dict)   # case_id -> case document
-    rejections: list[dict] = field(default_factory=list)
-    notifications: list[dict] = field(default_factory=list)
+    zero_report_alerts: int = 0   # residential stations that missed their daily report 零报告
+    cases: dict[str, CaseDoc] = field(default_factory=dict)   # case_id -> case document
+    rejections: list[Rejection] = field(default_factory=list)
+    notifications: list[Notification] = field(default_factory=list)
 
     def summary(self) -> str:
         return (f"replayed {self.lines} lines: {self.records} records, {self.invalid} invalid, "
                 f"{self.unusable} unusable, {self.signals} signals ({self.merged} merged, {self.triage} to triage), "
                 f"{len(self.cases)} cases, {self.actions} actions ({self.rejected_actions} rejected), "
-                f"{self.alerts} SLA alerts")
+                f"{self.alerts} SLA alerts, {self.zero_report_alerts} missed zero-reports")
 
 
 @dataclass(order=True)
@@ -70,8 +75,9 @@ class _Buffer:
     """Rows per table, inserted in batches into the store. Rows come from the records the worker would
     send (streams.bus.records), mapped as the ClickHouse sink maps them: the same rows as live."""
 
-    def __init__(self, store: RowSink | None) -> None:
+    def __init__(self, store: RowSink | None, sealer: DeadLetterSealer | None = None) -> None:
         self.store = store
+        self.sealer = sealer   # seals dead-letter originals (None: no CITYGRID_DLQ_KEY configured)
         self.rows: dict[str, list[dict]] = {}
 
     def add(self, table: str, rows: Iterable[dict]) -> None:
@@ -98,8 +104,11 @@ class _Buffer:
         self.add_records([*records.output_records(out), *map(records.case_record, out.cases)])
 
     def add_dead_letter(self, topic: str, line_no: int, reason: str, ts_ms: int, record: dict) -> None:
-        value = records.dead_letter_value(topic, 0, line_no, reason, ts_ms,
-                                          json.dumps(record, ensure_ascii=False).encode("utf-8"), None)
+        # The original is sealed with the DLQ key like the worker's; without a key it is only named by its
+        # line in the input file (which the operator holds anyway). The reason is masked.
+        original = json.dumps(record, ensure_ascii=False).encode("utf-8")
+        value = records.dead_letter_value(topic, 0, line_no, mask_text(reason), ts_ms,
+                                          self.sealer.seal(original) if self.sealer else b"", None)
         self.add_records([TopicRecord(dlq(topic), value)])
 
     def flush(self, table: str | None = None) -> None:
@@ -161,11 +170,18 @@ def replay(lines: Iterable[str], settings: Settings, store: RowSink | None = Non
 
     knowledge = knowledge if knowledge is not None else Knowledge.load(settings.kb_path, settings.city_dir)
     calendar = WorkCalendar(settings.holiday_override_file or DEFAULT_OVERRIDE_FILE)
-    ingestor = Ingestor(knowledge, settings.triage_confidence)
-    cases: dict[str, dict] = {}
+    from streams.security import dlq_sealer, pseudonymizer
+
+    # the operator's pseudonym key when configured (pseudonyms then match the live pipeline's)
+    ingestor = Ingestor(knowledge, settings.triage_confidence, pseudonyms=pseudonymizer(settings))
+    sealer = dlq_sealer(settings) if settings.dlq_key is not None else None
+    cases: dict[str, CaseDoc] = {}
     engine = CaseEngine(knowledge, cases, {}, calendar, auto_dispatch=settings.auto_dispatch)
+    # residential stations' daily reports: the same book the lifecycle agent keeps, one partition owning all
+    zero_reports = ZeroReportBook(knowledge.field, {}, settings.zero_report_deadline, calendar.is_workday,
+                                  knowledge.city.unit_of)
     report = ReplayReport(cases=cases)
-    sink = _Buffer(store)
+    sink = _Buffer(store, sealer)
     events = read_events(lines, err, report)
 
     def collect(out: Outputs) -> None:
@@ -178,11 +194,52 @@ def replay(lines: Iterable[str], settings: Settings, store: RowSink | None = Non
         for rejection in out.rejections:
             print(f"action {rejection['action_id']} rejected: {rejection['reason']}", file=err)
 
+    def tick(now_ms: int) -> None:
+        collect(engine.on_tick(now_ms))
+        zero = Outputs()
+        for alert in zero_reports.on_tick(now_ms):
+            zero.sla_alerts.append({"alert_id": alert["alert_id"], "case_id": alert["case_id"],
+                                    "ts_ms": alert["ts_ms"], "stage": alert["stage"], "light": alert["light"],
+                                    "kind": alert["kind"], "departments": list(alert["departments"]),
+                                    "deadline_ms": alert["deadline_ms"]})
+            zero.notifications.append(cast(Notification, zero_reports.notification(alert)))
+        report.zero_report_alerts += len(zero.sla_alerts)
+        collect(zero)
+
+    triage_records: dict[str, dict[str, Any]] = {}   # what the worker's triage GlobalTable holds
+
+    def from_triage(action: CaseAction, ts_ms: int) -> None:
+        """人工分拨立案, as the worker's actions router does it."""
+        triage = triage_records.get(str(action.get("triage_id") or ""))
+        reason = None
+        if action["actor_kind"] != "center":
+            reason = "only the centre turns a triage record 人工分拨 into a case"
+        elif triage is None:
+            reason = f"unknown triage record {action.get('triage_id')!r}"
+        else:
+            try:
+                signal = ingestor.from_triage(triage, ts_ms, action.get("category"), action.get("address"),
+                                              action.get("lat"), action.get("lon"), actor=action["actor_id"])
+            except RejectRecord as exc:
+                reason = f"triage record {action.get('triage_id')!r}: {exc.reason}"
+            else:
+                report.signals += 1
+                sink.add_records([records.signal_input(signal)])
+                collect(engine.on_signal(signal))
+                return
+        report.rejected_actions += 1
+        print(f"action {action['action_id']} rejected: {reason}", file=err)
+
     for event in events:
-        collect(engine.on_tick(event.ts_ms))  # the virtual clock reaches this event: fire due timers
+        tick(event.ts_ms)  # the virtual clock reaches this event: fire due timers
+        if event.topic == CASE_ACTIONS and event.record.get("action") == "from_triage":
+            report.actions += 1
+            from_triage(cast(CaseAction, event.record), event.ts_ms)
+            continue
         if event.topic == CASE_ACTIONS:
             report.actions += 1
-            collect(engine.on_action(event.record))
+            # read_events validated the record against the case_action schema: it is a CaseAction
+            collect(engine.on_action(cast(CaseAction, event.record)))
             continue
         try:
             result = ingestor.ingest(RAW_SCHEMAS[event.topic], event.record, event.ts_ms)
@@ -192,13 +249,18 @@ def replay(lines: Iterable[str], settings: Settings, store: RowSink | None = Non
             sink.add_dead_letter(event.topic, event.line_no, str(exc), event.ts_ms, event.record)
             continue
         sink.add_ingest(result)
+        for item in result.triage:
+            triage_records[item.triage_id] = dict(item.__dict__)
+        for station_report in result.station_reports:
+            zero_reports.reported(cast(StationReport, station_report))
         report.triage += len(result.triage)
         for signal in result.signals:
             report.signals += 1
             collect(engine.on_signal(signal))
     end = until_ms if until_ms is not None else (events[-1].ts_ms if events else None)
     if end is not None:
-        collect(engine.on_tick(end))
+        tick(end)
+    sink.add_ingest(ingestor.finish())   # the device minutes still open at the end of the recording
     sink.flush()
     if json_out is not None:
         for doc in sorted(cases.values(), key=lambda d: (d["opened_ms"], d["case_id"])):

@@ -24,12 +24,13 @@ from streams.bus import records
 from streams.bus.codec import SchemaRegistry, registry
 from streams.bus.emit import Emitter
 from streams.bus.records import Inbound
+from streams.bus.sealing import DeadLetterSealer
 from streams.bus.topics import INTERNAL_SCHEMAS, RAW_SCHEMAS, STORE_ROWS, TopicNames
 
 SCHEMAS = {**RAW_SCHEMAS, **INTERNAL_SCHEMAS}
 
 Key = str | bytes | None
-InputRecord = tuple[str, Key, dict[str, Any] | bytes] | tuple[str, Key, dict[str, Any] | bytes, int]
+InputRecord = tuple[str, Key, dict[str, Any] | bytes | None] | tuple[str, Key, dict[str, Any] | bytes | None, int]
 Handle = Callable[[list[Any], Emitter], Awaitable[None]]  # adapter.handle, LeanIngest.process, ...
 
 
@@ -68,7 +69,7 @@ class TestingSource:
             offset = offsets.get((topic, partition), 0)
             offsets[(topic, partition)] = offset + 1
             self.inbound.append(Inbound(self.names.name(topic), partition, offset, timestamp_ms, _key_bytes(key),
-                                        bytes(value)))
+                                        bytes(value) if value is not None else None))
 
     def __len__(self) -> int:
         return len(self.inbound)
@@ -78,7 +79,7 @@ class TestingSource:
         return [ConsumerRecord(topic=r.topic, partition=r.partition, offset=r.offset, timestamp=r.timestamp_ms or 0,
                                timestamp_type=0, key=r.key, value=r.value, checksum=None,
                                serialized_key_size=len(r.key) if r.key is not None else -1,
-                               serialized_value_size=len(r.value), headers=())
+                               serialized_value_size=len(r.value) if r.value is not None else -1, headers=())
                 for r in self.inbound]
 
     def batches(self, size: int | None = None, consumer_records: bool = False) -> Iterator[list[Any]]:
@@ -104,9 +105,15 @@ class TestingSink:
 
     __test__ = False
 
-    def __init__(self, *, prefix: str = "", codec: SchemaRegistry | None = None) -> None:
+    def __init__(self, *, prefix: str = "", codec: SchemaRegistry | None = None, ledger: bool = False) -> None:
         self.names = TopicNames(prefix)
+        # The input ledger (one input_ledger row per input, for `streams reconcile`) as the worker writes
+        # it; off by default so that a test sees just the adapter's own outputs.
+        self.ledger = ledger
         self.codec = codec or registry()
+        # Dead-letter originals are sealed as in the worker; produced() opens them (as `streams dlq show`
+        # does), sealed_dead_letters() shows them as they travel.
+        self.sealer = DeadLetterSealer.ephemeral()
         self.sent: list[tuple[str, bytes | None, bytes, int | None]] = []  # (physical topic, key, value, partition)
         self.flushes = 0
 
@@ -117,16 +124,20 @@ class TestingSink:
             acked.set_result(None)
             return acked
 
-        return Emitter(send, self.codec, self.names, SCHEMAS)
+        return Emitter(send, self.codec, self.names, SCHEMAS, sealer=self.sealer, ledger=self.ledger)
 
-    def produced(self, topic: str | None = None) -> list[Produced]:
-        """Everything sent, decoded, in send order (only ``topic``'s records when given)."""
+    def produced(self, topic: str | None = None, opened: bool = True) -> list[Produced]:
+        """Everything sent, decoded, in send order (only ``topic``'s records when given); dead-letter
+        originals opened unless ``opened`` is False (then as sealed on the topic)."""
         out = []
         for physical, key, value, partition in self.sent:
             logical = self.names.logical(physical)
             if topic is not None and logical != topic:
                 continue
             schema, record = self.codec.decode(value)
+            if schema == "dead_letter" and opened:
+                record = {**record, "original": self.sealer.open(record["original"]),
+                          "key": self.sealer.open(record["key"]) if record.get("key") is not None else None}
             out.append(Produced(logical, _text_key(key), record, schema, partition))
         return out
 
@@ -150,7 +161,7 @@ class TestingSink:
 
     def table_rows(self) -> dict[str, list[dict[str, Any]]]:
         """What the ClickHouse sink would write for everything sent (without ``stored_ms``)."""
-        return records.table_rows(records.TopicRecord(p.topic, p.value) for p in self.produced())
+        return records.table_rows(records.TopicRecord(p.topic, p.value) for p in self.produced(opened=False))
 
 
 def _text_key(key: bytes | None) -> str | bytes | None:

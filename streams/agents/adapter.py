@@ -12,8 +12,9 @@ import time
 from collections.abc import Callable, Sequence
 
 from streams.bus.codec import SchemaRegistry
-from streams.bus.emit import Emitter
+from streams.bus.emit import Emitter, InputRecord
 from streams.bus.records import Inbound
+from streams.bus.rules import DEFAULT_RULES, InputRules
 from streams.bus.topics import TopicNames
 from streams.metrics import PipelineMetrics
 
@@ -28,14 +29,20 @@ def reason_label(reason: str) -> str:
 
 class Adapter:
     """Base of the adapters: ``await handle(batch, out)`` queues its outputs on ``out``; the caller
-    flushes ``out`` and only then acknowledges the batch (at-least-once)."""
+    flushes ``out`` and only then acknowledges the batch (at-least-once).
+
+    The failure boundary is one input record: an adapter stages each input's outputs between
+    ``out.begin(...)`` and the next input, and a failure of any step -- decode, the input rules,
+    the core, encoding an output -- drops what that input staged and dead-letters it instead
+    (:meth:`park`). Every input so gets exactly one ledger row (docs/reliability.md)."""
 
     def __init__(self, codec: SchemaRegistry, metrics: PipelineMetrics, names: TopicNames,
-                 clock: Clock = time.time) -> None:
+                 clock: Clock = time.time, rules: InputRules = DEFAULT_RULES) -> None:
         self.codec = codec
         self.metrics = metrics
         self.names = names
         self.clock = clock
+        self.rules = rules   # the input rules of raw records (streams.bus.rules), from the settings
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -43,7 +50,20 @@ class Adapter:
     async def handle(self, batch: Sequence[Inbound], out: Emitter) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def dead_letter(self, out: Emitter, logical: str, inbound: Inbound, reason: str) -> None:
-        """Park an input on ``<logical>.dlq`` with its original bytes, and count it by reason."""
+    def input_record(self, inbound: Inbound, logical: str) -> InputRecord:
+        """An input for ``out.begin``: stamped with its Kafka timestamp (a replay writes the same dead letter
+        and ledger row), the clock only for a record that has none."""
+        return InputRecord(logical, inbound.partition, inbound.offset, inbound.timestamp_ms or self.now_ms(),
+                           inbound.value, inbound.key)
+
+    def park(self, out: Emitter, logical: str, reason: str) -> None:
+        """Drop what the current input staged and dead-letter it (``out.begin`` was called for it)."""
         self.metrics.dead_letters.labels(topic=logical, reason=reason_label(reason)).inc()
-        out.dead_letter(logical, inbound.partition, inbound.offset, reason, self.now_ms(), inbound.value, inbound.key)
+        out.park(reason)
+
+    def dead_letter(self, out: Emitter, logical: str, inbound: Inbound, reason: str) -> None:
+        """Park an input on ``<logical>.dlq`` with its original bytes, and count it by reason. Stamped with
+        its Kafka timestamp, so a replay writes the same dead letter."""
+        self.metrics.dead_letters.labels(topic=logical, reason=reason_label(reason)).inc()
+        out.dead_letter(logical, inbound.partition, inbound.offset, reason, inbound.timestamp_ms or self.now_ms(),
+                        inbound.value, inbound.key)

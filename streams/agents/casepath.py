@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import mode
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
@@ -36,11 +36,13 @@ from streams.agents.actions import ActionRouter
 from streams.agents.casestate import LOG_CHECKPOINT, PartitionCaseState
 from streams.agents.ingest import IngestAdapter
 from streams.agents.lean import LeanIngest
-from streams.agents.lifecycle import Deliveries, LifecycleAdapter
+from streams.agents.lifecycle import Deliveries, LifecycleAdapter, street_partitions
 from streams.bus import clients, records
 from streams.bus.codec import SchemaRegistry
-from streams.bus.consumer import BatchConsumerService, inbound
-from streams.bus.emit import Emitter
+from streams.bus.consumer import BatchConsumerService, Unavailable, inbound
+from streams.bus.emit import Emitter, SendFailed, producer_broken
+from streams.bus.sealing import DeadLetterSealer
+from streams.bus.stateful import StatefulBatchConsumer
 from streams.bus.topics import (
     CAMERA_ALERTS,
     CASE_ACTIONS,
@@ -53,9 +55,12 @@ from streams.bus.topics import (
     OPEN311_REQUESTS,
     RAW_SCHEMAS,
     REGISTRY_CHANGES,
+    TRIAGE,
     TopicNames,
 )
 from streams.core.cases.sla import DEFAULT_OVERRIDE_FILE, WorkCalendar
+from streams.core.field import ZeroReportBook
+from streams.faults import crash_point
 from streams.metrics import PipelineMetrics
 from streams.settings import Settings
 
@@ -67,54 +72,35 @@ RESTORE_BATCH = 5000  # changelog records applied per RocksDB write while restor
 
 
 def case_ingest(settings: Settings, adapter: IngestAdapter, codec: SchemaRegistry,
-                metrics: PipelineMetrics) -> LeanIngest:
-    """The raw feeds of the case path on a lean batch consumer (texts classified a batch at a time)."""
-    return LeanIngest(settings, adapter, codec, metrics, topics=list(CASE_RAW_TOPICS), group_suffix="case-ingest")
+                metrics: PipelineMetrics, sealer: DeadLetterSealer | None = None) -> LeanIngest:
+    """The raw feeds of the case path on a lean batch consumer (no keyed state: each record goes through
+    the ingest adapter's failure boundary, texts classified a batch at a time)."""
+    service = LeanIngest(settings, adapter, codec, metrics, sealer=sealer, topics=list(CASE_RAW_TOPICS),
+                         group_suffix="case-ingest")
+    service.outputs_point = "ingest.outputs_sent"   # the Faust ingest agent's crash point: the fault suite's
+    return service
 
 
-def _producer(settings: Settings) -> AIOKafkaProducer:
-    return AIOKafkaProducer(**clients.derived_producer(settings))
+class LeanLifecycle(StatefulBatchConsumer):
+    """case.inputs → the case engines of the assigned partitions; see the module docstring.
 
+    The batch machinery is the stateful lean consumer's (streams.bus.stateful: producer, delivery until
+    acknowledged, the rebalance listener, the lock); the state is a RocksDB per partition
+    (streams.agents.casestate) restored from the changelog's tail rather than read whole into memory."""
 
-def _emitter(producer: AIOKafkaProducer, codec: SchemaRegistry, names: TopicNames) -> Emitter:
-    async def send(topic: str, key: bytes | None, value: bytes, partition: int | None) -> Any:
-        return await producer.send(topic, value, key=key, partition=partition)
-
-    return Emitter(send, codec, names, {**RAW_SCHEMAS, **INTERNAL_SCHEMAS})
-
-
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, owner: LeanLifecycle) -> None:
-        self.owner = owner
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        await self.owner.revoked(list(revoked))
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        await self.owner.assigned(list(assigned))
-
-
-class LeanLifecycle(mode.Service):
-    """case.inputs → the case engines of the assigned partitions; see the module docstring."""
-
+    group_suffix = "lifecycle"
     max_records = 2000
 
     def __init__(self, settings: Settings, knowledge: Any, codec: SchemaRegistry, metrics: PipelineMetrics,
-                 deliveries: Deliveries, **kw: Any) -> None:
-        super().__init__(**kw)
-        self.settings = settings
+                 deliveries: Deliveries, sealer: DeadLetterSealer | None = None, **kw: Any) -> None:
+        super().__init__(settings, [CASE_INPUTS], {CASE_INPUTS: CASE_STATE}, codec, metrics, **kw)
         self.knowledge = knowledge
-        self.codec = codec
-        self.metrics = metrics
         self.deliveries = deliveries
-        self.names = TopicNames(settings.topic_prefix)
+        self.sealer = sealer
         self.calendar = WorkCalendar(settings.holiday_override_file or DEFAULT_OVERRIDE_FILE)
-        self.states: dict[int, PartitionCaseState] = {}
+        self.case_states: dict[int, PartitionCaseState] = {}
         self.adapters: dict[int, LifecycleAdapter] = {}
-        self.lock = asyncio.Lock()
-        self.consumer: AIOKafkaConsumer | None = None
-        self.producer: AIOKafkaProducer | None = None
-        self.expected: dict[int, int] = {}     # partition -> next input offset the state wants
+        self.next_offset: dict[int, int] = {}     # partition -> next input offset the state wants
         self.restore_seconds: dict[int, float] = {}
         self.ready = asyncio.Event()
         # standby copies of the partitions another worker owns (case_standbys): partition -> state, and its reader
@@ -128,13 +114,7 @@ class LeanLifecycle(mode.Service):
 
     # ------------------------------------------------------------ lifecycle
     async def on_start(self) -> None:
-        self.producer = _producer(self.settings)
-        await self.producer.start()
-        self.consumer = AIOKafkaConsumer(**clients.batch_consumer(
-            self.settings, f"{self.settings.app_id}-lifecycle", self.max_records))
-        await self.consumer.start()
-        self.consumer.subscribe([self.names.name(CASE_INPUTS)], listener=_Rebalance(self))
-        self.add_future(self._consume())
+        await super().on_start()
         self.add_future(self._ticks())
         if self.settings.case_standbys:
             self.standby_reader = AIOKafkaConsumer(**clients.topic_reader(self.settings),
@@ -152,15 +132,15 @@ class LeanLifecycle(mode.Service):
                 state.close()
             self.standbys.clear()
         async with self.lock:
-            for state in self.states.values():
+            for state in self.case_states.values():
                 state.close()
-            self.states.clear()
+            self.case_states.clear()
         if self.producer is not None:
             await self.producer.stop()
 
     def open_case_counts(self) -> dict[tuple[str, str], int]:
         total: dict[tuple[str, str], int] = {}
-        for state in list(self.states.values()):
+        for state in list(self.case_states.values()):
             for key, n in state.open_counts().items():
                 total[key] = total.get(key, 0) + n
         return total
@@ -169,12 +149,12 @@ class LeanLifecycle(mode.Service):
     async def revoked(self, partitions: list[TopicPartition]) -> None:
         async with self.lock:  # the batch in flight finishes and commits first
             for tp in partitions:
-                state = self.states.pop(tp.partition, None)
+                state = self.case_states.pop(tp.partition, None)
                 self.adapters.pop(tp.partition, None)
-                self.expected.pop(tp.partition, None)
+                self.next_offset.pop(tp.partition, None)
                 if state is not None:
                     state.close()  # the files stay: a later assignment catches up from the changelog's tail
-            self.metrics.case_partitions.set(len(self.states))
+            self.metrics.case_partitions.set(len(self.case_states))
 
     async def assigned(self, partitions: list[TopicPartition]) -> None:
         async with self.lock:
@@ -184,20 +164,33 @@ class LeanLifecycle(mode.Service):
                 state = self._new_state(tp.partition)
                 applied = await self._catch_up(state)
                 await asyncio.to_thread(state.rebuild)  # the live cases only; off the event loop
-                self.states[tp.partition] = state
-                self.adapters[tp.partition] = LifecycleAdapter(state.engine, self.codec, self.metrics, self.names,
-                                                               deliveries=self.deliveries)
-                self.adapters[tp.partition].stale = False
+                self.case_states[tp.partition] = state
+                adapter = LifecycleAdapter(state.engine, self.codec, self.metrics, self.names,
+                                           deliveries=self.deliveries, journals=(state,),
+                                           rebuild=state.rebuild, zero_reports=self._zero_reports(state),
+                                           owns=street_partitions(self._input_partitions()))
+                adapter.stale = False
+                self.adapters[tp.partition] = adapter
                 assert self.consumer is not None
                 if state.upto is not None:
                     self.consumer.seek(tp, state.upto)
-                    self.expected[tp.partition] = state.upto
+                    self.next_offset[tp.partition] = state.upto
                 self.restore_seconds[tp.partition] = time.monotonic() - started
                 self.metrics.state_restore_seconds.set(self.restore_seconds[tp.partition])
                 log.info("lifecycle: partition %d ready in %.1f s (%d changelog records applied, %d cases indexed)",
                          tp.partition, self.restore_seconds[tp.partition], applied, len(state.engine.live))
-            self.metrics.case_partitions.set(len(self.states))
+            self.metrics.case_partitions.set(len(self.case_states))
             self.ready.set()
+
+    def _zero_reports(self, state: PartitionCaseState) -> ZeroReportBook:
+        """The partition's zero-report book 零报告 over its RocksDB state (the Faust path: a table)."""
+        return ZeroReportBook(self.knowledge.field, state.zero_reports, self.settings.zero_report_deadline,
+                              self.calendar.is_workday, self.knowledge.city.unit_of)
+
+    def _input_partitions(self) -> int:
+        assert self.consumer is not None
+        return len(self.consumer.partitions_for_topic(self.names.name(CASE_INPUTS)) or ()) or \
+            self.settings.topic_partitions
 
     async def _catch_up(self, state: PartitionCaseState) -> int:
         """Apply the changelog from the offset the local RocksDB holds to its end (all of it when new here)."""
@@ -236,21 +229,6 @@ class LeanLifecycle(mode.Service):
         return applied
 
     # ------------------------------------------------------------ the loop
-    async def _consume(self) -> None:
-        assert self.consumer is not None
-        while not self.should_stop:
-            try:
-                batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
-            except Exception as exc:
-                if self.should_stop:
-                    return
-                log.warning("lifecycle: fetch failed: %s", exc)
-                await asyncio.sleep(1)
-                continue
-            if batches:
-                async with self.lock:
-                    await self.run_batch(batches)
-
     async def _ticks(self) -> None:
         while not self.should_stop:
             await asyncio.sleep(self.settings.timer_tick_seconds)
@@ -258,85 +236,113 @@ class LeanLifecycle(mode.Service):
                 await self.run_tick(int(time.time() * 1000))
 
     async def run_batch(self, batches: Mapping[TopicPartition, list[ConsumerRecord]]) -> None:
-        assert self.producer is not None and self.consumer is not None
-        out = _emitter(self.producer, self.codec, self.names)
-        latest_cases: dict[str, dict[str, Any]] = {}
-        offsets: dict[TopicPartition, int] = {}
+        """Each input inside the lifecycle adapter's failure boundary (one ledger row, or one dead letter);
+        then :meth:`_finish` writes outputs before state, and the input is committed last."""
+        assert self.consumer is not None
+        out = self.emitter()
+        latest: dict[int, int] = {}
         for tp, recs in batches.items():
             adapter = self.adapters.get(tp.partition)
-            if adapter is None:
+            if adapter is None or not recs:
                 continue  # revoked meanwhile: its new owner reads it
-            expected = self.expected.get(tp.partition, 0)
+            expected = self.next_offset.get(tp.partition, 0)
             recs = [r for r in recs if r.offset >= expected]  # seen before a seek back: skip
             if not recs:
                 continue
-            for rec in recs:
-                item = inbound(rec)
-                try:
-                    outputs = adapter.apply(item)
-                except Exception as exc:  # a bad input or a bug must not stop every case: park it, loudly
-                    known = isinstance(exc, (ValueError, KeyError))
-                    if not known:
-                        log.exception("lifecycle: internal error on %s[%s]@%s", rec.topic, rec.partition, rec.offset)
-                    adapter.dead_letter(out, CASE_INPUTS, item, str(exc) if known else f"internal error: {exc!r}")
-                    continue
-                adapter.emit_outputs(out, outputs, latest_cases)
-            offsets[tp] = recs[-1].offset + 1
-            self.expected[tp.partition] = offsets[tp]
-        if not offsets:
+            await adapter.handle([inbound(rec) for rec in recs], out)
+            latest[tp.partition] = recs[-1].offset + 1
+            self.next_offset[tp.partition] = latest[tp.partition]
+        if not latest:
             return
-        await self._finish(out, latest_cases, {tp.partition: o for tp, o in offsets.items()})
+        await self._finish(out, dict(latest))
+        offsets = {TopicPartition(self.names.name(CASE_INPUTS), p): OffsetAndMetadata(o, "")
+                   for p, o in latest.items()}
         try:
-            await self.consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
+            await self.consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
             # a rebalance took the partition: its new owner resumes from our checkpoint on the changelog
             log.warning("lifecycle: commit after a rebalance failed (%s)", exc)
 
     async def run_tick(self, now_ms: int) -> None:
-        assert self.producer is not None
-        out = _emitter(self.producer, self.codec, self.names)
-        latest_cases: dict[str, dict[str, Any]] = {}
+        """Timers fire here (the service owns its partitions' state: no tick record on case.inputs)."""
+        out = self.emitter()
         touched: dict[int, int | None] = {}
-        for partition, state in list(self.states.items()):
-            outputs = state.engine.on_tick(now_ms, partition)
-            self.adapters[partition].emit_outputs(out, outputs, latest_cases)
+        for partition, state in list(self.case_states.items()):
+            try:
+                outputs = state.engine.on_tick(now_ms, partition)
+                adapter = self.adapters[partition]
+                if adapter.zero_reports is not None:
+                    outputs.extend(adapter.zero_report_alerts(now_ms, partition))
+                changed: dict[str, Any] = {}
+                self.adapters[partition].emit_outputs(out, outputs, changed)
+                out.emit(records.case_record(row) for row in changed.values())
+            except Exception:  # a bug in one case's timer must not stop the clock of every case
+                log.exception("lifecycle: tick of partition %d failed; its state is rebuilt", partition)
+                state.rollback()
+                continue
             if state.has_changes():
                 touched[partition] = None
         if touched:
-            await self._finish(out, latest_cases, touched)
+            await self._finish(out, touched)
 
-    async def _finish(self, out: Emitter, latest_cases: dict[str, dict[str, Any]],
-                      upto: dict[int, int | None]) -> None:
-        """Outputs acknowledged → changelog and sources acknowledged → RocksDB written."""
-        out.emit(records.case_record(row) for row in latest_cases.values())
-        await out.flush()
-        assert self.producer is not None
+    async def _finish(self, out: Emitter, upto: dict[int, int | None]) -> None:
+        """Outputs acknowledged → changelog and sources acknowledged → RocksDB written. A crash between
+        any two replays the inputs from the checkpoint into the same outputs (same ids)."""
+        await self.deliver(out)                                          # 1. outputs
+        crash_point("lifecycle.outputs_sent")
         changelog, sources_topic = self.names.name(CASE_STATE), self.names.name(CASE_SOURCES)
-        checkpoints: dict[int, Any] = {}
-        futures = []
-        for partition, offset in upto.items():
-            state = self.states.get(partition)
+        state_out = self.emitter()
+        written: list[int] = []
+        for partition in upto:
+            state = self.case_states.get(partition)
             if state is None:
                 continue
             log_records, sources = state.changelog_records()
             for key, value in log_records:
-                futures.append(await self.producer.send(changelog, value, key=key, partition=partition))
+                state_out.raw(changelog, value, key, partition)  # type: ignore[arg-type]
             for source_id, case_id in sources.items():
-                futures.append(await self.producer.send(
-                    sources_topic, case_id.encode() if case_id is not None else None, key=source_id.encode()))
-            checkpoints[partition] = await self.producer.send(changelog, state.checkpoint(offset),
-                                                              key=LOG_CHECKPOINT, partition=partition)
-        await asyncio.gather(*futures)
-        for partition, future in checkpoints.items():
-            metadata = await future
-            self.states[partition].persist(upto[partition], metadata.offset + 1)
+                state_out.raw(sources_topic, case_id.encode() if case_id is not None else None,  # type: ignore[arg-type]
+                              source_id.encode())
+            written.append(partition)
+        await self.deliver(state_out)                                    # 2. changelog and sources
+        # 3. the checkpoints last: each past every record of its batch; their offsets are what the local
+        # RocksDB then holds of the changelog (a restart applies only what follows)
+        offsets = {partition: await self._send_checkpoint(partition, self.case_states[partition].checkpoint(
+            upto[partition])) for partition in written}
+        crash_point("lifecycle.state_written")
+        for partition, offset in offsets.items():
+            state = self.case_states.get(partition)
+            if state is not None:
+                state.persist(upto[partition], offset + 1)
 
+    async def _send_checkpoint(self, partition: int, value: bytes) -> int:
+        """Send one checkpoint record until acknowledged (as deliver_until_acked); its changelog offset."""
+        delay = 0.5
+        while True:
+            try:
+                if self.producer is None:
+                    self.producer = await self._new_producer()
+                future = await self.producer.send(self.names.name(CASE_STATE), value, key=LOG_CHECKPOINT,
+                                                  partition=partition)
+                return int((await future).offset)
+            except Exception as exc:
+                if self.should_stop:
+                    raise
+                log.warning("lifecycle: checkpoint of partition %d not acknowledged (%s); retrying", partition, exc)
+                if producer_broken(exc):
+                    await self.renew_producer()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 15.0)
 
     # ------------------------------------------------------------ standby copies
+    def _closed_ttl_ms(self) -> int | None:
+        hours = self.settings.closed_case_retention_hours
+        return int(hours * HOUR_MS) if hours > 0 else None
+
     def _new_state(self, partition: int) -> PartitionCaseState:
         return PartitionCaseState(partition, self.root / str(partition), self.knowledge, self.calendar,
                                   self.settings.auto_dispatch,
-                                  closed_ttl_ms=int(self.settings.closed_case_ttl_hours * HOUR_MS),
+                                  closed_ttl_ms=self._closed_ttl_ms(),
                                   index_lateness_ms=int(self.settings.dedup_lateness_hours * HOUR_MS))
 
     async def _drop_standbys(self, partitions: list[int]) -> None:
@@ -365,7 +371,7 @@ class LeanLifecycle(mode.Service):
                 continue
             inputs = self.names.name(CASE_INPUTS)
             # ours, or being assigned to us (the rebalance listener may still be restoring it)
-            owned = set(self.states) | {tp.partition for tp in self.consumer.assignment() if tp.topic == inputs}
+            owned = set(self.case_states) | {tp.partition for tp in self.consumer.assignment() if tp.topic == inputs}
             every = self.standby_reader.partitions_for_topic(topic) or set()
             wanted = every - owned
             if wanted != set(self.standbys):
@@ -402,6 +408,9 @@ class LeanLifecycle(mode.Service):
 class SourceIndex(mode.Service):
     """Which case holds a source record: every partition of ``case.sources`` in a local RocksDB."""
 
+    topic = CASE_SOURCES
+    directory = "sources"
+
     def __init__(self, settings: Settings, **kw: Any) -> None:
         super().__init__(**kw)
         self.settings = settings
@@ -414,14 +423,14 @@ class SourceIndex(mode.Service):
     async def on_start(self) -> None:
         from rocksdict import Options, Rdict
 
-        path = Path(self.settings.data_dir) / "sources"
+        path = Path(self.settings.data_dir) / self.directory
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = Rdict(str(path), Options(raw_mode=True))
         self.consumer = AIOKafkaConsumer(**clients.topic_reader(self.settings), fetch_max_bytes=32 * 1024 * 1024,
                                          max_poll_records=20000)
         await self.consumer.start()
-        topic = self.names.name(CASE_SOURCES)
-        partitions = set()
+        topic = self.names.name(self.topic)
+        partitions: set[int] = set()
         for _ in range(100):
             partitions = self.consumer.partitions_for_topic(topic) or set()
             if partitions:
@@ -450,6 +459,11 @@ class SourceIndex(mode.Service):
         value = self.db.get(source_id.encode()) if self.db is not None else None
         return default if value is None else value.decode()
 
+    def entry(self, rec: ConsumerRecord) -> tuple[bytes | None, bytes | None]:
+        """(key, value) to store for a record of the topic; value None deletes, key None skips."""
+        return rec.key, rec.value
+
+
     async def _consume(self) -> None:
         from rocksdict import WriteBatch
 
@@ -467,12 +481,13 @@ class SourceIndex(mode.Service):
                 batch = WriteBatch(raw_mode=True)
                 for tp, recs in fetched.items():
                     for rec in recs:
-                        if rec.key is None:
+                        key, value = self.entry(rec)
+                        if key is None:
                             continue
-                        if rec.value is None:
-                            batch.delete(rec.key)
+                        if value is None:
+                            batch.delete(key)
                         else:
-                            batch.put(rec.key, rec.value)
+                            batch.put(key, value)
                     batch.put(b"\x00offset|%d" % tp.partition, str(recs[-1].offset + 1).encode())
                 self.db.write(batch)
             if not self.caught_up:
@@ -480,30 +495,75 @@ class SourceIndex(mode.Service):
                 self.caught_up = all(positions[tp] >= end for tp, end in self._targets.items())
 
 
+class TriageIndex(SourceIndex):
+    """The triage records 人工分拨 by triage id, from every partition of ``triage`` into a local RocksDB: what the
+    centre's from_triage action reads (the Faust path keeps them in a GlobalTable)."""
+
+    topic = TRIAGE
+    directory = "triage"
+
+    def __init__(self, settings: Settings, codec: SchemaRegistry, **kw: Any) -> None:
+        super().__init__(settings, **kw)
+        self.codec = codec
+
+    def get(self, triage_id: str, default: Any = None) -> Any:
+        value = self.db.get(triage_id.encode()) if self.db is not None else None
+        return default if value is None else orjson.loads(value)
+
+    def entry(self, rec: ConsumerRecord) -> tuple[bytes | None, bytes | None]:
+        try:
+            _, item = self.codec.decode(rec.value, "triage")
+        except Exception as exc:   # not ours to dead-letter: the ingest wrote it; skip it, loudly
+            log.warning("triage index: record %s[%d]@%d unreadable: %s", rec.topic, rec.partition, rec.offset, exc)
+            return None, None
+        return str(item["triage_id"]).encode(), orjson.dumps(item)
+
+
 class LeanActions(BatchConsumerService):
-    """case.actions → case.inputs (keyed by the case's street) on a lean consumer."""
+    """case.actions → case.inputs (keyed by the case's street) on a lean batch consumer: each action inside
+    the router's failure boundary; while the broker does not acknowledge, the batch waits with the partitions
+    paused and the consumer polling (streams.bus.consumer), so the group is kept."""
 
     group_suffix = "actions"
 
     def __init__(self, settings: Settings, router: ActionRouter, codec: SchemaRegistry, metrics: PipelineMetrics,
-                 **kw: Any) -> None:
+                 sealer: DeadLetterSealer | None = None, **kw: Any) -> None:
         super().__init__(settings, [CASE_ACTIONS], metrics, **kw)
         self.router = router
         self.codec = codec
+        self.sealer = sealer
         self.producer: AIOKafkaProducer | None = None
-
-    async def on_start(self) -> None:
-        self.producer = _producer(self.settings)
-        await self.producer.start()
-        await super().on_start()
 
     async def on_stop(self) -> None:
         await super().on_stop()
         if self.producer is not None:
             await self.producer.stop()
 
-    async def handle(self, records_: list[ConsumerRecord]) -> None:
-        assert self.producer is not None
-        out = _emitter(self.producer, self.codec, self.names)
+    def _emitter(self) -> Emitter:
+        async def send(topic: str, key: bytes | None, value: bytes, partition: int | None) -> Any:
+            if self.producer is None:   # first use, or replaced after an outage
+                producer = AIOKafkaProducer(**clients.lean_producer(self.settings))
+                try:
+                    await producer.start()
+                except BaseException:
+                    await producer.stop()
+                    raise
+                self.producer = producer
+            return await self.producer.send(topic, value, key=key, partition=partition)
+
+        return Emitter(send, self.codec, self.names, {**RAW_SCHEMAS, **INTERNAL_SCHEMAS}, sealer=self.sealer,
+                       max_message_bytes=self.settings.kafka_max_message_bytes)
+
+    async def prepare(self, records_: list[ConsumerRecord]) -> Emitter:
+        out = self._emitter()
         await self.router.handle([inbound(rec) for rec in records_], out)
-        await out.flush()
+        return out
+
+    async def deliver(self, outputs: Emitter) -> None:
+        try:
+            await outputs.flush()   # what was acknowledged leaves the emitter; a retry sends the rest
+        except SendFailed as exc:
+            if exc.broken and self.producer is not None:
+                old, self.producer = self.producer, None
+                await old.stop()
+            raise Unavailable(str(exc)) from exc

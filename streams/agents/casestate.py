@@ -9,6 +9,7 @@ What a partition holds (one RocksDB under ``data_dir/cases/<partition>``, keys b
     w|<window end>|<case_id>     until when a report may join the case, with what the dedup index needs of
                                  it (the engine's summary): a restart reads only these small values of the cases
                                  still within their merge window
+    z|<station id>               the zero-report book 零报告 of the partition's stations (streams.core.field)
     m|...                        the input offset the state reaches, the changelog offset it holds, the
                                  newest report's time, and the open cases by (stage, light) for the gauge
 
@@ -40,10 +41,10 @@ from streams.core.cases.model import CaseDoc
 from streams.core.cases.sla import WorkCalendar
 from streams.core.cases.timers import Timer
 
-DOC, SOURCE, TIMER, WINDOW, META = b"c|", b"s|", b"t|", b"w|", b"m|"
+DOC, SOURCE, TIMER, WINDOW, META, ZERO = b"c|", b"s|", b"t|", b"w|", b"m|", b"z|"
 META_KEY = META + b"state"
 # changelog record keys (case.state): documents, sources, and the checkpoint
-LOG_DOC, LOG_SOURCE, LOG_CHECKPOINT = b"c:", b"s:", b"\x00checkpoint"
+LOG_DOC, LOG_SOURCE, LOG_ZERO, LOG_CHECKPOINT = b"c:", b"s:", b"z:", b"\x00checkpoint"
 # A document on the changelog is `header 0x1E document`: the header says what the disk indexes need (gauge
 # label, window end, timers), so a restore of a million cases stores the documents without decoding them.
 HEADER_END = b"\x1e"
@@ -105,10 +106,10 @@ class _Documents(MutableMapping[str, CaseDoc]):
         return default if data is None else orjson.loads(data)
 
     def __setitem__(self, case_id: str, doc: CaseDoc) -> None:
-        self.state.dirty_docs[case_id] = doc
+        self.state.record(self.state.dirty_docs, case_id, doc)
 
     def __delitem__(self, case_id: str) -> None:
-        self.state.dirty_docs[case_id] = None
+        self.state.record(self.state.dirty_docs, case_id, None)
 
     def __iter__(self) -> Iterator[str]:  # O(cases): for tests and tools, never on the hot path
         seen = set()
@@ -146,16 +147,59 @@ class _Sources(MutableMapping[str, str]):
         return default if data is None else data.decode()
 
     def __setitem__(self, source_id: str, case_id: str) -> None:
-        self.state.dirty_sources[source_id] = case_id
+        self.state.record(self.state.dirty_sources, source_id, case_id)
 
     def __delitem__(self, source_id: str) -> None:
-        self.state.dirty_sources[source_id] = None
+        self.state.record(self.state.dirty_sources, source_id, None)
 
     def __iter__(self) -> Iterator[str]:
         for key in self.state.db.keys(from_key=SOURCE):
             if not key.startswith(SOURCE):
                 break
             yield key[len(SOURCE):].decode()
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+class _ZeroReports(MutableMapping[str, Any]):
+    """The zero-report book's mapping (station id -> days reported / alerted, and the partition's last check)."""
+
+    def __init__(self, state: PartitionCaseState) -> None:
+        self.state = state
+
+    def __getitem__(self, key: str) -> Any:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        dirty = self.state.dirty_zero
+        if key in dirty:
+            value = dirty[key]
+            return default if value is None else value
+        data = self.state.db.get(ZERO + key.encode())
+        return default if data is None else orjson.loads(data)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.state.record(self.state.dirty_zero, key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self.state.record(self.state.dirty_zero, key, None)
+
+    def __iter__(self) -> Iterator[str]:
+        seen = set()
+        for key, value in list(self.state.dirty_zero.items()):
+            seen.add(key)
+            if value is not None:
+                yield key
+        for raw in self.state.db.keys(from_key=ZERO):
+            if not raw.startswith(ZERO):
+                break
+            key = raw[len(ZERO):].decode()
+            if key not in seen:
+                yield key
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
@@ -169,8 +213,8 @@ class _DiskTimers:
 
     def push(self, partition: int, timer: Timer) -> None:
         key = _due_key(timer)
-        self.state.deletes.discard(key)
-        self.state.puts[key] = b""
+        self.state.undelete(key)
+        self.state.record(self.state.puts, key, b"")
 
     def pop_due(self, partition: int, now_ms: int) -> Iterator[Timer]:
         state = self.state
@@ -182,8 +226,7 @@ class _DiskTimers:
             if key not in state.deletes:
                 due.append(key)
         for key in sorted(set(due)):
-            state.puts.pop(key, None)
-            state.deletes.add(key)
+            state.remove_key(key)
             yield _parse_due_key(key)
 
     def next_due(self, partition: int | None = None) -> int | None:
@@ -219,12 +262,17 @@ class PartitionCaseState:
         self.partition = partition
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = Rdict(str(path), Options(raw_mode=True))
+        self.db: Any = Rdict(str(path), Options(raw_mode=True))
         self.dirty_docs: dict[str, CaseDoc | None] = {}
         self._restored: dict[str, bytes | None] = {}  # documents from the changelog, as stored there
         self.dirty_sources: dict[str, str | None] = {}
+        self.dirty_zero: dict[str, Any] = {}      # the zero-report book's changes (None: deleted)
+        self.zero_reports = _ZeroReports(self)
         self.puts: dict[bytes, bytes] = {}
         self.deletes: set[bytes] = set()
+        self._undo: list[tuple[Any, ...]] | None = None   # how to take back the current input's writes
+        self._undo_watermark = 0
+        self._encoded: dict[str, bytes | None] | None = None   # the batch's documents, encoded once
         meta = json.loads(self.db.get(META_KEY) or b"{}")
         self.upto: int | None = meta.get("upto")                 # next case.inputs offset the state needs
         self.changelog_next: int = meta.get("changelog_next", 0)  # next case.state offset to apply
@@ -239,7 +287,8 @@ class PartitionCaseState:
         return header_of(self.engine, doc)
 
     def _changed(self, before: CaseDoc | None, after: CaseDoc | None) -> None:
-        case_id = (after or before or {}).get("case_id", "")
+        doc = after if after is not None else before
+        case_id = str(doc["case_id"]) if doc is not None else ""
         self._header_changed(case_id, self.header(before) if before is not None else None,
                              self.header(after) if after is not None else None)
 
@@ -247,16 +296,72 @@ class PartitionCaseState:
         for header, step in ((before, -1), (after, 1)):
             if header is not None and header["g"] is not None:
                 self.counts[header["g"]] += step
+                if self._undo is not None:
+                    self._undo.append(("count", header["g"], step))
         old_end = before["w"] if before is not None else None
         new_end = after["w"] if after is not None else None
         if old_end is not None and old_end != new_end:
-            key = _window_key(old_end, case_id)
-            self.puts.pop(key, None)
-            self.deletes.add(key)
+            self.remove_key(_window_key(old_end, case_id))
         if after is not None and new_end is not None:
             key = _window_key(new_end, case_id)
+            self.undelete(key)
+            self.record(self.puts, key, orjson.dumps(after["s"]))
+
+    # ------------------------------------------------------------ one input's writes, undone together
+    # (streams.agents.lifecycle.Journal: an input that fails half-way leaves no state behind)
+    def mark(self) -> None:
+        """From now on record how to take back each write (until the next mark)."""
+        self._undo = []
+        self._undo_watermark = self.engine.watermark_ms
+
+    def undo(self) -> bool:
+        """Take back the writes since :meth:`mark`; True when there were any."""
+        entries, self._undo = self._undo or [], []
+        changed = bool(entries) or self.engine.watermark_ms != self._undo_watermark
+        for entry in reversed(entries):
+            if entry[0] == "count":
+                self.counts[entry[1]] -= entry[2]
+            elif entry[0] == "deleted":
+                self.deletes.discard(entry[1])
+            elif entry[0] == "undeleted":
+                self.deletes.add(entry[1])
+            else:
+                _, mapping, key, had, old = entry
+                if had:
+                    mapping[key] = old
+                else:
+                    mapping.pop(key, None)
+        self.engine.watermark_ms = self._undo_watermark
+        return changed
+
+    def rollback(self) -> None:
+        """Drop every change not yet persisted (a tick that failed) and rebuild the index from disk."""
+        self.dirty_docs, self.dirty_sources, self.puts, self.deletes = {}, {}, {}, set()
+        self.dirty_zero = {}
+        self._undo = None
+        self.counts = Counter(json.loads(self.db.get(META_KEY) or b"{}").get("counts", {}))
+        self.rebuild()
+
+    def record(self, mapping: dict[Any, Any], key: Any, value: Any) -> None:
+        if self._undo is not None:
+            self._undo.append(("set", mapping, key, key in mapping, mapping.get(key)))
+        mapping[key] = value
+
+    def undelete(self, key: bytes) -> None:
+        if key in self.deletes:
             self.deletes.discard(key)
-            self.puts[key] = orjson.dumps(after["s"])
+            if self._undo is not None:
+                self._undo.append(("undeleted", key))
+
+    def remove_key(self, key: bytes) -> None:
+        if key in self.puts:
+            if self._undo is not None:
+                self._undo.append(("set", self.puts, key, True, self.puts[key]))
+            del self.puts[key]
+        if key not in self.deletes:
+            self.deletes.add(key)
+            if self._undo is not None:
+                self._undo.append(("deleted", key))
 
     def open_counts(self) -> dict[tuple[str, str], int]:
         out: dict[tuple[str, str], int] = {}
@@ -271,17 +376,23 @@ class PartitionCaseState:
         the index needs, read in one sequential scan of small values."""
         lateness = self.engine.index_lateness_ms
         horizon = max(0, self.engine.watermark_ms - lateness) if lateness is not None else 0
-        for key, value in self.db.items(from_key=_window_key(horizon, "")):
+        start = _window_key(horizon, "")
+        for key, value in self.db.items(from_key=start):
             if not key.startswith(WINDOW):
                 break
-            yield cast(CaseDoc, orjson.loads(value))
+            if key not in self.deletes and key not in self.puts:
+                yield cast(CaseDoc, orjson.loads(value))
+        for key, value in list(self.puts.items()):   # the batch's, not yet persisted
+            if key.startswith(WINDOW) and key >= start:
+                yield cast(CaseDoc, orjson.loads(value))
 
     def rebuild(self) -> None:
         self.engine.rebuild(self.live_documents())
 
     # ------------------------------------------------------------ the batch's changes
     def has_changes(self) -> bool:
-        return bool(self.dirty_docs or self._restored or self.dirty_sources or self.puts or self.deletes)
+        return bool(self.dirty_docs or self._restored or self.dirty_sources or self.dirty_zero or self.puts
+                    or self.deletes)
 
     def changelog_records(self) -> tuple[list[tuple[bytes, bytes | None]], dict[str, str | None]]:
         """(changelog records for case.state, source changes for case.sources). Documents are encoded once
@@ -295,6 +406,8 @@ class PartitionCaseState:
             records.append((LOG_DOC + case_id.encode(), value))
         records += [(LOG_SOURCE + source_id.encode(), case_id.encode() if case_id is not None else None)
                     for source_id, case_id in self.dirty_sources.items()]
+        records += [(LOG_ZERO + key.encode(), orjson.dumps(value) if value is not None else None)
+                    for key, value in self.dirty_zero.items()]
         return records, dict(self.dirty_sources)
 
     def checkpoint(self, upto: int | None) -> bytes:
@@ -322,6 +435,11 @@ class PartitionCaseState:
                 batch.delete(SOURCE + source_id.encode())
             else:
                 batch.put(SOURCE + source_id.encode(), case_id.encode())
+        for zkey, zvalue in self.dirty_zero.items():
+            if zvalue is None:
+                batch.delete(ZERO + zkey.encode())
+            else:
+                batch.put(ZERO + zkey.encode(), orjson.dumps(zvalue))
         for key in self.deletes:
             batch.delete(key)
         for key, value in self.puts.items():
@@ -333,7 +451,9 @@ class PartitionCaseState:
         batch.put(META_KEY, self._meta())
         self.db.write(batch)
         self.dirty_docs, self.dirty_sources, self.puts, self.deletes = {}, {}, {}, set()
+        self.dirty_zero = {}
         self._encoded = None
+        self._undo = None
 
     def _meta(self) -> bytes:
         return orjson.dumps({"upto": self.upto, "changelog_next": self.changelog_next,
@@ -351,6 +471,9 @@ class PartitionCaseState:
             return
         if key.startswith(LOG_SOURCE):
             self.dirty_sources[key[len(LOG_SOURCE):].decode()] = value.decode() if value is not None else None
+            return
+        if key.startswith(LOG_ZERO):
+            self.dirty_zero[key[len(LOG_ZERO):].decode()] = orjson.loads(value) if value is not None else None
             return
         if not key.startswith(LOG_DOC):
             return

@@ -1,13 +1,16 @@
 """The configuration of every Kafka client the project makes, from one Settings object.
 
 Each function returns the keyword arguments for one client role; the call site constructs the client
-(``AIOKafkaProducer(**clients.lean_producer(settings))``), so this module imports no client library.
-What every client of a library shares — where the brokers are, and later how to authenticate (SASL)
-and encrypt (TLS) — is written once per library: :func:`_faust_connection`, :func:`_aiokafka_connection`,
-:func:`_kafka_python_connection`. Per-role values (acks, linger, timeouts) are today's, gathered here.
+(``AIOKafkaProducer(**clients.lean_producer(settings))``), so this module imports no client library
+(Faust's credential object excepted, made when a Faust app asks for SASL).
+What every client of a library shares — where the brokers are, how to authenticate (SASL/SCRAM) and
+encrypt (TLS) — is written once per library: :func:`_faust_connection`, :func:`_aiokafka_connection`,
+:func:`_kafka_python_connection`, from the ``kafka_security_protocol``, ``kafka_sasl_*`` and
+``kafka_ssl_*`` settings (docs/security.md). Per-role values (acks, linger, timeouts) are gathered here.
 """
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 from streams.settings import Settings
@@ -16,16 +19,75 @@ KafkaConfig = dict[str, Any]
 
 
 # -- what every client of one library shares ------------------------------------------------------------
+def _uses_tls(settings: Settings) -> bool:
+    return settings.kafka_security_protocol in ("SSL", "SASL_SSL")
+
+
+def _uses_sasl(settings: Settings) -> bool:
+    return settings.kafka_security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+
+def _sasl_password(settings: Settings) -> str:
+    """The SASL password: from ``kafka_sasl_password_file`` (a mounted Secret) or ``kafka_sasl_password``."""
+    if settings.kafka_sasl_password_file is not None:
+        from streams.security import read_secret_file
+
+        return read_secret_file(settings.kafka_sasl_password_file, "CITYGRID_KAFKA_SASL_PASSWORD_FILE")
+    if settings.kafka_sasl_password is not None:
+        return settings.kafka_sasl_password.get_secret_value()
+    raise ValueError(f"kafka_security_protocol {settings.kafka_security_protocol} needs a SASL password: set "
+                     "CITYGRID_KAFKA_SASL_PASSWORD_FILE (or CITYGRID_KAFKA_SASL_PASSWORD)")
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext:
+    """Verifies the brokers' certificates against ``kafka_ssl_cafile`` (or the system's CAs) and their
+    host names; presents ``kafka_ssl_certfile``/``keyfile`` when the brokers ask for a client certificate."""
+    context = ssl.create_default_context(cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None)
+    context.check_hostname = settings.kafka_ssl_check_hostname
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if settings.kafka_ssl_certfile is not None:
+        context.load_cert_chain(str(settings.kafka_ssl_certfile),
+                                str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None)
+    return context
+
+
 def _faust_connection(settings: Settings) -> KafkaConfig:
-    return {"broker": f"kafka://{settings.kafka_bootstrap}"}
+    config: KafkaConfig = {"broker": f"kafka://{settings.kafka_bootstrap}"}
+    if _uses_sasl(settings):
+        from faust.auth import SASLCredentials
+        from faust.types.auth import SASLMechanism
+
+        config["broker_credentials"] = SASLCredentials(
+            username=settings.kafka_sasl_username, password=_sasl_password(settings),
+            mechanism=SASLMechanism(settings.kafka_sasl_mechanism),
+            ssl_context=_ssl_context(settings) if _uses_tls(settings) else None)
+    elif _uses_tls(settings):
+        config["broker_credentials"] = _ssl_context(settings)   # Faust reads an SSLContext as SSLCredentials
+    return config
 
 
 def _aiokafka_connection(settings: Settings) -> KafkaConfig:
-    return {"bootstrap_servers": settings.kafka_bootstrap}
+    config: KafkaConfig = {"bootstrap_servers": settings.kafka_bootstrap}
+    if settings.kafka_security_protocol != "PLAINTEXT":
+        config["security_protocol"] = settings.kafka_security_protocol
+    if _uses_tls(settings):
+        config["ssl_context"] = _ssl_context(settings)
+    if _uses_sasl(settings):
+        config.update(sasl_mechanism=settings.kafka_sasl_mechanism, sasl_plain_username=settings.kafka_sasl_username,
+                      sasl_plain_password=_sasl_password(settings))
+    return config
 
 
 def _kafka_python_connection(settings: Settings) -> KafkaConfig:
-    return {"bootstrap_servers": settings.kafka_bootstrap}
+    config: KafkaConfig = {"bootstrap_servers": settings.kafka_bootstrap}
+    if settings.kafka_security_protocol != "PLAINTEXT":
+        config["security_protocol"] = settings.kafka_security_protocol
+    if _uses_tls(settings):
+        config["ssl_context"] = _ssl_context(settings)
+    if _uses_sasl(settings):
+        config.update(sasl_mechanism=settings.kafka_sasl_mechanism, sasl_plain_username=settings.kafka_sasl_username,
+                      sasl_plain_password=_sasl_password(settings))
+    return config
 
 
 def _heartbeat_seconds(settings: Settings) -> float:
@@ -46,18 +108,37 @@ def faust_app(settings: Settings) -> KafkaConfig:
         "broker_request_timeout": max(settings.kafka_request_timeout_seconds,
                                       settings.kafka_session_timeout_seconds + 5),
         "broker_heartbeat_interval": _heartbeat_seconds(settings),
+        "broker_max_poll_interval": settings.kafka_max_poll_interval_seconds,
+        # Faust creates its changelogs and internal topics with this many replicas (docs/reliability.md).
+        # Its producer (changelogs, clock ticks) keeps acks=all (producer_acks -1, Faust's default) but not
+        # idempotence: those writes are idempotent by content, and an idempotent producer whose sequence an
+        # outage broke fails for good -- inside Faust that would stop the app.
+        "topic_replication_factor": settings.topic_replication_factor,
+        "producer_acks": -1,
+        "producer_max_request_size": _max_request_bytes(settings),
     }
+
+
+def _max_request_bytes(settings: Settings) -> int:
+    """A producer request may carry a record of the largest size the pipeline makes, with room to spare."""
+    return settings.kafka_max_message_bytes + 64 * 1024
+
+
+def _idempotent(settings: Settings) -> KafkaConfig:
+    """Every producer of derived records: acks=all (with min.insync.replicas, on two replicas) and
+    idempotence (a retried batch is written once), records up to the pipeline's message size."""
+    return {"acks": "all", "enable_idempotence": True, "max_request_size": _max_request_bytes(settings)}
 
 
 # -- aiokafka ------------------------------------------------------------------------------------------
 def derived_producer(settings: Settings) -> KafkaConfig:
     """The agents' bulk producer of derived records (bigger batches than the default 16 KiB)."""
-    return {**_aiokafka_connection(settings), "linger_ms": 5, "acks": "all", "max_batch_size": 256 * 1024}
+    return {**_aiokafka_connection(settings), **_idempotent(settings), "linger_ms": 5, "max_batch_size": 256 * 1024}
 
 
 def lean_producer(settings: Settings) -> KafkaConfig:
     """The lean IoT/GPS ingest's producer: a short linger, lift commands must leave within a second."""
-    return {**_aiokafka_connection(settings), "linger_ms": 2, "acks": "all"}
+    return {**_aiokafka_connection(settings), **_idempotent(settings), "linger_ms": 2}
 
 
 def batch_consumer(settings: Settings, group_id: str, max_records: int) -> KafkaConfig:
@@ -71,6 +152,7 @@ def batch_consumer(settings: Settings, group_id: str, max_records: int) -> Kafka
         "fetch_max_bytes": 32 * 1024 * 1024,
         "session_timeout_ms": int(settings.kafka_session_timeout_seconds * 1000),
         "heartbeat_interval_ms": int(_heartbeat_seconds(settings) * 1000),
+        "max_poll_interval_ms": int(settings.kafka_max_poll_interval_seconds * 1000),
     }
 
 
@@ -97,6 +179,13 @@ def topic_reader(settings: Settings) -> KafkaConfig:
             "auto_offset_reset": "earliest"}
 
 
+def gateway_producer(settings: Settings) -> KafkaConfig:
+    """The HTTP gateway's producer of raw feeds and case actions: idempotent, acks=all, big batches."""
+    return {**_aiokafka_connection(settings), "acks": "all", "enable_idempotence": True, "linger_ms": 5,
+            "max_batch_size": 512 * 1024, "request_timeout_ms": int(settings.kafka_request_timeout_seconds * 1000),
+            "client_id": f"{settings.app_id}-gateway"}
+
+
 def metadata_admin(settings: Settings) -> KafkaConfig:
     """An aiokafka admin client for topic metadata."""
     return _aiokafka_connection(settings)
@@ -116,6 +205,16 @@ def offsets_consumer(settings: Settings) -> KafkaConfig:
 def simulator_producer(settings: Settings) -> KafkaConfig:
     """``streams simulate``'s producer of raw feeds."""
     return {**_kafka_python_connection(settings), "linger_ms": 5}
+
+
+def dead_letter_reader(settings: Settings) -> KafkaConfig:
+    """``streams dlq``: reads dead-letter topics from their beginning, no group."""
+    return {**_kafka_python_connection(settings), "enable_auto_commit": False, "group_id": None}
+
+
+def operator_producer(settings: Settings) -> KafkaConfig:
+    """``streams dlq reprocess`` and ``streams erase``: a few records, each acknowledged by every replica."""
+    return {**_kafka_python_connection(settings), "acks": "all"}
 
 
 def simulator_cases_consumer(settings: Settings) -> KafkaConfig:

@@ -27,7 +27,15 @@ STORE_ROWS = "store.rows"  # batched rows for tables without a topic of their ow
 CASE_STATE = "case.state"
 CASE_SOURCES = "case.sources"
 STATE_TOPICS = (CASE_STATE, CASE_SOURCES)
-COMPACTED = frozenset({CASES, CASE_STATE, CASE_SOURCES})
+DEVICE_EPISODES = "device.episodes"  # alarm episodes opened / closed (keyed by device)
+# Inputs whose lean consumer keeps keyed state (streams.bus.stateful) in a changelog: compacted, JSON
+# values, one partition per partition of the input, named per app id like Faust's (state_changelog).
+STATEFUL_INPUTS = (IOT_READINGS, FIELD_TRACKS)
+
+
+def state_changelog(app_id: str, topic: str) -> str:
+    """The logical name of the changelog of the keyed state kept for input ``topic`` by app ``app_id``."""
+    return f"{app_id}-{topic}-state-changelog"
 
 # Raw feeds: what the city's systems produce. Each has a dead-letter topic <name>.dlq.
 RAW_SCHEMAS: dict[str, str] = {
@@ -54,7 +62,22 @@ INTERNAL_SCHEMAS: dict[str, str] = {
     WEBHOOK_DLQ: "webhook_delivery",
     CASES: "case_state",
     STORE_ROWS: "store_rows",
+    DEVICE_EPISODES: "device_episode",
 }
+
+
+# State topics: compacted (the latest record per key is the state). The Faust tables' changelogs
+# (`<app id>-<table>-changelog`) and the lean consumers' state changelogs are state topics too.
+COMPACTED = frozenset({CASES, CASE_STATE, CASE_SOURCES})
+CASES_TABLE = "cases"                # case_id -> case document
+SOURCES_TABLE = "case-sources"       # source_id -> case_id
+ZERO_REPORTS_TABLE = "zero-reports"  # street -> the stations' zero-report book 零报告
+STATE_TABLES = (CASES_TABLE, SOURCES_TABLE, ZERO_REPORTS_TABLE)
+
+
+def changelog_topics(app_id: str) -> list[str]:
+    """The changelog topics Faust creates for the worker's tables (not prefixed: Faust names them by app id)."""
+    return [f"{app_id}-{table}-changelog" for table in STATE_TABLES]
 
 
 def dlq(topic: str) -> str:
@@ -81,3 +104,7 @@ class TopicNames:
 
     def all(self) -> list[str]:
         return [self.name(t) for t in all_topics()]
+
+    def changelogs(self, app_id: str) -> list[str]:
+        """The state changelogs of an app (compacted: they keep the latest record per key)."""
+        return [self.name(state_changelog(app_id, t)) for t in STATEFUL_INPUTS]

@@ -34,7 +34,8 @@ def cmd_live(args: argparse.Namespace) -> int:
     settings = Settings()
     url = args.url or f"http://127.0.0.1:{settings.web_port}"
     try:
-        run_live(url)
+        token = settings.wall_token.get_secret_value() if settings.wall_token else None
+        run_live(url, token=token)
     except KeyboardInterrupt:
         pass
     return 0
@@ -84,13 +85,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
         gateway_port = args.gateway_port or Settings().gateway_port
         if port_open("127.0.0.1", gateway_port):
             gateway_port = free_port()
-        env = {**os.environ,
+        from streams.security import demo_secrets
+
+        env = {**os.environ, **demo_secrets(base / "keys"),   # generated once, kept for the next demo
                "CITYGRID_KAFKA_BOOTSTRAP": broker.bootstrap,
                "CITYGRID_STORE_URL": f"chdb://{base / 'chdb'}",
                "CITYGRID_DATA_DIR": str(base / "worker"),
                "CITYGRID_WEB_PORT": str(web_port),
                "CITYGRID_METRICS_PORT": str(metrics_port),
                "CITYGRID_LOG_LEVEL": "warning",
+               # one local broker: one replica of everything (production keeps the defaults, 3 and 2)
+               "CITYGRID_TOPIC_REPLICATION_FACTOR": "1",
+               "CITYGRID_TOPIC_MIN_INSYNC_REPLICAS": "1",
                # the HTTP gateway runs inside the worker: the embedded chdb store is held by one process
                "CITYGRID_GATEWAY_IN_WORKER": "true",
                "CITYGRID_GATEWAY_PORT": str(gateway_port)}
@@ -99,7 +105,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             env["CITYGRID_GATEWAY_KEYS_FILE"] = str(DEMO_KEYS)
         streams_cmd = [sys.executable, "-m", "streams.cli"]
         worker_log = open(base / "worker.log", "ab")
-        ensure_topics(Settings(kafka_bootstrap=broker.bootstrap))
+        ensure_topics(Settings(kafka_bootstrap=broker.bootstrap, topic_replication_factor=1,
+                               topic_min_insync_replicas=1))
         children.append(subprocess.Popen([*streams_cmd, "worker"], env=env, stdout=worker_log,
                                          stderr=subprocess.STDOUT, start_new_session=True))
         sim_log = open(base / "simulate.log", "ab")

@@ -15,7 +15,13 @@ COMMAND_MODULES = [
     "streams.cli.replay",        # replay
     "streams.cli.storage",       # migrate
     "streams.cli.webhooks",      # webhooks redeliver
+    "streams.cli.schemas",       # schemas check|freeze
+    "streams.cli.reconcile",     # reconcile
+    "streams.cli.dlq",           # dlq show|reprocess
+    "streams.cli.erase",         # erase --caller
     "streams.cli.gateway",       # gateway
+    "streams.cli.report",        # report, history
+    "streams.cli.city",          # city generate
 ]
 
 

@@ -85,10 +85,10 @@ def _store_sink(settings: Settings) -> tuple[Sink, BatchWriter]:
 
     An embedded chdb path can be open in one process only: when the worker holds it, run the deliverer
     inside the worker, point this process at clickhouse-server (clickhouse://...), or pass --no-store."""
-    from streams.storage import BatchWriter, open_configured_store
+    from streams.storage import BatchWriter, store_from_settings
 
     try:
-        store = open_configured_store(settings)
+        store = store_from_settings(settings)
         store.migrate()
     except Exception as exc:
         raise SystemExit(f"streams webhooks run: cannot open the store {settings.store_url} ({exc}); "

@@ -15,8 +15,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import logging
 
     from streams.agents.worker import build_worker, ensure_topics
+    from streams.security import require_worker_secrets
 
     settings = Settings()
+    require_worker_secrets(settings)   # before touching Kafka: a clear message, exit status 1
     logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python (admin, lag probe) chatter
     ensure_topics(settings)
     worker = build_worker(settings)

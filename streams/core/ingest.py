@@ -1,50 +1,42 @@
 """Raw city feeds -> validated, located, classified signals (or manual triage, device commands,
-store rows). One `Ingestor` per worker; its only mutable state is the lift repeat counter,
-which is JSON-able (`state_dict` / `load_state`) so the worker can persist it.
+store rows). One `Ingestor` per worker. IoT readings go through a streams.core.devices
+`DeviceProcessor` (aggregates, alarm episodes, lift counters): the worker keeps one per partition of
+iot.readings (``new_device_processor``); replay and tests use the Ingestor's own (``device_feed``).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import TypedDict, Unpack, cast
 
+from streams.core.devices.processor import DEFAULT_LATENESS_MS, DeviceProcessor
+from streams.core.field import PatrolProcessor
+from streams.core.ids import stable_id
 from streams.core.knowledge.classify import Classification
 from streams.core.knowledge.knowledge import CTX_COMMITTEE, Knowledge
-from streams.core.knowledge.sensors import (
-    EBIKE_COMMAND,
-    METRIC_EBIKE,
-    METRIC_TILT,
-    METRIC_VIBRATION,
-    LiftRepeatState,
-    LiftStateDict,
-    city_day,
-    crowd_level,
-)
+from streams.core.knowledge.sensors import crowd_level
 from streams.core.knowledge.services import attribute_problems, context_of_answers
 from streams.core.model import (
     CameraAlert,
-    DeviceCommand,
     FieldReport,
     FieldTrack,
     HotlineCall,
     IngestResult,
-    InspectorTrackRow,
     IotReading,
     Location,
     Open311Request,
     Open311RequestRow,
     RawRecord,
     RegistryChange,
-    SensorAlarmRow,
     Signal,
+    TableRows,
     Triage,
     ZeroReportRow,
 )
+from streams.core.privacy import Pseudonymizer, mask_fields, mask_optional, mask_text
+from streams.core.reject import RejectRecord as RejectRecord  # re-exported: callers catch it from here
 from streams.core.times import BadTimestamp, iso_to_ms
 
-SENSOR_CATEGORY = {METRIC_VIBRATION: "历史建筑振动超限", METRIC_TILT: "历史建筑倾斜超限"}
-EBIKE_CATEGORY = "电动车进电梯"
 HERITAGE_RENOVATION = "历史建筑擅自装修"
 CROWD_CATEGORY = "人群聚集超限"
 
@@ -61,35 +53,11 @@ FEEDS: dict[str, str] = {
 }
 
 
-class RejectRecord(ValueError):
-    """A schema-valid record the pipeline cannot use; goes to the topic's DLQ with this reason."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def stable_id(prefix: str, *parts: str) -> str:
-    """Deterministic id: a re-delivered record yields the same id."""
-    return f"{prefix}-" + hashlib.sha1("\x1f".join(parts).encode("utf-8")).hexdigest()[:20]
-
-
-def pseudonym(phone: str) -> str:
-    """Callers' numbers never leave the pipeline in clear; the same caller keeps the same pseudonym."""
-    return "caller-" + hashlib.sha256(("citygrid-caller:" + phone.strip()).encode("utf-8")).hexdigest()[:16]
-
-
 def _merge_context(*lists: list[str]) -> list[str]:
     out: list[str] = []
     for items in lists:
         out += [x for x in items if x not in out]
     return out
-
-
-class IngestorState(TypedDict, total=False):
-    """The Ingestor's JSON-able state (what the worker persists)."""
-
-    lifts: LiftStateDict
 
 
 class SignalDetails(TypedDict, total=False):
@@ -105,6 +73,20 @@ class SignalDetails(TypedDict, total=False):
     extra: str | None
 
 
+def _triage_source(feed: str, record: Mapping[str, object]) -> tuple[str, str, str, object, str | None]:
+    """(source id, source, source kind, reporter, reporter kind) of a raw record sent to triage."""
+    if feed == "hotline_call":
+        return str(record["call_id"]), "hotline", str(record.get("line") or "12345"), record.get("caller"), "citizen"
+    if feed == "field_report":
+        kind = str(record["reporter_kind"])
+        return str(record["report_id"]), "field", kind, record["reporter_id"], kind
+    if feed == "camera_alert":
+        return str(record["alert_id"]), "camera", "camera", record["camera_id"], "camera"
+    if feed == "registry_change":
+        return str(record["change_id"]), "registry", "registry", None, "registry"
+    return str(record.get("request_id") or ""), "open311", "open311", record.get("reporter"), "citizen"
+
+
 def _event_ms(value: str, key: str) -> int:
     """The event time of a record from its field ``key`` (holding ``value``)."""
     try:
@@ -114,28 +96,29 @@ def _event_ms(value: str, key: str) -> int:
 
 
 class Ingestor:
-    def __init__(self, knowledge: Knowledge, triage_confidence: float = 0.55) -> None:
+    def __init__(self, knowledge: Knowledge, triage_confidence: float = 0.55,
+                 pseudonyms: Pseudonymizer | None = None) -> None:
         self.knowledge = knowledge
         self.triage_confidence = triage_confidence  # below it a signal goes to 人工分拨
-        self.lifts = LiftRepeatState()
+        # Callers' numbers become keyed pseudonyms (streams.core.privacy). The worker passes the
+        # operator's key; without one a random per-process key keeps numbers unrecoverable.
+        self.pseudonyms = pseudonyms or Pseudonymizer.ephemeral()
+        self.device_feed = self.new_device_processor()   # iot.readings in replay and tests
+        self._device_offset = 0
+        self.patrol_feed = self.new_patrol_processor()   # field.tracks in replay and tests
+        self._fix_offset = 0
         self._classified: dict[str, Classification] = {}  # texts of the current batch, classified at once
 
     def prepare(self, records: Sequence[RawRecord]) -> None:
         """Classify the free texts of a batch in one go (see TextClassifier.classify_many); the
         following ``ingest`` calls for these records use the results. Purely an optimisation."""
-        texts = list(dict.fromkeys(r["text"] for r in records if isinstance(r.get("text"), str) and r["text"].strip()))
+        texts = list(dict.fromkeys(mask_text(r["text"]) for r in records
+                                   if isinstance(r.get("text"), str) and r["text"].strip()))
         self._classified = dict(zip(texts, self.knowledge.classify_many(texts), strict=True))
 
     def _classify(self, text: str) -> Classification:
         cls = self._classified.get(text)
         return cls if cls is not None else self.knowledge.classify(text)
-
-    # ------------------------------------------------------------ state
-    def state_dict(self) -> IngestorState:
-        return {"lifts": self.lifts.to_dict()}
-
-    def load_state(self, state: IngestorState) -> None:
-        self.lifts = LiftRepeatState.from_dict(state.get("lifts", {}))
 
     # ------------------------------------------------------------ dispatch by feed
     def ingest(self, feed: str, record: RawRecord, ingest_ms: int) -> IngestResult:
@@ -148,7 +131,14 @@ class Ingestor:
         if feed == "hotline_call":
             return self._hotline(topic, cast(HotlineCall, record), ingest_ms)
         if feed == "field_report":
-            return self._field_report(topic, cast(FieldReport, record), ingest_ms)
+            report = cast(FieldReport, record)
+            result = self._field_report(topic, report, ingest_ms)
+            station = self.knowledge.field.stations.get(report["reporter_id"])
+            if report["reporter_kind"] == "station" and station is not None:
+                # 有事报事、无事报平安: an item or a zero-report, either counts for the day's deadline
+                result.station_reports.append({"station_id": station.id, "street_code": station.street_code,
+                                               "ts_ms": _event_ms(report["reported_at"], "reported_at")})
+            return result
         if feed == "field_track":
             return self._field_track(topic, cast(FieldTrack, record), ingest_ms)
         if feed == "iot_reading":
@@ -170,17 +160,22 @@ class Ingestor:
             category_name=category.name, confidence=round(float(confidence), 4),
             context=_merge_context(context, location.context), lat=location.lat, lon=location.lon,
             cell=location.cell, community=location.community, street=location.street,
-            street_code=location.street_code, district=location.district, address=location.address,
+            street_code=location.street_code, district=location.district, address=mask_optional(location.address),
             **extra_fields)
 
     def _triage(self, topic: str, source_id: str, ts_ms: int, record: Mapping[str, object], reasons: list[str],
                 best: Classification | None = None) -> Triage:
-        return Triage(triage_id=stable_id("tri", topic, source_id), topic=topic, reason="; ".join(reasons),
-                      ts_ms=ts_ms, record=json.dumps(record, ensure_ascii=False, sort_keys=True),
+        # the raw record is kept for the person triaging it, with numbers in its free text masked
+        return Triage(triage_id=stable_id("tri", topic, source_id), topic=topic, reason=mask_text("; ".join(reasons)),
+                      ts_ms=ts_ms, record=json.dumps(mask_fields(record), ensure_ascii=False, sort_keys=True),
                       best_category=best.category_code if best else None,
                       confidence=best.confidence if best else None)
 
     def _low_confidence(self, cls: Classification) -> str | None:
+        """Why the classification cannot route the record by itself (None: it can)."""
+        if cls.out_of_scope:
+            return (f"out of scope: the text fits no category of the taxonomy (out-of-scope score "
+                    f"{cls.out_of_scope_score:.2f}; nearest category {cls.category_name} {cls.confidence:.2f})")
         if cls.confidence < self.triage_confidence:
             return (f"low classification confidence {cls.confidence:.2f} < {self.triage_confidence:.2f}"
                     f" (best guess {cls.category_name})")
@@ -189,10 +184,12 @@ class Ingestor:
     # ------------------------------------------------------------ hotline.calls
     def _hotline(self, topic: str, record: HotlineCall, ingest_ms: int) -> IngestResult:
         ts_ms = _event_ms(record["received_at"], "received_at")
-        text = record["text"]
+        # numbers are masked before anything reads the text: what is classified is what is kept
+        # (a phone number's digits are noise to the classifier)
+        text = mask_text(record["text"])
         if not text or not text.strip():
             raise RejectRecord("field 'text' is empty: nothing to classify")
-        reporter = pseudonym(record["caller"])
+        reporter = self.pseudonyms.caller(record["caller"])
         cls = self._classify(text)
         location, where_not = self.knowledge.locate(record.get("lat"), record.get("lon"), record.get("address"), text)
         reasons = [r for r in (self._low_confidence(cls), where_not and f"unknown location: {where_not}") if r]
@@ -209,7 +206,7 @@ class Ingestor:
     # ------------------------------------------------------------ field.reports
     def _field_report(self, topic: str, record: FieldReport, ingest_ms: int) -> IngestResult:
         ts_ms = _event_ms(record["reported_at"], "reported_at")
-        text = (record.get("text") or "").strip()
+        text = mask_text((record.get("text") or "").strip())
         location, where_not = self.knowledge.locate(record.get("lat"), record.get("lon"), record.get("address"),
                                                     text or None)
         if record.get("zero_report"):
@@ -245,76 +242,47 @@ class Ingestor:
         if record["reporter_kind"] == "committee":
             context = _merge_context(context, [CTX_COMMITTEE])
         signal = self._signal(topic, "field", record["reporter_kind"], record["report_id"], ts_ms, ingest_ms, code,
-                              confidence, context, location, text=text or None, reporter_id=record["reporter_id"],
+                              confidence, context, location, text=text or None,
+                              reporter_id=record["reporter_id"],
                               reporter_kind=record["reporter_kind"], handled_on_spot=record.get("handled_on_spot"),
                               photos=record.get("photos"), after_photos=record.get("after_photos"))
         return IngestResult(signals=[signal])
 
     # ------------------------------------------------------------ field.tracks
+    def new_patrol_processor(self) -> PatrolProcessor:
+        """A processor for one partition of field.tracks (the worker keeps one per assigned partition)."""
+        return PatrolProcessor(self.knowledge.city, self.knowledge.field)
+
     def _field_track(self, topic: str, record: FieldTrack, ingest_ms: int) -> IngestResult:
+        """The fix's inspector_tracks row and its inspector's patrol day so far (patrol_days)."""
         ts_ms = _event_ms(record["ts"], "ts")
-        lat, lon = record["lat"], record["lon"]
-        location, _ = self.knowledge.city.at_point(lat, lon)
-        # Columns of the `inspector_tracks` table; a fix outside the district keeps an empty street.
-        track: InspectorTrackRow = {
-            "inspector_id": record["inspector_id"], "ts_ms": ts_ms, "lat": lat, "lon": lon,
-            "cell": self.knowledge.city.cell_of(lat, lon), "street": (location.street or "") if location else ""}
-        return IngestResult(rows={"inspector_tracks": [track]})
+        tracks: list[dict[str, object]] = []
+        self.patrol_feed.process(record["inspector_id"], ts_ms, record["lat"], record["lon"], self._fix_offset, tracks)
+        self._fix_offset += 1
+        rows: dict[str, TableRows] = {"inspector_tracks": tracks}
+        patrol = self.patrol_feed.flush()
+        if patrol:
+            rows["patrol_days"] = [dict(row) for row in patrol]
+        return IngestResult(rows=rows)
 
     # ------------------------------------------------------------ iot.readings
+    def new_device_processor(self, lateness_ms: int = DEFAULT_LATENESS_MS) -> DeviceProcessor:
+        """A processor for one partition of iot.readings (the worker keeps one per assigned partition)."""
+        return DeviceProcessor(self.knowledge, self._signal, FEEDS["iot_reading"], lateness_ms)
+
     def _iot_reading(self, topic: str, record: IotReading, ingest_ms: int) -> IngestResult:
-        ts_ms = _event_ms(record["ts"], "ts")
-        device_id, metric, value = record["device_id"], record["metric"], float(record["value"])
-        devices = self.knowledge.devices
-        if device_id in devices.sensors:
-            sensor = devices.sensors[device_id]
-            if metric not in sensor.thresholds:
-                raise RejectRecord(f"device {device_id} has no threshold for metric {metric!r} "
-                                   f"(it measures {', '.join(sensor.thresholds)})")
-            threshold = sensor.thresholds[metric]
-            if value <= threshold:
-                return IngestResult()   # a normal reading
-            category = self.knowledge.category(SENSOR_CATEGORY[metric])
-            assert category is not None
-            source_id = f"{device_id}@{record['ts']}#{metric}"
-            facts = {"device_id": device_id, "building": sensor.building, "metric": metric, "value": value,
-                     "threshold": threshold, "protection_class": sensor.protection_class}
-            signal = self._signal(topic, "iot", "sensor", source_id, ts_ms, ingest_ms, category.code, 1.0, [],
-                                  sensor.location, reporter_id=device_id, reporter_kind="sensor",
-                                  extra=json.dumps(facts, ensure_ascii=False))
-            alarm: SensorAlarmRow = {
-                "alarm_id": stable_id("alarm", source_id), "device_id": device_id, "building": sensor.building,
-                "ts_ms": ts_ms, "metric": metric, "value": value, "threshold": threshold,
-                "street": sensor.location.street or "", "category_code": category.code}
-            return IngestResult(signals=[signal], rows={"sensor_alarms": [alarm]})
-        if device_id in devices.lifts:
-            lift = devices.lifts[device_id]
-            if metric != METRIC_EBIKE:
-                raise RejectRecord(f"lift {device_id} reports only {METRIC_EBIKE}, got {metric!r}")
-            if value < 0.5:
-                return IngestResult()
-            # The lift announces at once (劝阻广播); the case comes when the same lift repeats.
-            result = IngestResult(commands=[DeviceCommand(stable_id("cmd", device_id, record["ts"]), device_id, ts_ms,
-                                                          EBIKE_COMMAND, record["ts"])])
-            count = self.lifts.record(device_id, ts_ms)
-            limit = self.knowledge.kb.ebike_repeat_per_day
-            category = self.knowledge.category(EBIKE_CATEGORY)
-            assert category is not None
-            # every detection is on the wall's sensor board (by building and lift), case or not
-            detection: SensorAlarmRow = {
-                "alarm_id": stable_id("alarm", device_id, record["ts"], metric), "device_id": device_id,
-                "building": lift.building, "ts_ms": ts_ms, "metric": metric, "value": value,
-                "threshold": float(limit), "street": lift.location.street or "", "category_code": category.code}
-            result.rows["sensor_alarms"] = [detection]
-            if count == limit:
-                day = city_day(ts_ms)
-                facts = {"device_id": device_id, "building": lift.building, "day": day, "count": count, "limit": limit}
-                result.signals.append(self._signal(
-                    topic, "iot", "sensor", f"{device_id}@{day}#ebike", ts_ms, ingest_ms, category.code, 1.0, [],
-                    lift.location, reporter_id=device_id, reporter_kind="sensor",
-                    extra=json.dumps(facts, ensure_ascii=False)))
-            return result
-        raise RejectRecord(f"unknown device {device_id!r} (not in the device registry)")
+        """Aggregates, alarm episodes and lift counters over every reading this Ingestor has seen (in the
+        order given: replay sorts by event time). The worker runs them per partition instead."""
+        result = IngestResult()
+        self.device_feed.process(record, self._device_offset, ingest_ms, result)
+        self._device_offset += 1
+        return result
+
+    def finish(self) -> IngestResult:
+        """The end of a replay: every open device minute is closed and written."""
+        result = IngestResult()
+        self.device_feed.finish(result)
+        return result
 
     # ------------------------------------------------------------ camera.alerts
     def _camera_alert(self, topic: str, record: CameraAlert, ingest_ms: int) -> IngestResult:
@@ -341,8 +309,10 @@ class Ingestor:
             thresholds = self.knowledge.kb.crowd_areas.get(camera.area or "", self.knowledge.kb.crowd_default)
             level_hint = crowd_level(int(count), thresholds)
             facts.update(count=count, thresholds=list(thresholds), level=level_hint)
-            if level_hint is None:
+            if level_hint is None and self.knowledge.crowd_plan(camera.area) is None:
                 return IngestResult()   # below the area's attention level: a normal crowd
+            # below it with response plans in the KB: still a count the case engine reads (an open crowd
+            # case steps down as the crowd thins; with none open, nothing happens)
         snapshot = record.get("snapshot")
         photos = [snapshot] if snapshot else None
         signal = self._signal(topic, "camera", "camera", record["alert_id"], ts_ms, ingest_ms, category.code,
@@ -365,9 +335,51 @@ class Ingestor:
         assert category is not None
         signal = self._signal(topic, "registry", "registry", record["change_id"], ts_ms, ingest_ms, category.code,
                               1.0, [], location, reporter_kind="registry",
-                              extra=json.dumps({"kind": record["kind"], "detail": record.get("detail")},
+                              extra=json.dumps({"kind": record["kind"], "detail": mask_optional(record.get("detail"))},
                                                ensure_ascii=False))
         return IngestResult(signals=[signal])
+
+    # ------------------------------------------------------------ the centre's way out of 人工分拨
+    def from_triage(self, triage: Mapping[str, object], ingest_ms: int, category: str | None = None,
+                    address: str | None = None, lat: float | None = None, lon: float | None = None,
+                    actor: str | None = None) -> Signal:
+        """The signal a triage record becomes when the centre sets what it lacked: the category (a taxonomy code
+        or name; default: the classifier's best guess) and/or the place (an address and/or coordinates;
+        default: the record's own). Its ids are those the record would have had (a re-sent action changes
+        nothing). Raises RejectRecord when the record still cannot be routed (the reason says what to set)."""
+        topic = str(triage.get("topic") or "")
+        feed = next((f for f, t in FEEDS.items() if t == topic), None)
+        try:
+            record = json.loads(str(triage.get("record") or ""))
+        except ValueError as exc:
+            raise RejectRecord(f"triage record {triage.get('triage_id')!r} holds no readable record") from exc
+        if feed is None or not isinstance(record, dict):
+            raise RejectRecord(f"triage record {triage.get('triage_id')!r} is not from a raw feed ({topic!r})")
+        chosen = category or (str(triage["best_category"]) if triage.get("best_category") else None)
+        found = self.knowledge.category(chosen) if chosen else None
+        if found is None:
+            raise RejectRecord(f"set a category: {chosen!r} is not a taxonomy code or name" if chosen
+                               else "set a category: the record has none")
+        text = str(record.get("text") or record.get("description") or "").strip()
+        if address or lat is not None:
+            location, where_not = self.knowledge.locate(lat, lon, address)
+        else:
+            location, where_not = self.knowledge.locate(record.get("lat"), record.get("lon"),
+                                                        record.get("address") or record.get("address_string"),
+                                                        text or None)
+        if location is None:
+            raise RejectRecord(f"set a location: {where_not}")
+        time_field = next(f for f in ("received_at", "reported_at", "requested_at", "ts") if record.get(f))
+        ts_ms = _event_ms(str(record[time_field]), time_field)
+        source_id, source, source_kind, reporter, reporter_kind = _triage_source(feed, record)
+        context = self.knowledge.read_context(text) if text else []
+        if source_kind == "committee":
+            context = _merge_context(context, [CTX_COMMITTEE])
+        facts = {"triage_id": triage.get("triage_id"), "registered_by": actor, "category_set": bool(category),
+                 "location_set": bool(address or lat is not None)}
+        return self._signal(topic, source, source_kind, str(source_id), ts_ms, ingest_ms, found.code, 1.0, context,
+                            location, text=text or None, reporter_id=str(reporter) if reporter else None,
+                            reporter_kind=reporter_kind, extra=json.dumps(facts, ensure_ascii=False))
 
     # ------------------------------------------------------------ open311.requests
     def _open311_request(self, topic: str, record: Open311Request, ingest_ms: int) -> IngestResult:
@@ -384,14 +396,14 @@ class Ingestor:
         problems = attribute_problems(self.knowledge, category.code, answers)
         if problems:
             raise RejectRecord("; ".join(problems))
-        text = (record.get("description") or "").strip()
+        text = mask_text((record.get("description") or "").strip())   # the citizen's text, numbers masked
         address = record.get("address_string") or record.get("address_id")
         location, where_not = self.knowledge.locate(record.get("lat"), record.get("lon"), address, text or None)
         context = _merge_context(self.knowledge.read_context(text) if text else [],
                                  context_of_answers(self.knowledge, category.code, answers))
         row: Open311RequestRow = {
             "request_id": request_id, "ts_ms": ts_ms, "ingest_ms": ingest_ms, "service_code": category.code,
-            "service_name": category.name, "description": text, "address": address or "",
+            "service_name": category.name, "description": text, "address": mask_text(address or ""),
             "lat": record.get("lat"), "lon": record.get("lon"), "media_url": record.get("media_url") or "",
             "client": record["client"], "signal_id": "", "triage_id": "", "street": "", "community": ""}
         if location is None:

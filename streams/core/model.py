@@ -150,6 +150,29 @@ class SensorAlarmRow(TypedDict):
     category_code: str
 
 
+class DeviceEpisodeRow(TypedDict):
+    """A ``device.episodes`` record and ``device_episodes`` row: an alarm episode opened or closed.
+    ``version`` orders the two (1 opened, 2 closed) so the store keeps the closed one."""
+
+    episode_id: str
+    device_id: str
+    metric: str
+    building: str
+    street: str
+    category_code: str
+    status: str            # open | closed
+    ts_ms: int             # event time of the change
+    opened_ms: int
+    closed_ms: int         # 0 while open
+    peak: float
+    peak_ms: int
+    duration_ms: int
+    threshold: float
+    clear_level: float
+    signal_id: str
+    version: int
+
+
 @dataclass
 class IngestResult:
     """What one raw record turns into. Empty lists are normal (e.g. a GPS fix, a zero-report)."""
@@ -158,6 +181,9 @@ class IngestResult:
     triage: list[Triage] = field(default_factory=list)
     commands: list[DeviceCommand] = field(default_factory=list)
     rows: dict[str, TableRows] = field(default_factory=dict)  # extra store rows by table
+    episodes: list[DeviceEpisodeRow] = field(default_factory=list)  # alarm episodes opened/closed
+    # a registered residential station reported (an item or 无事报平安): streams.core.field.StationReport
+    station_reports: list[dict[str, Any]] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- raw feeds

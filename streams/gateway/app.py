@@ -78,7 +78,10 @@ class Gateway:
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
 
     def __post_init__(self) -> None:
+        from streams.security import pseudonymizer
+
         self.topics = TopicNames(self.settings.topic_prefix)
+        self.pseudonyms = pseudonymizer(self.settings)   # Open311 reporters: the deployment's pseudonym key
         self.services: dict[str, Service] = {s.code: s for s in catalogue(self.knowledge)}
 
     @staticmethod

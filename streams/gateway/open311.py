@@ -29,8 +29,8 @@ from aiohttp import web
 
 from streams.bus.codec import OPEN311_MAX_DESCRIPTION, DecodeError
 from streams.bus.topics import OPEN311_REQUESTS
-from streams.core.ingest import pseudonym
 from streams.core.knowledge.services import Service, attribute_problems
+from streams.core.privacy import Pseudonymizer
 from streams.core.times import CITY_TZ, BadTimestamp, parse_iso
 from streams.gateway.limits import RateLimited
 from streams.gateway.producer import ProduceError
@@ -207,8 +207,10 @@ def new_request_id() -> str:
     return datetime.now(CITY_TZ).strftime("%Y%m%d") + "-" + secrets.token_hex(5)
 
 
-def build_request(form: Any, services: dict[str, Service], knowledge: Any, client: str) -> dict[str, Any]:
-    """The open311.requests record of a POSTed form, or Open311Error (400 / 404)."""
+def build_request(form: Any, services: dict[str, Service], knowledge: Any, client: str,
+                  pseudonyms: Pseudonymizer) -> dict[str, Any]:
+    """The open311.requests record of a POSTed form, or Open311Error (400 / 404). The citizen (email,
+    phone, account or device id) becomes a keyed pseudonym (CITYGRID_PII_KEY, as for 12345 callers)."""
     code = _text(form, "service_code")
     if code is None:
         raise Open311Error(400, "service_code was not provided")
@@ -245,7 +247,7 @@ def build_request(form: Any, services: dict[str, Service], knowledge: Any, clien
         "description": description,
         "media_url": media_url,
         "attributes": answers or None,
-        "reporter": pseudonym(who.lower()) if who else None,
+        "reporter": pseudonyms.reporter(who) if who else None,
     }
 
 
@@ -325,7 +327,7 @@ def routes(gateway_key: web.AppKey) -> list[web.RouteDef]:
             raise Open311Error(403, f"api_key {key.name!r} may not file service requests (scope 'open311' missing)")
         await g.charge_key(request, key)
         check_jurisdiction(request, _text(form, "jurisdiction_id"))
-        record = build_request(form, g.services, g.knowledge, key.name)
+        record = build_request(form, g.services, g.knowledge, key.name, g.pseudonyms)
         try:
             valid = g.codec.from_json("open311_request", record)
         except DecodeError as exc:

@@ -13,20 +13,13 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
+from streams.bus import clients
 from streams.settings import Settings
 
 
 def gateway_producer_config(settings: Settings) -> dict[str, Any]:
-    """aiokafka producer options for the gateway (swap for the shared factory in streams.bus.clients)."""
-    return {
-        "bootstrap_servers": settings.kafka_bootstrap,
-        "acks": "all",
-        "enable_idempotence": True,
-        "linger_ms": 5,
-        "max_batch_size": 512 * 1024,
-        "request_timeout_ms": int(settings.kafka_request_timeout_seconds * 1000),
-        "client_id": f"{settings.app_id}-gateway",
-    }
+    """aiokafka producer options for the gateway: the shared factory's (brokers, SASL, TLS)."""
+    return clients.gateway_producer(settings)
 
 
 class ProduceError(RuntimeError):

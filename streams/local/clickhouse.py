@@ -32,8 +32,12 @@ def _port_open(port: int) -> bool:
 class LocalClickHouseServer:
     def __init__(self, base_dir: Path, tcp_port: int | None = None, http_port: int | None = None,
                  binary: str = DEFAULT_BINARY, timezone: str = "Asia/Shanghai",
+                 users_d: dict[str, str] | None = None, tls: tuple[Path, Path] | None = None,
                  remote_servers: dict[str, list[int]] | None = None) -> None:
         self.base_dir = Path(base_dir)
+        self.tls = tls                 # (certificate, key) PEM: also listen with TLS on tcp_port_secure
+        self.tcp_port_secure = free_port() if tls else 0
+        self.users_d = users_d or {}   # file name -> XML merged into users.xml (users.d/, e.g. extra users)
         # cluster name -> tcp ports of its shards on 127.0.0.1 (one replica each)
         self.remote_servers = remote_servers or {}
         self.tcp_port = tcp_port or free_port()
@@ -46,8 +50,9 @@ class LocalClickHouseServer:
     def url(self) -> str:
         return f"clickhouse://127.0.0.1:{self.tcp_port}/default"
 
-    def store_url(self, database: str) -> str:
-        return f"clickhouse://127.0.0.1:{self.tcp_port}/{database}"
+    def store_url(self, database: str, secure: bool = False) -> str:
+        port = self.tcp_port_secure if secure else self.tcp_port
+        return f"clickhouse://127.0.0.1:{port}/{database}"
 
     @property
     def log_file(self) -> Path:
@@ -59,12 +64,20 @@ class LocalClickHouseServer:
             (data / sub).mkdir(parents=True, exist_ok=True)
         users = self.base_dir / "users.xml"
         users.write_text(_USERS_XML, encoding="utf-8")
+        if self.users_d:
+            (self.base_dir / "users.d").mkdir(exist_ok=True)
+            for name, text in self.users_d.items():
+                (self.base_dir / "users.d" / name).write_text(text, encoding="utf-8")
         config = self.base_dir / "config.xml"
+        secure = ""
+        if self.tls:
+            secure = _TLS_XML.format(port=self.tcp_port_secure, cert=escape(str(self.tls[0])),
+                                     key=escape(str(self.tls[1])))
         config.write_text(_CONFIG_XML.format(
             log=escape(str(self.log_file)), errlog=escape(str(self.base_dir / "server.err.log")),
             tcp_port=self.tcp_port, http_port=self.http_port, data=escape(str(data)), users=escape(str(users)),
-            timezone=escape(self.timezone), remote_servers=_remote_servers_xml(self.remote_servers)),
-            encoding="utf-8")
+            timezone=escape(self.timezone), secure=secure,
+            remote_servers=_remote_servers_xml(self.remote_servers)), encoding="utf-8")
         return config
 
     def start(self, timeout: float = 60.0) -> None:
@@ -129,8 +142,23 @@ _CONFIG_XML = """<?xml version="1.0"?>
   <mark_cache_size>268435456</mark_cache_size>
   <uncompressed_cache_size>268435456</uncompressed_cache_size>
   <max_concurrent_queries>100</max_concurrent_queries>
-{remote_servers}
+{secure}{remote_servers}
 </yandex>
+"""
+
+# The native protocol over TLS (clickhouse-server's openSSL section, 18.16 syntax).
+_TLS_XML = """  <tcp_port_secure>{port}</tcp_port_secure>
+  <openSSL>
+    <server>
+      <certificateFile>{cert}</certificateFile>
+      <privateKeyFile>{key}</privateKeyFile>
+      <verificationMode>none</verificationMode>
+      <loadDefaultCAFile>false</loadDefaultCAFile>
+      <cacheSessions>true</cacheSessions>
+      <disableProtocols>sslv2,sslv3,tlsv1,tlsv1_1</disableProtocols>
+      <preferServerCiphers>true</preferServerCiphers>
+    </server>
+  </openSSL>
 """
 
 def _remote_servers_xml(clusters: dict[str, list[int]]) -> str:

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streams.bus.admin import create_topics
+from streams.bus.admin import TopicPolicy, create_topics
 from streams.settings import Settings, default_cache_dir, package_data
 
 KAFKA_VERSION = "3.9.1"
@@ -68,6 +68,21 @@ def port_open(host: str, port: int) -> bool:
 
 
 @dataclass
+class SaslSslListener:
+    """A second, authenticated listener: SASL_SSL with SCRAM-SHA-512 users created when the storage
+    is formatted, a PEM keystore (key + certificate chain, e.g. ``DevCA.issue(...).chain``) and the
+    StandardAuthorizer (ACLs; ``super_users`` bypass them). The plain listener stays for the broker's
+    own controller traffic and readiness probe on 127.0.0.1 (its anonymous principal is a super user);
+    a production broker has no such listener."""
+
+    keystore: Path
+    users: dict[str, str]                   # SCRAM-SHA-512 user -> password
+    super_users: tuple[str, ...] = ("admin",)
+    authorizer: bool = True
+    port: int = field(default_factory=free_port)
+
+
+@dataclass
 class LocalKafka:
     """One KRaft broker+controller on 127.0.0.1:``port`` with its data under ``data_dir``."""
 
@@ -77,6 +92,13 @@ class LocalKafka:
     cache_dir: Path | None = None
     heap: str = "512m"
     process: subprocess.Popen | None = None
+    sasl_ssl: SaslSslListener | None = None
+
+    @property
+    def sasl_ssl_bootstrap(self) -> str:
+        if self.sasl_ssl is None:
+            raise KafkaError("this broker has no SASL_SSL listener")
+        return f"127.0.0.1:{self.sasl_ssl.port}"
 
     @property
     def bootstrap(self) -> str:
@@ -100,10 +122,8 @@ class LocalKafka:
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
-                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    *self._listener_lines(),
                     "controller.listener.names=CONTROLLER",
-                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
                     "inter.broker.listener.name=PLAINTEXT",
                     f"log.dirs={logs}",
                     "num.partitions=4",
@@ -135,6 +155,35 @@ class LocalKafka:
         )
         return config
 
+    def _listener_lines(self) -> list[str]:
+        plain = f"PLAINTEXT://127.0.0.1:{self.port}"
+        controller = f"CONTROLLER://127.0.0.1:{self.controller_port}"
+        if self.sasl_ssl is None:
+            return [f"listeners={plain},{controller}", f"advertised.listeners={plain}",
+                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"]
+        sec = self.sasl_ssl
+        secure = f"SASL_SSL://127.0.0.1:{sec.port}"
+        lines = [f"listeners={plain},{controller},{secure}", f"advertised.listeners={plain},{secure}",
+                 "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL",
+                 "sasl.enabled.mechanisms=SCRAM-SHA-512",
+                 "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+                 "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+                 "ssl.keystore.type=PEM", f"ssl.keystore.location={sec.keystore}", "ssl.client.auth=none",
+                 "ssl.enabled.protocols=TLSv1.3,TLSv1.2"]
+        if sec.authorizer:
+            supers = ";".join(f"User:{u}" for u in ("ANONYMOUS", *sec.super_users))
+            lines += ["authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                      f"super.users={supers}", "allow.everyone.if.no.acl.found=false"]
+        return lines
+
+    def _scram_args(self) -> list[str]:
+        if self.sasl_ssl is None:
+            return []
+        args: list[str] = []
+        for user, password in self.sasl_ssl.users.items():
+            args += ["--add-scram", f"SCRAM-SHA-512=[name={user},password={password}]"]
+        return args
+
     def _java(self, lib: Path, *args: str) -> list[str]:
         return [
             "java", f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC",
@@ -149,7 +198,8 @@ class LocalKafka:
         if not (logs / "meta.properties").exists():
             cluster_id = _kafka_cluster_id()
             fmt = subprocess.run(
-                self._java(lib, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
+                self._java(lib, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config),
+                           *self._scram_args()),
                 capture_output=True, text=True,
             )
             if fmt.returncode != 0:
@@ -199,8 +249,10 @@ class LocalKafka:
         self.pid_file.unlink(missing_ok=True)
         self.process = None
 
-    def create_topics(self, names: list[str], partitions: int = 4) -> None:
-        create_topics(Settings(kafka_bootstrap=self.bootstrap), names, partitions)
+    def create_topics(self, names: list[str], partitions: int = 4, compacted: list[str] | tuple[str, ...] = ()) -> None:
+        """Topics on this single broker: one replica, min.insync.replicas 1."""
+        create_topics(Settings(kafka_bootstrap=self.bootstrap), names, TopicPolicy(partitions, 1, 1),
+                      compacted=compacted)
 
 
 def _kafka_cluster_id() -> str:

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+import h3
+
 from streams.core.times import CITY_TZ
 
 HOUR_MS = 3_600_000
@@ -242,7 +244,9 @@ def iso(ts_ms: int) -> str:
 class CityScenario:
     def __init__(self, seed: int, places: Sequence[SimPlace], devices: Sequence[dict[str, Any]] = (),
                  cameras: Sequence[dict[str, Any]] = (), heritage_addresses: Sequence[str] = (),
-                 config: ScenarioConfig | None = None, sources: Sequence[str] = SOURCES) -> None:
+                 config: ScenarioConfig | None = None, sources: Sequence[str] = SOURCES,
+                 patrols: dict[str, list[tuple[float, float]]] | None = None,
+                 stations: Sequence[str] = ()) -> None:
         if not places:
             raise ValueError("a scenario needs places")
         self.config = config or ScenarioConfig()
@@ -259,6 +263,13 @@ class CityScenario:
         addressed = [p for p in self.places if p.address] or self.places
         self.low_spots = self.rng.sample(addressed, min(12, len(addressed)))
         self.inspectors = [f"INS-{i:03d}" for i in range(1, 121)]
+        # with the city's field data (field.yaml): its inspectors walk their responsibility grids 责任网格 (cell
+        # centres) at a walking pace, and its residential stations report items or 无事报平安 daily
+        self.patrols = patrols or {}
+        if self.patrols:
+            self.inspectors = sorted(self.patrols)
+        self.stations = list(stations)
+        self.walkers: dict[str, tuple[int, float, float, float, float]] = {}   # id -> (ms, lat, lon, to lat, lon)
         self.sources = set(sources)
         self.daily = {"hotline": self.config.hotline_per_day, "field": self.config.field_per_day,
                       "tracks": self.config.tracks_per_day, "iot": self.config.iot_per_day if self.devices else 0.0,
@@ -376,9 +387,15 @@ class CityScenario:
         category = category or self.rng.choice(FIELD_CATEGORIES)
         seq = next(self._seq)
         lat, lon = self._noisy(place)
+        if reporter_kind == "station" and self.stations and kind == "field" and self.rng.random() < 0.5:
+            # 无事报平安: a registered station looked and found nothing
+            return self._record(ts_ms, "field.reports", {
+                "report_id": self._id("RPT"), "reporter_kind": "station", "reporter_id": self.rng.choice(self.stations),
+                "reported_at": iso(ts_ms), "zero_report": True}, kind)
         report: dict[str, Any] = {
             "report_id": self._id("RPT"), "reporter_kind": reporter_kind,
             "reporter_id": (self.rng.choice(self.inspectors) if reporter_kind == "inspector"
+                            else self.rng.choice(self.stations) if reporter_kind == "station" and self.stations
                             else f"{reporter_kind[:3].upper()}-{place.street_code}-{self.rng.randrange(1, 12):02d}"),
             "reported_at": iso(ts_ms), "category": category,
             "text": self.rng.choice(HOTLINE_TEMPLATES[category]).format(place=place.described),
@@ -391,9 +408,30 @@ class CityScenario:
 
     def _tracks(self, ts_ms: int) -> SimRecord:
         inspector = self.rng.choice(self.inspectors)
-        lat, lon = self._noisy(self.place())
+        if inspector in self.patrols:
+            lat, lon = self._walk(inspector, ts_ms)
+        else:
+            lat, lon = self._noisy(self.place())
         return self._record(ts_ms, "field.tracks", {"inspector_id": inspector, "ts": iso(ts_ms), "lat": lat,
                                                     "lon": lon}, "tracks")
+
+    def _walk(self, inspector: str, ts_ms: int) -> tuple[float, float]:
+        """Where an inspector walking (~1.3 m/s) from cell to cell of its grid is at ``ts_ms``, GPS noise added."""
+        cells = self.patrols[inspector]
+        if inspector not in self.walkers:
+            start, to = self.rng.choice(cells), self.rng.choice(cells)
+            self.walkers[inspector] = (ts_ms, start[0], start[1], to[0], to[1])
+        last, lat, lon, to_lat, to_lon = self.walkers[inspector]
+        step = min(600.0, max(0.0, (ts_ms - last) / 1000)) * 1.3 / 111_320   # degrees walked since
+        d_lat, d_lon = to_lat - lat, to_lon - lon
+        remaining = math.hypot(d_lat, d_lon)
+        if remaining <= step:
+            lat, lon = to_lat, to_lon
+            to_lat, to_lon = self.rng.choice(cells)
+        elif remaining > 0:
+            lat, lon = lat + d_lat * step / remaining, lon + d_lon * step / remaining
+        self.walkers[inspector] = (max(last, ts_ms), lat, lon, to_lat, to_lon)
+        return self._noisy(SimPlace("", lat, lon, ""))
 
     def _iot(self, ts_ms: int) -> SimRecord:
         device = self.rng.choice(self.devices)
@@ -485,4 +523,15 @@ def scenario_for(knowledge: Any, seed: int, config: ScenarioConfig | None = None
     cameras = [{"id": c.id, "area": c.area, "address": c.location.address, "at": (c.location.lat, c.location.lon)}
                for c in knowledge.devices.cameras.values()]
     return CityScenario(seed, district_places(knowledge.city), devices=knowledge.sample_devices(), cameras=cameras,
-                        heritage_addresses=knowledge.sample_heritage_addresses(), config=config, sources=sources)
+                        heritage_addresses=knowledge.sample_heritage_addresses(), config=config, sources=sources,
+                        patrols=patrols_of(knowledge), stations=sorted(knowledge.field.stations)
+                        if getattr(knowledge, "field", None) else ())
+
+
+def patrols_of(knowledge: Any) -> dict[str, list[tuple[float, float]]]:
+    """Inspector id -> the centres of the unit cells of its responsibility grid (empty: no field.yaml)."""
+    field = getattr(knowledge, "field", None)
+    if field is None:
+        return {}
+    return {inspector: [tuple(h3.cell_to_latlng(c)) for c in sorted(field.grids[grid].cells)]
+            for inspector, grid in field.inspectors.items()}

@@ -102,6 +102,15 @@ class DepartmentActors:
             consumer.close()
 
 
+# The field that keys each feed's Kafka messages (the same choice as the gateway's).
+KEY_FIELDS = {"hotline.calls": "call_id", "field.reports": "report_id", "field.tracks": "inspector_id",
+              "iot.readings": "device_id", "camera.alerts": "alert_id", "registry.changes": "change_id"}
+
+
+def record_key(topic: str, record: dict[str, Any]) -> bytes | None:
+    value = record.get(KEY_FIELDS.get(topic, ""))
+    return str(value).encode("utf-8") if value is not None else None
+
 
 def run(settings: Settings, rate: float, duration: float | None, seed: int, sources: set[str], knowledge: Any,
         count: int | None = None, act: bool = False, malformed: float = 0.005) -> int:
@@ -134,7 +143,10 @@ def run(settings: Settings, rate: float, duration: float | None, seed: int, sour
                 time.sleep(1.0)
                 continue
             topic, record = item.topic, item.value
-            producer.send(names.name(topic), record)
+            # keyed like the gateway does: a device's readings and an inspector's fixes stay on one partition
+            # (their keyed state lives with it), a record sent twice lands where the first one did
+            key = record_key(topic, record) if isinstance(record, dict) else None
+            producer.send(names.name(topic), record, key=key)
             if topic == "field.reports" and isinstance(record, dict) and not item.malformed:
                 reporters[record["report_id"]] = record["reporter_id"]
             sent += 1

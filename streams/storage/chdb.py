@@ -56,7 +56,8 @@ class _ChdbEngine:
     def acquire(cls, path: Path) -> None:
         if (Path.cwd() / "config.xml").exists():
             # chdb (even `import chdb`) would load that file as its server config: paths, ports, locks.
-            raise StoreError(f"chdb refuses to start in {Path.cwd()}: it holds a config.xml; run from another directory")
+            raise StoreError(f"chdb refuses to start in {Path.cwd()}: it holds a config.xml; "
+                             "run from another directory")
         from chdb import (
             session as chdb_session,  # imported here: streams.core never pulls it in
         )
@@ -127,7 +128,7 @@ class ChdbStore(Store):
         names = [m["name"] for m in doc["meta"]]
         types = [m["type"] for m in doc["meta"]]
         return [
-            {name: _convert(value, ch_type, self._tz) for name, ch_type, value in zip(names, types, row)}
+            {name: _convert(value, ch_type, self._tz) for name, ch_type, value in zip(names, types, row, strict=True)}
             for row in doc["data"]
         ]
 

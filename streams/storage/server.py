@@ -16,7 +16,7 @@ CLUSTER_SETTINGS = {"insert_distributed_sync": 1, "distributed_product_mode": "g
 class ServerStore(Store):
     def __init__(self, host: str, port: int, database: str = DEFAULT_DATABASE, user: str = "default",
                  password: str = "", connect_timeout: float = 5, send_receive_timeout: float = 30,
-                 cluster: str = "") -> None:
+                 tls: bool = False, ca_file: str | None = None, cluster: str = "") -> None:
         from clickhouse_driver import (
             Client,  # imported here: streams.core never pulls it in
         )
@@ -26,8 +26,11 @@ class ServerStore(Store):
         self.cluster = quote_identifier(cluster) if cluster else ""
         self.url = f"clickhouse://{host}:{port}/{database}"
         self._credentials = (user, password, connect_timeout, send_receive_timeout)
-        options = dict(host=host, port=port, user=user, password=password,
-                       connect_timeout=connect_timeout, send_receive_timeout=send_receive_timeout)
+        self._tls = (tls, ca_file)   # every node of a cluster is spoken to the same way
+        options: dict[str, Any] = dict(host=host, port=port, user=user, password=password,
+                                       connect_timeout=connect_timeout, send_receive_timeout=send_receive_timeout)
+        if tls:   # the native protocol over TLS (the server's tcp_port_secure), certificate verified
+            options.update(secure=True, verify=True, ca_certs=ca_file)
         self._lock = threading.RLock()
         self._nodes: list[Store] | None = None
         bootstrap = Client(database="default", **options)
@@ -54,7 +57,8 @@ class ServerStore(Store):
                     nodes.append(self)
                 else:
                     nodes.append(ServerStore(row["host_address"], row["port"], self.database, user, password,
-                                             connect_timeout, send_receive_timeout))
+                                             connect_timeout, send_receive_timeout,
+                                             tls=self._tls[0], ca_file=self._tls[1]))
             self._nodes = nodes
         return self._nodes
 
@@ -76,7 +80,7 @@ class ServerStore(Store):
     def _select(self, sql: str) -> list[dict[str, Any]]:
         rows, meta = self._run(self._client, sql, with_types=True)
         names = [name for name, _ in meta]
-        return [dict(zip(names, (_server_value(v) for v in row))) for row in rows]
+        return [dict(zip(names, (_server_value(v) for v in row), strict=True)) for row in rows]
 
     def _insert_rows(self, table: str, columns: list[str], rows: list[list[Any]]) -> None:
         self._run(self._client, f"INSERT INTO {quote_identifier(table)} ({', '.join(columns)}) VALUES", rows)

@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, urlparse
 from streams.storage.sql import Coercer, RowError, column_coercer, quote_identifier, split_statements, substitute
 
 if TYPE_CHECKING:
-    from streams.settings import Settings
+    pass
 
 DEFAULT_DATABASE = "citygrid"
 MIGRATIONS_PACKAGE = "streams.storage.migrations"
@@ -134,7 +134,8 @@ class Store:
         # system.columns.position appeared after 18.16; the server keeps definition order anyway.
         if self._position_known is None:
             rows = self.query(
-                "SELECT count() AS n FROM system.columns WHERE database = 'system' AND table = 'columns' AND name = 'position'"
+                "SELECT count() AS n FROM system.columns"
+                " WHERE database = 'system' AND table = 'columns' AND name = 'position'"
             )
             self._position_known = bool(rows and rows[0]["n"])
         return self._position_known
@@ -229,7 +230,8 @@ class Store:
         except StoreError:
             match = self._ADD_COLUMN.match(statement.strip())
             if match is None or not self.query(
-                    "SELECT count() AS n FROM system.columns WHERE database = %(db)s AND table = %(t)s AND name = %(c)s",
+                    "SELECT count() AS n FROM system.columns "
+                    "WHERE database = %(db)s AND table = %(t)s AND name = %(c)s",
                     {"db": self.database, "t": match.group(1), "c": match.group(2)})[0]["n"]:
                 raise
 
@@ -261,9 +263,12 @@ class Store:
         return f"{type(self).__name__}({self.url!r})"
 
 
-def open_store(url: str, cluster: str = "") -> Store:
-    """``chdb://PATH[?database=NAME]`` or ``clickhouse://[user[:password]@]host:port/db``; ``cluster``
-    (clickhouse:// only) names the cluster whose shards hold the tables (``settings.store_cluster``)."""
+def open_store(url: str, *, user: str | None = None, password: str | None = None, tls: bool = False,
+               ca_file: str | None = None, cluster: str = "") -> Store:
+    """``chdb://PATH[?database=NAME]`` or ``clickhouse://[user[:password]@]host:port/db``; for a server,
+    ``user``/``password`` override the URL's and ``tls`` speaks the native protocol over TLS, verifying
+    the server's certificate against ``ca_file`` (or the system's CAs); ``cluster`` (clickhouse:// only) names the
+    cluster whose shards hold the tables (``settings.store_cluster``). See :func:`store_from_settings`."""
     parsed = urlparse(url)
     if cluster and parsed.scheme != "clickhouse":
         raise ValueError(f"{url!r}: a sharded store (cluster {cluster!r}) needs clickhouse://, not chdb")
@@ -283,11 +288,25 @@ def open_store(url: str, cluster: str = "") -> Store:
         if not parsed.hostname or not parsed.port:
             raise ValueError(f"{url!r}: clickhouse:// needs host:port, e.g. clickhouse://127.0.0.1:9000/citygrid")
         database = parsed.path.lstrip("/") or DEFAULT_DATABASE
-        return ServerStore(parsed.hostname, parsed.port, database, user=parsed.username or "default",
-                           password=parsed.password or "", cluster=cluster)
+        return ServerStore(parsed.hostname, parsed.port, database, user=user or parsed.username or "default",
+                           password=password if password is not None else (parsed.password or ""),
+                           tls=tls, ca_file=ca_file, cluster=cluster)
     raise ValueError(f"{url!r}: store URL must start with chdb:// or clickhouse://")
 
 
-def open_configured_store(settings: Settings, url: str | None = None) -> Store:
-    """The store the settings name (``store_url``, or ``url`` instead, sharded over ``store_cluster``)."""
-    return open_store(url or settings.store_url, cluster=settings.store_cluster)
+def store_from_settings(settings: Any, url: str | None = None) -> Store:
+    """The store the settings name, with the server's credentials and TLS: ``store_user``, the password
+    from ``store_password_file`` (a mounted Secret), ``store_tls`` and ``store_ca_file``."""
+    password = None
+    if settings.store_password_file is not None:
+        from streams.security import read_secret_file
+
+        password = read_secret_file(settings.store_password_file, "CITYGRID_STORE_PASSWORD_FILE")
+    return open_store(url or settings.store_url, cluster=settings.store_cluster, user=settings.store_user or None,
+                      password=password, tls=settings.store_tls,
+                      ca_file=str(settings.store_ca_file) if settings.store_ca_file else None)
+
+
+def open_configured_store(settings: Any, url: str | None = None) -> Store:
+    """The store the settings name (or ``url`` instead), sharded over ``store_cluster``, with its credentials."""
+    return store_from_settings(settings, url)

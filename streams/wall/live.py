@@ -10,9 +10,12 @@ import urllib.request
 from subprocess import Popen
 
 
-def fetch(url: str, timeout: float = 5.0) -> dict[str, object]:
-    """The worker's /wall/ JSON: query name -> rows (see streams.wall.queries.wall_summary)."""
-    with urllib.request.urlopen(f"{url.rstrip('/')}/wall/", timeout=timeout) as resp:
+def fetch(url: str, timeout: float = 5.0, token: str | None = None) -> dict[str, object]:
+    """The worker's /wall/ JSON: query name -> rows (see streams.wall.queries.wall_summary); ``token``:
+    CITYGRID_WALL_TOKEN when the worker asks for one."""
+    request = urllib.request.Request(f"{url.rstrip('/')}/wall/",
+                                     headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(request, timeout=timeout) as resp:
         summary: dict[str, object] = json.loads(resp.read().decode("utf-8"))
         return summary
 
@@ -57,14 +60,14 @@ def render(summary: dict[str, object], columns: int = 100) -> str:
 
 
 def run_live(url: str, seconds: float | None = None, children: list[Popen[bytes]] | None = None,
-             interval: float = 2.0) -> None:
+             interval: float = 2.0, token: str | None = None) -> None:
     started = time.monotonic()
     while seconds is None or time.monotonic() - started < seconds:
         for child in children or []:
             if child.poll() is not None:
                 raise SystemExit(f"live: a pipeline process exited with {child.returncode}; see its log")
         try:
-            body = render(fetch(url), shutil.get_terminal_size((100, 40)).columns)
+            body = render(fetch(url, token=token), shutil.get_terminal_size((100, 40)).columns)
         except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError) as exc:
             body = f"waiting for the worker at {url} ... ({exc.__class__.__name__})"
         stamp = time.strftime("%H:%M:%S")

@@ -1,7 +1,10 @@
 """The operations wall 一屏观天下: named SQL shared by the Grafana panels and the terminal live view.
 
 Every query is written with the grafana-clickhouse-datasource macros (``$__timeFilter(col)``,
-``$__fromTime``, ``$__toTime``, ``$__interval_s``) and Grafana template variables (``${case_id}``);
+``$__fromTime``, ``$__toTime``, ``$__interval_s``) and Grafana template variables, always with
+Grafana's ``percentencode`` format (``'${case_id:percentencode}'``): whatever is typed into the
+variable reaches SQL as ``[A-Za-z0-9_.~%-]`` only, so no panel pastes free text into SQL (case ids
+are made of those characters and pass unchanged);
 :func:`expand` expands them exactly as the plugin does (pkg/macros/macros.go), so the live view
 and the tests run the very text of the dashboards. Only SQL that clickhouse-server 18.16 runs:
 no ``$__timeInterval`` (it expands to toStartOfInterval, absent in 18.16), no ``*_ms`` macros
@@ -14,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
+from urllib.parse import quote
 
 from streams.core.times import CITY_TZ
 
@@ -27,6 +31,29 @@ STAGE_ORDER = ("register", "dispatch", "handle", "verify", "closed", "suspended"
 STAGE_LABELS = ("立案", "派遣", "处置", "核查", "结案", "挂起", "作废")
 OPEN = "status NOT IN ('closed', 'void')"
 FIELD_KINDS = "('inspector', 'station', 'committee')"
+# 综合 score of a department, 0..100: the sample city's weights of its four rates (an officer's choice,
+# not a national figure; rework and extension count as their complement) and the A–E grade bands.
+KPI_WEIGHTS = (("close_rate", 0.30), ("on_time_rate", 0.40), ("rework_rate", 0.15), ("extension_rate", 0.15))
+_LOWER_IS_BETTER = ("rework_rate", "extension_rate")
+KPI_SCORE_SQL = "100 * (" + " + ".join(
+    f"{weight:.2f} * " + (f"(1 - {rate})" if rate in _LOWER_IS_BETTER else rate) for rate, weight in KPI_WEIGHTS) + ")"
+GRADE_BANDS = (("A", 90), ("B", 80), ("C", 70), ("D", 60))   # below the last: E
+KPI_GRADE_SQL = "multiIf(" + ", ".join(f"score >= {floor}, '{g}'" for g, floor in GRADE_BANDS) + ", 'E')"
+
+
+def grade_of(score: float) -> str:
+    """The A–E grade of a 综合 score (what KPI_GRADE_SQL computes in ClickHouse)."""
+    return next((g for g, floor in GRADE_BANDS if score >= floor), "E")
+# (kind, instance) per department of a case; rows from before the instances (migration 0003) pair each
+# kind with itself.
+UNIT_PAIRS_SQL = ("arrayMap((d, u) -> tuple(d, u), departments, "
+                  "if(length(units) = length(departments), units, departments))")
+# Working days (Monday to Friday; public holidays are not subtracted) from $__fromTime to $__toTime,
+# both days included, in the city's time zone.
+WORKING_DAYS_SQL = ("length(arrayFilter(d -> toDayOfWeek(d) <= 5, "
+                    "arrayMap(i -> toDate($__fromTime, 'Asia/Shanghai') + i, "
+                    "range(toUInt32(toRelativeDayNum($__toTime, 'Asia/Shanghai') - "
+                    "toRelativeDayNum($__fromTime, 'Asia/Shanghai') + 1)))))")
 
 
 @dataclass(frozen=True)
@@ -136,13 +163,15 @@ _QUERIES = [
               ("department", "delivered", "retries", "failed", "dead_lettered", "avg_latency_ms"), "table",
               dashboard="league"),
     # ----- (c) inspectors and stations 网格巡查员 / 居民区工作站
+    # A case lists its reports as "<source kind>:<source id>" (the engine's ``sources``).
     WallQuery("field_reporters", "上报情况 Reports by inspector and station",
               "SELECT reporter_kind, reporter_id, count() AS reports, sum(handled_on_spot) AS handled_on_spot, "
               "sum(valid) AS valid_reports, round(if(count() = 0, 0, sum(valid) / count()), 3) AS valid_rate "
-              "FROM (SELECT reporter_kind, reporter_id, source_id, handled_on_spot FROM signals FINAL "
+              "FROM (SELECT reporter_kind, reporter_id, concat(source_kind, ':', source_id) AS source_key, "
+              "handled_on_spot FROM signals FINAL "
               f"WHERE reporter_kind IN {FIELD_KINDS} AND $__timeFilter(ts)) AS field_reports "
-              "ANY LEFT JOIN (SELECT arrayJoin(sources) AS source_id, toUInt8(1) AS valid FROM cases FINAL "
-              "WHERE status != 'void') AS valid_sources USING source_id "
+              "ANY LEFT JOIN (SELECT arrayJoin(sources) AS source_key, toUInt8(1) AS valid FROM cases FINAL "
+              "WHERE status != 'void') AS valid_sources USING source_key "
               "GROUP BY reporter_kind, reporter_id ORDER BY reports DESC, reporter_kind, reporter_id",
               ("reporter_kind", "reporter_id", "reports", "handled_on_spot", "valid_reports", "valid_rate"),
               "table", dashboard="field"),
@@ -157,11 +186,121 @@ _QUERIES = [
               "WHERE $__timeFilter(ts) GROUP BY reporter_kind, reporter_id, street "
               "ORDER BY zero_reports DESC, reporter_kind, reporter_id",
               ("reporter_kind", "reporter_id", "street", "zero_reports"), "table", dashboard="field"),
+    # 巡查排行: the inspectors' workload over the period, reports made beside it
+    WallQuery("inspector_league", "巡查员排行 Inspector league (patrol workload)",
+              "SELECT inspector_id, grid, street, days, distance_km, moving_hours, idle_hours, idle_periods, coverage, "
+              "reports FROM (SELECT inspector_id, any(grid_id) AS grid, any(street) AS street, count() AS days, "
+              "round(sum(distance_m) / 1000, 2) AS distance_km, round(sum(moving_s) / 3600, 2) AS moving_hours, "
+              "round(sum(idle_s) / 3600, 2) AS idle_hours, sum(idle_periods) AS idle_periods, "
+              "round(avg(if(cells_assigned = 0, 0, cells_assigned_covered / cells_assigned)), 3) AS coverage "
+              "FROM patrol_days FINAL WHERE $__timeFilter(day) GROUP BY inspector_id) AS patrol "
+              "ANY LEFT JOIN (SELECT reporter_id AS inspector_id, count() AS reports FROM ("
+              "SELECT reporter_id FROM signals FINAL WHERE reporter_kind = 'inspector' AND $__timeFilter(ts) "
+              "UNION ALL SELECT reporter_id FROM zero_reports FINAL WHERE reporter_kind = 'inspector' "
+              "AND $__timeFilter(ts)) AS made GROUP BY inspector_id) AS made_reports USING inspector_id "
+              "ORDER BY distance_km DESC, inspector_id",
+              ("inspector_id", "grid", "street", "days", "distance_km", "moving_hours", "idle_hours", "idle_periods",
+               "coverage", "reports"), "table", dashboard="field"),
+    # 零报告缺报: stations with neither an item nor 无事报平安 by the deadline (sla.alerts, kind zero_report_missing)
+    WallQuery("zero_report_alerts", "零报告缺报 Stations that missed their daily report",
+              "SELECT substring(case_id, 4, length(case_id) - 12) AS station, ts AS deadline, "
+              "departments[1] AS notified FROM sla_alerts FINAL "
+              "WHERE kind = 'zero_report_missing' AND $__timeFilter(ts) ORDER BY deadline DESC, station",
+              ("station", "deadline", "notified"), "table", dashboard="field", live=True),
     WallQuery("patrol_coverage", "巡查覆盖 Patrol coverage",
               "SELECT inspector_id, street, count() AS fixes, uniqExact(cell) AS cells, "
               "min(ts) AS first_fix, max(ts) AS last_fix FROM inspector_tracks FINAL WHERE $__timeFilter(ts) "
               "GROUP BY inspector_id, street ORDER BY cells DESC, inspector_id",
               ("inspector_id", "street", "fixes", "cells", "first_fix", "last_fix"), "table", dashboard="field"),
+    # ----- (e) assessment 考核: the KPIs as the standards define them (streams report prints them monthly)
+    WallQuery("department_kpis", "部门考核 Department KPIs and grade",
+              f"SELECT department, count() AS cases, sum(is_closed) AS closed, "
+              "round(if(count() = 0, 0, sum(is_closed) / count()), 3) AS close_rate, "
+              "round(if(sum(is_closed) = 0, 0, sum(is_closed * (1 - is_late)) / sum(is_closed)), 3) AS on_time_rate, "
+              "round(if(count() = 0, 0, sum(is_reworked) / count()), 3) AS rework_rate, "
+              "round(if(count() = 0, 0, sum(is_extended) / count()), 3) AS extension_rate, "
+              "round(if(sum(is_closed) = 0, 0, sum(is_closed * handling_ms) / sum(is_closed) / 3600000), 2) "
+              "AS avg_handling_hours, "
+              f"round({KPI_SCORE_SQL}, 1) AS score, {KPI_GRADE_SQL} AS grade "
+              "FROM (SELECT case_id, arrayJoin(departments) AS department, toUInt8(status = 'closed') AS is_closed, "
+              "toUInt8(rework_count > 0) AS is_reworked, handling_ms FROM cases FINAL "
+              "WHERE $__timeFilter(opened) AND notEmpty(departments) AND status != 'void') AS department_cases "
+              "ANY LEFT JOIN (SELECT case_id, max(toUInt8(from_stage = 'handle' AND light = 'red')) AS is_late, "
+              "max(toUInt8(action = 'extend')) AS is_extended FROM case_transitions FINAL GROUP BY case_id) "
+              "AS stage_facts "
+              "USING case_id GROUP BY department ORDER BY score DESC, department",
+              ("department", "cases", "closed", "close_rate", "on_time_rate", "rework_rate", "extension_rate",
+               "avg_handling_hours", "score", "grade"), "table", dashboard="league"),
+    WallQuery("unit_kpis", "街道部门考核 KPIs per street instance (e.g. 徐家汇街道城管中队)",
+              f"SELECT department, unit, count() AS cases, sum(is_closed) AS closed, "
+              "round(if(count() = 0, 0, sum(is_closed) / count()), 3) AS close_rate, "
+              "round(if(sum(is_closed) = 0, 0, sum(is_closed * (1 - is_late)) / sum(is_closed)), 3) AS on_time_rate, "
+              "round(if(count() = 0, 0, sum(is_reworked) / count()), 3) AS rework_rate, "
+              "round(if(count() = 0, 0, sum(is_extended) / count()), 3) AS extension_rate, "
+              "round(if(sum(is_closed) = 0, 0, sum(is_closed * handling_ms) / sum(is_closed) / 3600000), 2) "
+              "AS avg_handling_hours, "
+              f"round({KPI_SCORE_SQL}, 1) AS score, {KPI_GRADE_SQL} AS grade "
+              "FROM (SELECT case_id, tupleElement(pair, 1) AS department, tupleElement(pair, 2) AS unit, "
+              "toUInt8(status = 'closed') AS is_closed, toUInt8(rework_count > 0) AS is_reworked, handling_ms "
+              f"FROM cases FINAL ARRAY JOIN {UNIT_PAIRS_SQL} AS pair "
+              "WHERE $__timeFilter(opened) AND notEmpty(departments) AND status != 'void') AS unit_cases "
+              "ANY LEFT JOIN (SELECT case_id, max(toUInt8(from_stage = 'handle' AND light = 'red')) AS is_late, "
+              "max(toUInt8(action = 'extend')) AS is_extended FROM case_transitions FINAL GROUP BY case_id) "
+              "AS stage_facts "
+              "USING case_id GROUP BY department, unit ORDER BY department, score DESC, unit",
+              ("department", "unit", "cases", "closed", "close_rate", "on_time_rate", "rework_rate", "extension_rate",
+               "avg_handling_hours", "score", "grade"), "table", dashboard="league"),
+    WallQuery("period_totals", "本期概况 Cases of the period",
+              "SELECT count() AS cases, countIf(status = 'closed') AS closed, "
+              f"countIf({OPEN}) AS open_cases, "
+              "round(if(count() = 0, 0, countIf(status = 'closed') / count()), 3) AS close_rate, "
+              "round(if(countIf(status = 'closed') = 0, 0, countIf(status = 'closed' AND is_late = 0) / "
+              "countIf(status = 'closed')), 3) AS on_time_rate, "
+              "round(if(count() = 0, 0, countIf(rework_count > 0) / count()), 3) AS rework_rate, "
+              "countIf(quick_handled = 1) AS quick_handled "
+              "FROM (SELECT case_id, status, rework_count, quick_handled FROM cases FINAL "
+              "WHERE $__timeFilter(opened) AND status != 'void') AS period_cases "
+              "ANY LEFT JOIN (SELECT case_id, max(toUInt8(from_stage = 'handle' AND light = 'red')) AS is_late "
+              "FROM case_transitions FINAL GROUP BY case_id) AS stage_facts USING case_id",
+              ("cases", "closed", "open_cases", "close_rate", "on_time_rate", "rework_rate", "quick_handled"),
+              "stat", dashboard="league"),
+    WallQuery("cases_by_day", "每日案件 Cases by day",
+              "SELECT toDate(opened) AS day, count() AS cases, countIf(status = 'closed') AS closed FROM cases FINAL "
+              "WHERE $__timeFilter(opened) AND status != 'void' GROUP BY day ORDER BY day",
+              ("day", "cases", "closed"), "barchart", dashboard="league"),
+    WallQuery("field_kpis", "巡查考核 Inspector and station KPIs",
+              "SELECT reporter_kind, reporter_id, sum(is_report) AS reports, sum(is_valid) AS valid_reports, "
+              "round(if(sum(is_report) = 0, 0, sum(is_valid) / sum(is_report)), 3) AS valid_rate, "
+              "sum(is_verification) AS verifications, sum(is_on_time) AS verified_on_time, "
+              "round(if(sum(is_verification) = 0, 0, sum(is_on_time) / sum(is_verification)), 3) "
+              "AS verify_on_time_rate "
+              "FROM (SELECT reporter_kind, reporter_id, toUInt8(1) AS is_report, is_valid, "
+              "toUInt8(0) AS is_verification, toUInt8(0) AS is_on_time "
+              "FROM (SELECT reporter_kind, reporter_id, concat(source_kind, ':', source_id) AS source_key "
+              "FROM signals FINAL "
+              f"WHERE reporter_kind IN {FIELD_KINDS} AND $__timeFilter(ts)) AS field_reports "
+              "ANY LEFT JOIN (SELECT arrayJoin(sources) AS source_key, toUInt8(1) AS is_valid FROM cases FINAL "
+              "WHERE status != 'void') AS valid_sources USING source_key "
+              "UNION ALL SELECT actor_kind AS reporter_kind, actor_id AS reporter_id, toUInt8(0) AS is_report, "
+              "toUInt8(0) AS is_valid, toUInt8(1) AS is_verification, toUInt8(light != 'red') AS is_on_time "
+              "FROM case_transitions FINAL WHERE action IN ('verify_pass', 'verify_fail') "
+              f"AND actor_kind IN {FIELD_KINDS} AND $__timeFilter(ts)) AS field_facts "
+              "GROUP BY reporter_kind, reporter_id ORDER BY reporter_kind, reporter_id",
+              ("reporter_kind", "reporter_id", "reports", "valid_reports", "valid_rate", "verifications",
+               "verified_on_time", "verify_on_time_rate"), "table", dashboard="field"),
+    WallQuery("station_compliance", "零报告考核 Station daily-report compliance",
+              f"SELECT reporter_id AS station, days_reported, {WORKING_DAYS_SQL} AS working_days, "
+              "round(if(working_days = 0, 0, days_reported / working_days), 3) AS compliance "
+              "FROM (SELECT reporter_id FROM zero_reports FINAL WHERE reporter_kind = 'station' "
+              "UNION ALL SELECT reporter_id FROM signals FINAL WHERE reporter_kind = 'station') AS roster "
+              "ANY LEFT JOIN (SELECT reporter_id, uniqExact(day) AS days_reported FROM ("
+              "SELECT reporter_id, toDate(ts) AS day FROM zero_reports FINAL "
+              "WHERE reporter_kind = 'station' AND $__timeFilter(ts) "
+              "UNION ALL SELECT reporter_id, toDate(ts) AS day FROM signals FINAL "
+              "WHERE reporter_kind = 'station' AND $__timeFilter(ts)) AS station_days "
+              "WHERE toDayOfWeek(day) <= 5 GROUP BY reporter_id) AS reported USING reporter_id "
+              "GROUP BY station, days_reported ORDER BY compliance, station",
+              ("station", "days_reported", "working_days", "compliance"), "table", dashboard="field"),
     # ----- (d) sensors 物联感知
     WallQuery("heritage_alarms", "优秀历史建筑告警 Heritage-building alarms",
               "SELECT building, metric, count() AS alarms, max(value) AS max_value, max(threshold) AS threshold, "
@@ -178,17 +317,39 @@ _QUERIES = [
               "SELECT toStartOfHour(ts) AS time, metric, count() AS alarms FROM sensor_alarms FINAL "
               "WHERE $__timeFilter(ts) GROUP BY time, metric ORDER BY time, metric",
               ("time", "metric", "alarms"), "timeseries", dashboard="sensors"),
+    WallQuery("alarm_episodes", "告警过程 Alarm episodes (one per sustained exceedance)",
+              "SELECT building, device_id, metric, status, opened, round(duration_ms / 60000, 1) AS duration_minutes, "
+              "peak, threshold FROM device_episodes FINAL WHERE $__timeFilter(opened) "
+              "ORDER BY opened DESC, episode_id LIMIT 200",
+              ("building", "device_id", "metric", "status", "opened", "duration_minutes", "peak", "threshold"),
+              "table", dashboard="sensors", live=True),
+    # the worst minute of each building: its highest one-minute peak relative to the threshold
+    WallQuery("building_worst_minutes", "楼宇最差分钟 Buildings' worst minutes",
+              "SELECT building, argMax(device_id, max / threshold) AS worst_device, "
+              "argMax(metric, max / threshold) AS worst_metric, argMax(minute, max / threshold) AS worst_minute, "
+              "argMax(max, max / threshold) AS worst_value, argMax(threshold, max / threshold) AS worst_threshold, "
+              "round(max(max / threshold), 3) AS worst_ratio, countIf(max > threshold) AS minutes_over "
+              "FROM device_minutes FINAL WHERE threshold > 0 AND $__timeFilter(minute) "
+              "GROUP BY building ORDER BY worst_ratio DESC, building LIMIT 50",
+              ("building", "worst_device", "worst_metric", "worst_minute", "worst_value", "worst_threshold",
+               "worst_ratio", "minutes_over"), "table", dashboard="sensors"),
+    WallQuery("device_trend", "设备分钟趋势 Device trend by minute",
+              "SELECT minute AS time, metric, max AS peak, round(sum / n, 3) AS mean, n AS readings "
+              "FROM device_minutes FINAL WHERE device_id = '${device_id:percentencode}' AND $__timeFilter(minute) "
+              "ORDER BY time, metric",
+              ("time", "metric", "peak", "mean", "readings"), "timeseries", dashboard="sensors"),
     # ----- case detail (target of the overdue list's links)
     WallQuery("case_detail", "案件 Case",
               "SELECT case_id, status, light, category_name, departments, level, origin, street, address, "
               "reporters, urge_count, rework_count, opened, "
               "toDateTime(intDiv(deadline_ms, 1000), 'Asia/Shanghai') AS deadline, stages "
-              "FROM cases FINAL WHERE case_id = '${case_id}'",
+              "FROM cases FINAL WHERE case_id = '${case_id:percentencode}'",
               ("case_id", "status", "light", "category_name", "departments", "level", "origin", "street", "address",
                "reporters", "urge_count", "rework_count", "opened", "deadline", "stages"), "table", dashboard="case"),
     WallQuery("case_history", "流转记录 Case transitions",
               "SELECT ts, from_stage, to_stage, action, actor_kind, actor_id, light, round(spent_ms / 60000, 1) "
-              "AS spent_minutes, detail FROM case_transitions FINAL WHERE case_id = '${case_id}' ORDER BY ts, event_id",
+              "AS spent_minutes, detail FROM case_transitions FINAL WHERE case_id = '${case_id:percentencode}' "
+              "ORDER BY ts, event_id",
               ("ts", "from_stage", "to_stage", "action", "actor_kind", "actor_id", "light", "spent_minutes", "detail"),
               "table", dashboard="case"),
 ]
@@ -197,7 +358,14 @@ QUERIES: dict[str, WallQuery] = {q.name: q for q in _QUERIES}
 
 _MACRO = re.compile(r"\$__(timeFilter|dateFilter|fromTime|toTime|interval_s|timeInterval|timeFilter_ms|"
                     r"fromTime_ms|toTime_ms|timeInterval_ms|dateTimeFilter|dt)\b(\(([^()]*)\))?")
-_VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)\b")
+_VARIABLE = re.compile(r"\$\{(\w+)(?::(\w+))?\}|\$(\w+)\b")
+# Grafana variable formats that cannot carry a quote, a backslash or a space into SQL.
+SAFE_FORMATS = ("percentencode",)
+
+
+def percentencode(value: str) -> str:
+    """Grafana's ``percentencode`` format (encodeURIComponentStrict): all but ``A-Za-z0-9-_.~`` escaped."""
+    return quote(value, safe="-_.~")
 
 
 def expand(sql: str, from_s: int, to_s: int, interval_s: int = 60, variables: dict[str, str] | None = None) -> str:
@@ -205,15 +373,15 @@ def expand(sql: str, from_s: int, to_s: int, interval_s: int = 60, variables: di
     variables = variables or {}
 
     def variable(match: re.Match[str]) -> str:
-        name = match.group(1) or match.group(2)
+        name, fmt = match.group(1) or match.group(3), match.group(2)
         if name.startswith("__"):
             return match.group(0)  # a macro, handled below
+        if fmt not in SAFE_FORMATS:
+            raise ValueError(f"template variable ${{{name}}} is pasted into SQL as typed; write "
+                             f"${{{name}:percentencode}}")
         if name not in variables:
             raise KeyError(f"template variable ${name} has no value")
-        value = variables[name]
-        if "'" in value or "\\" in value:
-            raise ValueError(f"template variable {name}={value!r} contains a quote")
-        return value
+        return percentencode(variables[name])
 
     def macro(match: re.Match[str]) -> str:
         name, args = match.group(1), match.group(3)

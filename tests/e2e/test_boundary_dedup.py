@@ -1,6 +1,6 @@
 """Dedup across a street boundary on the real worker: two inspectors report the same flooding 60 m apart on
 either side of the boundary between two streets whose case inputs live in different partitions; the report
-ends on one case (the later one's case is voided 作废 into the earlier)."""
+ends on one case (the later one's case is voided 作废 into the earlier, which holds both reports)."""
 from __future__ import annotations
 
 import pytest
@@ -38,10 +38,10 @@ def test_reports_either_side_of_a_street_boundary_end_in_one_case(
     worker = worker_factory(store_url)
     wait_rows(worker, signals=1, cases=1)
     produce(kafka.bootstrap, topic_prefix, [("field.reports", field_report("B2", q, "2026-11-20T09:35:00+08:00"))])
-    # the second case opens, then is voided into the first, which absorbs its report
-    wait_until(lambda: [r["n"] for r in query(store_url, "SELECT count() AS n FROM case_transitions FINAL "
-                                                         "WHERE action = 'absorb'")] == [1],
-               120, "the first case absorbing the second's report", worker.tail)
+    # the second case opens, probes the first's street, and is voided 作废 into the first (which takes its report)
+    wait_until(lambda: [r["n"] for r in query(store_url, "SELECT count() AS n FROM cases FINAL "
+                                                         "WHERE status = 'void'")] == [1],
+               120, "the second case voided as a duplicate of the first", worker.tail)
     assert worker.stop() == 0, worker.tail()
 
     cases = query(store_url, "SELECT case_id, street_code, status, reporters, sources FROM cases FINAL "

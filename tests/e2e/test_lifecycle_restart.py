@@ -31,8 +31,8 @@ def old_call(i: int, when: datetime) -> dict:
 def test_kill_and_restart_loses_no_case_and_fires_no_timer_twice(
         kafka: LocalKafka, topic_prefix: str, worker_factory, store_url_factory) -> None:
     store_url = store_url_factory("chdb")
-    month_ago = datetime.now(timezone.utc) - timedelta(days=30)
-    # 1. calls from a month ago: dispatched at once, and their 处置 limit (3 working days) long gone
+    month_ago = datetime.now(timezone.utc) - timedelta(days=20)  # inside the 30-day event-time window
+    # 1. calls from weeks ago: dispatched at once, and their 处置 limit (3 working days) long gone
     first = [old_call(i, month_ago + timedelta(minutes=i)) for i in range(8)]
     produce(kafka.bootstrap, topic_prefix, [("hotline.calls", c) for c in first])
     worker = worker_factory(store_url)

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -119,11 +120,13 @@ def test_prometheus_scrapes_the_worker_and_departments_get_signed_webhooks(
             "endpoints": {"城管执法中队": {"url": f"http://127.0.0.1:{receiver.port}/hook", "secret": SECRET,
                                      "kinds": ["dispatch"]}},
         }, allow_unicode=True), encoding="utf-8")
+        # three days ago: inside the event-time window whatever day the suite runs
+        received = (datetime.now(timezone.utc) - timedelta(days=3)).isoformat(timespec="seconds")
         places = ["钦江路101号", "斜土路1221号", "宜山路455号", "漕溪北路88号", "淮海中路1850号"]  # far apart
-        calls = [{"call_id": f"OBS-{i}", "line": "12345", "received_at": "2026-11-21T10:00:00+08:00",
+        calls = [{"call_id": f"OBS-{i}", "line": "12345", "received_at": received,
                   "caller": "13800000000", "text": f"{place}楼下饭店油烟直排，呛得人受不了", "address": place}
                  for i, place in enumerate(places)]
-        calls.append({"call_id": "OBS-BAD", "line": "999", "received_at": "2026-11-21T10:00:00+08:00",
+        calls.append({"call_id": "OBS-BAD", "line": "999", "received_at": received,
                       "caller": "1", "text": "x"})  # wrong line: dead letter
         produce(kafka.bootstrap, topic_prefix, [("hotline.calls", c) for c in calls])
         worker = worker_factory(store_url, webhooks_file=str(hooks))

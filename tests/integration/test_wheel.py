@@ -25,7 +25,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from streams.local.kafka import LocalKafka, free_port
-from tests.fixtures.worker import WorkerProcess
+from tests.fixtures.worker import TEST_SECRETS, WorkerProcess
 from tests.paths import REPO_ROOT
 
 pytestmark = [pytest.mark.wheel, pytest.mark.kafka]
@@ -174,7 +174,8 @@ def test_installed_cli_migrates_and_runs_a_healthy_worker(installed: dict[str, P
         CITYGRID_APP_ID=f"citygrid-{topic_prefix}", CITYGRID_STORE_URL=store_url,
         CITYGRID_DATA_DIR=str(tmp_path / "worker"), CITYGRID_METRICS_PORT=str(metrics_port),
         CITYGRID_WEB_PORT=str(web_port), CITYGRID_KAFKA_SESSION_TIMEOUT_SECONDS="8",
-        CITYGRID_KAFKA_REQUEST_TIMEOUT_SECONDS="20")
+        CITYGRID_KAFKA_REQUEST_TIMEOUT_SECONDS="20", **TEST_SECRETS,
+        CITYGRID_TOPIC_REPLICATION_FACTOR="1", CITYGRID_TOPIC_MIN_INSYNC_REPLICAS="1")  # a single test broker
     worker = InstalledWorker(env, workdir, tmp_path / "worker.log", metrics_port=metrics_port, web_port=web_port)
     worker.streams_bin = installed["bin"]
     started = time.monotonic()

@@ -14,6 +14,7 @@ PACKAGE = REPO_ROOT / "streams"
 # What streams/core may import besides the standard library and itself: pure-computation libraries only.
 CORE_ALLOWED_THIRD_PARTY = {
     "yaml", "pydantic", "sklearn", "numpy", "scipy", "h3", "rapidfuzz", "opencc", "chinese_calendar", "orjson",
+    "pyarrow",  # reads a city's device table from Parquet (a data file, like yaml)
 }
 # No client, codec, settings or service library: the same code runs live and in `streams replay`.
 CORE_FORBIDDEN = {"faust", "mode", "aiokafka", "kafka", "fastavro", "clickhouse_driver", "chdb", "aiohttp",

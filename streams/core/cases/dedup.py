@@ -5,6 +5,9 @@ A signal joins an open case when the categories are the same or compatible, the 
 the times are within a per-category window (群租 lasts days, 暴露垃圾 hours). A sensor keeps
 alerting on its case until that case closes, whatever the window.
 
+The radii, windows and compatible-category groups are the officer's to edit: they are the ``merge``
+section of the knowledge base (kb.yaml), loaded into a ``MergeRules`` and handed to the index.
+
 The index is derived from the case documents (``rebuild``), so it needs no state of its own:
 after a restart or a rebalance it is rebuilt from the (changelog-backed) cases table.
 """
@@ -23,9 +26,11 @@ from streams.core.model import Signal
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 EARTH_RADIUS_M = 6_371_000.0
-
-# Bucket size of the spatial hash (degrees): at least the largest merge radius in both directions
-# up to latitude 45° (0.003° of longitude is 236 m there), so 3×3 buckets hold every candidate.
+# Metres per degree of latitude, and the latitude up to which a bucket is at least as wide (east-west)
+# as the largest merge radius.
+M_PER_DEG = 111_320.0
+BUCKET_LATITUDE_LIMIT = 45.0
+# Smallest bucket of the spatial hash (degrees): larger radii widen it (``MergeRules.bucket_deg``).
 BUCKET_DEG = 0.003
 
 
@@ -35,36 +40,43 @@ class MergeRule:
     window_ms: int
 
 
-DEFAULT_RULE = MergeRule(radius_m=80.0, window_ms=DAY_MS)
+@dataclass(frozen=True)
+class MergeRules:
+    """Who merges with whom: per-category radius and window (by the taxonomy's Chinese name, the
+    stable key across KB versions), a default for the rest, and groups of compatible categories that
+    describe one problem seen differently by different sources (a camera says 占道经营 where a caller
+    says 无照经营 for the same unlicensed stall)."""
 
-# Per-category rules, by the taxonomy's Chinese name (the stable key across KB versions).
-MERGE_RULES: dict[str, MergeRule] = {
-    "群租": MergeRule(30.0, 30 * DAY_MS),             # a flat stays let out for weeks
-    "违法搭建": MergeRule(30.0, 30 * DAY_MS),
-    "私装地锁": MergeRule(20.0, 14 * DAY_MS),
-    "损坏房屋承重结构": MergeRule(30.0, 14 * DAY_MS),
-    "暴露垃圾": MergeRule(50.0, 6 * HOUR_MS),          # cleared within hours; a new pile is a new case
-    "占道经营": MergeRule(100.0, 12 * HOUR_MS),
-    "跨门经营": MergeRule(50.0, 12 * HOUR_MS),
-    "无照经营": MergeRule(100.0, 12 * HOUR_MS),
-    "噪声扰民": MergeRule(100.0, 12 * HOUR_MS),
-    "施工扰民": MergeRule(150.0, 2 * DAY_MS),
-    "工地扬尘": MergeRule(200.0, 2 * DAY_MS),
-    "道路积水": MergeRule(150.0, 12 * HOUR_MS),
-    "人群聚集超限": MergeRule(200.0, 2 * HOUR_MS),
-    "人身安全险情": MergeRule(100.0, 6 * HOUR_MS),
-    "机动车乱停放": MergeRule(30.0, 4 * HOUR_MS),
-    "非机动车乱停放": MergeRule(30.0, 4 * HOUR_MS),
-}
+    default: MergeRule = MergeRule(radius_m=80.0, window_ms=DAY_MS)
+    by_category: Mapping[str, MergeRule] = field(default_factory=dict)
+    groups: tuple[frozenset[str], ...] = ()
 
-# Categories that describe one problem seen differently by different sources (a camera says
-# 占道经营 where a caller says 无照经营 for the same unlicensed stall).
-COMPATIBLE_GROUPS: tuple[frozenset[str], ...] = (
-    frozenset({"占道经营", "无照经营", "跨门经营"}),
-    frozenset({"井盖缺失", "井盖破损"}),
-    frozenset({"电动车进电梯", "飞线充电"}),
-    frozenset({"噪声扰民", "施工扰民"}),
-)
+    def rule_for(self, category_name: str) -> MergeRule:
+        return self.by_category.get(category_name, self.default)
+
+    def group_of(self, category_name: str) -> str:
+        """The key that compatible categories share (the index is split by it)."""
+        for group in self.groups:
+            if category_name in group:
+                return min(group)
+        return category_name
+
+    def compatible(self, name_a: str, name_b: str) -> bool:
+        return name_a == name_b or any(name_a in g and name_b in g for g in self.groups)
+
+    @property
+    def largest_radius_m(self) -> float:
+        return max([r.radius_m for r in self.by_category.values()] + [self.default.radius_m])
+
+    @property
+    def bucket_deg(self) -> float:
+        """Bucket size of the spatial hash: at least the largest radius in both directions up to 45°
+        latitude, so the 3×3 buckets around a signal hold every candidate."""
+        needed = self.largest_radius_m / (M_PER_DEG * math.cos(math.radians(BUCKET_LATITUDE_LIMIT)))
+        return max(BUCKET_DEG, math.ceil(needed * 10_000) / 10_000)
+
+
+NO_RULES = MergeRules()  # same category, 80 m, one day: what an engine without a KB `merge` section does
 
 _ADDRESS_PREFIXES = ("上海市", "上海", "徐汇区")
 
@@ -81,29 +93,11 @@ def normalise_address(address: str | None) -> str | None:
     return text or None
 
 
-def group_of(category_name: str) -> str:
-    """The key that compatible categories share (the index is split by it)."""
-    for group in COMPATIBLE_GROUPS:
-        if category_name in group:
-            return min(group)
-    return category_name
-
-
-def compatible(name_a: str, name_b: str) -> bool:
-    if name_a == name_b:
-        return True
-    return any(name_a in g and name_b in g for g in COMPATIBLE_GROUPS)
-
-
 def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     p1, p2 = math.radians(lat1), math.radians(lat2)
     dp, dl = p2 - p1, math.radians(lon2 - lon1)
     h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
     return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(h)))
-
-
-def rule_for(category_name: str) -> MergeRule:
-    return MERGE_RULES.get(category_name, DEFAULT_RULE)
 
 
 def device_of(signal: Signal) -> str | None:
@@ -116,8 +110,8 @@ def device_of(signal: Signal) -> str | None:
     return str(device) if device else None
 
 
-def _bucket(lat: float, lon: float) -> tuple[int, int]:
-    return (math.floor(lat / BUCKET_DEG), math.floor(lon / BUCKET_DEG))
+def _bucket(lat: float, lon: float, size_deg: float) -> tuple[int, int]:
+    return (math.floor(lat / size_deg), math.floor(lon / size_deg))
 
 
 # Index keys start with the category group: (group, bucket i, bucket j) or (group, cell | address | device).
@@ -130,6 +124,7 @@ IndexKey = BucketKey | PlaceKey
 class DedupIndex:
     """Open cases by place: spatial buckets, unit cell, normalised address and device."""
 
+    rules: MergeRules = NO_RULES
     by_bucket: dict[IndexKey, set[str]] = field(default_factory=lambda: defaultdict(set))
     by_cell: dict[IndexKey, set[str]] = field(default_factory=lambda: defaultdict(set))
     by_address: dict[IndexKey, set[str]] = field(default_factory=lambda: defaultdict(set))
@@ -151,12 +146,13 @@ class DedupIndex:
         self.remove(case_id)
         if not doc.get("open", False):
             return
-        group = group_of(doc["category_name"])
+        group = self.rules.group_of(doc["category_name"])
+        size = self.rules.bucket_deg
         entries: list[tuple[str, IndexKey]] = []
         for place in doc.get("places", []):
             lat, lon = place.get("lat"), place.get("lon")
             if lat is not None and lon is not None:
-                entries.append(("bucket", (group, *_bucket(lat, lon))))
+                entries.append(("bucket", (group, *_bucket(lat, lon, size))))
             cell, address_key = place.get("cell"), place.get("address_key")
             if cell:
                 entries.append(("cell", (group, cell)))
@@ -184,9 +180,9 @@ class DedupIndex:
     def candidates(self, signal: Signal) -> set[str]:
         """Open cases of a compatible category near the signal (by bucket, cell, address or device)."""
         found: set[str] = set()
-        group = group_of(signal.category_name)
+        group = self.rules.group_of(signal.category_name)
         if signal.lat is not None and signal.lon is not None:
-            bi, bj = _bucket(signal.lat, signal.lon)
+            bi, bj = _bucket(signal.lat, signal.lon, self.rules.bucket_deg)
             for di in (-1, 0, 1):
                 for dj in (-1, 0, 1):
                     found |= self.by_bucket.get((group, bi + di, bj + dj), set())
@@ -212,7 +208,7 @@ class DedupIndex:
                 continue
             if partition is not None and doc.get("partition", 0) != partition:
                 continue
-            if matches(signal, doc, address_key):
+            if matches(signal, doc, address_key, self.rules):
                 gap = abs(signal.ts_ms - doc.get("last_signal_ms", doc["opened_ms"]))
                 if best is None or gap < best[0]:
                     best = (gap, case_id)
@@ -226,14 +222,15 @@ class _Unset:
 _UNSET = _Unset()
 
 
-def matches(signal: Signal, doc: CaseDoc, address_key: str | None | _Unset = _UNSET) -> bool:
+def matches(signal: Signal, doc: CaseDoc, address_key: str | None | _Unset = _UNSET,
+            rules: MergeRules = NO_RULES) -> bool:
     """Does the signal describe the same problem as the (open) case?"""
-    if not compatible(signal.category_name, doc["category_name"]):
+    if not rules.compatible(signal.category_name, doc["category_name"]):
         return False
     device = device_of(signal)
     if signal.source_kind == "sensor" and device and device in doc.get("devices", []):
         return True  # a sensor stays on its case until the case closes
-    rule = rule_for(doc["category_name"])
+    rule = rules.rule_for(doc["category_name"])
     first, last = doc["opened_ms"], doc.get("last_signal_ms", doc["opened_ms"])
     if not (first - rule.window_ms <= signal.ts_ms <= last + rule.window_ms):
         return False

@@ -35,7 +35,8 @@ from typing import Any, Protocol, cast
 
 import orjson
 
-from streams.core.cases import dedup, lifecycle, sla
+from streams.core.cases import crowd, dedup, lifecycle, sla
+from streams.core.cases.authority import ActorPolicy, NotAuthorised
 from streams.core.cases.lifecycle import Rejected, Step
 from streams.core.cases.model import (
     CaseAction,
@@ -49,8 +50,10 @@ from streams.core.cases.model import (
     TransitionRow,
 )
 from streams.core.cases.timers import HeapTimers, Timer, TimerQueue
+from streams.core.knowledge.knowledge import packaged_policy
 from streams.core.model import STAGES, Location, Signal, TableRows
-from streams.core.times import BadTimestamp, iso_to_ms
+from streams.core.privacy import mask_fields
+from streams.core.times import CITY_TZ, BadTimestamp, iso_to_ms
 
 SYSTEM = "system"
 # A case a sensor or camera keeps alerting on must not grow without end (it is one table value):
@@ -81,7 +84,11 @@ class RouteLike(Protocol):
 
 
 class KnowledgeLike(Protocol):
-    version: str
+    # read-only properties: Knowledge serves them from its current KB
+    @property
+    def version(self) -> str: ...
+    @property
+    def merge_rules(self) -> dedup.MergeRules: ...  # the KB's dedup radius, window and compatible groups
 
     def route(self, category_code: str, context: Iterable[str], location: Location | None = None) -> RouteLike: ...
 
@@ -151,7 +158,7 @@ def make_case_id(signal: Signal) -> str:
 
 
 def iso_local(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, sla.CITY_TZ).isoformat()
+    return datetime.fromtimestamp(ms / 1000, CITY_TZ).isoformat()
 
 
 Change = Callable[[CaseDoc | None, CaseDoc | None], None]  # (before, after); None: absent / purged
@@ -160,7 +167,7 @@ Change = Callable[[CaseDoc | None, CaseDoc | None], None]  # (before, after); No
 class CaseEngine:
     def __init__(self, knowledge: KnowledgeLike, cases: MutableMapping[str, CaseDoc],
                  sources: MutableMapping[str, str], calendar: sla.WorkCalendar | None = None,
-                 auto_dispatch: bool = False, *, timers: TimerQueue | None = None,
+                 auto_dispatch: bool = False, policy: ActorPolicy | None = None, *, timers: TimerQueue | None = None,
                  closed_ttl_ms: int | None = None, index_lateness_ms: int | None = None,
                  on_change: Change | None = None) -> None:
         # auto_dispatch: every case is registered 立案 on arrival and dispatched 派遣 by the KB at once
@@ -168,10 +175,12 @@ class CaseEngine:
         # hotline calls wait for the centre's accept, and only level-4 / immediate routes dispatch themselves.
         self.auto_dispatch = auto_dispatch
         self.knowledge = knowledge
+        # who may take which action: the KB's authority section (the packaged one for test doubles)
+        self.policy = policy or getattr(knowledge, "policy", None) or packaged_policy()
         self.cases = cases
         self.sources = sources
         self.calendar = calendar or sla.default_calendar()
-        self.index = dedup.DedupIndex()
+        self.index = dedup.DedupIndex(knowledge.merge_rules)
         # pending timers (due_ms, case_id, seq, "yellow"|"red"|"purge"); stale entries are skipped when fired
         self.timers: TimerQueue = timers if timers is not None else HeapTimers()
         self.closed_ttl_ms = closed_ttl_ms
@@ -194,7 +203,7 @@ class CaseEngine:
         """Derive the dedup index (and in-memory timers) after start, restart or rebalance: from ``docs``
         (the cases a persistent store knows to be within their merge window; its timers are on disk), or
         from every case of ``cases``."""
-        self.index = dedup.DedupIndex()
+        self.index = dedup.DedupIndex(self.index.rules)
         self.live.clear()
         self._window_end.clear()
         self._expiry.clear()
@@ -216,7 +225,7 @@ class CaseEngine:
             return None
         if doc.get("origin") == "sensor":
             return FOREVER_MS
-        rule = dedup.rule_for(doc["category_name"])
+        rule = self.index.rules.rule_for(doc["category_name"])
         return int(doc.get("last_signal_ms", doc["opened_ms"])) + rule.window_ms
 
     def _index(self, doc: CaseDoc) -> None:
@@ -275,14 +284,16 @@ class CaseEngine:
         for timer in self.timers_of(doc):
             self.timers.push(partition, timer)
 
-    def purge(self, closed_before_ms: int) -> int:
-        """Forget closed and void cases finished before the instant (their rows stay in the store).
-        Returns how many; re-delivered records of a purged case would open a new case. (O(cases): the
-        worker purges by timer instead, ``closed_ttl_ms``.)"""
+    def purge(self, closed_before_ms: int, partition: int | None = None) -> int:
+        """Forget closed and void cases finished before the instant (their rows stay in the store), only
+        ``partition``'s when given. Returns how many; re-delivered records of a purged case would open a new
+        case. (O(cases): the lean case path purges by timer instead, ``closed_ttl_ms``.)"""
         purged = 0
         for case_id in list(self.cases):
             doc = self.cases.get(case_id)
             if doc is None or doc.get("open"):
+                continue
+            if partition is not None and doc.get("partition", 0) != partition:
                 continue
             if doc.get("updated_ms", 0) >= closed_before_ms:
                 continue
@@ -301,6 +312,30 @@ class CaseEngine:
         if self.on_change is not None:
             self.on_change(doc, None)
 
+    def erase(self, pseudonyms: Iterable[str], request_id: str, partition: int | None = None) -> tuple[Outputs, int]:
+        """Erasure of a caller (``streams erase``): their pseudonyms leave every case document (reporter
+        keys, originator) of ``partition`` (every partition when None); the rewritten documents replace
+        the old ones in the changelog, which compaction then drops. The case itself stays (its other
+        reporters, its handling). Returns the outputs and how many cases changed."""
+        gone = set(pseudonyms)
+        out = Outputs()
+        changed = 0
+        for case_id in list(self.cases):
+            doc0 = self.cases.get(case_id)
+            if doc0 is None or (partition is not None and doc0.get("partition", 0) != partition):
+                continue
+            keys = doc0.get("reporter_keys", [])
+            hit = [k for k in keys if k.split(":", 1)[-1] in gone]
+            if not hit and doc0.get("origin_reporter") not in gone:
+                continue
+            doc = _clone(doc0)
+            doc["reporter_keys"] = [f"{k.split(':', 1)[0]}:erased-{i}" if k in hit else k for i, k in enumerate(keys)]
+            if doc.get("origin_reporter") in gone:
+                doc["origin_reporter"] = "erased"
+            self._commit(doc, [], f"erase:{request_id}", out)
+            changed += 1
+        return out, changed
+
     def next_due(self, partition: int | None = None) -> int | None:
         """Earliest pending timer instant (may be stale): lets a virtual clock jump between timers."""
         return self.timers.next_due(partition)
@@ -313,12 +348,24 @@ class CaseEngine:
     def on_signal(self, signal: Signal, partition: int = 0) -> Outputs:
         out = Outputs()
         known = self.sources.get(signal.source_id)
-        if known is not None:
-            doc = self.cases.get(known)
-            if doc is not None and signal.signal_id in doc.get("signal_ids", []):
-                return out  # a re-delivered record changes nothing
+        # A re-delivered record changes nothing. Its case is found by the source index, or -- after a
+        # crash that stored the case but not yet the index -- by the id it opened or by dedup.
+        for candidate in (known, make_case_id(signal)):
+            if candidate is None:
+                continue
+            seen = self.cases.get(candidate)
+            if seen is not None and signal.signal_id in seen.get("signal_ids", []):
+                if known != candidate:
+                    self.sources[signal.source_id] = candidate
+                return out
         self.watermark_ms = max(self.watermark_ms, signal.ts_ms)
         case_id = self.index.find(signal, self.live, partition)
+        if case_id is not None and signal.signal_id in self.cases[case_id].get("signal_ids", []):
+            self.sources[signal.source_id] = case_id
+            return out
+        crowd_plan = self._crowd_plan(signal)
+        if case_id is None and crowd_plan is not None and crowd_plan.implied(int(signal.extra_dict()["count"])) is None:
+            return out   # a normal crowd count with no crowd case open: nothing to do
         before: CaseDoc | None = None
         if case_id is not None:
             before = self.cases[case_id]
@@ -328,6 +375,11 @@ class CaseEngine:
         else:
             doc = self._open(signal, partition)
             steps = self._auto_steps(doc, signal)
+            if crowd_plan is not None:   # the response plan 三级响应预案 of the level the count calls for
+                doc["crowd"] = crowd.start(crowd_plan, int(signal.extra_dict()["count"]), signal.ts_ms)
+                doc["base_level"] = self.knowledge.route(signal.category_code, signal.context).level
+                steps.append(self._plan_step(doc, crowd_plan, "up", None, signal.source_kind,
+                                             signal.reporter_id or signal.source_id, signal.ts_ms))
         self.sources[signal.source_id] = doc["case_id"]
         self._commit(doc, steps, signal.signal_id, out, before=before)
         if case_id is None:
@@ -348,6 +400,8 @@ class CaseEngine:
             "opened_ms": signal.ts_ms, "updated_ms": signal.ts_ms, "last_signal_ms": signal.ts_ms,
             "category_code": signal.category_code, "category_name": signal.category_name,
             "departments": list(route.departments), "level": int(level),
+            # the instances serving this place, parallel to departments (KB routes without them: the kinds)
+            "units": list(getattr(route, "units", None) or route.departments),
             "stage_limits": {k: [v[0], int(v[1])] for k, v in route.stage_limits.items()},
             "escalate_on_red": bool(route.escalate_on_red), "immediate": bool(route.immediate),
             "kb_version": route.kb_version or getattr(self.knowledge, "version", ""),
@@ -412,7 +466,18 @@ class CaseEngine:
         actor_id = signal.reporter_id or signal.source_id
         steps = [lifecycle.stay(doc, "merge", signal.source_kind, actor_id, signal.ts_ms,
                                 source=f"{signal.source_kind}:{signal.source_id}", reporters=doc["reporters"])]
-        if signal.level_hint in (1, 2, 3) and signal.level_hint < doc["level"]:
+        if doc.get("suspended_ms") is not None:
+            # 挂账: a suspended case only gathers reports; escalation and registration wait for resume
+            return steps
+        plan = self._crowd_plan(signal) if doc.get("crowd") else None
+        if plan is not None:
+            # a crowd case follows its response plan: up with the count at once, down with hysteresis
+            state, change = crowd.step(doc["crowd"], plan, int(signal.extra_dict()["count"]), signal.ts_ms)
+            before = doc["crowd"]["level"]
+            doc["crowd"] = state
+            if change is not None:
+                steps.append(self._plan_step(doc, plan, change, before, signal.source_kind, actor_id, signal.ts_ms))
+        elif signal.level_hint in (1, 2, 3) and signal.level_hint < doc["level"]:
             # e.g. a crowd growing from 关注 to 管控: the case rises to the level the new report needs
             doc["level"] = signal.level_hint
             doc["escalations"] = doc.get("escalations", 0) + 1
@@ -433,7 +498,7 @@ class CaseEngine:
         if near is None or signal.lat is None or signal.lon is None:
             return
         home = home_of(doc["case_id"])
-        radius = dedup.rule_for(doc["category_name"]).radius_m
+        radius = self.index.rules.rule_for(doc["category_name"]).radius_m
         for street in near(signal.lat, signal.lon, radius):
             if street != home:
                 out.cross.append({"key": street, "kind": "probe", "case_id": doc["case_id"],
@@ -454,6 +519,7 @@ class CaseEngine:
             if signal.signal_id not in local.get("signal_ids", []):
                 doc = _clone(local)
                 steps = self._merge(doc, signal)
+                self.sources[signal.source_id] = local_id
                 self._commit(doc, steps, f"probe:{signal.signal_id}", out, before=local)
                 out.merged = 1
             out.cross.append({"key": home_of(probe["case_id"]), "kind": "void_duplicate", "case_id": probe["case_id"],
@@ -471,17 +537,20 @@ class CaseEngine:
         return out
 
     def _void_into(self, doc0: CaseDoc, into: str, ts_ms: int, out: Outputs) -> None:
+        """Void the duplicate and move its reports to ``into`` (the absorb input): a report stays in one case."""
         doc = _clone(doc0)
         at = max(ts_ms, doc.get("stage_started_ms", 0), doc.get("suspended_ms") or 0)
         steps = lifecycle.apply_action(doc, {"action_id": f"dup:{into}", "case_id": doc["case_id"], "action": "void",
                                              "actor_kind": "center", "actor_id": SYSTEM, "ts": iso_local(at),
                                              "note": f"duplicate of {into} across a street boundary"},
-                                       at, self.calendar)
-        self._commit(doc, steps, f"void-into:{into}", out, before=doc0)
+                                       at, self.calendar, self.policy)
         out.cross.append({"key": home_of(into), "kind": "absorb", "case_id": into, "from": doc["case_id"],
                           "ts_ms": at, "reporter_keys": doc["reporter_keys"], "sources": doc["sources"],
                           "signal_ids": doc["signal_ids"], "places": doc["places"], "devices": doc["devices"],
                           "last_signal_ms": doc.get("last_signal_ms", doc["opened_ms"])})
+        doc["duplicate_of"] = into
+        doc["sources"] = []   # moved: the signal ids stay, so a re-delivered report is still recognised here
+        self._commit(doc, steps, f"void-into:{into}", out, before=doc0)
 
     def on_absorb(self, item: dict[str, Any], partition: int = 0) -> Outputs:
         """The reports of a voided duplicate (another partition's case) join our case ``item["case_id"]``."""
@@ -489,6 +558,10 @@ class CaseEngine:
         doc0 = self.cases.get(item["case_id"])
         if doc0 is None:
             return out  # purged meanwhile: the duplicate's rows stay, void, in the store
+        if doc0.get("duplicate_of"):   # voided into an older case meanwhile: the reports go on to that one
+            into = doc0["duplicate_of"]
+            out.cross.append({**item, "key": home_of(into), "kind": "absorb", "case_id": into})
+            return out
         doc = _clone(doc0)
         for key in item["reporter_keys"]:
             if key not in doc["reporter_keys"]:
@@ -504,13 +577,65 @@ class CaseEngine:
             return out  # absorbed before (a re-delivered input)
         at = max(int(item["ts_ms"]), doc.get("stage_started_ms", 0))
         steps = [lifecycle.stay(doc, "absorb", SYSTEM, SYSTEM, at, duplicate=item["from"], reporters=doc["reporters"])]
+        for source in item["sources"]:   # actions naming these reports reach this case now
+            self.sources[source.split(":", 1)[1]] = doc["case_id"]
         self._commit(doc, steps, f"absorb:{item['from']}", out, before=doc0)
         return out
+
+    # ------------------------------------------------------------ crowd response plans
+
+    def _crowd_plan(self, signal: Signal) -> crowd.CrowdPlan | None:
+        """The response plan of a crowd count's camera area (None: not a crowd count, or the KB has no plans)."""
+        facts = signal.extra_dict() if signal.source_kind == "camera" and signal.extra else {}
+        if "count" not in facts or facts.get("count") is None:
+            return None
+        plan_of = getattr(self.knowledge, "crowd_plan", None)
+        return plan_of(facts.get("area")) if plan_of is not None else None
+
+    def _plan_step(self, doc: CaseDoc, plan: crowd.CrowdPlan, change: str, before: int | None, actor_kind: str,
+                   actor_id: str, ts_ms: int) -> Step:
+        """The case takes its plan's new level (stood down: the KB route's level) and tells the departments of
+        that level (stood down: those of the level left) what is now in force."""
+        state = doc["crowd"]
+        level = state["level"]
+        told = plan.levels[level] if level is not None else plan.levels[before] if before is not None else None
+        doc["level"] = level if level is not None else doc.get("base_level", doc["level"])
+        if change == "up" and before is not None:
+            doc["escalations"] = doc.get("escalations", 0) + 1
+        action = {"up": "response_level", "down": "step_down", "clear": "stand_down"}[change]
+        step = lifecycle.stay(doc, action, actor_kind, actor_id, ts_ms, plan_level=level,
+                              plan_name=crowd.LEVEL_NAMES.get(level or 0, "解除"), from_level=before,
+                              count=state["count"], area=plan.area or None,
+                              actions=list(told.actions) if told and level is not None else [],
+                              plan_departments=list(told.departments) if told else list(doc["departments"]))
+        step.notify.append("response_level")
+        return step
+
+    def step_down(self, doc: CaseDoc, actor_kind: str, actor_id: str, ts_ms: int) -> list[Step]:
+        """The centre's action 降级: a crowd case's plan one level down (from 关注 it stands down); another case
+        one response level back towards its KB route's level."""
+        if doc.get("crowd"):
+            plan_of = getattr(self.knowledge, "crowd_plan", None)
+            plan = plan_of(doc["crowd"]["area"] or None) if plan_of is not None else None
+            if plan is None or doc["crowd"]["level"] is None:
+                raise Rejected("the crowd plan has already stood down")
+            before = doc["crowd"]["level"]
+            doc["crowd"], change = crowd.step_down_by_action(doc["crowd"])
+            return [self._plan_step(doc, plan, change, before, actor_kind, actor_id, ts_ms)]
+        base = doc.get("base_level") or self.knowledge.route(doc["category_code"], doc.get("context", [])).level
+        if doc["level"] >= base:
+            raise Rejected(f"the case is at its KB level {doc['level']}; nothing to step down")
+        doc["level"] += 1
+        step = lifecycle.stay(doc, "step_down", actor_kind, actor_id, ts_ms, level=doc["level"])
+        step.notify.append("response_level")
+        return [step]
 
     # ------------------------------------------------------------ actions
 
     def on_action(self, action: CaseAction, partition: int = 0) -> Outputs:
         out = Outputs()
+        # a note may quote a phone number: transitions and rejections keep it masked
+        action = cast(CaseAction, mask_fields(action))
         case_id = action.get("case_id") or self.sources.get(action.get("source_id") or "")
         doc0 = self.cases.get(case_id) if case_id else None
         try:
@@ -526,10 +651,21 @@ class CaseEngine:
             return out  # a re-delivered action changes nothing
         doc = _clone(doc0)
         try:
-            steps = lifecycle.apply_action(doc, action, ts_ms, self.calendar)
+            if action["action"] == "step_down":
+                if doc["stage"] in ("closed", "void"):
+                    raise Rejected(f"case is {doc['stage']}; no action is allowed")
+                try:   # who may: the KB's authority section, as for every action
+                    self.policy.decide(doc, action["actor_kind"], action["actor_id"], "step_down")
+                except NotAuthorised as exc:
+                    raise Rejected(exc.reason) from None
+                steps = self.step_down(doc, action["actor_kind"], action["actor_id"], ts_ms)
+            else:
+                steps = lifecycle.apply_action(doc, action, ts_ms, self.calendar, self.policy)
         except Rejected as exc:
             out.rejections.append(self._rejection(action, case_id, exc.reason, ts_ms))
             return out
+        if doc["departments"] != doc0["departments"]:
+            self._name_units(doc)
         doc["action_ids"] = (doc["action_ids"] + [action["action_id"]])[-MAX_REMEMBERED:]
         self._commit(doc, steps, action["action_id"], out, before=doc0)
         return out
@@ -630,17 +766,36 @@ class CaseEngine:
                 departments = doc["departments"]
                 if kind == "escalate":
                     departments = [CENTRE_OF_LEVEL.get(doc["level"], lifecycle.DISTRICT_CENTRE)]
+                if kind == "response_level":
+                    plan_departments = step.detail.get("plan_departments")
+                    if isinstance(plan_departments, list):
+                        departments = [str(d) for d in plan_departments]
                 if kind in ("urge", "escalate"):
                     out.sla_alerts.append({"alert_id": _hash(event_id, kind), "case_id": doc["case_id"],
                                            "ts_ms": step.ts_ms, "stage": step.from_stage, "light": step.light,
                                            "kind": kind, "departments": list(departments),
                                            "deadline_ms": _deadline_ms(doc)})
-                out.notifications.append(self._notification(doc, kind, step.ts_ms, f"{event_id}", departments))
+                note = self._notification(doc, kind, step.ts_ms, f"{event_id}", departments)
+                if kind == "response_level":
+                    note["plan"] = {k: step.detail.get(k) for k in ("plan_level", "plan_name", "from_level",
+                                                                     "count", "area", "actions")}
+                out.notifications.append(note)
         out.cases.append(self.case_row(doc))
 
-    def _notification(self, doc: CaseDoc, kind: str, ts_ms: int, cause: str, departments: list[str]) -> Notification:
+    def _name_units(self, doc: CaseDoc) -> None:
+        """A centre dispatched to other departments (kinds or named instances): kinds in ``departments``,
+        the instances serving the case's place in ``units``."""
+        departments_of = getattr(self.knowledge, "departments_of", None)
+        if departments_of is None:
+            doc["units"] = list(doc["departments"])
+            return
+        doc["departments"], doc["units"] = departments_of(doc["departments"], doc.get("street"), doc.get("community"))
+
+    def _notification(self, doc: CaseDoc, kind: str, ts_ms: int, cause: str,
+                      departments: list[str]) -> Notification:
         timer = doc.get("timer")
         return {"kind": kind, "case_id": doc["case_id"], "ts_ms": ts_ms, "departments": list(departments),
+                "units": units_of(doc, departments),
                 "category_code": doc["category_code"], "category_name": doc["category_name"],
                 "level": doc["level"], "deadline_ms": timer["deadline_ms"] if timer else None,
                 "address": doc.get("address"), "lat": doc.get("lat"), "lon": doc.get("lon"),
@@ -657,8 +812,10 @@ class CaseEngine:
                 "detail": json.dumps(step.detail, ensure_ascii=False, sort_keys=True, separators=(",", ":"))}
 
     def _dispatch_row(self, doc: CaseDoc, step: Step, event_id: str) -> DispatchRow:
+        units = units_of(doc, doc["departments"])
         return {"dispatch_id": event_id, "case_id": doc["case_id"], "ts_ms": step.ts_ms,
                 "departments": list(doc["departments"]), "primary_department": doc["departments"][0],
+                "units": units, "primary_unit": units[0],
                 "level": doc["level"], "category_code": doc["category_code"],
                 "category_name": doc["category_name"], "street": doc.get("street") or "",
                 "deadline_ms": _deadline_ms(doc), "kb_version": doc.get("kb_version") or ""}
@@ -679,6 +836,7 @@ class CaseEngine:
             "case_id": doc["case_id"], "version": doc["version"], "updated_ms": doc["updated_ms"],
             "opened_ms": doc["opened_ms"], "category_code": doc["category_code"],
             "category_name": doc["category_name"], "departments": list(doc["departments"]),
+            "units": units_of(doc, doc["departments"]),
             "level": doc["level"], "status": lifecycle.status_of(doc), "origin": doc.get("origin") or "",
             "street": doc.get("street") or "", "street_code": doc.get("street_code") or "",
             "community": doc.get("community") or "", "cell": doc.get("cell") or "",
@@ -692,6 +850,13 @@ class CaseEngine:
             "kb_version": doc.get("kb_version") or "",
             "stages": json.dumps(doc.get("stages", {}), sort_keys=True),
         }
+
+
+def units_of(doc: CaseDoc, departments: list[str]) -> list[str]:
+    """The instances of ``departments`` on this case (a department the case's units do not name, e.g.
+    the centre an escalation notifies, or a document from before instances: its own name)."""
+    by_kind = dict(zip(doc["departments"], doc.get("units") or doc["departments"], strict=False))
+    return [by_kind.get(d, d) for d in departments]
 
 
 def case_summary(doc: CaseDoc) -> CaseSummary:

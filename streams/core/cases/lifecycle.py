@@ -10,11 +10,14 @@ was last done. Side paths: return 退单 (handle → dispatch), escalate 上报 
 dispatch at the higher centre, which dispatches down: 双向联动派发), extend 延期, suspend/resume
 挂账 (the SLA clock stops), void 作废, verify_fail/refuse_close → rework 返工 (counted), urge 催办.
 
-Rules: no close without a passed verification; "谁发单、谁验收、谁结案": a case opened by a
-residential station or committee is closed (or refused closure) only by that reporter; an
-inspector's report handled on the spot with before/after photos goes straight to verification;
-the street centre may handle a case itself (街镇快速处置, ``quick_handled``). An action that is not
-allowed raises :class:`Rejected` with the reason and changes nothing.
+Rules: no close without a passed verification; who may take an action is the KB's authority
+policy (streams.core.cases.authority: a department only on cases dispatched to it; "谁发单、谁验收、
+谁结案": a case opened by a residential station or committee is verified and closed only by that
+reporter; 延期 from a department is a request the centre grants or denies; the centre accepts,
+voids and escalates); an inspector's report handled on the spot with before/after photos goes
+straight to verification; the street centre may handle a case itself (街镇快速处置,
+``quick_handled``). An action that is not allowed raises :class:`Rejected` with the reason and
+changes nothing.
 
 Each stage with a limit in the KB has a timer in ``doc["timer"]`` (clock, limit, suspended
 intervals, yellow/deadline instants and whether yellow/red already fired), so lights survive restarts.
@@ -24,7 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from streams.core.cases import sla
-from streams.core.cases.model import CaseAction, CaseDoc, Timer
+from streams.core.cases.authority import ActorPolicy, NotAuthorised
+from streams.core.cases.model import CaseAction, CaseDoc, ExtensionRequest, Timer
 from streams.core.model import STAGES
 
 # Stages a case waits in while open, in order (discover is instantaneous).
@@ -33,14 +37,13 @@ CLOSED, VOID = "closed", "void"
 STATUS_SUSPENDED = "suspended"
 
 ACTIONS = ("accept", "handled", "verify_pass", "verify_fail", "close", "refuse_close", "return",
-           "escalate", "urge", "extend", "suspend", "resume", "void", "dispatch")
+           "escalate", "urge", "extend", "deny_extend", "suspend", "resume", "void", "dispatch",
+           "step_down")   # 降级: the engine applies it (it needs the KB's crowd plans), see CaseEngine.step_down
 
 # Sources whose reporter files the case himself (立案 on receipt): grid inspectors, residential
 # stations and committees; devices and registries are registered automatically. Hotline calls wait
 # for the centre to accept them.
 SELF_REGISTERING = ("inspector", "station", "committee", "camera", "sensor", "registry")
-# Cases whose originator verifies and closes them (谁发单、谁验收、谁结案).
-ORIGINATOR_CLOSES = ("station", "committee")
 
 STATION_DEPARTMENT = "居民区工作站"
 STREET_CENTRE = "街道网格中心"
@@ -94,6 +97,7 @@ def start_timer(doc: CaseDoc, stage: str, ts_ms: int, calendar: sla.WorkCalendar
     doc["stage"] = stage
     doc["stage_started_ms"] = ts_ms
     doc["timer_seq"] = doc.get("timer_seq", 0) + 1
+    doc.pop("extension_request", None)   # a 延期 request was for the stage the case has left
     limit = doc.get("stage_limits", {}).get(stage)
     if not limit:
         doc["timer"] = None
@@ -181,48 +185,20 @@ def stay(doc: CaseDoc, action: str, actor_kind: str, actor_id: str, ts_ms: int, 
 
 
 # ---------------------------------------------------------------- who may act
-
-
-def closer_of(doc: CaseDoc) -> tuple[str, str | None]:
-    """Who verifies-and-closes: the originating station/committee, otherwise the centre."""
-    if doc.get("origin") in ORIGINATOR_CLOSES:
-        return doc["origin"], doc.get("origin_reporter")
-    return "center", None
-
-
-def _is_closer(doc: CaseDoc, actor_kind: str, actor_id: str) -> bool:
-    kind, reporter = closer_of(doc)
-    if kind == "center":
-        return actor_kind == "center" or (
-            doc.get("origin") == "inspector" and actor_kind == "inspector" and actor_id == doc.get("origin_reporter"))
-    return actor_kind == kind and (reporter is None or actor_id == reporter)
-
-
-def _closer_text(doc: CaseDoc) -> str:
-    kind, reporter = closer_of(doc)
-    return f"{kind} {reporter}" if reporter else kind
-
-
-def _is_verifier(doc: CaseDoc, actor_kind: str, actor_id: str) -> bool:
-    return _is_closer(doc, actor_kind, actor_id) or actor_kind in ("center", "inspector")
-
-
-def _is_handler(doc: CaseDoc, actor_kind: str, actor_id: str) -> bool:
-    departments = doc.get("departments", [])
-    if actor_kind in ("department", "center", "station") and actor_id in departments:
-        return True  # a department acts under its directory name (the centre too when it is the handler)
-    if actor_kind == "station" and STATION_DEPARTMENT in departments:
-        return True
-    return False
+# The authority section of the KB (streams.core.cases.authority) decides who may take an action;
+# the checks below only ask whether the case's state allows it.
 
 
 # ---------------------------------------------------------------- actions
 
 
-def apply_action(doc: CaseDoc, action: CaseAction, ts_ms: int, calendar: sla.WorkCalendar) -> list[Step]:
+def apply_action(doc: CaseDoc, action: CaseAction, ts_ms: int, calendar: sla.WorkCalendar,
+                 policy: ActorPolicy) -> list[Step]:
     """Apply a schema-valid case.actions record to the case document (in place) or raise Rejected.
 
-    The document is changed only when no exception is raised (checks come before changes)."""
+    The actor is checked against the authority ``policy`` first (an actor who may not act on the
+    case learns nothing more about it), then the case's state. The document is changed only when no
+    exception is raised (checks come before changes)."""
     name = action["action"]
     kind, actor = action["actor_kind"], action["actor_id"]
     stage = doc["stage"]
@@ -231,6 +207,11 @@ def apply_action(doc: CaseDoc, action: CaseAction, ts_ms: int, calendar: sla.Wor
         raise Rejected(f"unknown action {name!r}; expected one of {', '.join(ACTIONS)}")
     if stage in (CLOSED, VOID):
         raise Rejected(f"case is {stage}; no action is allowed")
+    try:
+        decision = policy.decide(doc, kind, actor, name)
+    except NotAuthorised as exc:
+        raise Rejected(exc.reason) from None
+    roles = decision.roles
     if ts_ms < doc.get("stage_started_ms", 0):
         raise Rejected(f"action time {ts_ms} is before the current stage {stage} began ({doc['stage_started_ms']})")
     suspended_since = doc.get("suspended_ms")
@@ -238,14 +219,13 @@ def apply_action(doc: CaseDoc, action: CaseAction, ts_ms: int, calendar: sla.Wor
     if suspended and name not in ("resume", "void", "urge"):
         raise Rejected(f"case is suspended (挂账) since {doc['suspended_ms']}; resume it before '{name}'")
 
+    if name == "step_down":
+        raise Rejected("'step_down' is applied by the case engine (CaseEngine.step_down)")
+
     if name == "accept":
         if stage == "register":
-            if kind not in ("center", "station", "committee", "inspector"):
-                raise Rejected("only the centre (or a station/committee/inspector) registers 立案 a case")
             return [move(doc, "dispatch", "accept", kind, actor, ts_ms, calendar, done="register", note=note)]
         if stage == "handle":
-            if not _is_handler(doc, kind, actor):
-                raise Rejected(f"{kind} {actor} is not among the case's departments {doc.get('departments')}")
             doc["accepted_ms"] = ts_ms  # 签收
             return [stay(doc, "accept", kind, actor, ts_ms, note=note)]
         raise Rejected(f"'accept' is not allowed in stage {stage}")
@@ -253,8 +233,6 @@ def apply_action(doc: CaseDoc, action: CaseAction, ts_ms: int, calendar: sla.Wor
     if name == "dispatch":
         if stage not in ("register", "dispatch", "handle"):
             raise Rejected(f"'dispatch' is not allowed in stage {stage}")
-        if kind not in ("center", "station"):
-            raise Rejected("only a centre (or the residential station at level 4) dispatches 派遣")
         departments = list(action.get("departments") or doc.get("departments") or [])
         if not departments:
             raise Rejected("dispatch without departments and the KB gave none")
@@ -265,11 +243,11 @@ def apply_action(doc: CaseDoc, action: CaseAction, ts_ms: int, calendar: sla.Wor
         return steps
 
     if name == "handled":
-        if stage == "handle" and _is_handler(doc, kind, actor):
+        if stage == "handle" and "department" in roles:
             photos = action.get("photos")
             return [move(doc, "verify", "handled", kind, actor, ts_ms, calendar, done="handle",
                          note=note, photos=photos)]
-        if stage in ("dispatch", "handle") and kind == "center" and doc.get("level", 3) >= 3:
+        if stage in ("dispatch", "handle") and "centre" in roles and doc.get("level", 3) >= 3:
             # 街镇快速处置: the street centre handles it itself
             doc["quick_handled"] = True
             if stage == "dispatch":
@@ -278,13 +256,12 @@ def apply_action(doc: CaseDoc, action: CaseAction, ts_ms: int, calendar: sla.Wor
                          note=note, quick=True)]
         if stage != "handle":
             raise Rejected(f"'handled' is not allowed in stage {stage}: the case is not being handled")
-        raise Rejected(f"{kind} {actor} is not among the case's departments {doc.get('departments')}")
+        raise Rejected(f"the centre handles a case itself (街镇快速处置) only at level 3 or 4, not {doc.get('level')}; "
+                       f"its departments {doc.get('departments')} report it handled")
 
     if name in ("verify_pass", "verify_fail"):
         if stage != "verify":
             raise Rejected(f"'{name}' is not allowed in stage {stage}: nothing reported handled to verify")
-        if not _is_verifier(doc, kind, actor):
-            raise Rejected(f"{kind} {actor} may not verify 核查 this case (谁发单、谁验收: {_closer_text(doc)})")
         if name == "verify_pass":
             return [move(doc, "close", "verify_pass", kind, actor, ts_ms, calendar, done="verify", note=note)]
         doc["rework_count"] = doc.get("rework_count", 0) + 1  # 返工
@@ -296,8 +273,6 @@ def apply_action(doc: CaseDoc, action: CaseAction, ts_ms: int, calendar: sla.Wor
     if name == "close":
         if stage != "close":
             raise Rejected("no close without a passed verification 核查 (哪个环节不到位，就不能结案)")
-        if not _is_closer(doc, kind, actor):
-            raise Rejected(f"only {_closer_text(doc)} may close this case (谁发单、谁结案)")
         step = move(doc, CLOSED, "close", kind, actor, ts_ms, calendar, done="close", note=note)
         doc["closed_ms"] = ts_ms
         step.notify.append("closed")
@@ -306,8 +281,6 @@ def apply_action(doc: CaseDoc, action: CaseAction, ts_ms: int, calendar: sla.Wor
     if name == "refuse_close":
         if stage not in ("verify", "close"):
             raise Rejected(f"'refuse_close' is not allowed in stage {stage}: nothing awaits closure")
-        if not _is_closer(doc, kind, actor):
-            raise Rejected(f"only {_closer_text(doc)} may refuse to close this case")
         doc["rework_count"] = doc.get("rework_count", 0) + 1
         doc["refused_count"] = doc.get("refused_count", 0) + 1
         doc.get("stages", {}).pop("verify", None)
@@ -319,8 +292,6 @@ def apply_action(doc: CaseDoc, action: CaseAction, ts_ms: int, calendar: sla.Wor
     if name == "return":
         if stage != "handle":
             raise Rejected(f"'return' 退单 is only allowed while the case is being handled, not in {stage}")
-        if not _is_handler(doc, kind, actor):
-            raise Rejected(f"{kind} {actor} is not among the case's departments {doc.get('departments')}")
         doc["return_count"] = doc.get("return_count", 0) + 1
         return [move(doc, "dispatch", "return", kind, actor, ts_ms, calendar, note=note)]
 
@@ -344,24 +315,45 @@ def apply_action(doc: CaseDoc, action: CaseAction, ts_ms: int, calendar: sla.Wor
         return [step]
 
     if name == "extend":
-        minutes = action.get("extend_minutes")
-        if not minutes or minutes <= 0:
-            raise Rejected("'extend' 延期 needs a positive extend_minutes")
-        if kind != "center" and not _is_handler(doc, kind, actor):
-            raise Rejected(f"{kind} {actor} may not extend 延期 this case: only the centre or its departments")
         timer = doc.get("timer")
+        pending = doc.get("extension_request")
+        if decision.request:
+            # 延期申请: a department asks; the centre grants (extend) or refuses (deny_extend)
+            minutes = action.get("extend_minutes")
+            if not minutes or minutes <= 0:
+                raise Rejected("an 'extend' 延期 request needs a positive extend_minutes")
+            if timer is None:
+                raise Rejected(f"stage {stage} has no time limit to extend")
+            if pending:
+                raise Rejected(f"an extension request by {pending['actor_id']} is already waiting for the centre")
+            request: ExtensionRequest = {"minutes": int(minutes), "actor_kind": kind, "actor_id": actor,
+                                         "ts_ms": ts_ms, "action_id": action.get("action_id"), "stage": stage}
+            doc["extension_request"] = request
+            return [stay(doc, "extend_request", kind, actor, ts_ms, note=note, extend_minutes=int(minutes))]
+        minutes = action.get("extend_minutes")
+        if minutes is None and pending:
+            minutes = pending["minutes"]   # granted as asked
+        if not minutes or minutes <= 0:
+            raise Rejected("'extend' 延期 needs a positive extend_minutes (or a pending request to grant)")
         if timer is None:
             raise Rejected(f"stage {stage} has no time limit to extend")
         timer["limit_ms"] += int(minutes) * sla.MINUTE_MS
         _schedule(timer, ts_ms, calendar)
+        doc.pop("extension_request", None)
         return [stay(doc, "extend", kind, actor, ts_ms, note=note, extend_minutes=minutes,
-                     deadline_ms=timer["deadline_ms"])]
+                     deadline_ms=timer["deadline_ms"], requested_by=pending["actor_id"] if pending else None)]
+
+    if name == "deny_extend":
+        pending = doc.get("extension_request")
+        if not pending:
+            raise Rejected("no extension request 延期申请 is waiting to be denied")
+        doc.pop("extension_request", None)
+        return [stay(doc, "deny_extend", kind, actor, ts_ms, note=note, requested_by=pending["actor_id"],
+                     extend_minutes=pending["minutes"])]
 
     if name == "suspend":
         if suspended:
             raise Rejected("case is already suspended (挂账)")
-        if kind not in ("center", "department", "station"):
-            raise Rejected(f"{kind} may not suspend 挂账 a case")
         doc["suspended_ms"] = ts_ms
         timer = doc.get("timer")
         if timer:
@@ -383,8 +375,6 @@ def apply_action(doc: CaseDoc, action: CaseAction, ts_ms: int, calendar: sla.Wor
                      sla.CALENDAR_DAYS, timer_light(timer, ts_ms), {"note": note} if note else {})]
 
     if name == "void":
-        if kind != "center":
-            raise Rejected("only the centre may void 作废 a case")
         if suspended_since is not None:
             timer = doc.get("timer")
             if timer:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import NotRequired, TypedDict
 
+from streams.core.cases.crowd import CrowdState
+
 
 class Place(TypedDict):
     """Where one report of a case was (what dedup matches later signals against)."""
@@ -35,6 +37,17 @@ class Timer(TypedDict):
     yellow_ms: int
 
 
+class ExtensionRequest(TypedDict):
+    """A department's 延期 request waiting for the centre (authority policy ``requests``)."""
+
+    minutes: int
+    actor_kind: str
+    actor_id: str
+    ts_ms: int
+    action_id: str | None
+    stage: str
+
+
 class CaseDoc(TypedDict):
     """A case: the value of the cases table, keyed by ``case_id``. Changed only by the engine."""
 
@@ -48,6 +61,8 @@ class CaseDoc(TypedDict):
     category_code: str
     category_name: str
     departments: list[str]              # primary first
+    units: NotRequired[list[str]]       # the instances serving the case, parallel to departments (not in
+                                        # documents from before instances)
     level: int                          # 4 station … 1 city; escalation lowers it
     stage_limits: dict[str, list[str | int]]  # stage -> [clock, minutes]
     escalate_on_red: bool
@@ -92,8 +107,13 @@ class CaseDoc(TypedDict):
     closed_ms: int
     ever_red: bool
     accepted_ms: NotRequired[int]       # 签收 by the department
+    crowd: NotRequired[CrowdState]      # a crowd case's response plan 三级响应预案 (streams.core.cases.crowd)
+    duplicate_of: NotRequired[str]      # voided 作废 as a duplicate of that case across a street boundary; its
+                                        # reports moved there (CaseEngine.on_void_duplicate)
+    base_level: NotRequired[int]        # the KB route's level, to return to when the plan stands down
     refused_count: NotRequired[int]
     dispatch_count: NotRequired[int]
+    extension_request: NotRequired[ExtensionRequest]   # a 延期 request the centre has not decided yet
 
 
 class CaseAction(TypedDict):
@@ -110,6 +130,12 @@ class CaseAction(TypedDict):
     photos: NotRequired[list[str] | None]
     extend_minutes: NotRequired[int | None]
     departments: NotRequired[list[str] | None]
+    # from_triage 人工分拨立案: the triage record made a case, with the category and/or place the centre set
+    triage_id: NotRequired[str | None]
+    category: NotRequired[str | None]
+    address: NotRequired[str | None]
+    lat: NotRequired[float | None]
+    lon: NotRequired[float | None]
 
 
 class CaseRow(TypedDict):
@@ -122,6 +148,7 @@ class CaseRow(TypedDict):
     category_code: str
     category_name: str
     departments: list[str]
+    units: list[str]
     level: int
     status: str
     origin: str
@@ -175,6 +202,8 @@ class DispatchRow(TypedDict):
     ts_ms: int
     departments: list[str]
     primary_department: str
+    units: list[str]
+    primary_unit: str
     level: int
     category_code: str
     category_name: str
@@ -213,6 +242,7 @@ class Notification(TypedDict):
     case_id: str
     ts_ms: int
     departments: list[str]
+    units: list[str]
     category_code: str
     category_name: str
     level: int
@@ -223,6 +253,7 @@ class Notification(TypedDict):
     cell: str | None
     street: str | None
     event_id: str
+    plan: NotRequired[dict[str, object]]   # response_level: the plan level, its name, actions and departments
 
 
 class CaseSummary(TypedDict):

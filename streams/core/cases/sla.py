@@ -21,12 +21,12 @@ from collections.abc import Iterable, Iterator
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import chinese_calendar
 import yaml
 
-CITY_TZ = ZoneInfo("Asia/Shanghai")
+from streams.core.times import CITY_TZ
+
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000
 

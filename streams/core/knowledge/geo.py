@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import h3
 from pydantic import BaseModel, ConfigDict, Field
@@ -37,6 +38,7 @@ class _StreetIn(_Strict):
     name: str
     aliases: list[str] = []
     center: tuple[float, float]
+    departments: dict[str, str] = {}   # department kind -> this street's instance name
 
 
 class _CommunityIn(_Strict):
@@ -71,6 +73,7 @@ class _DepartmentIn(_Strict):
     scope: str = Field(pattern="^(district|street|community)$")
     role: str
     level: int | None = None
+    instance: str | None = None         # e.g. "{street}城管中队": the per-street (community) instance name
 
 
 class _ComponentIn(_Strict):
@@ -152,6 +155,20 @@ class Department:
     name: str
     scope: str
     role: str
+    instance: str | None = None   # template with {street}, {street_short} or {community}
+
+
+# Placeholders an instance template may use, by the department's scope.
+INSTANCE_FIELDS = {"street": ("street", "street_short"), "community": ("community", "street", "street_short")}
+_PLACEHOLDER = re.compile(r"\{(\w*)\}")
+
+
+def street_short(name: str) -> str:
+    """徐家汇街道 -> 徐家汇, 华泾镇 -> 华泾."""
+    for suffix in ("街道", "镇"):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 @dataclass
@@ -193,6 +210,9 @@ class City:
     components: list[Component]
     cell_street: dict[str, str] = field(default_factory=dict)      # cell -> street name
     cell_community: dict[str, str] = field(default_factory=dict)   # cell -> community name
+    # (department kind, street or community name) -> that place's instance of the kind
+    instances: dict[tuple[str, str], str] = field(default_factory=dict)
+    unit_kind: dict[str, str] = field(default_factory=dict)        # instance name -> department kind
 
     # ------------------------------------------------------------ loading
     @classmethod
@@ -245,11 +265,13 @@ class City:
             communities[c.name] = Community(c.name, c.street, c.center, own)
 
         roads = {r.name: Road(r.name, r.from_, r.to, r.numbers) for r in data.roads}
-        departments = {d.name: Department(d.name, d.scope, d.role) for d in data.departments}
+        departments = {d.name: Department(d.name, d.scope, d.role, d.instance) for d in data.departments}
+        instances, unit_kind = _department_instances(data, raw, path, departments)
 
         addresses: dict[str, Address] = {}
         city = cls(data.version, data.city, data.district, data.district_code, res, streets, communities, roads,
-                   addresses, data.heritage_zone.name, frozenset(), departments, [], cell_street, cell_community)
+                   addresses, data.heritage_zone.name, frozenset(), departments, [], cell_street, cell_community,
+                   instances, unit_kind)
         for i, a in enumerate(data.addresses):
             parsed = city.parse_address(a.address)
             if not parsed.key or not parsed.road or parsed.road not in normalise_text(a.address):
@@ -275,6 +297,20 @@ class City:
             address = city.parse_address(comp.address).key if comp.address else None
             city.components.append(Component(comp.id, comp.kind, address, comp.at, comp.owner))
         return city
+
+    # ------------------------------------------------------------ department instances
+    def unit_of(self, kind: str, street: str | None, community: str | None = None) -> str:
+        """The instance of department ``kind`` that serves the place (its kind name when the place
+        has none: a district-wide department, or a case outside any street/community)."""
+        department = self.departments.get(kind)
+        if department is None or department.scope == "district":
+            return kind
+        place = community if department.scope == "community" else street
+        return self.instances.get((kind, place), kind) if place else kind
+
+    def kind_of(self, name: str) -> str | None:
+        """The department kind of a kind or instance name (None: not in the directory)."""
+        return name if name in self.departments else self.unit_kind.get(name)
 
     # ------------------------------------------------------------ lookups
     def street_by_name(self, name: str) -> Street | None:
@@ -461,3 +497,54 @@ class City:
         if best and distance_m(best.at, here) <= COMPONENT_RADIUS_M:
             return best
         return None
+
+
+def _department_instances(data: _CityIn, raw: Any, path: Path, departments: dict[str, Department]
+                          ) -> tuple[dict[tuple[str, str], str], dict[str, str]]:
+    """Name every street's (community's) instance of each department kind; errors name the line."""
+    instances: dict[tuple[str, str], str] = {}
+    unit_kind: dict[str, str] = {}
+
+    def claim(unit: str, kind: str, line: int | None, where: str) -> None:
+        if unit in departments:
+            raise DataError(path, line, where, f"instance name {unit!r} is a department kind's name")
+        if unit_kind.setdefault(unit, kind) != kind:
+            raise DataError(path, line, where, f"instance {unit!r} already belongs to {unit_kind[unit]}")
+
+    for i, d in enumerate(data.departments):
+        line = raw["departments"].item_lines[i]
+        if d.instance is None:
+            continue
+        if d.scope == "district":
+            raise DataError(path, line, f"departments[{i}].instance", "a district-wide department has no instances")
+        allowed = INSTANCE_FIELDS[d.scope]
+        used = _PLACEHOLDER.findall(d.instance)
+        bad = [u for u in used if u not in allowed]
+        if bad or not used:
+            raise DataError(path, line, f"departments[{i}].instance",
+                            f"{d.instance!r}: use {', '.join('{' + a + '}' for a in allowed)} (got {used or 'none'})")
+    for i, s in enumerate(data.streets):   # the directory's names first, so a street's own name that
+        line = raw["streets"].item_lines[i]  # clashes with them is reported on that street's line
+        for kind, department in departments.items():
+            if department.scope == "street" and department.instance and kind not in s.departments:
+                unit = department.instance.format(street=s.name, street_short=street_short(s.name))
+                claim(unit, kind, line, f"streets[{i}]")
+                instances[(kind, s.name)] = unit
+    for i, s in enumerate(data.streets):
+        line = raw["streets"].item_lines[i]
+        for kind, unit in s.departments.items():
+            listed = departments.get(kind)
+            if listed is None or listed.scope != "street":
+                raise DataError(path, line, f"streets[{i}].departments.{kind}",
+                                f"{kind!r} is not a street-scoped department of the directory")
+            claim(unit, kind, line, f"streets[{i}].departments.{kind}")
+            instances[(kind, s.name)] = unit
+    for i, c in enumerate(data.communities):
+        line = raw["communities"].item_lines[i]
+        for kind, department in departments.items():
+            if department.scope == "community" and department.instance:
+                unit = department.instance.format(community=c.name, street=c.street,
+                                                  street_short=street_short(c.street))
+                claim(unit, kind, line, f"communities[{i}]")
+                instances[(kind, c.name)] = unit
+    return instances, unit_kind

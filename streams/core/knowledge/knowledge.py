@@ -10,13 +10,18 @@ import hashlib
 import json
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from streams.core.cases.authority import ActorPolicy, PolicyError, parse_policy
+from streams.core.cases.crowd import CrowdPlan, PlanLevel
+from streams.core.cases.dedup import NO_RULES, MergeRule, MergeRules
+from streams.core.cases.lifecycle import ACTIONS, OPEN_STAGES
+from streams.core.field import FieldRegistry
 from streams.core.knowledge.classify import Classification, TextClassifier, load_corpus
 from streams.core.knowledge.geo import City
 from streams.core.knowledge.sensors import DeviceRegistry
@@ -39,6 +44,11 @@ CLOCKS = ("emergency_hours", "work_hours", "work_days", "calendar_days")
 LIMIT_STAGES = ("register", "dispatch", "handle", "verify", "close")
 _LIMIT_RE = re.compile(r"^\s*(\d+)\s*(m|h|d)\s+(\w+)\s*$")
 _UNIT_MINUTES = {"m": 1, "h": 60, "d": 1440}
+# Dedup rules (the KB's `merge` section): a radius in metres or kilometres, a window of calendar time.
+_RADIUS_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(m|km)\s*$")
+_WINDOW_RE = re.compile(r"^\s*(\d+)\s*(m|h|d)\s*$")
+MAX_MERGE_RADIUS_M = 2000.0      # beyond a street's width of reports, different problems merge
+MAX_MERGE_WINDOW_DAYS = 365
 
 
 # ---------------------------------------------------------------- file schema
@@ -59,6 +69,17 @@ class _RuleIn(_Strict):
     owner_component: str | None = None
 
 
+class _MergeRuleIn(_Strict):
+    radius: str
+    window: str
+
+
+class _MergeIn(_Strict):
+    default: _MergeRuleIn
+    rules: dict[str, _MergeRuleIn] = {}
+    compatible: list[list[str]] = []
+
+
 class _CameraTypeIn(_Strict):
     category: str
     min_confidence: float = Field(ge=0, le=1)
@@ -67,6 +88,19 @@ class _CameraTypeIn(_Strict):
 class _CrowdIn(_Strict):
     default: tuple[int, int, int]
     areas: dict[str, tuple[int, int, int]] = {}
+
+
+class _PlanLevelIn(_Strict):
+    name: str = Field(min_length=1)
+    actions: list[str] = Field(min_length=1)
+    departments: list[str] = Field(min_length=1)
+
+
+class _CrowdPlansIn(_Strict):
+    step_down_ratio: float = Field(0.8, gt=0, le=1)
+    step_down_minutes: float = Field(10, ge=0)
+    default: dict[int, _PlanLevelIn]
+    areas: dict[str, dict[int, _PlanLevelIn]] = {}
 
 
 class _KbIn(_Strict):
@@ -78,6 +112,9 @@ class _KbIn(_Strict):
     camera_types: dict[str, _CameraTypeIn] = {}
     crowd_levels: _CrowdIn
     ebike_repeat_per_day: int = Field(3, ge=1)
+    merge: _MergeIn | None = None
+    crowd_plans: _CrowdPlansIn | None = None
+    authority: dict[str, Any] | None = None   # validated by streams.core.cases.authority
 
 
 # ---------------------------------------------------------------- results
@@ -90,6 +127,9 @@ class Route:
     immediate: bool                              # dispatch at once, no centre review
     kb_version: str
     rule_id: str
+    # the instances serving the case's place, parallel to departments (徐家汇街道城管中队 for 城管执法中队);
+    # the kind's own name where the place has none
+    units: list[str] = field(default_factory=list)
 
     @property
     def primary(self) -> str:
@@ -128,6 +168,9 @@ class KnowledgeBase:
     crowd_areas: dict[str, tuple[int, int, int]]
     ebike_repeat_per_day: int
     path: Path = field(default=Path())
+    merge_rules: MergeRules = NO_RULES
+    policy: ActorPolicy | None = None           # who may take which action (the authority section)
+    crowd_plans: dict[str, CrowdPlan] = field(default_factory=dict)   # camera area ('' = default) -> plan
 
     @classmethod
     def load(cls, path: Path, taxonomy: Taxonomy, city: City) -> KnowledgeBase:
@@ -213,8 +256,104 @@ class KnowledgeBase:
         for where, levels in crowd_levels:
             if not levels[0] < levels[1] < levels[2]:
                 raise err(where, f"crowd thresholds must increase, got {list(levels)}")
+        merge_rules = _merge_rules(data.merge, taxonomy, err) if data.merge else NO_RULES
+        if data.authority is None:
+            policy = packaged_policy()   # a KB without its own section uses the packaged sample city's
+        else:
+            try:
+                policy = parse_policy(data.authority, ACTIONS, OPEN_STAGES)
+            except PolicyError as exc:
+                loc = ("authority",) + exc.loc
+                raise DataError(path, line_of(raw, loc), field_path(loc), exc.problem) from None
+        plans = _crowd_plans(data, department, err) if data.crowd_plans else {}
         return cls(data.version, rules, keywords, data.context_cues, cameras, data.crowd_levels.default,
-                   dict(data.crowd_levels.areas), data.ebike_repeat_per_day, path)
+                   dict(data.crowd_levels.areas), data.ebike_repeat_per_day, path, merge_rules, policy, plans)
+
+
+_PACKAGED_POLICY: list[ActorPolicy] = []
+
+
+def packaged_policy() -> ActorPolicy:
+    """The authority section of the packaged sample city's KB (read once): the engine's policy when
+    it is given a knowledge object without one (test doubles)."""
+    if not _PACKAGED_POLICY:
+        import yaml
+
+        data = yaml.safe_load((DATA_DIR / "kb.yaml").read_text(encoding="utf-8"))
+        _PACKAGED_POLICY.append(parse_policy(data["authority"], ACTIONS, OPEN_STAGES))
+    return _PACKAGED_POLICY[0]
+
+
+def _crowd_plans(data: _KbIn, department: Callable[[str, Loc], str],
+                 err: Callable[[Loc, str], DataError]) -> dict[str, CrowdPlan]:
+    """The KB's `crowd_plans`: per camera area ('' = default) the three levels with actions and departments."""
+    spec = data.crowd_plans
+    assert spec is not None
+
+    def levels(given: dict[int, _PlanLevelIn], loc: Loc) -> dict[int, PlanLevel]:
+        out: dict[int, PlanLevel] = {}
+        for level, item in given.items():
+            if level not in (1, 2, 3):
+                raise err(loc + (level,), f"plan level {level} is not 3 关注, 2 预警 or 1 管控")
+            departments = tuple(department(d, loc + (level, "departments", j)) for j, d in enumerate(item.departments))
+            out[level] = PlanLevel(level, item.name, tuple(item.actions), departments)
+        return out
+
+    default = levels(spec.default, ("crowd_plans", "default"))
+    if set(default) != {1, 2, 3}:
+        raise err(("crowd_plans", "default"), "the default plan needs levels 3, 2 and 1")
+    step_ms = int(spec.step_down_minutes * 60_000)
+    plans = {"": CrowdPlan("", data.crowd_levels.default, default, spec.step_down_ratio, step_ms)}
+    for area in {*data.crowd_levels.areas, *spec.areas}:
+        own = levels(spec.areas.get(area, {}), ("crowd_plans", "areas", area))
+        plans[area] = CrowdPlan(area, data.crowd_levels.areas.get(area, data.crowd_levels.default),
+                                {**default, **own}, spec.step_down_ratio, step_ms)
+    return plans
+
+
+
+def _merge_rules(spec: _MergeIn, taxonomy: Taxonomy, err: Callable[[Loc, str], DataError]) -> MergeRules:
+    """The KB's `merge` section: dedup radius and window per category, compatible-category groups."""
+
+    def rule(r: _MergeRuleIn, loc: Loc) -> MergeRule:
+        m = _RADIUS_RE.match(r.radius)
+        if not m:
+            raise err(loc + ("radius",), f"{r.radius!r} is not '<number>m' or '<number>km'")
+        radius = float(m.group(1)) * (1000 if m.group(2) == "km" else 1)
+        if not 1 <= radius <= MAX_MERGE_RADIUS_M:
+            raise err(loc + ("radius",), f"radius {radius:g} m is outside 1..{MAX_MERGE_RADIUS_M:g} m")
+        w = _WINDOW_RE.match(r.window)
+        if not w:
+            raise err(loc + ("window",), f"{r.window!r} is not '<amount><m|h|d>'")
+        minutes = int(w.group(1)) * _UNIT_MINUTES[w.group(2)]
+        if not 1 <= minutes <= MAX_MERGE_WINDOW_DAYS * 1440:
+            raise err(loc + ("window",), f"window {r.window!r} is outside 1 minute..{MAX_MERGE_WINDOW_DAYS} days")
+        return MergeRule(radius, minutes * 60_000)
+
+    def name_of(name: str, loc: Loc) -> str:
+        category = taxonomy.get(name)
+        if category is None:
+            raise err(loc, f"unknown category {name!r}")
+        return category.name
+
+    by_category: dict[str, MergeRule] = {}
+    for name, r in spec.rules.items():
+        canonical = name_of(name, ("merge", "rules", name))
+        if canonical in by_category:
+            raise err(("merge", "rules", name), f"{canonical} has two rules")
+        by_category[canonical] = rule(r, ("merge", "rules", name))
+    groups: list[frozenset[str]] = []
+    grouped: dict[str, int] = {}
+    for i, members in enumerate(spec.compatible):
+        names = [name_of(n, ("merge", "compatible", i, j)) for j, n in enumerate(members)]
+        if len(set(names)) < 2:
+            raise err(("merge", "compatible", i), "a compatible group needs at least two different categories")
+        for j, n in enumerate(names):
+            if n in grouped:
+                raise err(("merge", "compatible", i, j), f"{n} is already in compatible group {grouped[n]}")
+            grouped[n] = i
+        groups.append(frozenset(names))
+    return MergeRules(rule(spec.default, ("merge", "default")), by_category, tuple(groups))
 
 
 # ---------------------------------------------------------------- the facade
@@ -258,13 +397,18 @@ class Knowledge:
     """Taxonomy + city + 责任清单 + classifier: the read-only knowledge every stage consults."""
 
     def __init__(self, taxonomy: Taxonomy, city: City, kb: KnowledgeBase, devices: DeviceRegistry,
-                 classifier: TextClassifier) -> None:
+                 classifier: TextClassifier, corpus_dir: Path = DATA_DIR / "corpus",
+                 field_registry: FieldRegistry | None = None) -> None:
+        self.corpus_dir = corpus_dir   # the corpus the classifier was trained on
+        # grids 责任网格, inspectors and residential stations (field.yaml)
+        self.field = field_registry or FieldRegistry.empty()
         self.taxonomy = taxonomy
         self.city = city
         self.kb = kb
         self.devices = devices
         self.classifier = classifier
         self.version: str = kb.version
+        self.policy: ActorPolicy = kb.policy or packaged_policy()
 
     @classmethod
     def load(cls, kb_path: Path | str | None = None, city_dir: Path | str | None = None) -> Knowledge:
@@ -276,7 +420,8 @@ class Knowledge:
         kb = KnowledgeBase.load(kb_path, taxonomy, city)
         devices = DeviceRegistry.load(city_dir / "devices.yaml", city)
         corpus_dir = city_dir / "corpus" if (city_dir / "corpus").is_dir() else DATA_DIR / "corpus"
-        return cls(taxonomy, city, kb, devices, _classifier(taxonomy, corpus_dir, kb))
+        field_registry = FieldRegistry.load(city_dir / "field.yaml", city)
+        return cls(taxonomy, city, kb, devices, _classifier(taxonomy, corpus_dir, kb), corpus_dir, field_registry)
 
     # ------------------------------------------------------------ sample data for the simulator / demo
     def sample_places(self) -> list[SamplePlace]:
@@ -285,10 +430,10 @@ class Knowledge:
 
     def sample_devices(self) -> list[SampleDevice]:
         """One entry per (device, metric): heritage sensors with their threshold, lifts with ebike_detected."""
-        out: list[SampleDevice] = [{"device_id": s.id, "metric": metric, "threshold": limit, "building": s.building}
-               for s in self.devices.sensors.values() for metric, limit in s.thresholds.items()]
-        out += [{"device_id": lift.id, "metric": "ebike_detected", "building": lift.building}
-                for lift in self.devices.lifts.values()]
+        out: list[SampleDevice] = [{"device_id": device_id, "metric": metric, "threshold": limit, "building": building}
+                                   for device_id, metric, limit, building in self.devices.iter_sensor_metrics()]
+        out += [{"device_id": device_id, "metric": "ebike_detected", "building": building}
+                for device_id, building in self.devices.iter_kind("lift")]
         return out
 
     def sample_cameras(self) -> list[str]:
@@ -299,8 +444,18 @@ class Knowledge:
         return [a.address for a in self.city.addresses.values() if self.city.cell_of(*a.at) in self.city.heritage_cells]
 
     @property
+    def merge_rules(self) -> MergeRules:
+        """Dedup radius, window and compatible groups per category (the KB's `merge` section)."""
+        return self.kb.merge_rules
+
+    @property
     def departments(self) -> list[str]:
         return list(self.city.departments)
+
+    def crowd_plan(self, area: str | None) -> CrowdPlan | None:
+        """The response plan 三级响应预案 of a camera area (its own, else the default; None: the KB has none)."""
+        plans = self.kb.crowd_plans
+        return plans.get(area or "") or plans.get("")
 
     def category(self, code_or_name: str) -> Category | None:
         return self.taxonomy.get(code_or_name)
@@ -340,5 +495,23 @@ class Knowledge:
             if flag in flags:
                 departments += [d for d in extra if d not in departments]
         assert rule.level in LEVELS
+        units = self.units_of(departments, location.street if location else None,
+                              location.community if location else None)
         return Route(departments, rule.level, dict(rule.limits), rule.escalate_on_red, rule.immediate,
-                     self.version, rule_id)
+                     self.version, rule_id, units)
+
+    def units_of(self, departments: Iterable[str], street: str | None, community: str | None = None) -> list[str]:
+        """The instance serving the place of each department kind (a name that already is an instance stays)."""
+        return [name if name in self.city.unit_kind else self.city.unit_of(name, street, community)
+                for name in departments]
+
+    def departments_of(self, names: Iterable[str], street: str | None, community: str | None = None
+                       ) -> tuple[list[str], list[str]]:
+        """Kinds and instances of department names given as either (a centre's dispatch to a named
+        instance or kind): ``(kinds, units)``, parallel; unknown names are kept as they are."""
+        kinds, units = [], []
+        for name in names:
+            kind = self.city.kind_of(name) or name
+            kinds.append(kind)
+            units.append(name if name in self.city.unit_kind else self.city.unit_of(kind, street, community))
+        return kinds, units

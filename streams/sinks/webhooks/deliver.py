@@ -31,6 +31,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from streams.bus.codec import DecodeError, registry
+from streams.bus.emit import producer_broken
 from streams.bus.topics import WEBHOOK_DELIVERIES, WEBHOOK_DLQ, TopicNames
 from streams.settings import Settings
 from streams.sinks.webhooks.config import Endpoint, WebhooksConfig
@@ -144,7 +145,12 @@ class WebhookDeliverer:
             self._consumer.subscribe([self.topic], listener=_Rebalance(self))
             last_commit = time.monotonic()
             while not self._stopping.is_set():
-                batch = await self._consumer.getmany(timeout_ms=200, max_records=500)
+                try:
+                    batch = await self._consumer.getmany(timeout_ms=200, max_records=500)
+                except Exception as exc:  # broker away: keep going (deliveries in flight carry on)
+                    log.warning("webhook deliveries: fetch failed: %s", exc)
+                    await asyncio.sleep(1)
+                    continue
                 if not self.started.is_set() and self._consumer.assignment():
                     self.started.set()
                 for tp, messages in batch.items():
@@ -185,11 +191,11 @@ class WebhookDeliverer:
         self._next_offset[tp] = message.offset + 1
         try:
             _, record = registry().decode(message.value, expected="webhook_delivery")
-        except DecodeError as exc:
-            self._undecodable(tp, message, str(exc))
+            key = (record["case_id"], record["department"])
+        except Exception as exc:  # DecodeError (a tombstone too), or a record without its keys: one dead letter
+            self._undecodable(tp, message, str(exc) if isinstance(exc, DecodeError) else f"unreadable: {exc!r}")
             return
         self._pending.setdefault(tp, set()).add(message.offset)
-        key = (record["case_id"], record["department"])
         lane = self._lanes.get(key)
         if lane is None:
             lane = self._lanes[key] = _Lane(tp)
@@ -206,7 +212,8 @@ class WebhookDeliverer:
         original = (message.value or b"").decode("utf-8", errors="backslashreplace")
         self._to_sink("dead_letters", [{
             "topic": tp.topic, "partition": tp.partition, "offset": message.offset, "reason": reason,
-            "ts_ms": now_ms(), "original": original, "key": (message.key or b"").decode("utf-8", "replace"),
+            "ts_ms": message.timestamp or now_ms(), "original": original,
+            "key": (message.key or b"").decode("utf-8", "replace"),
         }])
 
     def _report_pending(self) -> None:
@@ -276,13 +283,21 @@ class WebhookDeliverer:
         try:
             while lane.queue:
                 item = lane.queue[0]
-                await self._deliver(item.record)
+                try:
+                    await self._deliver(item.record)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # a bug, not an endpoint failure: this record is dead-lettered, the
+                    # lane goes on (a stalled lane would hold every later record of the case)
+                    log.exception("webhook lane %s: internal error on %s", key, item.record.get("delivery_id"))
+                    await self._dead_letter(item.record, max(1, int(item.record.get("attempt") or 1)),
+                                            "internal_error", repr(exc), 0)
                 lane.queue.popleft()
                 self._pending.get(item.tp, set()).discard(item.offset)
                 self._report_pending()
         except asyncio.CancelledError:
             raise
-        except Exception:  # a bug, not an endpoint failure: keep the record uncommitted and say so loudly
+        except Exception:  # even the dead letter failed: keep the record uncommitted and say so loudly
             log.exception("webhook lane %s stopped; its records stay uncommitted until restart", key)
         finally:
             # after a bug the lane stays (with its queue) so later records of the case cannot overtake
@@ -292,9 +307,11 @@ class WebhookDeliverer:
     def _endpoint_state(self, department: str, endpoint: Endpoint) -> EndpointState:
         state = self._endpoints.get(department)
         if state is None or state.endpoint is not endpoint:
-            on_change = (lambda is_open: self.metrics.webhook_breaker(department, is_open)) if self.metrics else None
+            metrics = self.metrics  # a local: mypy keeps its None test's narrowing inside the lambda
+            on_change = (lambda is_open: metrics.webhook_breaker(department, is_open)) if metrics else None
             state = self._endpoints[department] = EndpointState(
-                endpoint, asyncio.Semaphore(endpoint.max_in_flight), TokenBucket(endpoint.rate_per_second, endpoint.burst),
+                endpoint, asyncio.Semaphore(endpoint.max_in_flight),
+                TokenBucket(endpoint.rate_per_second, endpoint.burst),
                 CircuitBreaker(self.config.breaker_failures, self.config.breaker_reset_seconds, on_change),
             )
         return state
@@ -368,7 +385,7 @@ class WebhookDeliverer:
     async def _post(self, endpoint: Endpoint, record: dict[str, Any], attempt: int) -> AttemptResult:
         assert self._http is not None
         body = record["payload"].encode("utf-8")
-        headers = signed_headers(endpoint.secret, body, record["idempotency_key"], attempt, record["kind"],
+        headers = signed_headers(endpoint.signing_secrets, body, record["idempotency_key"], attempt, record["kind"],
                                  record["delivery_id"])
         started = time.perf_counter()
         try:
@@ -388,7 +405,8 @@ class WebhookDeliverer:
         except aiohttp.ClientError as exc:
             return AttemptResult("retry", 0, f"{type(exc).__name__}: {exc}", None, time.perf_counter() - started)
 
-    async def _dead_letter(self, record: dict[str, Any], attempt: int, reason: str, error: str, http_status: int) -> None:
+    async def _dead_letter(self, record: dict[str, Any], attempt: int, reason: str, error: str,
+                           http_status: int) -> None:
         """Write to the dead-letter topic and wait for the broker's ack; retried until it succeeds."""
         assert self._producer is not None
         dead = dict(record, attempt=attempt, error=f"{reason}: {error}" if error else reason,
@@ -403,11 +421,24 @@ class WebhookDeliverer:
                 raise
             except Exception as exc:  # broker unavailable: the offset stays uncommitted meanwhile
                 log.warning("dead-letter write failed (%s); retrying in %.1fs", exc, pause)
+                if producer_broken(exc):   # its idempotence state lost in the outage: only a new one can send
+                    await self._renew_producer()
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 30.0)
         log.warning("webhook %s to %s dead-lettered: %s", record["delivery_id"], record["department"], dead["error"])
         if self.metrics:
             self.metrics.webhook_dead(record["department"], record["kind"], reason)
+
+    async def _renew_producer(self) -> None:
+        from streams.bus import clients
+
+        old, self._producer = self._producer, AIOKafkaProducer(**clients.delivery_producer(self.settings,
+                                                                                            self.group_id))
+        with contextlib.suppress(Exception):
+            if old is not None:
+                await asyncio.wait_for(old.stop(), timeout=10)
+        with contextlib.suppress(Exception):
+            await self._producer.start()   # broker still away: send_and_wait fails and we come back here
 
     def _attempt_row(self, record: dict[str, Any], attempt: int, status: str, result: AttemptResult) -> None:
         self._to_sink("webhook_deliveries", [{

@@ -31,8 +31,8 @@ class PrometheusWebhookMetrics:
             self.latency = pipeline.webhook_latency
         else:
             reg = registry if registry is not None else CollectorRegistry()
-            self.deliveries = Counter("citygrid_webhook_deliveries", "Webhook delivery attempts by department and outcome "
-                                      "(delivered|retry|failed|dead)", ["department", "outcome"], registry=reg)
+            self.deliveries = Counter("citygrid_webhook_deliveries", "Webhook delivery attempts by department and "
+                                      "outcome (delivered|retry|failed|dead)", ["department", "outcome"], registry=reg)
             self.latency = Histogram("citygrid_webhook_latency_seconds", "Webhook request latency, by department",
                                      ["department"], registry=reg,
                                      buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))

@@ -12,18 +12,18 @@ import hmac
 import json
 import re
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 from streams.bus.codec import registry
+from streams.core.privacy import mask_optional
 from streams.sinks.webhooks.config import KINDS, WebhooksConfig
 
 PAYLOAD_SCHEMA_ID = "citygrid.webhook/v1"
 # Notification fields that may carry a caller's identity (never sent in clear).
 CALLER_FIELDS = ("caller", "caller_phone", "phone", "reporter_phone", "contact_phone")
-# Mainland mobile numbers and landlines with an area code (e.g. 021-64871234).
-_PHONE_RE = re.compile(r"(?<!\d)(?:\+?86[- ]?)?(?:1[3-9]\d{9}|0\d{2,3}-?\d{7,8})(?!\d)")
 
 
 class NotificationError(ValueError):
@@ -36,10 +36,8 @@ def idempotency_key(event_id: str, department: str) -> str:
 
 
 def mask_phones(text: str | None) -> str | None:
-    """Replace phone-number-like digit runs with a mask keeping the last 4 digits (e.g. ``*******5678``)."""
-    if text is None:
-        return None
-    return _PHONE_RE.sub(lambda m: "*" * 7 + re.sub(r"\D", "", m.group())[-4:], text)
+    """Phone and 身份证 numbers masked (``138****5678``): the one rule of streams.core.privacy."""
+    return mask_optional(text)
 
 
 def caller_ref(phone: str, key: str) -> str:
@@ -55,7 +53,7 @@ def _iso(ms: int | None) -> str | None:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _require(note: dict[str, Any], name: str, types: type | tuple[type, ...]) -> Any:
+def _require(note: Mapping[str, Any], name: str, types: type | tuple[type, ...]) -> Any:
     if name not in note or note[name] is None:
         raise NotificationError(f"notification lacks '{name}'")
     value = note[name]
@@ -64,14 +62,14 @@ def _require(note: dict[str, Any], name: str, types: type | tuple[type, ...]) ->
     return value
 
 
-def _optional(note: dict[str, Any], name: str, types: type | tuple[type, ...]) -> Any:
+def _optional(note: Mapping[str, Any], name: str, types: type | tuple[type, ...]) -> Any:
     value = note.get(name)
     if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
         raise NotificationError(f"notification field '{name}' has type {type(value).__name__}")
     return value
 
 
-def build_payload(note: dict[str, Any], department: str, config: WebhooksConfig) -> dict[str, Any]:
+def build_payload(note: Mapping[str, Any], department: str, config: WebhooksConfig) -> dict[str, Any]:
     """The JSON body for one department (validated by schemas/webhook_payload.schema.json)."""
     kind = _require(note, "kind", str)
     if kind not in KINDS:
@@ -112,6 +110,11 @@ def build_payload(note: dict[str, Any], department: str, config: WebhooksConfig)
         },
         "links": {"case": f"{config.links_base_url.rstrip('/')}/cases/{quote(case_id, safe='')}"},
     }
+    plan = note.get("plan")
+    if isinstance(plan, Mapping):   # response_level: the crowd plan level now in force and what it sets in motion
+        body["plan"] = {"level": plan.get("plan_level"), "name": plan.get("plan_name"),
+                        "from_level": plan.get("from_level"), "count": plan.get("count"), "area": plan.get("area"),
+                        "actions": list(plan.get("actions") or [])}
     phone = next((note[f] for f in CALLER_FIELDS if note.get(f)), None)
     if phone is not None and config.pii_hash_key:
         body["caller_ref"] = caller_ref(str(phone), config.pii_hash_key)
@@ -123,8 +126,16 @@ def payload_json(body: dict[str, Any]) -> str:
     return json.dumps(body, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
+def note_units(notification: Mapping[str, Any], departments: list[str]) -> list[str]:
+    """The instances parallel to ``departments`` (notifications from before instances: the kinds)."""
+    units = notification.get("units")
+    if isinstance(units, list) and len(units) == len(departments) and all(isinstance(u, str) for u in units):
+        return units
+    return list(departments)
+
+
 def build_deliveries(
-    notification: dict[str, Any], config: WebhooksConfig, now_ms: int | None = None,
+    notification: Mapping[str, Any], config: WebhooksConfig, now_ms: int | None = None,
 ) -> list[dict[str, Any]]:
     """``webhook_delivery`` records for ``notification``: one per listed department whose endpoint
     wants its kind (departments without an endpoint get none). Keyed by case id on the topic.
@@ -139,7 +150,12 @@ def build_deliveries(
     kind = _require(notification, "kind", str)
     created_ms = int(time.time() * 1000) if now_ms is None else now_ms
     records: list[dict[str, Any]] = []
-    for department in dict.fromkeys(departments):  # de-duplicate, keep order (primary first)
+    units = note_units(notification, departments)
+    receivers = []
+    for department, unit in zip(departments, units, strict=True):
+        # a street's own instance (徐家汇街道城管中队) receives when it has an endpoint, else its kind
+        receivers.append(unit if config.endpoint_for(unit, kind) is not None else department)
+    for department in dict.fromkeys(receivers):  # de-duplicate, keep order (primary first)
         if config.endpoint_for(department, kind) is None:
             continue
         body = build_payload(notification, department, config)

@@ -95,7 +95,8 @@ def reset(record: dict[str, Any], now_ms: int) -> dict[str, Any]:
 
 
 async def redeliver(settings: Settings, department: str | None = None, case_id: str | None = None,
-                    kind: str | None = None, since_ms: int | None = None, dry_run: bool = False) -> list[dict[str, Any]]:
+                    kind: str | None = None, since_ms: int | None = None,
+                    dry_run: bool = False) -> list[dict[str, Any]]:
     """Re-produce the matching dead letters; returns the records produced (or that would be, with dry_run)."""
     chosen = select(await read_dead_letters(settings), department, case_id, kind, since_ms)
     now = int(time.time() * 1000)

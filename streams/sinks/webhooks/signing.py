@@ -1,6 +1,9 @@
 """Request signing: HMAC-SHA256 over ``timestamp + "." + body``, hex-encoded as ``sha256=<hex>``.
 
-Receivers verify with ``verify_signature`` (or the recipe in docs/webhooks.md, any language).
+While an endpoint's secret is being rotated the header carries one signature per active secret,
+comma-separated, newest first (``sha256=<new>,sha256=<old>``): a receiver accepts the request when
+any of them verifies under its secret. Receivers verify with ``verify_signature`` (or the recipe in
+docs/webhooks.md, any language).
 """
 from __future__ import annotations
 
@@ -27,6 +30,11 @@ def sign(secret: str, timestamp: str | int, body: bytes | str) -> str:
     return SIGNATURE_PREFIX + hmac.new(_as_bytes(secret), message, hashlib.sha256).hexdigest()
 
 
+def sign_all(secrets: list[str], timestamp: str | int, body: bytes | str) -> str:
+    """The signature header: one ``sha256=<hex>`` per secret, comma-separated, newest first."""
+    return ",".join(sign(secret, timestamp, body) for secret in secrets)
+
+
 def verify_signature(
     secret: str,
     timestamp: str | int,
@@ -35,8 +43,8 @@ def verify_signature(
     tolerance_s: float = 300.0,
     now_s: float | None = None,
 ) -> bool:
-    """True when ``signature`` is ours for this exact body and the timestamp is within ``tolerance_s``
-    of now (refuses replays of old requests). Constant-time comparison."""
+    """True when one of the signatures in the header is ours for this exact body and the timestamp is
+    within ``tolerance_s`` of now (refuses replays of old requests). Constant-time comparisons."""
     try:
         ts = int(str(timestamp))
     except ValueError:
@@ -44,22 +52,25 @@ def verify_signature(
     now = time.time() if now_s is None else now_s
     if abs(now - ts) > tolerance_s:
         return False
-    expected = sign(secret, ts, body)
-    return hmac.compare_digest(expected.encode(), str(signature).strip().encode())
+    expected = sign(secret, ts, body).encode()
+    matches = [hmac.compare_digest(expected, part.strip().encode()) for part in str(signature).split(",")]
+    return any(matches)
 
 
 def signed_headers(
-    secret: str, body: bytes, idempotency_key: str, attempt: int, kind: str, delivery_id: str,
+    secret: str | list[str], body: bytes, idempotency_key: str, attempt: int, kind: str, delivery_id: str,
     now_s: float | None = None,
 ) -> dict[str, str]:
-    """All headers of one delivery attempt (the timestamp is taken per attempt)."""
+    """All headers of one delivery attempt (the timestamp is taken per attempt); ``secret`` may be the
+    endpoint's active secrets (current first) during a rotation."""
+    secrets = [secret] if isinstance(secret, str) else list(secret)
     ts = int(time.time() if now_s is None else now_s)
     return {
         "Content-Type": "application/json; charset=utf-8",
         HEADER_KEY: idempotency_key,
         HEADER_ATTEMPT: str(attempt),
         HEADER_TIMESTAMP: str(ts),
-        HEADER_SIGNATURE: sign(secret, ts, body),
+        HEADER_SIGNATURE: sign_all(secrets, ts, body),
         HEADER_EVENT: kind,
         HEADER_DELIVERY: delivery_id,
         "User-Agent": "citygrid-streams-webhooks/1",

@@ -71,3 +71,27 @@ def test_real_kb_routing_of_the_seed_categories(knowledge):
     wid = wall.cases[-1]["case_id"]
     assert {(wid, "sla_red"), (wid, "urge"), (wid, "escalate")} <= kinds
     assert json.loads(json.dumps(case_summary(e.cases[wid])))["lights"]["handle"] == "red"
+
+
+def test_dispatch_rows_carry_instance_and_kind(knowledge):
+    """The case goes to the street's own 房管办; the instance may act for it, and a centre may dispatch to
+    a named instance (or a kind: the instance of the case's street is picked)."""
+    e = CaseEngine(knowledge, {}, {})
+    out = e.on_signal(make_signal(knowledge, "群租", "2026-11-02T09:00:00+08:00", "committee", "HM-9", "钦江路15号",
+                                  reporter="怡桂苑居委会"))
+    cid = out.cases[-1]["case_id"]
+    [row] = out.dispatches
+    assert row["departments"] == ["房管办"] and row["units"] == ["虹梅街道房管办"]
+    assert row["primary_department"] == "房管办" and row["primary_unit"] == "虹梅街道房管办"
+    assert out.cases[-1]["units"] == ["虹梅街道房管办"] and out.notifications[0]["units"] == ["虹梅街道房管办"]
+    returned = e.on_action(action(cid, "return", "2026-11-02T10:00:00+08:00", "department", "虹梅街道房管办"))
+    assert not returned.rejections  # the instance acts as its kind
+    redispatched = e.on_action({**action(cid, "dispatch", "2026-11-02T10:30:00+08:00", "center", "街道网格中心"),
+                                "departments": ["徐家汇街道城管中队", "房管办"]})
+    assert not redispatched.rejections
+    [row] = redispatched.dispatches
+    assert row["departments"] == ["城管执法中队", "房管办"] and row["units"] == ["徐家汇街道城管中队", "虹梅街道房管办"]
+    wrong = e.on_action(action(cid, "handled", "2026-11-02T11:00:00+08:00", "department", "斜土街道城管中队"))
+    assert "the case is not dispatched to 斜土街道城管中队" in wrong.rejections[0]["reason"]
+    assert "as ['徐家汇街道城管中队', '虹梅街道房管办']" in wrong.rejections[0]["reason"]
+    assert not e.on_action(action(cid, "handled", "2026-11-02T11:10:00+08:00", "department", "徐家汇街道城管中队")).rejections

@@ -61,8 +61,9 @@ def test_seed_scenarios():
     # the committee refuses to close a case whose verification failed; the centre cannot close it
     refused = c["群租"]
     assert refused["status"] == "handle" and "close" not in refused["stages"] and "verify" not in refused["stages"]
-    assert any(r["action_id"] == "A-0004" and "no close without a passed verification" in r["reason"]
-               for r in report.rejections)
+    reasons = {r["action_id"]: r["reason"] for r in report.rejections}
+    assert "谁发单" in reasons["A-0004"] and "not authorised: center 街道网格中心" in reasons["A-0004"]
+    assert "谁发单" in reasons["A-0006"], "the centre does not verify the committee's own case"
     assert "action A-0004 rejected" in err
     stall = c["占道经营"]
     assert stall["reporters"] == 3

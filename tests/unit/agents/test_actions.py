@@ -43,7 +43,8 @@ async def test_an_action_with_a_case_id_goes_to_the_partition_of_its_street(metr
     assert produced.key == "XH07" and produced.value["kind"] == "action"
     # the decoded record, as the engine reads it: every schema field, the missing ones null
     assert json.loads(produced.value["action"]) == {**action(), "photos": None, "extend_minutes": None,
-                                                    "departments": None}
+                                                    "departments": None, "triage_id": None, "category": None,
+                                                    "address": None, "lat": None, "lon": None}
     assert sample(metrics, "citygrid_events_in_total", source="action", topic=CASE_ACTIONS) == 1
 
 

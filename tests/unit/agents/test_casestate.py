@@ -166,3 +166,29 @@ def test_a_million_cases_cost_no_memory_walk(kb: Knowledge) -> None:
            "origin": "12345", "category_name": "暴露垃圾", "last_signal_ms": 0, "opened_ms": 0}
     assert gauge_key(doc) == "handle|green"  # type: ignore[arg-type]
     assert orjson.loads(orjson.dumps(doc)) == doc
+
+
+def test_an_input_undone_leaves_no_trace_in_the_batch(kb: Knowledge, signals: list[Signal], tmp_path: Path) -> None:
+    """The lifecycle adapter's journal (mark/undo): an input that fails half-way takes back its document,
+    source, window and timer keys and gauge counts, and the rest of the batch stays as it was."""
+    st = state(kb, tmp_path / "p0")
+    log: list[tuple[bytes, bytes | None]] = []
+    feed(st, signals[:100], log, 100)
+    for signal in signals[100:120]:
+        st.mark()
+        st.engine.on_signal(signal, 0)
+    kept = (dict(st.dirty_docs), dict(st.dirty_sources), dict(st.puts), set(st.deletes), dict(st.counts),
+            st.engine.watermark_ms)
+    st.mark()
+    outputs = st.engine.on_signal(signals[120], 0)
+    assert outputs.cases and st.dirty_docs != kept[0]
+    assert st.undo() is True
+    assert (dict(st.dirty_docs), dict(st.dirty_sources), dict(st.puts), set(st.deletes), dict(st.counts),
+            st.engine.watermark_ms) == kept
+    st.rebuild()   # the index again from the disk's and the batch's window keys
+    assert signals[120].source_id not in st.engine.sources
+    st.mark()
+    assert st.undo() is False   # nothing written since the mark
+    # the batch goes on: the same input again opens or joins the same case as without the undone try
+    again = st.engine.on_signal(signals[120], 0)
+    assert [c["case_id"] for c in again.cases] == [c["case_id"] for c in outputs.cases]

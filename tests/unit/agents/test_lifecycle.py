@@ -106,7 +106,8 @@ async def test_actions_move_the_case_or_are_rejected(kb: Knowledge, metrics: Pip
     world = World(kb, metrics)
     await world.feed([records.signal_input(signals[0])])
     [case_id] = world.cases
-    sink = await world.feed([act(case_id, "verify_pass"), act(case_id, "handled")])
+    # the centre may verify this case, but not before it is reported handled
+    sink = await world.feed([act(case_id, "verify_pass", "center", "街道网格中心"), act(case_id, "handled")])
     [rejected] = sink.produced(ACTIONS_REJECTED)
     assert rejected.key == case_id and "'verify_pass' is not allowed in stage handle" in rejected.value["reason"]
     [event] = sink.values(CASE_EVENTS)
@@ -213,3 +214,26 @@ async def test_arbitrary_bytes_never_raise_and_each_is_dead_lettered_once(kb: Kn
     sink = await run(world.adapter.handle, TestingSource([(CASE_INPUTS, None, v) for v in values], prefix=PREFIX))
     assert [d["original"] for d in sink.values(dlq(CASE_INPUTS))] == values
     assert set(sink.counts()) == {dlq(CASE_INPUTS)} and not world.cases
+
+
+async def test_closed_cases_leave_the_live_state_after_the_retention_and_erasure_reaches_every_case(
+        kb: Knowledge, metrics: PipelineMetrics, signals: list[Signal]) -> None:
+    world = World(kb, metrics)
+    world.adapter.closed_case_ttl_ms = 3_600_000          # an hour after closing
+    await world.feed([records.signal_input(s) for s in signals])
+    closed, still_open = sorted(world.cases)[:2]
+    await world.feed([act(closed, "void", "center", "街道网格中心")])
+    ended = world.cases[closed]["updated_ms"]
+    await world.feed([records.tick_input(ended + 60_000)])   # within the hour: kept
+    assert closed in world.cases
+    world.adapter._purged_at.clear()
+    await world.feed([records.tick_input(ended + 2 * 3_600_000)])
+    assert closed not in world.cases and still_open in world.cases
+    assert closed not in world.sources.values(), "its source records are forgotten with it"
+
+    # erasure: a caller's pseudonym leaves every case of the partition
+    who = world.cases[still_open]["origin_reporter"]
+    erase = records.TopicRecord(CASE_INPUTS, {"kind": "erase", "signal": None, "tick_ms": None,
+                                              "action": json.dumps({"request_id": "e1", "pseudonyms": [who]})})
+    sink = await world.feed([erase])
+    assert who not in json.dumps(world.cases[still_open]) and sink.counts()[CASES] >= 1

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from streams.agents.tables import TableView
 
 
@@ -39,12 +41,20 @@ def test_missing_and_none_values_read_as_absent() -> None:
         raise AssertionError("a missing key must raise KeyError")
 
 
-def test_delete_flushes_first_then_deletes() -> None:
+def test_delete_removes_only_that_key_and_keeps_the_other_held_writes() -> None:
+    """Flushing the other held writes at a delete would send them to the changelog partition of the
+    current event instead of their own: they stay held until flush_writes."""
     table: dict[str, Any] = {"a": 1}
     view = TableView(table)
     view["b"] = 2
+    view["c"] = 3
     del view["a"]
+    del view["c"]          # held only: dropped before it reached the table
+    assert table == {} and view.get("b") == 2
+    view.flush_writes(None)
     assert table == {"b": 2}
+    with pytest.raises(KeyError):
+        del view["nothing"]
 
 
 def test_a_flush_outside_a_stream_writes_without_touching_events() -> None:

@@ -35,7 +35,9 @@ def test_every_client_gets_the_shared_connection_settings(name: str) -> None:
 
 def test_todays_values() -> None:
     assert clients.derived_producer(SETTINGS) == {"bootstrap_servers": SETTINGS.kafka_bootstrap, "linger_ms": 5,
-                                                  "acks": "all", "max_batch_size": 256 * 1024}
+                                                  "acks": "all", "enable_idempotence": True,
+                                                  "max_request_size": SETTINGS.kafka_max_message_bytes + 64 * 1024,
+                                                  "max_batch_size": 256 * 1024}
     assert clients.lean_producer(SETTINGS)["linger_ms"] == 2 and clients.lean_producer(SETTINGS)["acks"] == "all"
     consumer = clients.batch_consumer(SETTINGS, "app-lean", 5000)
     assert (consumer["group_id"], consumer["max_poll_records"], consumer["enable_auto_commit"]) == ("app-lean", 5000,
@@ -64,3 +66,41 @@ def test_no_client_is_configured_outside_the_factory() -> None:
     paths = [p for p in package.rglob("*.py") if "local" not in p.relative_to(package).parts
              and p != package / "bus" / "clients.py"]
     assert [hit for p in paths for hit in kafka_client_calls(p)] == []
+
+
+SECURE = Settings(kafka_bootstrap="broker-a:9093", kafka_security_protocol="SASL_SSL", kafka_sasl_username="worker",
+                  kafka_sasl_password="from-the-environment")
+
+
+@pytest.mark.parametrize("name", sorted(ROLES))
+def test_every_client_authenticates_and_encrypts_when_configured(name: str) -> None:
+    fn = ROLES[name]
+    extra = {p: "g" if p == "group_id" else 100 for p in list(inspect.signature(fn).parameters)[1:]}
+    config = fn(SECURE, **extra)
+    if name == "faust_app":
+        from faust.auth import SASLCredentials
+
+        credentials = config["broker_credentials"]
+        assert isinstance(credentials, SASLCredentials) and credentials.username == "worker"
+        assert credentials.mechanism.value == "SCRAM-SHA-512" and credentials.ssl_context is not None
+        return
+    assert config["security_protocol"] == "SASL_SSL" and config["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert (config["sasl_plain_username"], config["sasl_plain_password"]) == ("worker", "from-the-environment")
+    context = config["ssl_context"]
+    assert context.verify_mode.name == "CERT_REQUIRED" and context.check_hostname
+
+
+def test_plaintext_stays_plain_and_tls_alone_needs_no_password() -> None:
+    assert clients.lean_producer(SETTINGS).keys() == {"bootstrap_servers", "linger_ms", "acks", "enable_idempotence",
+                                                      "max_request_size"}
+    tls = clients.lean_producer(Settings(kafka_security_protocol="SSL"))
+    assert tls["security_protocol"] == "SSL" and "sasl_mechanism" not in tls and tls["ssl_context"]
+
+
+def test_the_sasl_password_comes_from_a_secret_file(tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("from-a-mounted-secret\n", encoding="utf-8")
+    settings = Settings(kafka_security_protocol="SASL_SSL", kafka_sasl_username="w", kafka_sasl_password_file=secret)
+    assert clients.admin(settings)["sasl_plain_password"] == "from-a-mounted-secret"
+    with pytest.raises(ValueError, match="CITYGRID_KAFKA_SASL_PASSWORD_FILE"):
+        clients.admin(Settings(kafka_security_protocol="SASL_SSL", kafka_sasl_username="w"))

@@ -267,12 +267,15 @@ async def test_the_live_path_and_replay_write_the_same_rows() -> None:
                                                    ("钦江路15号群租，住了十几个人", "钦江路15号"),
                                                    ("你好，我想问一下今天天气怎么样", "钦江路15号"),
                                                    ("江南新村小区里有人私装地锁", "江南新村")])]
-    settings_ = Settings()
+    settings_ = Settings(pii_key="the-same-pseudonym-key-live-and-replay")   # one key: the same pseudonyms
     kb = Knowledge.load(settings_.kb_path, settings_.city_dir)
 
     # live: the ingest and lifecycle adapters, then what the ClickHouse sink makes of their records
     metrics, names = PipelineMetrics(CollectorRegistry()), TopicNames("")
-    ingest = IngestAdapter(Ingestor(kb, settings_.triage_confidence), registry(), metrics, names)
+    from streams.security import pseudonymizer
+
+    ingest = IngestAdapter(Ingestor(kb, settings_.triage_confidence, pseudonyms=pseudonymizer(settings_)),
+                           registry(), metrics, names)
     ingested = await run(ingest.handle, TestingSource([(HOTLINE_CALLS, None, c) for c in calls],
                                                       encoding="json", timestamp_ms=iso_to_ms(received)))
     engine = CaseEngine(kb, {}, {}, auto_dispatch=settings_.auto_dispatch)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,8 @@ def test_routes(good) -> None:
     assert wall["category_name"] == "损坏房屋承重结构" and wall["departments"] == ["物业公司", "房管办"] and wall["immediate"]
     assert manhole["category_name"] == "井盖缺失" and manhole["departments"][0] == "物业公司"
     assert chat["triage"] is True and chat["location"] is None and chat["location_reason"]
+    assert chat["out_of_scope"] and "out of scope" in chat["triage_reason"] and "unknown location" in chat["triage_reason"]
+    assert noise["triage"] is False and noise["triage_reason"] == ""
     assert len({row["kb_version"] for row in out}) == 1
 
 
@@ -77,3 +80,27 @@ def test_broken_knowledge_base_is_reported(tmp_path: Path) -> None:
     code, out, stderr = classify(['{"text": "路灯坏了"}'], env={"CITYGRID_KB_PATH": str(kb)})
     assert code == 2 and not out
     assert str(kb) in stderr and "knowledge base not usable" in stderr
+
+
+def test_fake_certificates_go_to_triage_as_out_of_scope() -> None:
+    code, [row], _ = classify(['{"text": "小区门口有人卖假证", "address": "钦江路15号"}'])
+    assert code == 0
+    assert row["out_of_scope"] and row["triage"]
+    assert row["triage_reason"] == "out of scope: the text fits no category of the taxonomy"
+
+
+def test_evaluate_prints_per_category_scores_and_confusions() -> None:
+    proc = subprocess.run([*STREAMS, "classify", "--evaluate", "--confusions", "5"], capture_output=True,
+                          text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    accuracy = float(re.search(r"accuracy (\d\.\d+)", proc.stdout).group(1))
+    assert accuracy >= 0.90
+    assert "near-copies between training and held-out texts (ratio >= 80): 0" in proc.stdout
+    rows = [line.split() for line in lines if re.match(r"^[BE]\d{4} ", line)]
+    assert len(rows) >= 100
+    code, name, precision, recall, f1, n = rows[0]
+    assert code == "B0101" and name == "井盖缺失" and 0 <= float(precision) <= 1 and int(n) > 0
+    assert any(line.startswith("-      范围外") for line in lines)
+    confusions = [line for line in lines if re.match(r"^\s+\d+ x \S+ -> \S+$", line)]
+    assert 1 <= len(confusions) <= 5

@@ -11,9 +11,12 @@ from multidict import MultiDict
 from streams.bus.codec import registry
 from streams.core.knowledge.knowledge import Knowledge
 from streams.core.knowledge.services import catalogue
+from streams.core.privacy import PseudonymKey, Pseudonymizer
 from streams.gateway.open311 import Open311Error, build_request, service_definition, split_format, to_xml
 from streams.gateway.progress import render_page
 from streams.gateway.tracking import Tracking
+
+KEYED = Pseudonymizer(PseudonymKey.from_secret("gateway-test-pseudonym-key-00000001"))
 
 
 @pytest.fixture(scope="module")
@@ -53,15 +56,20 @@ def test_the_form_becomes_a_valid_feed_record_without_personal_data(kb: Knowledg
             ("jurisdiction_id", "xuhui"),
         ]
     )
-    record = build_request(form, services, kb, "app")
+    record = build_request(form, services, kb, "app", KEYED)
     valid = registry().from_json("open311_request", record)
     assert valid["attributes"] == {"where": ["street_front"], "decibel": ["yes"]}
     assert (valid["lat"], valid["lon"], valid["description"], valid["client"]) == (31.1712, 121.4072, "太吵", "app")
     assert "A@B.org" not in str(valid) and "明" not in str(valid) and valid["reporter"].startswith("caller-")
     same_person = form.copy()
     same_person["email"] = "a@b.ORG"  # an email is case-insensitive: one person, one pseudonym
-    assert build_request(same_person, services, kb, "app")["reporter"] == valid["reporter"]
-    assert valid["request_id"] != build_request(form, services, kb, "app")["request_id"]
+    assert build_request(same_person, services, kb, "app", KEYED)["reporter"] == valid["reporter"]
+    by_phone = MultiDict([(k, v) for k, v in form.items() if k != "email"] + [("phone", "+86 139-1234-5678")])
+    del by_phone["phone"]
+    by_phone["phone"] = "+86 139-1234-5678"
+    assert build_request(by_phone, services, kb, "app", KEYED)["reporter"] == KEYED.caller("13912345678"), \
+        "one person, one pseudonym: the app's phone and the hotline's caller"
+    assert valid["request_id"] != build_request(form, services, kb, "app", KEYED)["request_id"]
 
 
 @pytest.mark.parametrize(
@@ -79,7 +87,7 @@ def test_the_form_becomes_a_valid_feed_record_without_personal_data(kb: Knowledg
 )
 def test_form_errors(kb: Knowledge, services: dict, fields: dict, status: int, words: str) -> None:
     with pytest.raises(Open311Error) as info:
-        build_request(MultiDict(fields), services, kb, "app")
+        build_request(MultiDict(fields), services, kb, "app", KEYED)
     assert info.value.status == status and words in info.value.description
 
 

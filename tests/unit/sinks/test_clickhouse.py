@@ -41,13 +41,23 @@ DISPATCH = {"dispatch_id": "d1", "case_id": "XH07-20261120-0a1b2c3d", "ts_ms": 5
 
 
 class RecordingStore:
-    """The store interface the sink writes to (insert), keeping every call."""
+    """The store interface the sink writes to (normalize + insert_normalized, insert, a probe), keeping every
+    insert; ``normalize`` passes rows through as they are."""
 
     def __init__(self) -> None:
-        self.inserts: list[tuple[str, list[dict[str, Any]]]] = []
+        self.inserts: list[tuple[str, list[Any]]] = []
+
+    def normalize(self, table: str, row: dict[str, Any]) -> Any:
+        return row
+
+    def insert_normalized(self, table: str, rows: list[Any]) -> None:
+        self.inserts.append((table, rows))
 
     def insert(self, table: str, rows: list[dict[str, Any]]) -> None:
         self.inserts.append((table, rows))
+
+    def query(self, sql: str, params: Any = None) -> list[dict[str, Any]]:
+        return [{"one": 1}]
 
 
 @pytest.fixture()
@@ -96,7 +106,7 @@ def test_rows_of_each_kind_of_record(sink: ClickHouseSink) -> None:
     assert set(signals) - {"stored_ms"} <= set(records.SIGNAL_COLUMNS)
     assert got[1] == ("cases", [{"case_id": state["case_id"], "version": 3, "status": "handle", "lat": None}])
     assert got[2] == ("case_transitions", [transition])
-    assert got[3] == ("dispatches", [{**DISPATCH, "primary_department": "房管办"}])
+    assert got[3] == ("dispatches", [{**DISPATCH, "units": [], "primary_department": "房管办", "primary_unit": "房管办"}])
     assert got[4][0] == "sla_alerts" and "deadline_ms" not in got[4][1][0]
     assert got[5] == ("dead_letters", [{"topic": HOTLINE_CALLS, "partition": 1, "offset": 2, "reason": "why",
                                         "ts_ms": 3, "original": "{bad", "key": "k"}])
@@ -109,8 +119,8 @@ def test_a_dispatch_without_departments_has_an_empty_primary(sink: ClickHouseSin
     assert sink.rows_of(rec)[1][0]["primary_department"] == ""
 
 
-async def test_a_batch_is_one_insert_per_table_and_unreadable_records_are_skipped(sink: ClickHouseSink,
-                                                                                 metrics: PipelineMetrics) -> None:
+async def test_a_batch_is_one_insert_per_table_and_unreadable_records_are_set_aside(sink: ClickHouseSink,
+                                                                                   metrics: PipelineMetrics) -> None:
     triage = {"triage_id": "t1", "topic": HOTLINE_CALLS, "reason": "why", "ts_ms": 1, "record": "{}",
               "best_category": None, "confidence": None}
     recs = consumer_records([records.signal_input(SIGNAL), records.TopicRecord(TRIAGE, triage),
@@ -118,9 +128,11 @@ async def test_a_batch_is_one_insert_per_table_and_unreadable_records_are_skippe
                              records.TopicRecord(IOT_COMMANDS, {"command_id": "c", "device_id": "d", "ts_ms": 1,
                                                                 "command": "x", "reading_ts": None})])
     garbage = TestingSource([(CASES, None, b"\x00not avro")], prefix=PREFIX).consumer_records()
-    await sink.handle(recs + garbage)
+    await sink.deliver(await sink.prepare(recs + garbage))
     store = sink.store
-    assert [(table, len(rows)) for table, rows in store.inserts] == [("signals", 2), ("triage", 1)]
+    assert [(table, len(rows)) for table, rows in store.inserts] == [("signals", 2), ("triage", 1),
+                                                                      ("sink_dead_letters", 2)]
+    assert {(d["topic"], d["target_table"]) for d in store.inserts[2][1]} == {(IOT_COMMANDS, ""), (CASES, "")}
     assert store.inserts[1][1] == [{"triage_id": "t1", "topic": HOTLINE_CALLS, "reason": "why", "ts_ms": 1,
                                     "record": "{}"}]
     assert metrics.registry.get_sample_value("citygrid_dead_letters_total",

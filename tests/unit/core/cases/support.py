@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from streams.core.cases import dedup
 from streams.core.model import Location, Signal
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -54,11 +55,20 @@ class FakeCategory:
     name: str
 
 
+# The dedup rules these tests rely on (the real ones are the KB's `merge` section).
+MERGE_RULES = dedup.MergeRules(
+    default=dedup.MergeRule(80.0, dedup.DAY_MS),
+    by_category={"群租": dedup.MergeRule(30.0, 30 * dedup.DAY_MS), "暴露垃圾": dedup.MergeRule(50.0, 6 * dedup.HOUR_MS),
+                 "占道经营": dedup.MergeRule(100.0, 12 * dedup.HOUR_MS)},
+    groups=(frozenset({"占道经营", "无照经营", "跨门经营"}),))
+
+
 @dataclass
 class KnowledgeDouble:
-    """Implements the three members of Knowledge the engine uses: version, route(), category()."""
+    """Implements the members of Knowledge the engine uses: version, merge_rules, route(), category()."""
 
     version: str = "test-kb-1"
+    merge_rules: dedup.MergeRules = MERGE_RULES
     calls: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
 
     def category(self, code_or_name: str) -> FakeCategory | None:

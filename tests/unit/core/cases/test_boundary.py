@@ -112,6 +112,28 @@ def test_a_report_across_the_boundary_joins_the_earlier_case(kb: Knowledge) -> N
     assert live[0]["case_id"].startswith(first.street_code or "")  # the earlier case wins
     void = [d for d in city.cases() if d["stage"] == "void"]
     assert len(void) == 1 and void[0]["case_id"].startswith(second.street_code or "")
+    assert void[0]["duplicate_of"] == live[0]["case_id"] and void[0]["sources"] == []   # each report in one case
+    # an action naming the second report reaches the case that holds it now
+    assert city.engine(first.street_code or "").sources["R2"] == live[0]["case_id"]
+
+
+def test_reports_moved_on_when_the_winner_itself_was_voided(kb: Knowledge) -> None:
+    """Three reports along a boundary: whatever order the cross inputs take, every report ends in one live case."""
+    p, q = boundary_points(kb, 60)
+    for order in (list, lambda items: list(reversed(items))):
+        city = City(kb)
+        city.signal(report(kb, "R1", p), deliver=False)
+        city.signal(report(kb, "R2", q, ts="2026-11-20T09:31:00+08:00"), deliver=False)
+        city.signal(report(kb, "R3", p, ts="2026-11-20T09:32:00+08:00"), deliver=False)
+        city.queue = order(city.queue)
+        city.deliver()
+        owners: dict[str, list[str]] = {}
+        for doc in city.cases():
+            for source in doc["sources"]:
+                owners.setdefault(source, []).append(doc["case_id"])
+        assert sorted(owners) == ["inspector:R1", "inspector:R2", "inspector:R3"]
+        assert all(len(cases) == 1 for cases in owners.values()), owners
+        assert len(city.live()) == 1
 
 
 def test_cases_opened_at_once_on_both_sides_end_as_one(kb: Knowledge) -> None:

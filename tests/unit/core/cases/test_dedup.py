@@ -1,6 +1,9 @@
 """Dedup: address normalisation, compatible categories, and the spatial index agreeing with a brute-force scan."""
 from __future__ import annotations
 
+import math
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,10 +29,24 @@ def test_normalise_address():
     assert dedup.normalise_address("  ") is None and dedup.normalise_address(None) is None
 
 
+RULES = dedup.MergeRules(
+    default=dedup.MergeRule(80.0, dedup.DAY_MS),
+    by_category={"群租": dedup.MergeRule(30.0, 30 * dedup.DAY_MS), "占道经营": dedup.MergeRule(100.0, 12 * dedup.HOUR_MS),
+                 "暴露垃圾": dedup.MergeRule(50.0, 6 * dedup.HOUR_MS)},
+    groups=(frozenset({"占道经营", "无照经营", "跨门经营"}), frozenset({"井盖缺失", "井盖破损"})))
+
+
 def test_compatible_categories():
-    assert dedup.compatible("占道经营", "无照经营")
-    assert dedup.compatible("群租", "群租")
-    assert not dedup.compatible("群租", "暴露垃圾")
+    assert RULES.compatible("占道经营", "无照经营")
+    assert RULES.compatible("群租", "群租")
+    assert not RULES.compatible("群租", "暴露垃圾")
+    assert RULES.group_of("无照经营") == RULES.group_of("跨门经营") != RULES.group_of("井盖缺失")
+    assert not dedup.NO_RULES.compatible("占道经营", "无照经营")  # without a KB section: same category only
+
+
+def test_rules_fall_back_to_the_default():
+    assert RULES.rule_for("群租").window_ms == 30 * dedup.DAY_MS
+    assert RULES.rule_for("路灯损坏") == RULES.default
 
 
 def test_haversine_scale():
@@ -57,13 +74,26 @@ def test_closed_cases_leave_the_index():
 
 def test_signal_before_the_case_within_the_window_still_matches():
     d = doc("c1", "占道经营", T0, [{"lat": 31.2, "lon": 121.44, "cell": None, "address_key": None}])
-    assert dedup.matches(sig("占道经营", T0 - 3_600_000, lat=31.2, lon=121.44), d)
-    assert not dedup.matches(sig("占道经营", T0 - 2 * 86_400_000, lat=31.2, lon=121.44), d)
+    assert dedup.matches(sig("占道经营", T0 - 3_600_000, lat=31.2, lon=121.44), d, rules=RULES)
+    assert not dedup.matches(sig("占道经营", T0 - 2 * 86_400_000, lat=31.2, lon=121.44), d, rules=RULES)
 
 
-# --- the index finds exactly what a scan of every case finds
+def test_the_rules_decide_radius_window_and_compatibility():
+    d = doc("c1", "占道经营", T0, [{"lat": 31.2, "lon": 121.44, "cell": None, "address_key": None}])
+    near_later = sig("无照经营", T0 + 20 * 3_600_000, lat=31.2005, lon=121.44)   # ~56 m, 20 h later
+    assert not dedup.matches(near_later, d, rules=RULES)                      # 12 h window
+    wider = dedup.MergeRules(RULES.default, {**RULES.by_category, "占道经营": dedup.MergeRule(100.0, dedup.DAY_MS)},
+                             RULES.groups)
+    assert dedup.matches(near_later, d, rules=wider)
+    assert not dedup.matches(near_later, d, rules=dedup.MergeRules(wider.default, wider.by_category, ()))
 
-coords = st.tuples(st.floats(31.15, 31.16), st.floats(121.40, 121.41))
+
+# --- the index finds exactly what a scan of every case finds (also with a radius wider than the
+# smallest bucket: the bucket grows with the largest radius of the rules)
+BIG_RULES = dedup.MergeRules(dedup.MergeRule(80.0, dedup.DAY_MS), {"暴露垃圾": dedup.MergeRule(900.0, dedup.DAY_MS)},
+                             RULES.groups)
+
+coords = st.tuples(st.floats(31.15, 31.17), st.floats(121.40, 121.42))
 categories = st.sampled_from(["占道经营", "无照经营", "暴露垃圾", "群租"])
 addresses = st.sampled_from([None, "钦江路15号", "钦江路 15 号", "宜山路100号"])
 cells = st.sampled_from([None, "a", "b"])
@@ -84,10 +114,11 @@ def test_index_agrees_with_brute_force(data):
     lat, lon = data.draw(coords)
     s = sig(data.draw(categories), T0 + data.draw(st.integers(0, 2 * 86_400_000)), lat, lon, data.draw(cells),
             data.draw(addresses))
-    index = dedup.DedupIndex()
+    rules = data.draw(st.sampled_from([RULES, BIG_RULES]))
+    index = dedup.DedupIndex(rules)
     index.rebuild(cases)
     found = index.find(s, cases)
-    brute = [cid for cid, d in cases.items() if d["open"] and dedup.matches(s, d)]
+    brute = [cid for cid, d in cases.items() if d["open"] and dedup.matches(s, d, rules=rules)]
     if brute:
         assert found in brute
         best_gap = min(abs(s.ts_ms - cases[c]["last_signal_ms"]) for c in brute)
@@ -96,10 +127,9 @@ def test_index_agrees_with_brute_force(data):
         assert found is None
 
 
-def test_bucket_size_covers_every_merge_radius():
+@pytest.mark.parametrize("rules", [dedup.NO_RULES, RULES, BIG_RULES], ids=["none", "small", "big"])
+def test_bucket_size_covers_every_merge_radius(rules: dedup.MergeRules):
     """3×3 buckets must hold every candidate: a bucket is at least the largest radius wide (to 45° N)."""
-    import math
-
-    largest = max([r.radius_m for r in dedup.MERGE_RULES.values()] + [dedup.DEFAULT_RULE.radius_m])
-    narrowest_m = dedup.BUCKET_DEG * 111_320 * math.cos(math.radians(45))
-    assert largest <= narrowest_m
+    narrowest_m = rules.bucket_deg * 111_320 * math.cos(math.radians(45))
+    assert rules.largest_radius_m <= narrowest_m
+    assert rules.bucket_deg >= dedup.BUCKET_DEG

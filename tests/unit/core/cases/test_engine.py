@@ -65,7 +65,10 @@ def test_parking_lock_goes_to_level_4_station_at_once():
     # a hotline call waits for 立案 by the centre; then the level-4 station gets it
     out = e.on_action(action(row["case_id"], "accept", "2026-11-02 09:10", "center", "街道网格中心"))
     assert out.cases[-1]["status"] == "dispatch"
-    out = e.on_action(action(row["case_id"], "dispatch", "2026-11-02 09:20", "station", "乐山新村工作站"))
+    # the centre dispatches 派遣 (a station may not: the authority policy in kb.yaml)
+    refused = e.on_action(action(row["case_id"], "dispatch", "2026-11-02 09:15", "station", "乐山新村工作站"))
+    assert refused.rejections and "not authorised" in refused.rejections[0]["reason"]
+    out = e.on_action(action(row["case_id"], "dispatch", "2026-11-02 09:20", "center", "街道网格中心"))
     assert out.dispatches[0]["level"] == 4 and out.dispatches[0]["primary_department"] == "居民区工作站"
     assert out.cases[-1]["dispatched_by"] == "station"
 
@@ -96,8 +99,10 @@ def test_committee_refuses_to_close_a_case_that_failed_verification():
     out = act(e, action(cid, "close", "2026-11-03 15:05", "committee", COMMITTEE))
     assert out.rejections and "no close without a passed verification" in out.rejections[0]["reason"]
     act(e, action(cid, "handled", "2026-11-04 10:00", "department", "房管办"))
-    # the centre may verify, but only the committee that filed the case decides on closing
-    act(e, action(cid, "verify_pass", "2026-11-04 11:00", "center", "街道网格中心"))
+    # only the committee that filed the case verifies and closes it (谁发单、谁验收、谁结案)
+    out = act(e, action(cid, "verify_pass", "2026-11-04 10:30", "center", "街道网格中心"))
+    assert out.rejections and "谁发单" in out.rejections[0]["reason"]
+    act(e, action(cid, "verify_pass", "2026-11-04 11:00", "committee", COMMITTEE))
     out = act(e, action(cid, "close", "2026-11-04 11:05", "center", "街道网格中心"))
     assert out.rejections and "谁发单" in out.rejections[0]["reason"]
     out = act(e, action(cid, "refuse_close", "2026-11-04 16:00", "committee", COMMITTEE, note="不撤单"))
@@ -205,7 +210,7 @@ def test_return_then_redispatch_to_another_department():
     out = act(e, action(cid, "dispatch", "2026-11-02 09:50", "center", "街道网格中心", departments=["市场监管所"]))
     assert out.dispatches[0]["departments"] == ["市场监管所"]
     out = act(e, action(cid, "handled", "2026-11-02 10:00", "department", "城管执法中队"))
-    assert "not among the case's departments" in out.rejections[0]["reason"]
+    assert "the case is not dispatched to 城管执法中队" in out.rejections[0]["reason"]
 
 
 def test_escalate_up_the_levels_then_dispatch_down():
@@ -248,10 +253,14 @@ def test_extend_moves_the_deadline_and_void_ends_the_case():
     e = engine()
     cid = _dispatched(e)
     d0 = e.cases[cid]["timer"]["deadline_ms"]
+    # 延期 from the department is a request: nothing moves until the centre grants it
     out = act(e, action(cid, "extend", "2026-11-02 09:20", "department", "城管执法中队", extend_minutes=120))
+    assert out.case_transitions[0]["action"] == "extend_request" and e.cases[cid]["timer"]["deadline_ms"] == d0
+    assert act(e, action(cid, "extend", "2026-11-02 09:21", "department", "城管执法中队")).rejections
+    out = act(e, action(cid, "extend", "2026-11-02 09:22", "center", "街道网格中心"))   # granted as asked
     assert e.cases[cid]["timer"]["deadline_ms"] == sla.deadline(d0, "work_hours", 120)
     assert out.case_transitions[0]["action"] == "extend"
-    assert act(e, action(cid, "extend", "2026-11-02 09:21", "department", "城管执法中队")).rejections
+    assert json.loads(out.case_transitions[0]["detail"])["requested_by"] == "城管执法中队"
     out = act(e, action(cid, "void", "2026-11-02 09:30", "department", "城管执法中队"))
     assert "only the centre" in out.rejections[0]["reason"]
     out = act(e, action(cid, "void", "2026-11-02 09:30", "center", "街道网格中心", note="重复案件"))
@@ -362,7 +371,7 @@ def test_rows_have_the_contract_columns():
         "case_id", "version", "updated_ms", "opened_ms", "category_code", "category_name", "departments", "level",
         "status", "origin", "street", "street_code", "community", "cell", "address", "lat", "lon", "reporters",
         "sources", "light", "deadline_ms", "rework_count", "urge_count", "quick_handled", "dispatched_by",
-        "closed_ms", "on_time", "handling_ms", "kb_version", "stages"}
+        "closed_ms", "on_time", "handling_ms", "kb_version", "stages", "units"}
     assert set(out.case_transitions[-1]) == {
         "event_id", "case_id", "ts_ms", "from_stage", "to_stage", "action", "actor_kind", "actor_id", "spent_ms",
         "clock", "light", "category_code", "street", "departments", "detail"}
@@ -370,7 +379,7 @@ def test_rows_have_the_contract_columns():
                                       "deadline_ms"}
     versions = [r["version"] for r in out.cases]
     assert versions == sorted(versions) and len(set(versions)) == len(versions)
-    assert set(out.notifications[0]) == {"kind", "case_id", "ts_ms", "departments", "category_code",
+    assert set(out.notifications[0]) == {"kind", "case_id", "ts_ms", "departments", "units", "category_code",
                                          "category_name", "level", "deadline_ms", "address", "lat", "lon", "cell",
                                          "street", "event_id"}
 
@@ -391,9 +400,28 @@ def test_purge_forgets_old_closed_cases_only():
     act(e, action(done, "close", "2026-11-02 10:05", "center", "街道网格中心"))
     still_open = _dispatched(e)
     assert e.purge(ms("2026-11-01 00:00")) == 0
-    assert e.purge(ms("2026-12-01 00:00")) == 1
+    assert e.purge(ms("2026-12-01 00:00"), partition=3) == 0, "another partition's cases are not touched"
+    assert e.purge(ms("2026-12-01 00:00"), partition=0) == 1
     assert set(e.cases) == {still_open}
     assert set(e.sources.values()) == {still_open}
+
+
+def test_erase_takes_a_callers_pseudonym_out_of_every_case_and_keeps_the_cases():
+    e = engine()
+    first = open_case(e, signal("占道经营", "2026-11-02 09:00", "12345", reporter_id="caller-k1-aaaa"))
+    out = e.on_signal(signal("占道经营", "2026-11-02 09:05", "12345", reporter_id="caller-k1-bbbb"))
+    assert out.merged and e.cases[first]["reporters"] == 2
+    other = open_case(e, signal("暴露垃圾", "2026-11-02 09:10", "12345", reporter_id="caller-k0-aaaa",
+                                address="漕溪北路88号", lat=31.1900, lon=121.4400))
+    before = copy.deepcopy(e.cases[first])
+    out, changed = e.erase(["caller-k1-aaaa", "caller-k0-aaaa"], "req-1")
+    assert changed == 2 and {r["case_id"] for r in out.cases} == {first, other}
+    doc = e.cases[first]
+    assert "caller-k1-aaaa" not in json.dumps(doc) and "caller-k1-bbbb" in json.dumps(doc)
+    assert doc["reporters"] == 2 and doc["origin_reporter"] == "erased" and doc["version"] == before["version"] + 1
+    assert "caller-k0-aaaa" not in json.dumps(e.cases[other])
+    assert e.erase(["caller-k1-aaaa"], "req-2") == (Outputs(), 0), "nothing left to erase"
+    assert e.erase(["caller-k1-bbbb"], "req-3", partition=2)[1] == 0, "only the given partition's cases"
 
 
 def test_a_growing_crowd_raises_the_case_level():
@@ -476,4 +504,20 @@ def test_unlocated_case_id_prefix_matches_the_worker_key_and_handlers_act_as_dep
     assert cid.startswith("unlocated-20261102-")
     act(e, action(cid, "dispatch", "2026-11-02 09:10", "center", "街道网格中心"))
     out = act(e, action(cid, "handled", "2026-11-02 09:20", "committee", "城管执法中队"))
-    assert "not among the case's departments" in out.rejections[0]["reason"]
+    assert "not authorised: committee 城管执法中队 may not 'handled'" in out.rejections[0]["reason"]
+
+
+def test_a_report_merged_into_a_suspended_case_waits_for_resume():
+    """挂账: a waiting hotline case is suspended; an inspector's report and a crowd's level hint merge into it
+    without registering or escalating it (its clock is stopped); after resume the case goes on as usual.
+    (Found by the stateful lifecycle test: the merge used to read the stopped clock and crash.)"""
+    e = engine()
+    place = dict(lat=31.16830, lon=121.43020, address="漕溪北路88号")
+    cid = open_case(e, signal("占道经营", "2026-11-02 09:00", "12345", **place))
+    act(e, action(cid, "suspend", "2026-11-02 09:05", "center", "街道网格中心", note="等待产权人"))
+    out = e.on_signal(signal("占道经营", "2026-11-02 09:30", "inspector", level_hint=1, **place))
+    assert out.merged == 1 and not out.dispatches and not out.rejections
+    row = out.cases[-1]
+    assert row["status"] == "suspended" and row["reporters"] == 2 and e.cases[cid]["level"] != 1
+    act(e, action(cid, "resume", "2026-11-02 10:00", "center", "街道网格中心"))
+    assert act(e, action(cid, "dispatch", "2026-11-02 10:05", "center", "街道网格中心")).dispatches

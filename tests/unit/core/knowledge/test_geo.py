@@ -1,19 +1,25 @@
 """Locating: coordinates -> cell -> community -> street -> district; addresses via the gazetteer."""
 from __future__ import annotations
 
+import shutil
 from functools import lru_cache
+from pathlib import Path
 
 import h3
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from streams.core.knowledge.knowledge import Knowledge
+from streams.core.knowledge.geo import City
+from streams.core.knowledge.knowledge import DATA_DIR, Knowledge
+from streams.core.knowledge.taxonomy import DataError
 from streams.settings import Settings
 
 XUHUI_STREETS = {"天平街道", "湖南街道", "斜土街道", "枫林街道", "长桥街道", "田林街道", "虹梅街道", "康健街道",
                  "徐家汇街道", "凌云街道", "龙华街道", "漕河泾街道", "华泾镇"}
 DEPARTMENTS = ["区网格中心", "街道网格中心", "居民区工作站", "房管办", "城管执法中队", "市场监管所", "生态环境局",
-               "公安派出所", "消防救援站", "绿化市容所", "市政养护单位", "路灯管理所", "物业公司", "街道管理办"]
+               "公安派出所", "消防救援站", "绿化市容所", "市政养护单位", "路灯管理所", "物业公司", "街道管理办",
+               "供电公司", "供水公司", "燃气公司", "通信运营商", "交警支队", "交通执法大队", "公交公司", "河道管理所",
+               "救助管理站", "区建管委"]
 
 
 @lru_cache(maxsize=1)
@@ -144,3 +150,54 @@ def test_locate_never_raises(text: str) -> None:
     assert (loc is None) != (reason is None)
     if loc is not None:
         assert loc.street in XUHUI_STREETS and loc.street_code
+
+
+# ---------------------------------------------------------------- per-street department instances (issue 15)
+def test_each_street_names_its_department_instances(kb: Knowledge) -> None:
+    city = kb.city
+    assert city.unit_of("城管执法中队", "徐家汇街道") == "徐家汇街道城管中队"
+    assert city.unit_of("房管办", "虹梅街道") == "虹梅街道房管办"          # seed 000's 虹梅街道房管办
+    assert city.unit_of("公安派出所", "华泾镇") == "华泾派出所"
+    assert city.unit_of("消防救援站", "天平街道") == city.unit_of("消防救援站", "湖南街道") == "衡山路消防救援站"
+    assert city.unit_of("物业公司", "虹梅街道", "怡桂苑") == "怡桂苑物业"
+    assert city.unit_of("物业公司", "虹梅街道", None) == "物业公司"         # no community: the kind
+    assert city.unit_of("供电公司", "徐家汇街道") == "供电公司"             # district-wide
+    assert city.kind_of("徐家汇街道城管中队") == "城管执法中队" and city.kind_of("城管执法中队") == "城管执法中队"
+    assert city.kind_of("火星城管中队") is None
+    street_kinds = [d for d in city.departments.values() if d.scope == "street"]
+    assert len({city.unit_of(d.name, s) for d in street_kinds for s in city.streets}) >= 13 * len(street_kinds) - 2
+
+
+def _city_error(tmp_path: Path, old: str, new: str) -> DataError:
+    city_dir = tmp_path / "city"
+    shutil.copytree(DATA_DIR / "city", city_dir)
+    text = (city_dir / "city.yaml").read_text(encoding="utf-8")
+    assert old in text, old
+    (city_dir / "city.yaml").write_text(text.replace(old, new, 1), encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        City.load(city_dir / "city.yaml")
+    return info.value
+
+
+def _line(path: str, number: int) -> str:
+    return Path(path).read_text(encoding="utf-8").splitlines()[number - 1]
+
+
+@pytest.mark.parametrize("old,new,field,problem,on_line", [
+    ('{name: 市政养护单位, scope: district, role: 市政道路与排水设施养护单位}',
+     '{name: 市政养护单位, scope: district, role: 市政道路与排水设施养护单位, instance: "{street}养护"}',
+     "instance", "district-wide department has no instances", "市政养护单位"),
+    ('instance: "{street}城管中队"', 'instance: "{district}城管中队"', "instance", "use {street}, {street_short}",
+     "城管执法中队"),
+    ('departments: {消防救援站: 枫林消防救援站}', 'departments: {消防站: 枫林消防救援站}', "streets[2].departments.消防站",
+     "not a street-scoped department", "斜土街道"),
+    ('departments: {消防救援站: 枫林消防救援站}', 'departments: {消防救援站: 徐家汇派出所}', "streets[2].departments.消防救援站",
+     "already belongs to 公安派出所", "斜土街道"),
+    ('departments: {消防救援站: 枫林消防救援站}', 'departments: {消防救援站: 房管办}', "streets[2].departments.消防救援站",
+     "is a department kind's name", "斜土街道"),
+])
+def test_instance_errors_name_the_line(tmp_path: Path, old: str, new: str, field: str, problem: str,
+                                       on_line: str) -> None:
+    err = _city_error(tmp_path, old, new)
+    assert err.field.endswith(field) and problem in err.problem
+    assert on_line in _line(err.path, err.line)

@@ -177,3 +177,46 @@ def test_gazetteer_address_on_an_unknown_road(tmp_path: Path) -> None:
     city_dir = _city_copy(tmp_path, "{address: 高安路18弄,", "{address: 建国西路18弄,")
     err = _load_error(city_dir=city_dir)
     assert err.field.startswith("addresses[") and "建国西路18弄" in _line(Path(err.path), err.line)
+
+
+# ---------------------------------------------------------------- dedup rules (the KB's `merge` section)
+def test_merge_rule_with_an_unknown_category(tmp_path: Path) -> None:
+    path = _kb_copy(tmp_path, "    群租: {radius: 30m, window: 30d}", "    群住: {radius: 30m, window: 30d}")
+    err = _load_error(kb_path=path)
+    assert err.field == "merge.rules.群住" and "unknown category '群住'" in err.problem
+    assert "群住" in _line(path, err.line)
+
+
+def test_merge_radius_and_window_formats(tmp_path: Path) -> None:
+    path = _kb_copy(tmp_path, "    暴露垃圾: {radius: 50m, window: 6h}", "    暴露垃圾: {radius: 50 metres, window: 6h}")
+    err = _load_error(kb_path=path)
+    assert err.field == "merge.rules.暴露垃圾.radius" and "50 metres" in err.problem
+    assert "暴露垃圾" in _line(path, err.line)
+    path = _kb_copy(tmp_path, "    暴露垃圾: {radius: 50m, window: 6h}", "    暴露垃圾: {radius: 50m, window: 6 hours}")
+    err = _load_error(kb_path=path)
+    assert err.field == "merge.rules.暴露垃圾.window" and "暴露垃圾" in _line(path, err.line)
+
+
+def test_merge_radius_is_bounded(tmp_path: Path) -> None:
+    path = _kb_copy(tmp_path, "    道路结冰: {radius: 300m, window: 12h}", "    道路结冰: {radius: 3km, window: 12h}")
+    err = _load_error(kb_path=path)
+    assert "3000 m is outside" in err.problem and "道路结冰" in _line(path, err.line)
+
+
+def test_a_category_in_two_compatible_groups(tmp_path: Path) -> None:
+    path = _kb_copy(tmp_path, "    - [施工占道, 无证掘路]", "    - [施工占道, 无证掘路, 无照经营]")
+    err = _load_error(kb_path=path)
+    assert "无照经营 is already in compatible group 0" in err.problem
+    assert err.field == "merge.compatible[5][2]" and "无照经营" in _line(path, err.line)
+
+
+def test_a_compatible_group_of_one(tmp_path: Path) -> None:
+    path = _kb_copy(tmp_path, "    - [井盖缺失, 井盖破损]", "    - [井盖缺失, B0101]")
+    err = _load_error(kb_path=path)
+    assert "at least two different categories" in err.problem and "井盖缺失" in _line(path, err.line)
+
+
+def test_merge_section_is_strict(tmp_path: Path) -> None:
+    path = _kb_copy(tmp_path, "  default: {radius: 80m, window: 1d}", "  default: {radius: 80m, window: 1d, speed: 3}")
+    err = _load_error(kb_path=path)
+    assert err.field == "merge.default.speed" and "speed" in _line(path, err.line)

@@ -83,7 +83,7 @@ def test_caller_phone_is_hashed_with_a_key_or_dropped() -> None:
         VALIDATOR.validate(json.loads(r["payload"]))
     hashed = json.loads(with_key[0]["payload"])
     assert re.fullmatch(r"[0-9a-f]{32}", hashed["caller_ref"])
-    assert hashed["location"]["address"].endswith("*******5678")
+    assert hashed["location"]["address"].endswith("138****5678")
     assert "caller_ref" not in json.loads(without[0]["payload"])
     # the same caller gets the same reference (repeat calls can be linked without the number)
     again = build_deliveries(note(caller="138-1234-5678", event_id="other"), config(pii_hash_key="k" * 20))
@@ -91,7 +91,8 @@ def test_caller_phone_is_hashed_with_a_key_or_dropped() -> None:
 
 
 @pytest.mark.parametrize("text,masked", [
-    ("13812345678", "*******5678"), ("电话021-64871234请回", "电话*******1234请回"), ("+86 13912345678", "*******5678"),
+    ("13812345678", "138****5678"), ("电话021-64871234请回", "电话021-****1234请回"), ("+86 13912345678", "+86 139****5678"),
+    ("身份证310104198001011234", "身份证310***********1234"),
     ("漕溪北路1200号", "漕溪北路1200号"), ("天平路100弄3号201室", "天平路100弄3号201室"),
 ])
 def test_mask_phones(text: str, masked: str) -> None:
@@ -129,7 +130,7 @@ texts = st.text(alphabet=st.sampled_from(list("天平路弄号室街道小区 -0
 )
 def test_every_built_payload_validates_and_hides_phones(kind, departments, level, deadline, lat, lon, address, phone,
                                                           where, cell, event_id) -> None:
-    cfg = WebhooksConfig.model_validate({"endpoints": {d: {"url": "http://h/", "secret": SECRET} for d in DEPARTMENTS},
+    cfg = WebhooksConfig.model_validate({"endpoints": {d: {"url": "https://h/", "secret": SECRET} for d in DEPARTMENTS},
                                          "pii_hash_key": "pii-key-pii-key"})
     if address is not None:
         address = address[:where] + " " + phone + " " + address[where:]
@@ -141,3 +142,24 @@ def test_every_built_payload_validates_and_hides_phones(kind, departments, level
         VALIDATOR.validate(body)
         assert phone not in r["payload"]
         assert body["kind"] == kind and body["idempotency_key"] == r["idempotency_key"]
+
+
+def test_a_street_instance_with_its_own_endpoint_receives_instead_of_its_kind() -> None:
+    cfg = WebhooksConfig.model_validate({"endpoints": {
+        "徐家汇街道城管中队": {"url": "https://xjh/", "secret": SECRET},
+        "城管执法中队": {"url": "https://all/", "secret": SECRET},
+        "房管办": {"url": "https://housing/", "secret": SECRET}}})
+    note = {"kind": "dispatch", "case_id": "XH09-20261102-00000001", "ts_ms": 1, "event_id": "e1", "level": 3,
+            "departments": ["城管执法中队", "房管办"], "units": ["徐家汇街道城管中队", "徐家汇街道房管办"]}
+    assert [d["department"] for d in build_deliveries(note, cfg, now_ms=0)] == ["徐家汇街道城管中队", "房管办"]
+    other_street = {**note, "event_id": "e2", "units": ["斜土街道城管中队", "斜土街道房管办"]}
+    assert [d["department"] for d in build_deliveries(other_street, cfg, now_ms=0)] == ["城管执法中队", "房管办"]
+    no_units = {k: v for k, v in note.items() if k != "units"}
+    assert [d["department"] for d in build_deliveries(no_units, cfg, now_ms=0)] == ["城管执法中队", "房管办"]
+
+
+def test_an_endpoint_must_name_a_kind_or_a_known_instance() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="unknown department"):
+        WebhooksConfig.model_validate({"endpoints": {"火星街道城管中队": {"url": "https://x/", "secret": SECRET}}})

@@ -45,3 +45,36 @@ def test_any_changed_byte_breaks_the_signature(body: bytes, flip: int, ts: int) 
         i = flip % len(body)
         tampered = body[:i] + bytes([body[i] ^ 1]) + body[i + 1:]
         assert not verify_signature(SECRET, ts, tampered, sig, now_s=ts)
+
+
+def test_during_a_rotation_both_secrets_verify_and_a_third_does_not() -> None:
+    body = b'{"a":1}'
+    new, old = "the-new-secret-0123456", "the-old-secret-0123456"
+    h = signed_headers([new, old], body, "k", 1, "dispatch", "wh-1", now_s=1_000_000)
+    assert h[HEADER_SIGNATURE].count("sha256=") == 2 and h[HEADER_SIGNATURE].startswith(sign(new, 1_000_000, body))
+    assert verify_signature(new, h[HEADER_TIMESTAMP], body, h[HEADER_SIGNATURE], now_s=1_000_000)
+    assert verify_signature(old, h[HEADER_TIMESTAMP], body, h[HEADER_SIGNATURE], now_s=1_000_000)
+    assert not verify_signature("a-third-secret-0123456", h[HEADER_TIMESTAMP], body, h[HEADER_SIGNATURE],
+                                now_s=1_000_000)
+
+
+def test_the_documented_receiver_recipe_accepts_rotated_signatures_and_dedupes_on_the_signed_key() -> None:
+    """The dependency-free recipe of docs/webhooks.md, as written there."""
+    import json
+    import re
+
+    from tests.paths import REPO_ROOT
+
+    doc = (REPO_ROOT / "docs" / "webhooks.md").read_text(encoding="utf-8")
+    recipe = re.search(r"Without this package:\n\n```python\n(.*?)```", doc, re.S)
+    assert recipe, "docs/webhooks.md lost its receiver recipe"
+    namespace: dict = {}
+    exec(recipe.group(1), namespace)  # noqa: S102 - the documented code, run as a receiver would
+    receive = namespace["receive"]
+    seen: set[str] = set()
+    body = json.dumps({"idempotency_key": "k1", "kind": "dispatch"}).encode()
+    ts = str(int(__import__("time").time()))
+    header = ",".join(sign(s, ts, body) for s in ("the-new-secret-0123456", "the-old-secret-0123456"))
+    assert receive("the-old-secret-0123456", ts, body, header, seen) == (200, "accepted")
+    assert receive("the-old-secret-0123456", ts, body, header, seen) == (200, "duplicate")
+    assert receive("a-wrong-secret-0123456", ts, body, header, seen)[0] == 401
