@@ -370,12 +370,14 @@ class LeanLifecycle(StatefulBatchConsumer):
                 await asyncio.sleep(0.5)  # the first assignment first
                 continue
             inputs = self.names.name(CASE_INPUTS)
-            # ours, or being assigned to us (the rebalance listener may still be restoring it)
-            owned = set(self.case_states) | {tp.partition for tp in self.consumer.assignment() if tp.topic == inputs}
-            every = self.standby_reader.partitions_for_topic(topic) or set()
-            wanted = every - owned
-            if wanted != set(self.standbys):
-                async with self.standby_lock:
+            async with self.standby_lock:
+                # ours, or being assigned to us (the rebalance listener may still be restoring it): decided
+                # under the lock, so a partition is never opened as a standby while it opens as active
+                owned = set(self.case_states) | {tp.partition for tp in self.consumer.assignment()
+                                                 if tp.topic == inputs}
+                every = self.standby_reader.partitions_for_topic(topic) or set()
+                wanted = every - owned
+                if wanted != set(self.standbys):
                     for partition in set(self.standbys) - wanted:
                         self.standbys.pop(partition).close()
                     for partition in wanted - set(self.standbys):
