@@ -7,10 +7,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, TopicPartition
 
 from streams.agents.casestate import HEADER_END, LOG_DOC
 from streams.bus.topics import CASE_STATE, TopicNames
@@ -34,17 +35,25 @@ def call(call_id: str, caller: str, place: str) -> dict[str, Any]:
 def latest_case_documents(bootstrap: str, topic: str) -> dict[str, str]:
     """case id -> the latest changelog value (JSON text), what compaction keeps: the Faust cases table's
     changelog, or the lean case path's case.state (documents keyed ``c:<case id>``, after their header)."""
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, group_id=None, consumer_timeout_ms=5000)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    end = consumer.end_offsets(partitions)   # up to here: the worker keeps writing (its clock's checkpoints)
     latest: dict[str, str] = {}
     lean = topic.endswith(".case.state")
-    for message in consumer:
-        if message.key is None or (lean and not message.key.startswith(LOG_DOC)):
-            continue
-        value = message.value or b""
-        if lean:
-            value = value.partition(HEADER_END)[2]
-        latest[message.key.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
+    deadline = time.monotonic() + 60
+    while any(consumer.position(tp) < end[tp] for tp in partitions) and time.monotonic() < deadline:
+        for messages in consumer.poll(timeout_ms=1000).values():
+            for message in messages:
+                if message.offset >= end[TopicPartition(message.topic, message.partition)]:
+                    continue
+                if message.key is None or (lean and not message.key.startswith(LOG_DOC)):
+                    continue
+                value = message.value or b""
+                if lean:
+                    value = value.partition(HEADER_END)[2]
+                latest[message.key.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
     consumer.close()
     return latest
 
