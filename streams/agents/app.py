@@ -44,6 +44,7 @@ from streams.bus.topics import (
     RAW_SCHEMAS,
     REGISTRY_CHANGES,
     SOURCES_TABLE,
+    TRIAGE_TABLE,
     ZERO_REPORTS_TABLE,
     TopicNames,
 )
@@ -225,9 +226,12 @@ class Pipeline:
                                           zero_reports=self.zero_reports,
                                           owns=street_partitions(settings.topic_partitions),
                                           journals=(self.cases_view, self.sources_view, self.zero_reports_view))
-        # triage id -> triage record 人工分拨, read by the actions router on every worker (from_triage)
-        self.triage_table = app.GlobalTable("triage-records", default=None, partitions=settings.topic_partitions,
-                                            key_type=str, value_type=None)
+        # triage id -> triage record 人工分拨, read by the actions router on every worker (from_triage). Its
+        # changelog partition comes from the key (use_partitioner): the ingest agent writes it after a whole
+        # batch, outside any one event, and every worker reads all of a GlobalTable anyway.
+        self.triage_table = app.GlobalTable(TRIAGE_TABLE, default=None, partitions=settings.topic_partitions,
+                                            key_type=str, value_type=None, use_partitioner=True,
+                                            extra_topic_configs=state)
         triage_view: TableView[Any] = TableView(self.triage_table)
         self.triage_view = triage_view
         triage_lookup = source_index_lookup(self.triage_table, lambda: bool(self.app.tables.standbys_ready))
