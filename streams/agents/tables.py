@@ -148,8 +148,8 @@ class TableView(MutableMapping[str, V]):
         Returns how many records were acknowledged.
 
         Why: Faust commits a batch's input offsets after ``producer.flush()``, but that flush gives up on
-        its buffer after 0.1 s without a send (``ProducerBuffer.flush_atmost``) and aiokafka's flush does
-        not wait for batches already in flight: under load the offsets of inputs whose state is not yet
+        its buffer after 0.1 s without a send (``ProducerBuffer.flush_atmost``), and aiokafka's flush
+        never sees what is left there: under load the offsets of inputs whose state is not yet
         acknowledged can be committed, and a crash then restarts past inputs whose state is gone (cases
         and their timers). The agents await this before Faust may acknowledge the batch."""
         acked = 0
