@@ -172,6 +172,13 @@ class Pipeline:
         """Until every output is acknowledged (an outage waits here; Faust's consumer keeps polling)."""
         await deliver_until_acked(out, label, lambda: bool(self.app.should_stop), self.renew_producer)
 
+    async def state_written(self, *views: TableView[Any]) -> None:
+        """Until the broker holds every changelog record the views wrote (TableView.written): Faust's
+        commit flushes its producer only half-way, so a batch's offsets could otherwise be committed
+        before its state is durable, and a crash would restart past inputs whose state was lost."""
+        for view in views:
+            await view.written(lambda: bool(self.app.should_stop))
+
     async def close(self) -> None:
         if self._producer is not None:
             await self._producer.stop()
@@ -263,6 +270,7 @@ class Pipeline:
                 await self.ingest.handle([inbound(e) for e in batch], out)
                 await self.deliver(out, "ingest")
                 triage_view.flush_writes(cast(faust.Stream, stream))   # state after its outputs
+                await self.state_written(triage_view)
                 crash_point("ingest.outputs_sent")
 
         @app.agent(actions, name="route-actions")
@@ -291,6 +299,8 @@ class Pipeline:
                 self.cases_view.flush_writes()
                 self.sources_view.flush_writes()
                 self.zero_reports_view.flush_writes()
+                # acknowledged before Faust may acknowledge the batch: its commit does not wait for them
+                await self.state_written(self.cases_view, self.sources_view, self.zero_reports_view)
                 crash_point("lifecycle.state_written")
 
         @app.timer(interval=settings.timer_tick_seconds)
