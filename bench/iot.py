@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import os
 import random
+import secrets
 import signal
 import subprocess
 import sys
@@ -32,6 +35,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from cryptography.fernet import Fernet  # noqa: E402
 
 from streams.local.kafka import LocalKafka, free_port  # noqa: E402
 
@@ -151,6 +156,18 @@ async def fast_path(settings: Any, n: int) -> tuple[float, dict[str, float]]:
     return n / (timing["end"] - timing["start"]), counts
 
 
+def write_result(figures: dict[str, Any]) -> None:
+    """bench/results/iot.json: the figures with the commit, date, cpu count and load they were measured at."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                            text=True).stdout.strip()
+    out = REPO / "bench" / "results" / "iot.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"commit": commit, "date": datetime.now(TZ).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
+            "load_avg_1m": round(os.getloadavg()[0], 2)}
+    out.write_text(json.dumps({**meta, **figures}, indent=2, ensure_ascii=False) + "\n")
+    print(f"results   {out}")
+
+
 def worker_start_seconds(bootstrap: str, work: Path, city_dir: Path | None, prefix: str) -> float:
     """Seconds from `streams worker` process start to a healthy /health/."""
     web = free_port()
@@ -159,7 +176,9 @@ def worker_start_seconds(bootstrap: str, work: Path, city_dir: Path | None, pref
            "CITYGRID_STORE_URL": f"chdb://{work / ('chdb-' + prefix)}", "CITYGRID_DATA_DIR": str(work / prefix),
            "CITYGRID_METRICS_PORT": str(free_port()), "CITYGRID_WEB_PORT": str(web), "CITYGRID_LOG_LEVEL": "warning",
            "CITYGRID_TOPIC_REPLICATION_FACTOR": "1", "CITYGRID_TOPIC_MIN_INSYNC_REPLICAS": "1",   # one local broker
-           "PYTHONPATH": str(REPO)}
+           "PYTHONPATH": str(REPO),
+           # the worker refuses to start without its keys (docs/security.md): throwaway ones for the bench
+           "CITYGRID_PII_KEY": secrets.token_urlsafe(32), "CITYGRID_DLQ_KEY": Fernet.generate_key().decode()}
     if city_dir is not None:
         env["CITYGRID_CITY_DIR"] = str(city_dir)
     started = time.monotonic()
@@ -168,7 +187,8 @@ def worker_start_seconds(bootstrap: str, work: Path, city_dir: Path | None, pref
     try:
         while time.monotonic() - started < 300:
             if proc.poll() is not None:
-                raise SystemExit(f"worker exited: see {work / (prefix + '.log')}")
+                tail = (work / f"{prefix}.log").read_text(errors="replace").splitlines()[-30:]
+                raise SystemExit("worker exited:\n" + "\n".join(tail))
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{web}/health/", timeout=1)
                 return time.monotonic() - started
@@ -176,7 +196,8 @@ def worker_start_seconds(bootstrap: str, work: Path, city_dir: Path | None, pref
                 time.sleep(0.1)
         raise SystemExit("worker not healthy after 300 s")
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):   # it may have exited on its own
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -208,12 +229,14 @@ def main() -> int:
         write_city(city_dir, args.devices)
         started = time.perf_counter()
         registry = DeviceRegistry.load(city_dir / "devices.yaml", City.load(city_dir / "city.yaml"))
-        print(f"registry  {len(registry):,} devices (devices.csv) load in {time.perf_counter() - started:.2f} s")
+        load_s = time.perf_counter() - started
+        print(f"registry  {len(registry):,} devices (devices.csv) load in {load_s:.2f} s")
         knowledge = Knowledge.load(city_dir=city_dir)
         readings = make_readings(knowledge, args.active, args.readings, seed=7)
 
         broker = LocalKafka(work / "kafka").start()
         try:
+            sample = city = 0.0
             if not args.skip_worker_start:
                 sample = worker_start_seconds(broker.bootstrap, work, None, "start-sample")
                 city = worker_start_seconds(broker.bootstrap, work, city_dir, "start-city")
@@ -245,6 +268,15 @@ def main() -> int:
                   f"late {counts.get('late', 0):.0f}, dead letters {counts.get('dead_letters', 0):.0f}, "
                   f"device_minutes rows out {counts.get('minute_rows', 0):,.0f}]")
             print(f"ratio     iot / passthrough = {max(fast) / max(base):.3f} (goal ≥ 0.6)")
+            write_result({
+                "bench": "iot", "devices": args.devices, "active_devices": args.active, "readings": n,
+                "rounds": args.rounds, "registry_load_s": round(load_s, 3),
+                "worker_start_s": None if args.skip_worker_start else {"city": round(city, 2),
+                                                                      "sample": round(sample, 2)},
+                "passthrough_per_s": round(max(base)), "iot_per_s": round(max(fast)),
+                "ratio": round(max(fast) / max(base), 3), "goal_ratio": 0.6,
+                "passthrough_rounds": [round(x) for x in base], "iot_rounds": [round(x) for x in fast],
+                "counts": counts})
         finally:
             broker.stop()
     return 0

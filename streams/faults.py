@@ -19,7 +19,7 @@ POINTS = (
     "ingest.outputs_sent",      # an ingest batch's outputs acked, its input not yet committed
     "lean.outputs_sent",        # the lean consumer's outputs acked, not yet committed
     "lifecycle.outputs_sent",   # a lifecycle batch's outputs acked, its state not yet written
-    "lifecycle.state_written",  # its state handed to the changelog, the input not yet committed
+    "lifecycle.state_written",  # its state acknowledged by the broker, the input not yet committed
     "sink.inserted",            # the sink's INSERT done, its offsets not yet committed
 )
 

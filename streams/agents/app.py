@@ -44,6 +44,7 @@ from streams.bus.topics import (
     RAW_SCHEMAS,
     REGISTRY_CHANGES,
     SOURCES_TABLE,
+    TRIAGE_TABLE,
     ZERO_REPORTS_TABLE,
     TopicNames,
 )
@@ -171,6 +172,13 @@ class Pipeline:
         """Until every output is acknowledged (an outage waits here; Faust's consumer keeps polling)."""
         await deliver_until_acked(out, label, lambda: bool(self.app.should_stop), self.renew_producer)
 
+    async def state_written(self, *views: TableView[Any]) -> None:
+        """Until the broker holds every changelog record the views wrote (TableView.written): Faust's
+        commit flushes its producer only half-way, so a batch's offsets could otherwise be committed
+        before its state is durable, and a crash would restart past inputs whose state was lost."""
+        for view in views:
+            await view.written(lambda: bool(self.app.should_stop))
+
     async def close(self) -> None:
         if self._producer is not None:
             await self._producer.stop()
@@ -225,9 +233,12 @@ class Pipeline:
                                           zero_reports=self.zero_reports,
                                           owns=street_partitions(settings.topic_partitions),
                                           journals=(self.cases_view, self.sources_view, self.zero_reports_view))
-        # triage id -> triage record 人工分拨, read by the actions router on every worker (from_triage)
-        self.triage_table = app.GlobalTable("triage-records", default=None, partitions=settings.topic_partitions,
-                                            key_type=str, value_type=None)
+        # triage id -> triage record 人工分拨, read by the actions router on every worker (from_triage). Its
+        # changelog partition comes from the key (use_partitioner): the ingest agent writes it after a whole
+        # batch, outside any one event, and every worker reads all of a GlobalTable anyway.
+        self.triage_table = app.GlobalTable(TRIAGE_TABLE, default=None, partitions=settings.topic_partitions,
+                                            key_type=str, value_type=None, use_partitioner=True,
+                                            extra_topic_configs=state)
         triage_view: TableView[Any] = TableView(self.triage_table)
         self.triage_view = triage_view
         triage_lookup = source_index_lookup(self.triage_table, lambda: bool(self.app.tables.standbys_ready))
@@ -259,6 +270,7 @@ class Pipeline:
                 await self.ingest.handle([inbound(e) for e in batch], out)
                 await self.deliver(out, "ingest")
                 triage_view.flush_writes(cast(faust.Stream, stream))   # state after its outputs
+                await self.state_written(triage_view)
                 crash_point("ingest.outputs_sent")
 
         @app.agent(actions, name="route-actions")
@@ -287,6 +299,8 @@ class Pipeline:
                 self.cases_view.flush_writes()
                 self.sources_view.flush_writes()
                 self.zero_reports_view.flush_writes()
+                # acknowledged before Faust may acknowledge the batch: its commit does not wait for them
+                await self.state_written(self.cases_view, self.sources_view, self.zero_reports_view)
                 crash_point("lifecycle.state_written")
 
         @app.timer(interval=settings.timer_tick_seconds)

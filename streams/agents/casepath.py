@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,7 @@ from streams.bus.topics import (
     TopicNames,
 )
 from streams.core.cases.sla import DEFAULT_OVERRIDE_FILE, WorkCalendar
-from streams.core.field import ZeroReportBook
+from streams.core.field import CHECKED_PREFIX, ZeroReportBook
 from streams.faults import crash_point
 from streams.metrics import PipelineMetrics
 from streams.settings import Settings
@@ -79,6 +79,43 @@ def case_ingest(settings: Settings, adapter: IngestAdapter, codec: SchemaRegistr
                          group_suffix="case-ingest")
     service.outputs_point = "ingest.outputs_sent"   # the Faust ingest agent's crash point: the fault suite's
     return service
+
+
+class _CoarseClock(MutableMapping[str, Any]):
+    """The zero-report book's mapping with its clock (the partition's last check, written on every tick) kept
+    in memory and stored at most once a minute: not a changelog record per partition and second. After a
+    restart the book re-checks from up to a minute back; an alert already raised is marked per station and
+    day, so none is raised twice."""
+
+    STORE_EVERY_MS = 60_000
+
+    def __init__(self, stored: MutableMapping[str, Any]) -> None:
+        self.stored = stored
+        self.clock: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        return self.clock[key] if key in self.clock else self.stored[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.clock[key] if key in self.clock else self.stored.get(key, default)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key.startswith(CHECKED_PREFIX) and isinstance(value, int):
+            self.clock[key] = value
+            stored = self.stored.get(key)
+            if stored is not None and value - int(stored) < self.STORE_EVERY_MS:
+                return
+        self.stored[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        self.clock.pop(key, None)
+        del self.stored[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.stored)
+
+    def __len__(self) -> int:
+        return len(self.stored)
 
 
 class LeanLifecycle(StatefulBatchConsumer):
@@ -184,8 +221,9 @@ class LeanLifecycle(StatefulBatchConsumer):
 
     def _zero_reports(self, state: PartitionCaseState) -> ZeroReportBook:
         """The partition's zero-report book 零报告 over its RocksDB state (the Faust path: a table)."""
-        return ZeroReportBook(self.knowledge.field, state.zero_reports, self.settings.zero_report_deadline,
-                              self.calendar.is_workday, self.knowledge.city.unit_of)
+        return ZeroReportBook(self.knowledge.field, _CoarseClock(state.zero_reports),
+                              self.settings.zero_report_deadline, self.calendar.is_workday,
+                              self.knowledge.city.unit_of)
 
     def _input_partitions(self) -> int:
         assert self.consumer is not None
@@ -370,12 +408,14 @@ class LeanLifecycle(StatefulBatchConsumer):
                 await asyncio.sleep(0.5)  # the first assignment first
                 continue
             inputs = self.names.name(CASE_INPUTS)
-            # ours, or being assigned to us (the rebalance listener may still be restoring it)
-            owned = set(self.case_states) | {tp.partition for tp in self.consumer.assignment() if tp.topic == inputs}
-            every = self.standby_reader.partitions_for_topic(topic) or set()
-            wanted = every - owned
-            if wanted != set(self.standbys):
-                async with self.standby_lock:
+            async with self.standby_lock:
+                # ours, or being assigned to us (the rebalance listener may still be restoring it): decided
+                # under the lock, so a partition is never opened as a standby while it opens as active
+                owned = set(self.case_states) | {tp.partition for tp in self.consumer.assignment()
+                                                 if tp.topic == inputs}
+                every = self.standby_reader.partitions_for_topic(topic) or set()
+                wanted = every - owned
+                if wanted != set(self.standbys):
                     for partition in set(self.standbys) - wanted:
                         self.standbys.pop(partition).close()
                     for partition in wanted - set(self.standbys):

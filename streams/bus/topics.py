@@ -72,7 +72,8 @@ COMPACTED = frozenset({CASES, CASE_STATE, CASE_SOURCES})
 CASES_TABLE = "cases"                # case_id -> case document
 SOURCES_TABLE = "case-sources"       # source_id -> case_id
 ZERO_REPORTS_TABLE = "zero-reports"  # street -> the stations' zero-report book 零报告
-STATE_TABLES = (CASES_TABLE, SOURCES_TABLE, ZERO_REPORTS_TABLE)
+TRIAGE_TABLE = "triage-records"      # triage id -> the triage record 人工分拨 (read by from_triage)
+STATE_TABLES = (CASES_TABLE, SOURCES_TABLE, ZERO_REPORTS_TABLE, TRIAGE_TABLE)
 
 
 def changelog_topics(app_id: str) -> list[str]:

@@ -31,7 +31,8 @@ def test_reports_either_side_of_a_street_boundary_end_in_one_case(
 
     def field_report(report_id: str, at: tuple[float, float], ts: str) -> dict:
         return {"report_id": report_id, "reporter_id": f"INS-{report_id}", "reporter_kind": "inspector",
-                "reported_at": ts, "category": "道路积水", "text": "路面积水很深，车子过不去", "lat": at[0], "lon": at[1]}
+                "reported_at": ts, "category": "道路积水", "text": "路面积水很深，车子过不去",
+                "lat": at[0], "lon": at[1]}
 
     produce(kafka.bootstrap, topic_prefix, [("field.reports", field_report("B1", p, "2026-11-20T09:30:00+08:00"))])
     store_url = store_url_factory("server")  # read while the worker runs (chdb is one process's)

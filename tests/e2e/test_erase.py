@@ -7,12 +7,15 @@ import json
 import os
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, TopicPartition
 
-from streams.core.privacy import PseudonymKey, Pseudonymizer
+from streams.agents.casestate import HEADER_END, LOG_DOC
+from streams.bus.topics import CASE_STATE, TopicNames
+from streams.core.privacy import Pseudonymizer, PseudonymKey
 from streams.local.kafka import LocalKafka
 from tests.e2e.helpers import produce, query, wait_rows, wait_until
 from tests.fixtures.worker import TEST_SECRETS
@@ -30,28 +33,44 @@ def call(call_id: str, caller: str, place: str) -> dict[str, Any]:
 
 
 def latest_case_documents(bootstrap: str, topic: str) -> dict[str, str]:
-    """case id -> the latest changelog value (JSON text), what compaction keeps."""
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, group_id=None, consumer_timeout_ms=5000)
+    """case id -> the latest changelog value (JSON text), what compaction keeps: the Faust cases table's
+    changelog, or the lean case path's case.state (documents keyed ``c:<case id>``, after their header)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    end = consumer.end_offsets(partitions)   # up to here: the worker keeps writing (its clock's checkpoints)
     latest: dict[str, str] = {}
-    for message in consumer:
-        if message.key is not None:
-            latest[message.key.decode("utf-8", "replace")] = (message.value or b"").decode("utf-8", "replace")
+    lean = topic.endswith(".case.state")
+    deadline = time.monotonic() + 60
+    while any(consumer.position(tp) < end[tp] for tp in partitions) and time.monotonic() < deadline:
+        for messages in consumer.poll(timeout_ms=1000).values():
+            for message in messages:
+                if message.offset >= end[TopicPartition(message.topic, message.partition)]:
+                    continue
+                if message.key is None or (lean and not message.key.startswith(LOG_DOC)):
+                    continue
+                value = message.value or b""
+                if lean:
+                    value = value.partition(HEADER_END)[2]
+                latest[message.key.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
     consumer.close()
     return latest
 
 
+@pytest.mark.parametrize("case_path", ["lean", "faust"])
 def test_erase_removes_a_caller_from_clickhouse_and_from_the_case_state(
-        kafka: LocalKafka, topic_prefix: str, worker_factory, store_url_factory) -> None:
+        kafka: LocalKafka, topic_prefix: str, worker_factory, store_url_factory, case_path: str) -> None:
     store_url = store_url_factory("server")
     produce(kafka.bootstrap, topic_prefix, [
         ("hotline.calls", call("ER-1", CALLER, "钦江路101号")),       # the caller opens a case
         ("hotline.calls", call("ER-2", OTHER, "钦江路101号")),        # someone else reports the same problem
         ("hotline.calls", call("ER-3", CALLER, "斜土路1221号")),      # the caller's second case
     ])
-    worker = worker_factory(store_url)
+    worker = worker_factory(store_url, case_path=case_path)
     wait_rows(worker, signals=3, dispatches=2)
-    changelog = f"citygrid-{topic_prefix}-cases-changelog"
+    changelog = (f"citygrid-{topic_prefix}-cases-changelog" if case_path == "faust"
+                 else TopicNames(topic_prefix).name(CASE_STATE))
     assert any(PSEUDONYM in doc for doc in latest_case_documents(kafka.bootstrap, changelog).values())
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYGRID_")}

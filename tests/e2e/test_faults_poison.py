@@ -84,10 +84,20 @@ def test_poison_records_of_every_class_each_become_one_dead_letter(kafka: LocalK
     wait_until(settled, 120, f"{everything} inputs in the ledger", explain)
     assert worker.proc is not None and worker.proc.poll() is None, f"the worker exited:\n{worker.tail()}"
 
-    # each poison record: exactly one dead-letter row at its position, with its reason
-    dead = query(store_url, "SELECT topic, partition, offset, reason FROM dead_letters FINAL")
+    # each poison record: exactly one dead-letter row at its position, with its reason. The dead letters reach
+    # ClickHouse through their own .dlq topics, so the sink may write them a little after the ledger rows.
+    def dead_letters() -> list[dict]:
+        return query(store_url, "SELECT topic, partition, offset, reason FROM dead_letters FINAL")
+
+    def missing() -> str:
+        written = {(d["topic"], d["partition"], d["offset"]) for d in dead_letters()}
+        return "\n".join(f"no dead letter yet for {p.name} at {pos}" for pos, p in poison_at.items()
+                         if ((p.dead_topic or p.topic), pos[1], pos[2]) not in written)
+
+    wait_until(lambda: len(dead_letters()) >= len(poison_at), 120, f"{len(poison_at)} dead-letter rows", missing)
+    dead = dead_letters()
     by_position = {(d["topic"], d["partition"], d["offset"]): d["reason"] for d in dead}
-    assert len(dead) == len(by_position) == len(poison_at), sorted(by_position)
+    assert len(dead) == len(by_position) == len(poison_at), missing() or sorted(by_position)
     for position, p in poison_at.items():
         topic = p.dead_topic or p.topic
         reason = by_position.get((topic, position[1], position[2]))

@@ -2,7 +2,7 @@
 signal, case and dispatch rows in ClickHouse (both engines); bad records → <topic>.dlq and dead_letters."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -22,8 +22,8 @@ CALLS = [
 
 
 # a few days ago: inside the event-time window (streams.bus.rules), whatever day the suite runs
-RECEIVED = (datetime.now(timezone.utc) - timedelta(days=4)).replace(hour=1, minute=30).isoformat(timespec="seconds")
-RECEIVED_EVENING = (datetime.now(timezone.utc) - timedelta(days=4)).replace(hour=13, minute=5).isoformat(
+RECEIVED = (datetime.now(UTC) - timedelta(days=4)).replace(hour=1, minute=30).isoformat(timespec="seconds")
+RECEIVED_EVENING = (datetime.now(UTC) - timedelta(days=4)).replace(hour=13, minute=5).isoformat(
     timespec="seconds")
 
 

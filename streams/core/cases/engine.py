@@ -349,8 +349,12 @@ class CaseEngine:
         out = Outputs()
         known = self.sources.get(signal.source_id)
         # A re-delivered record changes nothing. Its case is found by the source index, or -- after a
-        # crash that stored the case but not yet the index -- by the id it opened or by dedup.
-        for candidate in (known, make_case_id(signal)):
+        # crash that stored the case documents but not yet the index (two changelogs, not one write) --
+        # by the id it opened or among the open cases near it: *every* one that holds the signal, not
+        # only the one dedup would pick now. Two open cases can match one place, and once later reports
+        # moved their last-signal times the nearer in time need not be the case the signal joined; the
+        # replay then merged it into the other one (one report in two cases, found by the kill test).
+        for candidate in (known, make_case_id(signal), *sorted(self.index.candidates(signal))):
             if candidate is None:
                 continue
             seen = self.cases.get(candidate)
@@ -360,9 +364,6 @@ class CaseEngine:
                 return out
         self.watermark_ms = max(self.watermark_ms, signal.ts_ms)
         case_id = self.index.find(signal, self.live, partition)
-        if case_id is not None and signal.signal_id in self.cases[case_id].get("signal_ids", []):
-            self.sources[signal.source_id] = case_id
-            return out
         crowd_plan = self._crowd_plan(signal)
         if case_id is None and crowd_plan is not None and crowd_plan.implied(int(signal.extra_dict()["count"])) is None:
             return out   # a normal crowd count with no crowd case open: nothing to do

@@ -34,8 +34,8 @@ def signals(kb: Knowledge) -> list[Signal]:
     out = []
     for record in scenario_for(kb, 5, config, sources=["hotline", "field", "camera"]).timeline(start, count=3000):
         try:
-            result = ingestor.ingest(RAW_SCHEMAS[record.topic], codec.decode(record.payload(),
-                                                                             RAW_SCHEMAS[record.topic])[1], record.ts_ms)
+            schema = RAW_SCHEMAS[record.topic]
+            result = ingestor.ingest(schema, codec.decode(record.payload(), schema)[1], record.ts_ms)
         except RejectRecord:
             continue
         out += result.signals

@@ -521,3 +521,27 @@ def test_a_report_merged_into_a_suspended_case_waits_for_resume():
     assert row["status"] == "suspended" and row["reporters"] == 2 and e.cases[cid]["level"] != 1
     act(e, action(cid, "resume", "2026-11-02 10:00", "center", "街道网格中心"))
     assert act(e, action(cid, "dispatch", "2026-11-02 10:05", "center", "街道网格中心")).dispatches
+
+
+def test_a_replayed_report_is_recognised_by_its_case_when_another_open_case_is_nearer_in_time():
+    """A crash after the case documents reached their changelog but before the source index did: the
+    batch replays with ``sources`` missing the report. Two open cases match its place (A west, B east,
+    80 m apart; the report in the middle joined B, the nearer in time then), and later reports moved
+    A's last signal closer to the report's time than B's: dedup alone now picks A. The replay must
+    still see that B holds the report -- not merge it into A (one report in two cases)."""
+    e = engine()
+    west, middle, east = dict(lon=121.43000), dict(lon=121.43042), dict(lon=121.43084)
+    far_west, far_east = dict(lon=121.42980), dict(lon=121.43104)   # ~59 m from the middle: one case each
+    where = dict(lat=31.16830, address=None)
+    a = open_case(e, signal("暴露垃圾", "2026-11-02 09:00", "camera", **where, **west))
+    b = open_case(e, signal("暴露垃圾", "2026-11-02 09:10", "camera", **where, **east))
+    assert a != b   # 80 m apart: beyond the 50 m radius of 暴露垃圾
+    report = signal("暴露垃圾", "2026-11-02 09:20", "12345", **where, **middle)
+    assert e.on_signal(report).cases[-1]["case_id"] == b          # B: both match, B is the nearer in time
+    assert e.on_signal(signal("暴露垃圾", "2026-11-02 09:30", "camera", **where, **far_west)).cases[-1]["case_id"] == a
+    assert e.on_signal(signal("暴露垃圾", "2026-11-02 09:50", "camera", **where, **far_east)).cases[-1]["case_id"] == b
+    assert e.index.find(report, e.cases) == a                      # dedup alone would now say A
+    del e.sources[report.source_id]                                # the index entry lost in the crash
+    assert not e.on_signal(copy.deepcopy(report))                  # re-delivered: changes nothing
+    assert report.signal_id not in e.cases[a]["signal_ids"]
+    assert e.sources[report.source_id] == b                        # and the index entry is back
