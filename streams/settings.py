@@ -153,7 +153,8 @@ class Settings(BaseSettings):
     # Processing
     case_path: str = Field("lean", pattern="^(lean|faust)$",
                            description="lean: the case path on aiokafka consumers with RocksDB case state "
-                           "(streams/agents/casepath.py); faust: the Faust agents and tables")
+                           "(streams/agents/casepath.py); faust: the Faust agents and tables (not for "
+                           "production: a restart after SIGKILL can skip inputs, docs/reliability.md)")
     case_standbys: bool = Field(False, description="each worker keeps a standby copy of the case state of the "
                                 "partitions others own (tails their changelogs), so taking them over is quick "
                                 "(off by default: not yet covered by the two-worker test)")
