@@ -79,15 +79,8 @@ def _aiokafka_connection(settings: Settings) -> KafkaConfig:
 
 
 def _kafka_python_connection(settings: Settings) -> KafkaConfig:
-    config: KafkaConfig = {"bootstrap_servers": settings.kafka_bootstrap}
-    if settings.kafka_security_protocol != "PLAINTEXT":
-        config["security_protocol"] = settings.kafka_security_protocol
-    if _uses_tls(settings):
-        config["ssl_context"] = _ssl_context(settings)
-    if _uses_sasl(settings):
-        config.update(sasl_mechanism=settings.kafka_sasl_mechanism, sasl_plain_username=settings.kafka_sasl_username,
-                      sasl_plain_password=_sasl_password(settings))
-    return config
+    """kafka-python takes the same connection keys as aiokafka (an ``ssl_context`` included)."""
+    return _aiokafka_connection(settings)
 
 
 def _heartbeat_seconds(settings: Settings) -> float:
