@@ -9,8 +9,8 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 
-from streams.storage import open_store
 from streams.bus.topics import TopicNames
+from streams.storage import open_store
 
 
 def produce(bootstrap: str, prefix: str, records: list[tuple[str, Any]]) -> None:
@@ -61,6 +61,51 @@ def wait_rows(worker: Any, timeout: float = 120, **tables: int) -> None:
         return f"rows written so far: {written}\n{worker.tail()}"
 
     wait_until(done, timeout, f"rows {tables}", explain)
+
+
+def wait_settled(bootstrap: str, group_prefix: str, timeout: float = 120, quiet: float = 3.0) -> None:
+    """Wait until every consumer group of the worker (ids starting with ``group_prefix``) has committed up to
+    the log end on every partition it committed, twice in a row ``quiet`` seconds apart. After a kill the
+    restarted sink first re-writes the rows it had not committed, so row counts alone can be met by replays
+    before the new inputs went through."""
+    from kafka import KafkaAdminClient
+
+    from streams.agents.services import _group_offsets
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    behind: dict[str, int] = {}
+
+    def lag() -> dict[str, int]:
+        listed = admin.list_groups() if hasattr(admin, "list_groups") else admin.list_consumer_groups()
+        groups = [str(g[0] if isinstance(g, tuple) else g.get("group_id", g.get("group")) if isinstance(g, dict)
+                      else g.group_id) for g in listed]
+        out: dict[str, int] = {}
+        consumer.topics()  # end_offsets needs the partitions' metadata
+        for group in groups:
+            if not group.startswith(group_prefix):
+                continue
+            committed = {tp: om for tp, om in _group_offsets(admin, group).items() if om.offset >= 0}
+            ends = consumer.end_offsets(list(committed)) if committed else {}
+            for tp, meta in committed.items():
+                if ends.get(tp, 0) > meta.offset:
+                    out[f"{group} {tp.topic}[{tp.partition}]"] = ends[tp] - meta.offset
+        return out
+
+    def settled() -> bool:
+        behind.clear()
+        behind.update(lag())
+        if behind:
+            return False
+        time.sleep(quiet)
+        behind.update(lag())
+        return not behind
+
+    try:
+        wait_until(settled, timeout, f"consumer groups {group_prefix}* at the log end", lambda: f"behind: {behind}")
+    finally:
+        consumer.close()
+        admin.close()
 
 
 def query(store_url: str, sql: str) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from streams.local.kafka import LocalKafka
-from tests.e2e.helpers import produce, query, wait_rows
+from tests.e2e.helpers import produce, query, wait_rows, wait_settled
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 CITY = timezone(timedelta(hours=8))
@@ -54,6 +54,8 @@ def test_worker_recovers_its_cases_from_rocksdb_after_a_kill(
     restarted = worker_factory(store_url, table_store="rocksdb://", case_path=case_path)
     # 8 merges and 4 handled; a batch writes one row per changed case
     wait_rows(restarted, timeout=240, signals=8, cases=8, case_transitions=8 + 4)
+    # the restarted sink first re-writes what the killed one had not committed: wait for every group to catch up
+    wait_settled(kafka.bootstrap, f"citygrid-{topic_prefix}")
     assert restarted.stop() == 0, restarted.tail()
 
     cases = query(store_url, "SELECT case_id, status, reporters FROM cases FINAL ORDER BY case_id")
