@@ -112,12 +112,13 @@ def past_backlog(n: int, seed: int, margin_ms: int = 600_000) -> list[Any]:
     an event time after the record reached Kafka, and which records that hits must not depend on when they are
     produced (the expected outcomes are predicted before)."""
     start = int(time.time() * 1000) - margin_ms
-    for _ in range(8):  # the diurnal pattern makes the span depend on the start: move back until it fits
+    for attempt in range(8):  # the diurnal pattern makes the span depend on the start: move back until it fits
         records = backlog(n, seed, start)
         overshoot = (records[-1].ts_ms if records else 0) - (int(time.time() * 1000) - margin_ms)
         if overshoot <= 0:
             return records
-        start -= overshoot + margin_ms
+        # moving back by the overshoot can land the night in the span and lengthen it again: then a whole day
+        start -= overshoot + margin_ms if attempt < 3 else 86_400_000
     raise SystemExit(f"bench: could not place {n} scenario records in the past")
 
 
