@@ -30,7 +30,7 @@ import heapq
 import json
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Protocol, cast
 
 import orjson
@@ -141,8 +141,59 @@ def _clone(doc: CaseDoc) -> CaseDoc:
     return cast(CaseDoc, orjson.loads(orjson.dumps(doc)))
 
 
+# What a merge (CaseEngine._merge: _add_report, lifecycle.stay / move, crowd.step) changes *in place* in a
+# document; every other value it replaces with a new object, or leaves alone.
+_MERGE_MUTATES = ("reporter_keys", "sources", "lights", "stages")
+
+
+def _clone_for_merge(doc: CaseDoc) -> CaseDoc:
+    """The copy a report merges into: a new top level, new containers for what the merge changes in place
+    (_MERGE_MUTATES), the rest shared with ``doc``. The engine never changes a committed document's values
+    in place (every other path starts from a full :func:`_clone`), so sharing is safe, and a sensor case's
+    hundreds of remembered ids are not copied (nor left for the garbage collector) per report."""
+    copy = cast(dict[str, Any], dict(doc))
+    for key in _MERGE_MUTATES:
+        value = copy.get(key)
+        if value is not None:
+            copy[key] = value.copy()
+    return cast(CaseDoc, copy)
+
+
 def _hash(*parts: object, n: int = 20) -> str:
-    return hashlib.sha1("|".join(str(p) for p in parts).encode("utf-8")).hexdigest()[:n]
+    return hashlib.sha1("|".join(map(str, parts)).encode("utf-8")).hexdigest()[:n]
+
+
+_SORTED_COMPACT = orjson.OPT_SORT_KEYS
+
+
+def _detail_json(detail: dict[str, object]) -> str:
+    """``json.dumps(detail, ensure_ascii=False, sort_keys=True, separators=(",", ":"))``, by orjson when that is
+    the same text: str keys; str, int, bool and None values and lists of str (orjson writes every string as
+    json does, but floats differently, e.g. 1e-05); anything else goes to the stdlib as before."""
+    for value in detail.values():
+        kind = type(value)
+        if kind is list or kind is tuple:
+            if any(type(item) is not str for item in cast(list[object], value)):
+                break
+        elif not (kind is str or kind is int or kind is bool or value is None):
+            break
+    else:
+        try:
+            return orjson.dumps(detail, option=_SORTED_COMPACT).decode()
+        except TypeError:   # a key that is not a str, an int beyond 64 bits: the stdlib decides
+            pass
+    return json.dumps(detail, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def _stages_json(stages: dict[str, int]) -> str:
+    """``json.dumps(stages, sort_keys=True)`` (the ``cases.stages`` column), written directly for the usual
+    stage names and int instants."""
+    if all(type(k) is str and k.isascii() and k.isidentifier() and type(v) is int for k, v in stages.items()):
+        return "{" + ", ".join(f'"{k}": {stages[k]}' for k in sorted(stages)) + "}"
+    return json.dumps(stages, sort_keys=True)
+
+
+_DAY_TEXT: dict[date, str] = {}
 
 
 def _deadline_ms(doc: CaseDoc) -> int:
@@ -153,7 +204,12 @@ def _deadline_ms(doc: CaseDoc) -> int:
 
 def make_case_id(signal: Signal) -> str:
     """``{street_code}-{yyyymmdd}-{8 hex}``; deterministic from the first signal (replays agree)."""
-    day = sla.local_date(signal.ts_ms).strftime("%Y%m%d")
+    local = sla.local_date(signal.ts_ms)
+    day = _DAY_TEXT.get(local)
+    if day is None:
+        if len(_DAY_TEXT) > 4096:
+            _DAY_TEXT.clear()
+        day = _DAY_TEXT[local] = local.strftime("%Y%m%d")
     return f"{signal.street_code or UNLOCATED}-{day}-{_hash(signal.signal_id, n=8)}"
 
 
@@ -234,8 +290,8 @@ class CaseEngine:
         if end is None or (self.index_lateness_ms is not None and end < self.watermark_ms - self.index_lateness_ms):
             self._unindex(case_id)
             return
-        self.live[case_id] = self.summary(doc)
-        self.index.update(case_id, doc)
+        summary = self.live[case_id] = self.summary(doc)
+        self.index.update(case_id, summary)   # the index matches what find() would read of live
         if self._window_end.get(case_id) != end:
             self._window_end[case_id] = end
             heapq.heappush(self._expiry, (end, case_id))
@@ -354,7 +410,9 @@ class CaseEngine:
         # only the one dedup would pick now. Two open cases can match one place, and once later reports
         # moved their last-signal times the nearer in time need not be the case the signal joined; the
         # replay then merged it into the other one (one report in two cases, found by the kill test).
-        for candidate in (known, make_case_id(signal), *sorted(self.index.candidates(signal))):
+        probe = self.index.probe(signal)
+        nearby = self.index.candidates(signal, probe)
+        for candidate in (known, make_case_id(signal), *sorted(nearby)):
             if candidate is None:
                 continue
             seen = self.cases.get(candidate)
@@ -363,14 +421,14 @@ class CaseEngine:
                     self.sources[signal.source_id] = candidate
                 return out
         self.watermark_ms = max(self.watermark_ms, signal.ts_ms)
-        case_id = self.index.find(signal, self.live, partition)
+        case_id = self.index.match(signal, nearby, partition, probe)   # find(signal, self.live, partition)
         crowd_plan = self._crowd_plan(signal)
         if case_id is None and crowd_plan is not None and crowd_plan.implied(int(signal.extra_dict()["count"])) is None:
             return out   # a normal crowd count with no crowd case open: nothing to do
         before: CaseDoc | None = None
         if case_id is not None:
             before = self.cases[case_id]
-            doc = _clone(before)
+            doc = _clone_for_merge(before)
             steps = self._merge(doc, signal)
             out.merged = 1
         else:
@@ -511,7 +569,7 @@ class CaseEngine:
         out = Outputs()
         signal = Signal.from_dict(probe["signal"])
         self.watermark_ms = max(self.watermark_ms, signal.ts_ms)
-        local_id = self.index.find(signal, self.live, partition)
+        local_id = self.index.match(signal, self.index.candidates(signal), partition)
         if local_id is None or local_id == probe["case_id"]:
             return out
         local = self.cases[local_id]
@@ -810,7 +868,7 @@ class CaseEngine:
                 "spent_ms": int(step.spent_ms), "clock": step.clock, "light": step.light,
                 "category_code": doc["category_code"], "street": doc.get("street") or "",
                 "departments": list(doc["departments"]),
-                "detail": json.dumps(step.detail, ensure_ascii=False, sort_keys=True, separators=(",", ":"))}
+                "detail": _detail_json(step.detail)}
 
     def _dispatch_row(self, doc: CaseDoc, step: Step, event_id: str) -> DispatchRow:
         units = units_of(doc, doc["departments"])
@@ -849,7 +907,7 @@ class CaseEngine:
             "closed_ms": doc.get("closed_ms") or 0, "on_time": int(closed and not doc.get("ever_red")),
             "handling_ms": (doc["closed_ms"] - doc["opened_ms"]) if closed else 0,
             "kb_version": doc.get("kb_version") or "",
-            "stages": json.dumps(doc.get("stages", {}), sort_keys=True),
+            "stages": _stages_json(doc.get("stages", {})),
         }
 
 

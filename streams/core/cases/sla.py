@@ -60,6 +60,8 @@ class WorkCalendar:
         if override_file is not None and Path(override_file).exists():
             self._load_override(Path(override_file))
         self._cache: dict[date, bool] = {}
+        # (day, clock) -> the day's running windows: the calendar does not change once loaded
+        self.windows: dict[tuple[date, str], tuple[tuple[int, int], ...]] = {}
 
     def _load_override(self, path: Path) -> None:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -115,12 +117,39 @@ def _at_ms(day: date, t: time) -> int:
     return int(datetime.combine(day, t, CITY_TZ).timestamp() * 1000)
 
 
+# Local days already worked out: UTC day number -> the local days (start ms, end ms, date) overlapping it.
+_LOCAL_DAYS: dict[int, list[tuple[int, int, date]]] = {}
+_LOCAL_DAYS_KEPT = 4096
+
+
 def local_date(ms: int) -> date:
-    return datetime.fromtimestamp(ms / 1000, CITY_TZ).date()
+    """The city's local date of an instant. Served from the local days worked out before (the engine asks for
+    every report and every timer), each checked to have one UTC offset throughout, so the answer is exactly
+    ``datetime.fromtimestamp(ms / 1000, CITY_TZ).date()``."""
+    for start, end, day in _LOCAL_DAYS.get(ms // DAY_MS, ()):
+        if start <= ms < end:
+            return day
+    day = datetime.fromtimestamp(ms / 1000, CITY_TZ).date()
+    start, end = _local_midnight_ms(day), _local_midnight_ms(day + timedelta(days=1))
+    first, last = datetime.fromtimestamp(start / 1000, CITY_TZ), datetime.fromtimestamp((end - 1) / 1000, CITY_TZ)
+    if start <= ms < end and first.date() == day == last.date() and first.utcoffset() == last.utcoffset():
+        if len(_LOCAL_DAYS) > _LOCAL_DAYS_KEPT:
+            _LOCAL_DAYS.clear()
+        for utc_day in range(start // DAY_MS, (end - 1) // DAY_MS + 1):
+            _LOCAL_DAYS.setdefault(utc_day, []).append((start, end, day))
+    return day
 
 
-def _day_windows(day: date, clock: str, calendar: WorkCalendar) -> list[tuple[int, int]]:
-    """The spans of one local date during which the clock runs, as epoch ms [start, end)."""
+def _day_windows(day: date, clock: str, calendar: WorkCalendar) -> tuple[tuple[int, int], ...]:
+    """The spans of one local date during which the clock runs, as epoch ms [start, end) (cached per calendar)."""
+    key = (day, clock)
+    windows = calendar.windows.get(key)
+    if windows is None:
+        windows = calendar.windows[key] = tuple(_work_out_windows(day, clock, calendar))
+    return windows
+
+
+def _work_out_windows(day: date, clock: str, calendar: WorkCalendar) -> list[tuple[int, int]]:
     if clock in (EMERGENCY_HOURS, CALENDAR_DAYS):
         return [(_local_midnight_ms(day), _local_midnight_ms(day + timedelta(days=1)))]
     if not calendar.is_workday(day):

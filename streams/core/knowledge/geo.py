@@ -399,14 +399,23 @@ class City:
         edge = float(h3.average_hexagon_edge_length(self.resolution, unit="m"))
         rings = int(math.ceil(radius_m / edge)) + 1
         codes = []
-        for near in h3.grid_disk(cell, rings):
-            name = self.cell_street.get(near)
-            if name is None:
-                continue
-            code = self.streets[name].code
-            if code not in codes and distance_m((lat, lon), h3.cell_to_latlng(near)) <= radius_m + edge:
+        for code, centre in self._streets_around(cell, rings):
+            if code not in codes and distance_m((lat, lon), centre) <= radius_m + edge:
                 codes.append(code)
         return codes
+
+    def _streets_around(self, cell: str, rings: int) -> list[tuple[str, LatLon]]:
+        """(street code, cell centre) of the district's cells within ``rings`` of a cell, in grid_disk order;
+        cached (every new case asks, and the grid does not change)."""
+        cache: dict[tuple[str, int], list[tuple[str, LatLon]]] = self.__dict__.setdefault("_around", {})
+        around = cache.get((cell, rings))
+        if around is None:
+            if len(cache) > 65536:
+                cache.clear()
+            around = cache[(cell, rings)] = [
+                (self.streets[name].code, h3.cell_to_latlng(near))
+                for near in h3.grid_disk(cell, rings) if (name := self.cell_street.get(near)) is not None]
+        return around
 
     def at_point(self, lat: float, lon: float) -> tuple[Location | None, str | None]:
         cell = self.cell_of(lat, lon)

@@ -38,8 +38,9 @@ START_MS = 1_731_888_000_000   # 2024-11-18 08:00 Shanghai, a Monday (work-hours
 INPUTS = 4000
 SEED = 14
 
-CATEGORIES = ["暴露垃圾", "占道经营", "无照经营", "跨门经营", "群租", "噪声扰民", "施工扰民", "突发停水", "自来水管爆裂",
-              "机动车乱停放", "私装地锁", "道路积水", "燃气泄漏", "损坏房屋承重结构", "马蜂窝", "流浪犬只"]
+CATEGORIES = ["暴露垃圾", "占道经营", "无照经营", "跨门经营", "群租", "噪声扰民", "施工扰民", "突发停水",
+              "自来水管爆裂", "机动车乱停放", "私装地锁", "道路积水", "燃气泄漏", "损坏房屋承重结构", "马蜂窝",
+              "流浪犬只"]
 KINDS = [("12345", "hotline", 10), ("inspector", "field", 5), ("station", "field", 2), ("committee", "field", 1),
          ("camera", "camera", 3), ("sensor", "iot", 2), ("registry", "registry", 1)]
 ACTIONS = [("accept", "center"), ("dispatch", "center"), ("handled", "department"), ("handled", "center"),
@@ -141,10 +142,26 @@ class Scenario:
         return action
 
 
+class Untouched(dict[str, Any]):
+    """The cases mapping, checking that a stored document is never changed in place (the engine copies before
+    it changes, and shares what it does not change): when a document is replaced, the old one must still be
+    what was stored."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stored: dict[str, bytes] = {}
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key in self:
+            assert orjson.dumps(self[key]) == self.stored[key], f"{key}: the stored document was changed in place"
+        self.stored[key] = orjson.dumps(value)
+        super().__setitem__(key, value)
+
+
 def run(bounded: bool) -> tuple[list[str], str]:
     """Digests of every input's outputs, and of the final state."""
     knowledge = Knowledge.load()
-    cases: dict[str, Any] = {}
+    cases = Untouched()
     sources: dict[str, str] = {}
     engine = CaseEngine(knowledge, cases, sources, WorkCalendar(DEFAULT_OVERRIDE_FILE), auto_dispatch=not bounded,
                         closed_ttl_ms=2 * 86_400_000 if bounded else None,
@@ -181,6 +198,8 @@ def run(bounded: bool) -> tuple[list[str], str]:
         else:
             scenario.now += scenario.rng.randint(0, 4 * 3_600_000)
             take(engine.on_tick(scenario.now))
+    for case_id, doc in cases.items():
+        assert orjson.dumps(doc) == cases.stored[case_id], f"{case_id}: the stored document was changed in place"
     final = _digest({"cases": cases, "sources": sources, "live": sorted(engine.live),
                      "timers": engine.timers_pending(), "next_due": engine.next_due()})
     return digests, final
