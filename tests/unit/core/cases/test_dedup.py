@@ -118,6 +118,7 @@ def test_index_agrees_with_brute_force(data):
     index = dedup.DedupIndex(rules)
     index.rebuild(cases)
     found = index.find(s, cases)
+    assert index.match(s, index.candidates(s)) == found   # the engine's path: what the index kept of the cases
     brute = [cid for cid, d in cases.items() if d["open"] and dedup.matches(s, d, rules=rules)]
     if brute:
         assert found in brute
@@ -133,3 +134,29 @@ def test_bucket_size_covers_every_merge_radius(rules: dedup.MergeRules):
     narrowest_m = rules.bucket_deg * 111_320 * math.cos(math.radians(45))
     assert rules.largest_radius_m <= narrowest_m
     assert rules.bucket_deg >= dedup.BUCKET_DEG
+
+
+
+@pytest.mark.parametrize("lat", [0.0, 31.2, 44.5, 50.0, 60.0, 70.0, -75.0])
+def test_the_fine_grid_finds_every_place_within_the_radius_at_any_latitude(lat: float):
+    """A place within the radius in any direction is a candidate, far north and south too (the grid looks
+    further east and west there), and the match agrees with haversine_m at the edge of the radius."""
+    index = dedup.DedupIndex(RULES)
+    cases = {}
+    for category in ("群租", "占道经营"):
+        radius = RULES.rule_for(category).radius_m
+        for step in range(0, 40):   # signals spread across a bucket, places all round each at the radius' edge
+            lon = 121.0 + step * 0.000137
+            s = sig(category, T0 + 60_000, lat, lon, None, None)
+            for degrees in range(0, 360, 15):
+                for share in (0.98, 1.02):
+                    bearing = math.radians(degrees)
+                    d_lat = share * radius * math.cos(bearing) / dedup.M_PER_DEG_LAT
+                    d_lon = share * radius * math.sin(bearing) / (dedup.M_PER_DEG_LAT * math.cos(math.radians(lat)))
+                    place = {"lat": lat + d_lat, "lon": lon + d_lon, "cell": None, "address_key": None}
+                    cases = {"c1": doc("c1", category, T0, [place])}
+                    index.rebuild(cases)
+                    within = dedup.haversine_m(lat, lon, place["lat"], place["lon"]) <= radius
+                    assert within == (share < 1)
+                    assert ("c1" in index.candidates(s)) or not within, (category, lat, lon, degrees)
+                    assert (index.match(s, index.candidates(s)) == "c1") == within == (index.find(s, cases) == "c1")
