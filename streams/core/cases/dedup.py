@@ -268,11 +268,16 @@ class DedupIndex:
             spots = tuple(spot_list)
             keys = tuple(entries)
             old = self.keys.get(case_id)
-            if old != keys:
+            if old != keys:   # only the keys that came or went change the tables
+                wanted = dict.fromkeys(keys)
+                added: Iterable[tuple[str, IndexKey]] = wanted
                 if old is not None:
-                    self._drop_keys(case_id, old)
-                for kind, key in dict.fromkeys(keys):
-                    self._table(kind)[key].add(case_id)
+                    had = dict.fromkeys(old)
+                    self._drop_keys(case_id, [k for k in had if k not in wanted])
+                    added = [k for k in wanted if k not in had]
+                tables = self._tables
+                for kind, key in added:
+                    tables[kind][key].add(case_id)
                 self.keys[case_id] = keys
             # holding `places` keeps its dicts alive, so their ids in `worked` stay theirs
             self._seen[case_id] = (group, places, devices, worked)
@@ -302,18 +307,19 @@ class DedupIndex:
         self._seen.pop(case_id, None)
         self._drop_keys(case_id, self.keys.pop(case_id, ()))
 
-    def _drop_keys(self, case_id: str, keys: tuple[tuple[str, IndexKey], ...]) -> None:
+    def _drop_keys(self, case_id: str, keys: Iterable[tuple[str, IndexKey]]) -> None:
+        tables = self._tables
         for kind, key in keys:
-            table = self._table(kind)
+            table = tables[kind]
             ids = table.get(key)
             if ids is not None:
                 ids.discard(case_id)
                 if not ids:
                     del table[key]
 
-    def _table(self, kind: str) -> dict[IndexKey, set[str]]:
-        return {"bucket": self.by_bucket, "cell": self.by_cell, "address": self.by_address,
-                "device": self.by_device}[kind]
+    def __post_init__(self) -> None:
+        self._tables = {"bucket": self.by_bucket, "cell": self.by_cell, "address": self.by_address,
+                        "device": self.by_device}
 
     def probe(self, signal: Signal) -> _Probe:
         """What matching reads of the signal (for :meth:`candidates` and :meth:`match`)."""

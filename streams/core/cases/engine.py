@@ -29,7 +29,7 @@ import hashlib
 import heapq
 import json
 from collections.abc import Callable, Iterable, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from typing import Any, Protocol, cast
 
@@ -194,6 +194,23 @@ def _stages_json(stages: dict[str, int]) -> str:
 
 
 _DAY_TEXT: dict[date, str] = {}
+_SIGNAL_FIELDS = tuple(f.name for f in fields(Signal))
+
+
+def _signal_dict(signal: Signal) -> dict[str, Any]:
+    """``signal.to_dict()`` (dataclasses.asdict: lists copied) without asdict's generic deep copy, which costs
+    more than the rest of a cross-street probe; anything but a list of strings is left to asdict."""
+    out: dict[str, Any] = {}
+    for name in _SIGNAL_FIELDS:
+        value = getattr(signal, name)
+        if type(value) is list:
+            if not all(type(item) is str for item in value):
+                return signal.to_dict()
+            value = list(value)
+        elif not (value is None or type(value) in (str, int, float, bool)):
+            return signal.to_dict()
+        out[name] = value
+    return out
 
 
 def _deadline_ms(doc: CaseDoc) -> int:
@@ -561,7 +578,7 @@ class CaseEngine:
         for street in near(signal.lat, signal.lon, radius):
             if street != home:
                 out.cross.append({"key": street, "kind": "probe", "case_id": doc["case_id"],
-                                  "opened_ms": doc["opened_ms"], "signal": signal.to_dict()})
+                                  "opened_ms": doc["opened_ms"], "signal": _signal_dict(signal)})
 
     def on_probe(self, probe: dict[str, Any], partition: int = 0) -> Outputs:
         """Another partition's new case ``probe["case_id"]`` from ``probe["signal"]``: one case of ours the
