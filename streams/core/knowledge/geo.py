@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
-from functools import cached_property
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -185,8 +186,21 @@ class ParsedAddress:
         return bool(self.road or self.community)
 
 
+def _copy_location(loc: Location) -> Location:
+    """A copy of a cached location (callers may extend its context). Shallow: its other fields are
+    immutable values; ``dataclasses.replace`` costs several times more on the ingest path."""
+    copy = object.__new__(Location)
+    copy.__dict__.update(loc.__dict__)
+    copy.context = list(loc.context)
+    return copy
+
+
 # ---------------------------------------------------------------- address parsing
 _NUMBER_RE = re.compile(r"\s*(\d{1,5})\s*(号|弄)")
+# Parsed and located address strings kept per City: a city's reports name the same addresses again
+# and again, and parsing one (normalise, strip place names, exact then fuzzy road and community
+# search) costs more than the rest of the ingest. The city data does not change after loading.
+ADDRESS_CACHE_SIZE = 8192
 
 
 def distance_m(a: LatLon, b: LatLon) -> float:
@@ -334,6 +348,13 @@ class City:
 
     def parse_address(self, text: str) -> ParsedAddress:
         """Find a known road (exact, then fuzzy) followed by a door number, and/or a community name."""
+        return replace(self._parsed(text))   # a copy: the cached one is shared
+
+    @cached_property
+    def _parsed(self) -> Callable[[str], ParsedAddress]:
+        return lru_cache(maxsize=ADDRESS_CACHE_SIZE)(self._parse_address)
+
+    def _parse_address(self, text: str) -> ParsedAddress:
         norm = normalise_text(text)
         for name in self._place_names:
             norm = norm.replace(name, " ")
@@ -419,7 +440,15 @@ class City:
                         street_code=street.code, district=self.district, context=context), None
 
     def at_address(self, address: str) -> tuple[Location | None, str | None]:
-        parsed = self.parse_address(address)
+        loc, reason = self._located(address)
+        return (_copy_location(loc) if loc is not None else None), reason
+
+    @cached_property
+    def _located(self) -> Callable[[str], tuple[Location | None, str | None]]:
+        return lru_cache(maxsize=ADDRESS_CACHE_SIZE)(self._at_address)
+
+    def _at_address(self, address: str) -> tuple[Location | None, str | None]:
+        parsed = self._parsed(address)
         if not parsed:
             return None, f"address {address!r} names no known road or community of {self.district}"
         if parsed.key and parsed.key in self.addresses:
