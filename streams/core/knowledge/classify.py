@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import operator
 import re
 import threading
 import unicodedata
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +55,7 @@ CLAIM_CONFIDENCE = 0.55
 NEAR_COPY_RATIO = 80.0
 _SPACES = re.compile(r"\s+")
 _WHITE_SPACES = re.compile(r"\s\s+")   # what TfidfVectorizer's character analyzer folds into one space
+_PAIR = 0x110000   # above every code point: a character pair's lookup key is first * _PAIR + second
 _CONVERTER_LOCK = threading.Lock()
 
 
@@ -294,27 +293,38 @@ class TextClassifier:
                 for norm, codes, top, top_score, oos in zip(norms, hits, order.tolist(), top_scores, oos_scores,
                                                              strict=True)]
 
+    @cached_property
+    def _ngram_columns(self) -> tuple[np.ndarray, np.ndarray]:
+        """The vectorizer's vocabulary as (sorted keys, their columns): a character's key is its code
+        point, a pair's is ``first * _PAIR + second`` (above every code point)."""
+        keys = np.array([ord(g) if len(g) == 1 else ord(g[0]) * _PAIR + ord(g[1])
+                         for g in self.vectorizer.vocabulary_], dtype=np.int64)
+        columns = np.fromiter(self.vectorizer.vocabulary_.values(), dtype=np.int64, count=len(keys))
+        order = np.argsort(keys)
+        return keys[order], columns[order]
+
     def _features(self, norms: list[str]) -> scipy.sparse.csr_matrix:
-        """``self.vectorizer.transform(norms)``, the same numbers, in a third of the time: sklearn's
-        analyzer and counting loop run per character n-gram in Python, here the counting is done by
-        ``Counter`` over the characters and character pairs. The TF-IDF steps after it are sklearn's
-        own (sublinear tf, idf, l2 norm), in its order. tests/unit/core/test_ingest_speedups.py
-        compares the two."""
-        vocabulary = self.vectorizer.vocabulary_
-        columns: list[int] = []
-        counts: list[int] = []
-        row_starts = [0]
-        for norm in norms:
-            doc = _WHITE_SPACES.sub(" ", norm.lower())   # the vectorizer's lowercase + whitespace folding
-            grams = Counter(map(vocabulary.get, doc))                                # ngram_range=(1, 2)
-            grams.update(map(vocabulary.get, map(operator.add, doc, doc[1:])))
-            grams.pop(None, None)   # n-grams outside the vocabulary
-            columns.extend(grams)
-            counts.extend(grams.values())
-            row_starts.append(len(columns))
+        """``self.vectorizer.transform(norms)``, the same numbers, several times faster: sklearn's
+        analyzer and counting loop run per character n-gram in Python, here the characters and
+        character pairs of the whole batch are looked up and counted with numpy. The TF-IDF steps
+        after the counting are sklearn's own (sublinear tf, idf, l2 norm), in its order.
+        tests/unit/core/test_ingest_speedups.py compares the two bit for bit."""
+        docs = [_WHITE_SPACES.sub(" ", norm.lower()) for norm in norms]   # the vectorizer's preprocessing
+        lengths = np.fromiter(map(len, docs), dtype=np.int64, count=len(docs))
+        points = np.frombuffer("".join(docs).encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.int64)
+        rows = np.repeat(np.arange(len(docs), dtype=np.int64), lengths)
+        within = rows[:-1] == rows[1:]                          # pairs inside one text: ngram_range=(1, 2)
+        keys = np.concatenate([points, (points[:-1] * _PAIR + points[1:])[within]])
+        key_rows = np.concatenate([rows, rows[:-1][within]])
+        vocabulary, columns = self._ngram_columns
+        at = np.minimum(np.searchsorted(vocabulary, keys), len(vocabulary) - 1)
+        known = vocabulary[at] == keys                          # n-grams outside the vocabulary drop out
+        width = len(vocabulary)
+        cells, counts = np.unique(key_rows[known] * width + columns[at[known]], return_counts=True)
+        row_starts = np.searchsorted(cells // width, np.arange(len(docs) + 1))
         matrix = scipy.sparse.csr_matrix(
-            (np.asarray(counts, dtype=np.float64), np.asarray(columns, dtype=np.int32),
-             np.asarray(row_starts, dtype=np.int32)), shape=(len(norms), len(vocabulary)))
+            (counts.astype(np.float64), (cells % width).astype(np.int32), row_starts.astype(np.int32)),
+            shape=(len(docs), width))
         matrix.sort_indices()
         np.log(matrix.data, matrix.data)   # sublinear_tf=True
         matrix.data += 1.0

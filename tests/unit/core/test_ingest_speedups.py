@@ -176,7 +176,9 @@ def test_mask_guard_changes_nothing(text: str) -> None:
 # ---------------------------------------------------------------- classification
 def test_features_equal_the_vectorizer(kb: Knowledge, scenario: list[tuple[str, Any, int]]) -> None:
     clf = kb.classifier
-    norms = [classify.normalise_text(t) for t in _texts(scenario)] + ["", "a", "路  灯\t坏了", "ab  cd"]
+    # empty, spaces, a lone surrogate, a character beyond the BMP
+    odd = ["", "a", "路  灯\t坏了", "ab  cd", "坏\ud800了", "𠀀路灯"]
+    norms = [classify.normalise_text(t) for t in _texts(scenario)] + odd
     for start in range(0, len(norms), 500):
         expected = clf.vectorizer.transform(norms[start:start + 500])
         got = clf._features(norms[start:start + 500])
@@ -187,7 +189,7 @@ def test_features_equal_the_vectorizer(kb: Knowledge, scenario: list[tuple[str, 
 
 
 def test_batch_classification_equals_the_row_by_row_one(kb: Knowledge, scenario: list[tuple[str, Any, int]]) -> None:
-    texts = _texts(scenario) + ["路灯不亮了", "小区门口有人卖假证", "麵包店門口垃圾堆積", "x"]
+    texts = _texts(scenario) + ["路灯不亮了", "小区门口有人卖假证", "麵包店門口垃圾堆積", "x", "坏\ud800了"]
     for start in range(0, len(texts), 500):
         batch = texts[start:start + 500]
         assert kb.classifier.classify_many(batch) == reference_classify(kb.classifier, batch)
