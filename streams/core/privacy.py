@@ -91,7 +91,8 @@ class Pseudonymizer:
     @staticmethod
     def _under(key: PseudonymKey, phone: str) -> str:
         digits = phone_digits(phone) or phone.strip()
-        mac = hmac.new(key.secret, b"caller\x00" + digits.encode("utf-8"), hashlib.sha256).hexdigest()
+        # hmac.digest: the one-shot C HMAC, the same bytes as hmac.new(...).digest() at a third of the cost
+        mac = hmac.digest(key.secret, b"caller\x00" + digits.encode("utf-8"), "sha256").hex()
         return f"{PSEUDONYM_PREFIX}-{key.key_id}-{mac[:PSEUDONYM_HEX]}"
 
     def caller(self, phone: str) -> str:

@@ -401,6 +401,11 @@ class City:
         return None, norm
 
     def _fuzzy_community(self, norm: str) -> str | None:
+        # Only a name of 3+ characters with at most one of them missing from the text can be taken
+        # (the check below): without such a name the fuzzy search cannot find one, skip it.
+        if not any(len(name) >= 3 and sum(1 for ch in name if ch in norm) >= len(name) - 1
+                   for name in self.communities):
+            return None
         best = process.extractOne(norm, list(self.communities), scorer=fuzz.partial_ratio, score_cutoff=80)
         if best and len(best[0]) >= 3:
             # partial_ratio on short names is lenient: require most characters in order

@@ -14,6 +14,8 @@ result fails here.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import json
 import sys
 import time
@@ -24,6 +26,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rapidfuzz import fuzz, process
 
 from streams.core import privacy
 from streams.core.ingest import Ingestor, RejectRecord
@@ -98,6 +101,14 @@ def reference_classify(clf: TextClassifier, texts: list[str]) -> list[Classifica
                           or (oos_score >= OUT_OF_SCOPE_SCORE and float(scores[in_scope[0]]) < 0.55)),
             out_of_scope_score=round(oos_score, 4)))
     return out
+
+
+def reference_fuzzy_community(kb: Knowledge, norm: str) -> str | None:
+    """City._fuzzy_community without its pre-check."""
+    best = process.extractOne(norm, list(kb.city.communities), scorer=fuzz.partial_ratio, score_cutoff=80)
+    if best and len(best[0]) >= 3 and sum(1 for ch in best[0] if ch in norm) >= len(best[0]) - 1:
+        return str(best[0])
+    return None
 
 
 # ---------------------------------------------------------------- the scenario's records
@@ -227,6 +238,7 @@ def test_ingest_equals_the_reference_path(kb: Knowledge, scenario: list[tuple[st
         patch.setattr(clf, "read_context", lambda text: reference_classify(clf, [text])[0].context)
         patch.setattr(city, "_located", city._at_address)
         patch.setattr(city, "_parsed", city._parse_address)
+        patch.setattr(city, "_fuzzy_community", lambda norm: reference_fuzzy_community(kb, norm))
         patch.setattr(privacy, "_MAYBE_NUMBER", privacy.re.compile(r"\d"))
         reference = _ingest_all(kb, scenario, pseudonyms)
     assert fast == reference
@@ -243,3 +255,22 @@ def test_cached_locations_are_copies(kb: Knowledge) -> None:
     parsed = kb.city.parse_address(address)
     parsed.road = "changed"
     assert kb.city.parse_address(address).road != "changed"
+
+
+def test_fuzzy_community_pre_check_changes_nothing(kb: Knowledge, scenario: list[tuple[str, Any, int]]) -> None:
+    names = list(kb.city.communities)
+    probes = [classify.normalise_text(t) for t in _texts(scenario)]
+    probes += [name[:-1] + "x" + "号楼门口" for name in names] + [name[1:] for name in names] + names
+    found = [kb.city._fuzzy_community(p) for p in probes]
+    assert found == [reference_fuzzy_community(kb, p) for p in probes]
+    assert any(found)   # the probes reach the fuzzy match
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("0123456789０１２３４５６７８９+ -()86")), min_size=1, max_size=20))
+def test_caller_pseudonym_is_the_hmac_it_was(phone: str) -> None:
+    pseudonyms = Pseudonymizer.ephemeral()
+    key = pseudonyms.current
+    digits = privacy.phone_digits(phone) or phone.strip()
+    mac = hmac.new(key.secret, b"caller\x00" + digits.encode("utf-8"), hashlib.sha256).hexdigest()
+    assert pseudonyms.caller(phone) == f"{privacy.PSEUDONYM_PREFIX}-{key.key_id}-{mac[:privacy.PSEUDONYM_HEX]}"
