@@ -452,8 +452,9 @@ class City:
     def _located(self) -> Callable[[str], tuple[Location | None, str | None]]:
         return lru_cache(maxsize=ADDRESS_CACHE_SIZE)(self._at_address)
 
-    def _at_address(self, address: str) -> tuple[Location | None, str | None]:
-        parsed = self._parsed(address)
+    def _at_address(self, address: str, parse: Callable[[str], ParsedAddress] | None = None
+                    ) -> tuple[Location | None, str | None]:
+        parsed = (parse or self._parsed)(address)
         if not parsed:
             return None, f"address {address!r} names no known road or community of {self.district}"
         if parsed.key and parsed.key in self.addresses:
@@ -506,7 +507,8 @@ class City:
                 return loc, None
             reasons.append(reason or "coordinates not in the grid")
         if text and text.strip():
-            loc, reason = self.at_address(text)
+            # free texts rarely repeat: kept out of the address caches, where they would only push addresses out
+            loc, reason = self._at_address(text, self._parse_address)
             if loc is not None:
                 return loc, None
             reasons.append("the text names no known address or community")
