@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
+import os
 import pstats
 import sys
 import time
@@ -40,6 +41,10 @@ def run(events: int, seed: int, profile: str | None = None) -> dict[str, Any]:
     codec, ingestor = registry(), Ingestor(knowledge)
     engine = CaseEngine(knowledge, {}, {}, WorkCalendar(DEFAULT_OVERRIDE_FILE), auto_dispatch=True)
     payloads = [(RAW_SCHEMAS[r.topic], r.payload(), r.ts_ms) for r in records]
+    if os.environ.get("BENCH_GC", "worker") == "worker":
+        from streams.agents.worker import tune_gc
+
+        tune_gc()  # as the worker does once it is set up
     ref_ms = int(time.time() * 1000)
 
     profiler = cProfile.Profile()

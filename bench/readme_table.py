@@ -3,8 +3,9 @@
     .venv/bin/python bench/readme_table.py [--check]
 
 The table sits between ``<!-- bench:begin -->`` and ``<!-- bench:end -->``; everything else in the README stays
-as it is. It is made from ``case_path.json`` (bench/run.py) and every ``state*.json`` (bench/state_bench.py).
-``--check`` only says whether the README matches (exit 1 when not). tests/unit/test_bench_table.py checks it too.
+as it is. It is made from ``case_path.json`` (bench/run.py), every ``state*.json`` (bench/state_bench.py) and
+``iot.json`` (bench/iot.py: the IoT fast path beside its own passthrough). ``--check`` only says whether the README
+matches (exit 1 when not). tests/unit/bench/test_readme_table.py checks it too.
 """
 from __future__ import annotations
 
@@ -22,6 +23,14 @@ BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 def _load(figure: dict[str, Any] | None) -> str:
     return f"{figure['load'][0]:.1f}" if figure and figure.get("load") else "–"
+
+
+def _run_load(result: dict[str, Any]) -> str:
+    """The 1-minute load of a whole run: bench/meta.py's ``load_at_start``, or the ``load_avg_1m`` bench/iot.py
+    writes (taken when its run ends)."""
+    if result.get("load_at_start"):
+        return f"{result['load_at_start'][0]:.1f}"
+    return f"{result['load_avg_1m']:.1f}" if result.get("load_avg_1m") is not None else "–"
 
 
 def _ratio(figure: dict[str, Any]) -> str:
@@ -87,7 +96,24 @@ def state_rows(result: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def table(case_path: dict[str, Any] | None, states: dict[str, dict[str, Any]]) -> str:
+def iot_rows(result: dict[str, Any]) -> list[list[str]]:
+    """The IoT fast path and the passthrough it is measured against (same records, same broker, same run)."""
+    load = _run_load(result)
+    rows = [[f"IoT: at-least-once aiokafka passthrough of the same {result['readings']:,} readings",
+             f"{result['passthrough_per_s']:,} records/s", "1", "–", "baseline", load],
+            [f"IoT fast path, {result['readings']:,} readings of {result['active_devices']:,} of "
+             f"{result['devices']:,} devices", f"{result['iot_per_s']:,} readings/s", f"{result['ratio']:.3f}", "–",
+             f"ratio ≥ {result['goal_ratio']}" if "goal_ratio" in result else "", load]]
+    start = result.get("worker_start_s")
+    if start:
+        rows.append([f"Worker start → healthy with {result['devices']:,} devices",
+                     f"{start['city']:,.1f} s (sample city {start['sample']:,.1f} s); registry load "
+                     f"{result['registry_load_s']:,.2f} s", "–", "–", "", load])
+    return rows
+
+
+def table(case_path: dict[str, Any] | None, states: dict[str, dict[str, Any]],
+          iot: dict[str, Any] | None = None) -> str:
     rows = [["Figure", "Measured", "Ratio to passthrough", "Per CPU-second (ratio)", "Goal", "Load (1 min)"]]
     sources = []
     if case_path:
@@ -96,6 +122,9 @@ def table(case_path: dict[str, Any] | None, states: dict[str, dict[str, Any]]) -
     for name, result in sorted(states.items(), key=lambda item: item[1].get("cases", 0)):
         rows += state_rows(result)
         sources.append(_source(result, name))
+    if iot:
+        rows += iot_rows(iot)
+        sources.append(_source(iot, "iot.json"))
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "|".join("---" for _ in rows[0]) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
     lines.append("")
@@ -103,11 +132,13 @@ def table(case_path: dict[str, Any] | None, states: dict[str, dict[str, Any]]) -
     return "\n".join(lines)
 
 
-def latest(results: Path = RESULTS) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]:
-    case_file = results / "case_path.json"
+def latest(results: Path = RESULTS) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]], dict[str, Any] | None]:
+    """(case_path.json, {name: state*.json}, iot.json) from ``results``; a missing file is None (or left out)."""
+    case_file, iot_file = results / "case_path.json", results / "iot.json"
     case_path = json.loads(case_file.read_text()) if case_file.exists() else None
     states = {p.name: json.loads(p.read_text()) for p in sorted(results.glob("state*.json"))}
-    return case_path, states
+    iot = json.loads(iot_file.read_text()) if iot_file.exists() else None
+    return case_path, states, iot
 
 
 def rewrite(readme: str, body: str) -> str:
@@ -120,7 +151,7 @@ def rewrite(readme: str, body: str) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="exit 1 if the README's table is not the latest")
     args = parser.parse_args()
     readme = README.read_text()

@@ -111,9 +111,10 @@ class Ingestor:
 
     def prepare(self, records: Sequence[RawRecord]) -> None:
         """Classify the free texts of a batch in one go (see TextClassifier.classify_many); the
-        following ``ingest`` calls for these records use the results. Purely an optimisation."""
+        following ``ingest`` calls for these records use the results. Purely an optimisation.
+        A record with a structured category (a field report's) is not classified: the category wins."""
         texts = list(dict.fromkeys(mask_text(r["text"]) for r in records
-                                   if isinstance(r.get("text"), str) and r["text"].strip()))
+                                   if isinstance(r.get("text"), str) and r["text"].strip() and not r.get("category")))
         self._classified = dict(zip(texts, self.knowledge.classify_many(texts), strict=True))
 
     def _classify(self, text: str) -> Classification:

@@ -91,7 +91,8 @@ class Pseudonymizer:
     @staticmethod
     def _under(key: PseudonymKey, phone: str) -> str:
         digits = phone_digits(phone) or phone.strip()
-        mac = hmac.new(key.secret, b"caller\x00" + digits.encode("utf-8"), hashlib.sha256).hexdigest()
+        # hmac.digest: the one-shot C HMAC, the same bytes as hmac.new(...).digest() at a third of the cost
+        mac = hmac.digest(key.secret, b"caller\x00" + digits.encode("utf-8"), "sha256").hex()
         return f"{PSEUDONYM_PREFIX}-{key.key_id}-{mac[:PSEUDONYM_HEX]}"
 
     def caller(self, phone: str) -> str:
@@ -161,9 +162,14 @@ def _replace(match: re.Match[str]) -> str:
     return _mask_digits(groups["long"], 3, 4)
 
 
+# Every pattern above needs a run of at least 7 digits (separators allowed between them): a text
+# without one has nothing to mask, and most texts (a door number, a date) have none.
+_MAYBE_NUMBER = re.compile(rf"{_D}(?:{_SEP}?{_D}){{6}}")
+
+
 def mask_text(text: str) -> str:
     """Free text with phone numbers, 身份证 numbers and other long digit runs masked."""
-    if not text or not any(ch.isdigit() for ch in text):
+    if not text or _MAYBE_NUMBER.search(text) is None:
         return text
     return _NUMBERS.sub(_replace, text)
 

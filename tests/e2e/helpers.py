@@ -1,15 +1,22 @@
 """Shared steps of the end-to-end tests: produce raw records, wait for the sink, read ClickHouse."""
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from aiohttp import web
 from kafka import KafkaConsumer, KafkaProducer
 
 from streams.bus.topics import TopicNames
+from streams.local.kafka import free_port
+from streams.settings import Settings
+from streams.sinks.reconcile import Reconciliation, reconcile
+from streams.sinks.webhooks import verify_signature
 from streams.storage import open_store
 
 
@@ -34,7 +41,8 @@ def metric_total(text: str, name: str, **labels: str) -> float:
     return total
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str, on_timeout: Callable[[], str] = lambda: "") -> None:
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
+               on_timeout: Callable[[], str] = lambda: "") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -50,7 +58,8 @@ def wait_rows(worker: Any, timeout: float = 120, **tables: int) -> None:
             text = worker.metrics()
         except OSError:
             return False
-        return all(metric_total(text, "citygrid_clickhouse_rows_written_total", table=t) >= n for t, n in tables.items())
+        return all(metric_total(text, "citygrid_clickhouse_rows_written_total", table=t) >= n
+                   for t, n in tables.items())
 
     def explain() -> str:
         try:
@@ -126,3 +135,87 @@ def consume_all(bootstrap: str, topic: str, expect: int, timeout: float = 30) ->
             break
     consumer.close()
     return out
+
+
+def wait_reconciled(settings: Settings, store_url: str, since: int, until: int, timeout: float, what: str,
+                    tail: Callable[[], str], *, inputs_only: bool = False,
+                    retry_errors: bool = True) -> Reconciliation:
+    """Run `streams reconcile` over [since, until] until it accounts for everything (or, with ``inputs_only``,
+    for every input: the output checks left out) and return that report. With ``retry_errors`` a failing
+    reconcile (ClickHouse or the broker still coming back after a fault) is tried again; without it, it
+    raises. On a timeout the last report and ``tail()`` (the worker's log) explain."""
+    result: list[Reconciliation] = []
+
+    def reconciled() -> bool:
+        store = open_store(store_url)
+        try:
+            result[:] = [reconcile(settings, store, since, until)]
+        except Exception:
+            if not retry_errors:
+                raise
+            return False
+        finally:
+            store.close()
+        report = result[0]
+        return all(t.ok for t in report.inputs) if inputs_only else report.ok
+
+    wait_until(reconciled, timeout, what, lambda: (result[0].text() if result else "") + "\n" + tail())
+    return result[0]
+
+
+class WebhookReceiver:
+    """Departments' endpoints on loopback (any path under one port), in their own thread and event loop.
+
+    With a ``secret`` each request's signature is checked with streams.sinks.webhooks.verify_signature, as a
+    department would: a bad one is answered 401 and counted in ``bad_signatures``; a good one is kept in
+    ``hits`` (path, Idempotency-Key, parsed body) and ``bodies`` (the raw text). Without a secret every body
+    is kept as is. Each accepted request is answered 204."""
+
+    def __init__(self, secret: str | None = None) -> None:
+        self.secret = secret
+        self.port = free_port()
+        self.hits: list[dict[str, Any]] = []
+        self.bodies: list[str] = []
+        self.bad_signatures = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def url(self, path: str = "hook") -> str:
+        return f"http://127.0.0.1:{self.port}/{path}"
+
+    def unique(self) -> list[dict[str, Any]]:
+        """One hit per idempotency key (a department acts on each once)."""
+        return list({h["key"]: h for h in list(self.hits)}.values())
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if self.secret is not None:
+            if not verify_signature(self.secret, request.headers["X-Citygrid-Timestamp"], body,
+                                    request.headers["X-Citygrid-Signature"]):
+                self.bad_signatures += 1
+                return web.Response(status=401)
+            self.hits.append({"path": request.path, "key": request.headers["Idempotency-Key"],
+                              "body": json.loads(body)})
+        self.bodies.append(body.decode("utf-8"))
+        return web.Response(status=204)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        app.router.add_post("/{path:.*}", self.handle)
+        runner = web.AppRunner(app)
+        self._loop.run_until_complete(runner.setup())
+        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(runner.cleanup())
+
+    def __enter__(self) -> WebhookReceiver:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)

@@ -4,9 +4,7 @@ its area's response plan 三级响应预案 up at once and down with hysteresis 
 a case transition and a signed response_level webhook to the departments of that level."""
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -14,15 +12,13 @@ from typing import Any
 
 import pytest
 import yaml
-from aiohttp import web
 from kafka import KafkaProducer
 
 from streams.bus.codec import registry
 from streams.bus.topics import TopicNames
 from streams.core.times import CITY_TZ
-from streams.local.kafka import LocalKafka, free_port
-from streams.sinks.webhooks import verify_signature
-from tests.e2e.helpers import consume_all, query, wait_until
+from streams.local.kafka import LocalKafka
+from tests.e2e.helpers import WebhookReceiver, consume_all, query, wait_until
 from tests.fixtures.worker import WorkerProcess
 
 # clickhouse-server: the test watches the tables while the worker writes them (chdb locks its path)
@@ -33,54 +29,6 @@ PLAN_DEPARTMENTS = ("公安派出所", "城管执法中队", "街道网格中心
 LEVEL_DEPARTMENTS = {3: ["公安派出所"], 2: ["公安派出所", "城管执法中队", "街道网格中心"],
                      1: ["公安派出所", "城管执法中队", "区网格中心"]}
 PLAN_ACTIONS = ("response_level", "step_down", "stand_down")
-
-
-class Receiver:
-    """The departments' endpoints on loopback (one path each), in their own thread and event loop."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.hits: list[dict[str, Any]] = []
-        self.bad_signatures = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        if not verify_signature(SECRET, request.headers["X-Citygrid-Timestamp"], body,
-                                request.headers["X-Citygrid-Signature"]):
-            self.bad_signatures += 1
-            return web.Response(status=401)
-        self.hits.append({"path": request.path, "key": request.headers["Idempotency-Key"], "body": json.loads(body)})
-        return web.Response(status=204)
-
-    def url(self, department: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{PLAN_DEPARTMENTS.index(department)}"
-
-    def unique(self) -> list[dict[str, Any]]:
-        """One hit per idempotency key (a department acts on each once)."""
-        return list({h["key"]: h for h in list(self.hits)}.values())
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application()
-        app.router.add_post("/{department}", self.handle)
-        runner = web.AppRunner(app)
-        self._loop.run_until_complete(runner.setup())
-        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
-        self._ready.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(runner.cleanup())
-
-    def __enter__(self) -> Receiver:
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
 
 
 def produce_keyed(bootstrap: str, prefix: str, records: list[tuple[str, str, dict[str, Any]]]) -> None:
@@ -193,12 +141,12 @@ def test_crowd_plan_rises_at_once_steps_down_with_hysteresis_and_by_the_centre(
             "alert_id": f"CROWD-{next(seq)}", "camera_id": camera, "ts": iso(t0 + timedelta(minutes=minute)),
             "type": "crowd_count", "confidence": 0.9, "count": people, "snapshot": None})
 
-    with Receiver() as receiver:
+    with WebhookReceiver(SECRET) as receiver:
         hooks = tmp_path / "webhooks.yaml"
         hooks.write_text(yaml.safe_dump({
             "links_base_url": "https://grid.example.test", "backoff_initial_seconds": 0.1,
-            "endpoints": {d: {"url": receiver.url(d), "secret": SECRET, "kinds": ["response_level"]}
-                          for d in PLAN_DEPARTMENTS},
+            "endpoints": {d: {"url": receiver.url(str(PLAN_DEPARTMENTS.index(d))), "secret": SECRET,
+                              "kinds": ["response_level"]} for d in PLAN_DEPARTMENTS},
         }, allow_unicode=True), encoding="utf-8")
         worker = worker_factory(store_url, webhooks_file=str(hooks))
         worker.wait_healthy()

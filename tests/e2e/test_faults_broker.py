@@ -9,10 +9,8 @@ import pytest
 
 from streams.local.kafka import LocalKafka
 from streams.settings import Settings
-from streams.sinks.reconcile import Reconciliation, reconcile
-from streams.storage import open_store
 from tests.e2e.faults import Feeder, call, now_iso
-from tests.e2e.helpers import query, wait_until
+from tests.e2e.helpers import query, wait_reconciled
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.clickhouse_server]
 OUTAGE = 60.0
@@ -45,21 +43,8 @@ def test_broker_down_for_a_minute(kafka: LocalKafka, tmp_path: Path, topic_prefi
         time.sleep(15)
         sent = feeder.stop()
         until = int(time.time() * 1000) + 1000
-        result: list[Reconciliation] = []
-
-        def reconciled() -> bool:
-            store = open_store(store_url)
-            try:
-                result[:] = [reconcile(settings, store, since, until)]
-            except Exception:
-                return False
-            finally:
-                store.close()
-            return result[0].ok
-
-        wait_until(reconciled, 300, "a reconciled pipeline",
-                   lambda: (result[0].text() if result else "") + worker.tail())
-        print(result[0].text())
+        report = wait_reconciled(settings, store_url, since, until, 300, "a reconciled pipeline", worker.tail)
+        print(report.text())
         assert worker.proc is not None and worker.proc.poll() is None, f"worker exited:\n{worker.tail()}"
         calls = {value["call_id"] for topic, value in sent if topic == "hotline.calls"}
         signals = {r["source_id"] for r in query(store_url, "SELECT source_id FROM signals FINAL")}

@@ -15,10 +15,8 @@ import pytest
 from streams.bus.codec import registry
 from streams.local.kafka import LocalKafka
 from streams.settings import Settings
-from streams.sinks.reconcile import Reconciliation, reconcile
-from streams.storage import open_store
 from tests.e2e.faults import Feeder, call, iso, now_iso
-from tests.e2e.helpers import consume_all, query, wait_until
+from tests.e2e.helpers import consume_all, query, wait_reconciled, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.clickhouse_server]
 # (crash_at, or None for a SIGKILL from outside after a random few seconds)
@@ -73,20 +71,7 @@ def test_sigkill_at_every_moment_loses_nothing_and_doubles_nothing(kafka: LocalK
     sent = feeder.stop()
     until = int(time.time() * 1000) + 1000
 
-    result: list[Reconciliation] = []
-
-    def reconciled() -> bool:
-        store = open_store(store_url)
-        try:
-            result[:] = [reconcile(settings, store, since, until)]
-        except Exception:
-            return False
-        finally:
-            store.close()
-        return result[0].ok
-
-    wait_until(reconciled, 300, "a reconciled pipeline", lambda: (result[0].text() if result else "") + final.tail())
-    report = result[0]
+    report = wait_reconciled(settings, store_url, since, until, 300, "a reconciled pipeline", final.tail)
     print(f"survived {survived} kills; {len(sent)} records fed\n{report.text()}")
     assert final.proc is not None and final.proc.poll() is None
 

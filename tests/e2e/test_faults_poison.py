@@ -10,10 +10,10 @@ import pytest
 
 from streams.local.kafka import LocalKafka
 from streams.settings import Settings
-from streams.sinks.reconcile import Reconciliation, reconcile
+from streams.sinks.reconcile import reconcile
 from streams.storage import open_store
 from tests.e2e.faults import call, now_iso, poison_catalogue, produce_records
-from tests.e2e.helpers import query, wait_until
+from tests.e2e.helpers import query, wait_reconciled, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.clickhouse_server]
 MAX_MESSAGE = 30_000  # small, so that a valid call with a long text makes a signal too large to send
@@ -119,19 +119,9 @@ def test_poison_records_of_every_class_each_become_one_dead_letter(kafka: LocalK
     assert {f"CA-{i}" for i in range(4)} <= signals and {f"FR-{i}" for i in range(4)} <= signals
     assert _n(store_url, "SELECT count() AS n FROM inspector_tracks FINAL") == 12
 
-    result: list[Reconciliation] = []
-
-    def reconciled() -> bool:
-        store = open_store(store_url)
-        try:
-            result[:] = [reconcile(settings, store, since, until)]
-        finally:
-            store.close()
-        return all(t.ok for t in result[0].inputs)
-
-    wait_until(reconciled, 120, "every input accounted for",
-               lambda: (result[0].text() if result else "") + "\n" + worker.tail())
-    print(result[0].text())
+    report = wait_reconciled(settings, store_url, since, until, 120, "every input accounted for", worker.tail,
+                             inputs_only=True, retry_errors=False)
+    print(report.text())
     assert worker.stop() == 0, worker.tail()
 
 

@@ -5,23 +5,20 @@ a department received and the worker's log are scanned for those numbers in any 
 The masked forms (138****5678) are there, so the scan is looking at the right data."""
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from aiohttp import web
 from kafka import KafkaConsumer
 
 from streams.bus.topics import RAW_SCHEMAS, TopicNames
-from streams.local.kafka import LocalKafka, free_port
+from streams.local.kafka import LocalKafka
 from streams.storage import open_store
-from tests.e2e.helpers import produce, wait_rows, wait_until
+from tests.e2e.helpers import WebhookReceiver, produce, wait_rows, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
@@ -89,41 +86,6 @@ def actions() -> list[tuple[str, Any]]:
                               "action": "close", "note": f"我是{CALLER}的邻居"})]
 
 
-class Receiver:
-    """A department endpoint on loopback that keeps every body it gets."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.bodies: list[str] = []
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.bodies.append((await request.read()).decode("utf-8"))
-        return web.Response(status=204)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application()
-        app.router.add_post("/hook", self.handle)
-        runner = web.AppRunner(app)
-        self._loop.run_until_complete(runner.setup())
-        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
-        self._ready.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(runner.cleanup())
-
-    def __enter__(self) -> Receiver:
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-
 def string_cells(store_url: str) -> Iterable[tuple[str, str]]:
     """(table.column, value) for every String-typed cell of every table of the pipeline's database."""
     store = open_store(store_url)
@@ -161,10 +123,10 @@ def topic_texts(bootstrap: str, prefix: str) -> Iterable[tuple[str, str]]:
 def test_no_phone_or_id_number_in_clear_anywhere(kafka: LocalKafka, topic_prefix: str, worker_factory,
                                                  store_url_factory, tmp_path: Path) -> None:
     store_url = store_url_factory("chdb")
-    with Receiver() as receiver:
+    with WebhookReceiver() as receiver:
         hooks = tmp_path / "webhooks.yaml"
         hooks.write_text(yaml.safe_dump({"endpoints": {"城管执法中队": {
-            "url": f"http://127.0.0.1:{receiver.port}/hook", "secret": SECRET}}}, allow_unicode=True),
+            "url": receiver.url(), "secret": SECRET}}}, allow_unicode=True),
             encoding="utf-8")
         produce(kafka.bootstrap, topic_prefix, RECORDS)
         worker = worker_factory(store_url, webhooks_file=str(hooks))

@@ -2,71 +2,25 @@
 department's HTTP endpoint receives signed webhooks for its dispatches, recorded in ClickHouse."""
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import subprocess
-import threading
-import time
-from datetime import datetime, timedelta, timezone
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from aiohttp import web
 
 from streams.local.kafka import LocalKafka, free_port
-from streams.sinks.webhooks import verify_signature
-from tests.e2e.helpers import produce, query, wait_rows, wait_until
+from tests.e2e.helpers import WebhookReceiver, produce, query, wait_rows, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.prometheus]
 PROM_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 SECRET = "e2e-webhook-secret-0123456789"
-
-
-class Receiver:
-    """A department's endpoint on loopback, in its own thread and event loop."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.hits: list[dict[str, Any]] = []
-        self.bad_signatures = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        if not verify_signature(SECRET, request.headers["X-Citygrid-Timestamp"], body,
-                                request.headers["X-Citygrid-Signature"]):
-            self.bad_signatures += 1
-            return web.Response(status=401)
-        self.hits.append({"key": request.headers["Idempotency-Key"], "body": json.loads(body)})
-        return web.Response(status=204)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application()
-        app.router.add_post("/hook", self.handle)
-        runner = web.AppRunner(app)
-        self._loop.run_until_complete(runner.setup())
-        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
-        self._ready.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(runner.cleanup())
-
-    def __enter__(self) -> "Receiver":
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
 
 
 @pytest.fixture
@@ -113,15 +67,15 @@ def test_prometheus_scrapes_the_worker_and_departments_get_signed_webhooks(
         kafka: LocalKafka, topic_prefix: str, worker_factory, store_url_factory, prometheus_for,
         tmp_path: Path) -> None:
     store_url = store_url_factory("server")
-    with Receiver() as receiver:
+    with WebhookReceiver(SECRET) as receiver:
         hooks = tmp_path / "webhooks.yaml"
         hooks.write_text(yaml.safe_dump({
             "links_base_url": "https://grid.example.test",
-            "endpoints": {"城管执法中队": {"url": f"http://127.0.0.1:{receiver.port}/hook", "secret": SECRET,
+            "endpoints": {"城管执法中队": {"url": receiver.url(), "secret": SECRET,
                                      "kinds": ["dispatch"]}},
         }, allow_unicode=True), encoding="utf-8")
         # three days ago: inside the event-time window whatever day the suite runs
-        received = (datetime.now(timezone.utc) - timedelta(days=3)).isoformat(timespec="seconds")
+        received = (datetime.now(UTC) - timedelta(days=3)).isoformat(timespec="seconds")
         places = ["钦江路101号", "斜土路1221号", "宜山路455号", "漕溪北路88号", "淮海中路1850号"]  # far apart
         calls = [{"call_id": f"OBS-{i}", "line": "12345", "received_at": received,
                   "caller": "13800000000", "text": f"{place}楼下饭店油烟直排，呛得人受不了", "address": place}

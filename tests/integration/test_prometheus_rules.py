@@ -98,9 +98,10 @@ def prometheus(tmp_path: Path) -> Iterator[tuple[str, PipelineMetrics]]:
             try:
                 urllib.request.urlopen(f"{base}/-/ready", timeout=2)
                 break
-            except OSError:
+            except OSError as exc:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("prometheus did not start:\n" + (tmp_path / "prometheus.log").read_text())
+                    raise RuntimeError("prometheus did not start:\n"
+                                       + (tmp_path / "prometheus.log").read_text()) from exc
                 time.sleep(0.2)
         yield base, metrics
     finally:

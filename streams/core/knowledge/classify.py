@@ -17,15 +17,17 @@ import threading
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
 import opencc
+import scipy.sparse
 import sklearn
 from rapidfuzz import fuzz
 from rapidfuzz.process import cdist
 from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.preprocessing import normalize
 from sklearn.svm import LinearSVC
 
 from streams.core.knowledge.taxonomy import DataError, Taxonomy
@@ -52,6 +54,8 @@ CLAIM_CONFIDENCE = 0.55
 # training text.
 NEAR_COPY_RATIO = 80.0
 _SPACES = re.compile(r"\s+")
+_WHITE_SPACES = re.compile(r"\s\s+")   # what TfidfVectorizer's character analyzer folds into one space
+_PAIR = 0x110000   # above every code point: a character pair's lookup key is first * _PAIR + second
 _CONVERTER_LOCK = threading.Lock()
 
 
@@ -60,13 +64,43 @@ def _t2s() -> opencc.OpenCC:
     return opencc.OpenCC("t2s")
 
 
+@lru_cache(maxsize=1)
+def _convertible() -> frozenset[str]:
+    """Every character that can make the t2s converter change a text. The converter only rewrites
+    the spans that match a key of its dictionaries, and a match changes something only when the
+    key's value differs from the key; every such key holds at least one of these characters (where
+    key and value differ, or all of the key's characters when their lengths differ). A text with
+    none of them is its own conversion, so the pure-Python converter (a third of the ingest's CPU
+    time) runs only for the ~1 % of texts with a traditional character."""
+    converter = _t2s()
+    converter.convert("")   # loads the dictionaries
+    chars: set[str] = set()
+    for _max_len, _min_len, mapping in (entry for chain in converter._dict_chain_data for entry in chain):
+        for key, value in mapping.items():
+            first = value.split(" ")[0]   # the converter takes the first of several values
+            if first == key:
+                continue
+            if len(first) == len(key):
+                chars.update(a for a, b in zip(key, first, strict=True) if a != b)
+            else:
+                chars.update(key)
+    return frozenset(chars)
+
+
+def _convert_t2s(text: str) -> str:
+    """OpenCC's t2s conversion of ``text`` (the converter itself only when it can change something)."""
+    if _convertible().isdisjoint(text):
+        return text
+    with _CONVERTER_LOCK:  # the pure-Python converter keeps per-call state
+        return str(_t2s().convert(text))
+
+
 def normalise_text(text: str) -> str:
     """Simplified, half-width, lower-case, single-spaced. Idempotent."""
     out = _SPACES.sub(" ", unicodedata.normalize("NFKC", text)).strip().lower()
     # OpenCC's table has a few chains (薴 -> 苧 -> 苎): convert until nothing changes.
     for _ in range(3):
-        with _CONVERTER_LOCK:  # the pure-Python converter keeps per-call state
-            simple = _t2s().convert(out)
+        simple = _convert_t2s(out)
         simple = _SPACES.sub(" ", unicodedata.normalize("NFKC", simple)).strip().lower()
         if simple == out:
             break
@@ -179,16 +213,26 @@ class TextClassifier:
         self.keywords = {taxonomy.get(cat).code: [normalise_text(k) for k in words]  # type: ignore[union-attr]
                          for cat, words in keywords.items()}
         self.context_cues = {flag: [normalise_text(c) for c in cues] for flag, cues in context_cues.items()}
-        # keyword -> the categories it votes for, and the keyword lengths: a text is scanned once per
-        # length instead of once per keyword (100+ categories have ~600 keywords)
+        # keyword -> the categories it votes for (100+ categories have ~450 keywords)
         self._keyword_codes: dict[str, list[str]] = {}
         for code, words in self.keywords.items():
             for word in words:
                 if word:
                     self._keyword_codes.setdefault(word, []).append(code)
-        self._keyword_lengths = sorted({len(w) for w in self._keyword_codes})
+        # A keyword occurs in a text only where its first two characters do: the text's character
+        # pairs pick the few keywords worth looking for (one-character keywords are checked always).
+        self._keywords_by_pair: dict[str, list[str]] = {}
+        self._short_keywords = [w for w in self._keyword_codes if len(w) < 2]
+        for word in self._keyword_codes:
+            if len(word) >= 2:
+                self._keywords_by_pair.setdefault(word[:2], []).append(word)
+        self._keyword_rank = {code: rank for rank, code in enumerate(self.keywords)}   # the KB's order
+        # One alternation per context flag: a flag is read when any of its cues occurs in the text.
+        self._cue_patterns = [(flag, re.compile("|".join(re.escape(c) for c in cues)))
+                              for flag, cues in self.context_cues.items() if cues]
         # Characters and character pairs: on the held-out split of the 100-category corpus, (1, 2)
         # scored better than (1, 3) (fewer, less sparse features) and trains in half the time.
+        # (``_features`` computes this vectorizer's transform faster: keep the two in step)
         self.vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 2), sublinear_tf=True)
         matrix = self.vectorizer.fit_transform([normalise_text(e.text) for e in examples])
         labels = [OUT_OF_SCOPE_CODE if e.category == OUT_OF_SCOPE else taxonomy.get(e.category).code  # type: ignore[union-attr]
@@ -197,49 +241,110 @@ class TextClassifier:
         self.model = LinearSVC(C=1.0)
         self.model.fit(matrix, labels)
         self.codes: list[str] = [str(c) for c in self.model.classes_]
-        self._in_scope = np.array([c != OUT_OF_SCOPE_CODE for c in self.codes])
+        self._code_index = {code: i for i, code in enumerate(self.codes)}
+        self._out_of_scope_index = [i for i, c in enumerate(self.codes) if c == OUT_OF_SCOPE_CODE]
 
     def read_context(self, text: str) -> list[str]:
-        norm = normalise_text(text)
-        return [flag for flag, cues in self.context_cues.items() if any(c in norm for c in cues)]
+        return self._context(normalise_text(text))
+
+    def _context(self, norm: str) -> list[str]:
+        """The context flags whose cues occur in a normalised text (the KB's order)."""
+        return [flag for flag, pattern in self._cue_patterns if pattern.search(norm)]
+
+    def _keyword_hits(self, norm: str) -> list[str]:
+        """The categories whose keywords occur in a normalised text, in the KB's order."""
+        pairs = {norm[i:i + 2] for i in range(len(norm) - 1)} & self._keywords_by_pair.keys()
+        found = [word for pair in pairs for word in self._keywords_by_pair[pair] if word in norm]
+        found += [word for word in self._short_keywords if word in norm]
+        codes = {code for word in found for code in self._keyword_codes[word]}
+        return sorted(codes, key=self._keyword_rank.__getitem__)
 
     def classify(self, text: str) -> Classification:
         return self.classify_many([text])[0]
 
     def classify_many(self, texts: list[str]) -> list[Classification]:
         """One vectorise + one decision_function for a whole batch: sklearn's per-call overhead
-        (input validation) costs more than the model itself for a single short text."""
+        (input validation) costs more than the model itself for a single short text. The scores
+        are computed for the whole batch at once too (row by row they cost more than the model)."""
         if not texts:
             return []
         norms = [normalise_text(t) for t in texts]
         with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
-            all_margins = self.model.decision_function(self.vectorizer.transform(norms)) * SCORE_TEMPERATURE
-        return [self._result(text, norm, margins)
-                for text, norm, margins in zip(texts, norms, all_margins, strict=True)]
+            margins = self.model.decision_function(self._features(norms)) * SCORE_TEMPERATURE
+        margins = margins.reshape(len(norms), -1)
+        scores = np.exp(margins - margins.max(axis=1, keepdims=True))
+        scores /= scores.sum(axis=1, keepdims=True)
+        hits = [self._keyword_hits(norm) for norm in norms]
+        hit_rows = [row for row, codes in enumerate(hits) if codes]
+        if hit_rows:
+            # keyword rules: KEYWORD_WEIGHT of the score shared by the categories whose keywords hit
+            votes = np.zeros((len(hit_rows), len(self.codes)))
+            for n, row in enumerate(hit_rows):
+                votes[n, [self._code_index[c] for c in hits[row] if c in self._code_index]] = 1.0
+            with np.errstate(invalid="ignore", divide="ignore"):
+                scores[hit_rows] = ((1 - KEYWORD_WEIGHT) * scores[hit_rows]
+                                    + KEYWORD_WEIGHT * votes / votes.sum(axis=1, keepdims=True))
+        # the best in-scope categories are among the first (3 + out-of-scope classes) of each order
+        order = np.argsort(-scores, axis=1)[:, :3 + len(self._out_of_scope_index)]
+        top_scores = np.take_along_axis(scores, order, axis=1).tolist()
+        oos_scores = (scores[:, self._out_of_scope_index].sum(axis=1).tolist() if self._out_of_scope_index
+                      else [0.0] * len(norms))
+        return [self._result(norm, codes, top, top_score, oos)
+                for norm, codes, top, top_score, oos in zip(norms, hits, order.tolist(), top_scores, oos_scores,
+                                                             strict=True)]
 
-    def _result(self, text: str, norm: str, margins: np.ndarray) -> Classification:
-        probs = np.exp(margins - margins.max())
-        probs /= probs.sum()
-        found = {norm[i:i + n] for n in self._keyword_lengths for i in range(len(norm) - n + 1)}
-        hit_codes = {code for word in found & self._keyword_codes.keys() for code in self._keyword_codes[word]}
-        hits = [code for code in self.keywords if code in hit_codes]   # the KB's order
-        scores = probs.copy()
-        if hits:
-            kw = np.array([1.0 if code in hits else 0.0 for code in self.codes])
-            scores = (1 - KEYWORD_WEIGHT) * probs + KEYWORD_WEIGHT * kw / kw.sum()
-        order = np.argsort(-scores)
-        in_scope = [int(i) for i in order if self._in_scope[i]]
-        best = self.codes[in_scope[0]]
-        category = self.taxonomy.by_code[best]
-        oos_score = float(scores[~self._in_scope].sum()) if not self._in_scope.all() else 0.0
-        out_of_scope = (self.codes[int(order[0])] == OUT_OF_SCOPE_CODE
-                        or (oos_score >= OUT_OF_SCOPE_SCORE and float(scores[in_scope[0]]) < CLAIM_CONFIDENCE))
+    @cached_property
+    def _ngram_columns(self) -> tuple[np.ndarray, np.ndarray]:
+        """The vectorizer's vocabulary as (sorted keys, their columns): a character's key is its code
+        point, a pair's is ``first * _PAIR + second`` (above every code point)."""
+        keys = np.array([ord(g) if len(g) == 1 else ord(g[0]) * _PAIR + ord(g[1])
+                         for g in self.vectorizer.vocabulary_], dtype=np.int64)
+        columns = np.fromiter(self.vectorizer.vocabulary_.values(), dtype=np.int64, count=len(keys))
+        order = np.argsort(keys)
+        return keys[order], columns[order]
+
+    def _features(self, norms: list[str]) -> scipy.sparse.csr_matrix:
+        """``self.vectorizer.transform(norms)``, the same numbers, several times faster: sklearn's
+        analyzer and counting loop run per character n-gram in Python, here the characters and
+        character pairs of the whole batch are looked up and counted with numpy. The TF-IDF steps
+        after the counting are sklearn's own (sublinear tf, idf, l2 norm), in its order.
+        tests/unit/core/test_ingest_speedups.py compares the two bit for bit."""
+        docs = [_WHITE_SPACES.sub(" ", norm.lower()) for norm in norms]   # the vectorizer's preprocessing
+        lengths = np.fromiter(map(len, docs), dtype=np.int64, count=len(docs))
+        points = np.frombuffer("".join(docs).encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.int64)
+        rows = np.repeat(np.arange(len(docs), dtype=np.int64), lengths)
+        within = rows[:-1] == rows[1:]                          # pairs inside one text: ngram_range=(1, 2)
+        keys = np.concatenate([points, (points[:-1] * _PAIR + points[1:])[within]])
+        key_rows = np.concatenate([rows, rows[:-1][within]])
+        vocabulary, columns = self._ngram_columns
+        at = np.minimum(np.searchsorted(vocabulary, keys), len(vocabulary) - 1)
+        known = vocabulary[at] == keys                          # n-grams outside the vocabulary drop out
+        width = len(vocabulary)
+        cells, counts = np.unique(key_rows[known] * width + columns[at[known]], return_counts=True)
+        row_starts = np.searchsorted(cells // width, np.arange(len(docs) + 1))
+        matrix = scipy.sparse.csr_matrix(
+            (counts.astype(np.float64), (cells % width).astype(np.int32), row_starts.astype(np.int32)),
+            shape=(len(docs), width))
+        matrix.sort_indices()
+        np.log(matrix.data, matrix.data)   # sublinear_tf=True
+        matrix.data += 1.0
+        matrix.data *= self.vectorizer.idf_[matrix.indices]
+        return normalize(matrix, norm="l2", copy=False)
+
+    def _result(self, norm: str, hits: list[str], order: list[int], order_scores: list[float],
+                oos_score: float) -> Classification:
+        """One text's classification from its best-first classes (``order``, their scores alongside)."""
+        in_scope = [(i, score) for i, score in zip(order, order_scores, strict=True)
+                    if i not in self._out_of_scope_index]
+        best, best_score = in_scope[0]
+        out_of_scope = (order[0] in self._out_of_scope_index
+                        or (oos_score >= OUT_OF_SCOPE_SCORE and best_score < CLAIM_CONFIDENCE))
         return Classification(
-            category_code=best,
-            category_name=category.name,
-            confidence=round(float(scores[in_scope[0]]), 4),
-            context=[flag for flag, cues in self.context_cues.items() if any(c in norm for c in cues)],
-            alternatives=[(self.codes[i], round(float(scores[i]), 4)) for i in in_scope[:3]],
+            category_code=self.codes[best],
+            category_name=self.taxonomy.by_code[self.codes[best]].name,
+            confidence=round(best_score, 4),
+            context=self._context(norm),
+            alternatives=[(self.codes[i], round(score, 4)) for i, score in in_scope[:3]],
             keyword_hits=[self.taxonomy.by_code[c].name for c in hits],
             out_of_scope=out_of_scope,
             out_of_scope_score=round(oos_score, 4),

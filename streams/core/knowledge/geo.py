@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
-from functools import cached_property
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -185,8 +186,21 @@ class ParsedAddress:
         return bool(self.road or self.community)
 
 
+def _copy_location(loc: Location) -> Location:
+    """A copy of a cached location (callers may extend its context). Shallow: its other fields are
+    immutable values; ``dataclasses.replace`` costs several times more on the ingest path."""
+    copy = object.__new__(Location)
+    copy.__dict__.update(loc.__dict__)
+    copy.context = list(loc.context)
+    return copy
+
+
 # ---------------------------------------------------------------- address parsing
 _NUMBER_RE = re.compile(r"\s*(\d{1,5})\s*(号|弄)")
+# Parsed and located address strings kept per City: a city's reports name the same addresses again
+# and again, and parsing one (normalise, strip place names, exact then fuzzy road and community
+# search) costs more than the rest of the ingest. The city data does not change after loading.
+ADDRESS_CACHE_SIZE = 8192
 
 
 def distance_m(a: LatLon, b: LatLon) -> float:
@@ -334,6 +348,13 @@ class City:
 
     def parse_address(self, text: str) -> ParsedAddress:
         """Find a known road (exact, then fuzzy) followed by a door number, and/or a community name."""
+        return replace(self._parsed(text))   # a copy: the cached one is shared
+
+    @cached_property
+    def _parsed(self) -> Callable[[str], ParsedAddress]:
+        return lru_cache(maxsize=ADDRESS_CACHE_SIZE)(self._parse_address)
+
+    def _parse_address(self, text: str) -> ParsedAddress:
         norm = normalise_text(text)
         for name in self._place_names:
             norm = norm.replace(name, " ")
@@ -380,6 +401,11 @@ class City:
         return None, norm
 
     def _fuzzy_community(self, norm: str) -> str | None:
+        # Only a name of 3+ characters with at most one of them missing from the text can be taken
+        # (the check below): without such a name the fuzzy search cannot find one, skip it.
+        if not any(len(name) >= 3 and sum(1 for ch in name if ch in norm) >= len(name) - 1
+                   for name in self.communities):
+            return None
         best = process.extractOne(norm, list(self.communities), scorer=fuzz.partial_ratio, score_cutoff=80)
         if best and len(best[0]) >= 3:
             # partial_ratio on short names is lenient: require most characters in order
@@ -428,7 +454,16 @@ class City:
                         street_code=street.code, district=self.district, context=context), None
 
     def at_address(self, address: str) -> tuple[Location | None, str | None]:
-        parsed = self.parse_address(address)
+        loc, reason = self._located(address)
+        return (_copy_location(loc) if loc is not None else None), reason
+
+    @cached_property
+    def _located(self) -> Callable[[str], tuple[Location | None, str | None]]:
+        return lru_cache(maxsize=ADDRESS_CACHE_SIZE)(self._at_address)
+
+    def _at_address(self, address: str, parse: Callable[[str], ParsedAddress] | None = None
+                    ) -> tuple[Location | None, str | None]:
+        parsed = (parse or self._parsed)(address)
         if not parsed:
             return None, f"address {address!r} names no known road or community of {self.district}"
         if parsed.key and parsed.key in self.addresses:
@@ -481,7 +516,8 @@ class City:
                 return loc, None
             reasons.append(reason or "coordinates not in the grid")
         if text and text.strip():
-            loc, reason = self.at_address(text)
+            # free texts rarely repeat: kept out of the address caches, where they would only push addresses out
+            loc, reason = self._at_address(text, self._parse_address)
             if loc is not None:
                 return loc, None
             reasons.append("the text names no known address or community")

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streams.bus.codec import registry
+from streams.bus.records import SIGNAL_COLUMNS, clean_row
 from streams.core.cases.engine import CaseEngine
 from streams.core.ingest import Ingestor
 from streams.core.knowledge.knowledge import Knowledge
-from streams.bus.records import SIGNAL_COLUMNS, clean_row
 from streams.storage import Store
 
 INGEST_MS = 1_795_000_000_000

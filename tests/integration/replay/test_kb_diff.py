@@ -52,9 +52,9 @@ def test_the_same_kb_changes_nothing(tmp_path):
 
 
 def test_longer_limits_turn_a_red_light_green(tmp_path):
-    diff = diff_of(tmp_path, seeds(), (SMALL_ADS, SMALL_ADS.replace("limits: quick", "limits: {register: 1h work_hours, "
-                                                                    "dispatch: 1h work_hours, handle: 10d work_days, "
-                                                                    "verify: 4h work_hours}")))
+    longer = SMALL_ADS.replace("limits: quick", "limits: {register: 1h work_hours, dispatch: 1h work_hours, "
+                                                "handle: 10d work_days, verify: 4h work_hours}")
+    diff = diff_of(tmp_path, seeds(), (SMALL_ADS, longer))
     [change] = diff.changed
     assert change.rule == "small-ads" and set(change.changes) == {"deadlines", "lights"}
     before, after = change.changes["lights"]
@@ -79,7 +79,8 @@ def test_new_departments_and_level_counted_by_rule(tmp_path):
 def test_a_narrower_merge_window_splits_a_case(tmp_path):
     """占道经营 reported by 12345, a camera and an inspector within 20 minutes: one case; with a
     one-minute window the later reports open cases of their own."""
-    diff = diff_of(tmp_path, seeds(), ("    占道经营: {radius: 100m, window: 12h}", "    占道经营: {radius: 100m, window: 1m}"))
+    diff = diff_of(tmp_path, seeds(), ("    占道经营: {radius: 100m, window: 12h}",
+                                       "    占道经营: {radius: 100m, window: 1m}"))
     assert diff.cases_after == diff.cases_before + 2
     assert [c["category"] for c in diff.only_after] == ["E0502 占道经营", "E0502 占道经营"]
     assert diff.only_before == []
@@ -99,9 +100,9 @@ def test_a_camera_type_mapped_to_another_category_changes_the_category_and_rule(
 
 
 def test_diff_cases_lists_cases_of_one_side_only():
-    doc = {"case_id": "c1", "opened_ms": 0, "category_code": "E0601", "category_name": "群租", "departments": ["房管办"],
-           "level": 3, "stage_limits": {"handle": ["work_days", 7200]}, "open": False, "stages": {}, "lights": {},
-           "reporters": 1, "sources": [], "stage": "closed", "rule_id": "group-rent"}
+    doc = {"case_id": "c1", "opened_ms": 0, "category_code": "E0601", "category_name": "群租",
+           "departments": ["房管办"], "level": 3, "stage_limits": {"handle": ["work_days", 7200]}, "open": False,
+           "stages": {}, "lights": {}, "reporters": 1, "sources": [], "stage": "closed", "rule_id": "group-rent"}
     diff = diff_cases({"c1": doc}, {"c2": {**doc, "case_id": "c2"}})
     assert [c["case_id"] for c in diff.only_before] == ["c1"] and [c["case_id"] for c in diff.only_after] == ["c2"]
     assert diff.only_before[0]["deadlines"] == {"handle": "5d work_days"}

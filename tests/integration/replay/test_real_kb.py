@@ -2,6 +2,7 @@
 seeds say, located with the real gazetteer. Signals are built as the ingest builds them."""
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -10,7 +11,6 @@ from streams.bus.codec import iso_to_ms
 from streams.core.cases.engine import CaseEngine, case_summary
 from streams.core.knowledge.knowledge import Knowledge
 from streams.core.model import Signal
-from streams.settings import Settings
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +32,13 @@ def make_signal(k: Knowledge, category: str, when: str, kind: str, source_id: st
                   reporter_kind=kind, **kw)
 
 
-def action(case_id: str, name: str, when: str, kind: str, actor: str, n: list[int] = [0]) -> dict:
-    n[0] += 1
-    return {"action_id": f"rk-{n[0]}", "ts": when, "case_id": case_id, "source_id": None, "actor_kind": kind,
-            "actor_id": actor, "action": name, "note": None, "photos": None, "extend_minutes": None,
-            "departments": None}
+_ACTION_IDS = itertools.count(1)
+
+
+def action(case_id: str, name: str, when: str, kind: str, actor: str) -> dict:
+    return {"action_id": f"rk-{next(_ACTION_IDS)}", "ts": when, "case_id": case_id, "source_id": None,
+            "actor_kind": kind, "actor_id": actor, "action": name, "note": None, "photos": None,
+            "extend_minutes": None, "departments": None}
 
 
 def test_seed_000_with_the_real_kb(knowledge):
@@ -94,4 +96,5 @@ def test_dispatch_rows_carry_instance_and_kind(knowledge):
     wrong = e.on_action(action(cid, "handled", "2026-11-02T11:00:00+08:00", "department", "斜土街道城管中队"))
     assert "the case is not dispatched to 斜土街道城管中队" in wrong.rejections[0]["reason"]
     assert "as ['徐家汇街道城管中队', '虹梅街道房管办']" in wrong.rejections[0]["reason"]
-    assert not e.on_action(action(cid, "handled", "2026-11-02T11:10:00+08:00", "department", "徐家汇街道城管中队")).rejections
+    right = e.on_action(action(cid, "handled", "2026-11-02T11:10:00+08:00", "department", "徐家汇街道城管中队"))
+    assert not right.rejections

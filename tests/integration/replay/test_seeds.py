@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import random
-from pathlib import Path
 
 import pytest
 
@@ -127,7 +126,8 @@ def test_replay_writes_rows_and_the_kpis_come_out_by_plain_sql(request):
                 "WHERE status = 'closed' GROUP BY department")
         assert avg == [{"department": "房管办", "avg_ms": float(seed["handling_ms"])}]
         steps = q("SELECT from_stage, to_stage, action, spent_ms, clock, light FROM case_transitions FINAL "
-                  "WHERE case_id = %(cid)s ORDER BY ts_ms, visitParamExtractUInt(detail, 'seq')", {"cid": seed["case_id"]})
+                  "WHERE case_id = %(cid)s ORDER BY ts_ms, visitParamExtractUInt(detail, 'seq')",
+                  {"cid": seed["case_id"]})
         actions = [s["action"] for s in steps]
         assert actions[:3] == ["discover", "register", "dispatch"] and actions[-1] == "close"
         handle = [s for s in steps if s["action"] == "handled"][0]
@@ -152,7 +152,8 @@ def test_unusable_records_and_triage_are_kept_not_dropped(request):
         assert report.triage == 2 and report.rejected_actions == 1
         assert "unknown case XH07-20261102-00000000" in report.rejections[0]["reason"]
         dead = store.query("SELECT topic, offset, reason FROM dead_letters FINAL")
-        assert dead == [{"topic": "camera.alerts", "offset": 1, "reason": "unknown camera 'CAM-NOPE' (not in the device registry)"}]
+        assert dead == [{"topic": "camera.alerts", "offset": 1,
+                         "reason": "unknown camera 'CAM-NOPE' (not in the device registry)"}]
         triage = store.query("SELECT topic, reason FROM triage FINAL ORDER BY ts_ms")
         assert [t["topic"] for t in triage] == ["hotline.calls", "hotline.calls"]
         assert all(t["reason"] for t in triage)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from streams.bus.sealing import DeadLetterSealer, SealingError
-from streams.core.privacy import PseudonymKey, Pseudonymizer
+from streams.core.privacy import Pseudonymizer, PseudonymKey
 from streams.storage.erasure import erase_caller
 from streams.storage.store import Store
 

@@ -1,7 +1,7 @@
 """Retention on both engines: dropping whole monthly partitions."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -15,7 +15,7 @@ def test_retention_drops_only_old_month_partitions(store: Store) -> None:
     months = [(2026, 8), (2026, 9), (2026, 10), (2026, 11)]
     store.insert("signals", [{"signal_id": f"s{m}", "ts_ms": month_ms(y, m)} for y, m in months])
     store.insert("dead_letters", [{"topic": "t", "offset": m, "ts_ms": month_ms(y, m)} for y, m in months])
-    now = datetime(2026, 11, 20, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 20, tzinfo=UTC)
     dropped = drop_expired_partitions(store, {"signals": 2}, now)
     assert dropped == {"signals": ["202608", "202609"]}
     assert partitions(store, "signals") == ["202610", "202611"]
@@ -28,7 +28,7 @@ def test_retention_drops_only_old_month_partitions(store: Store) -> None:
 def test_day_retention_drops_old_months_and_deletes_older_rows_of_the_cutoff_month(store: Store) -> None:
     from streams.storage.retention import expire_old_rows
 
-    now = datetime(2026, 11, 20, 12, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 20, 12, tzinfo=UTC)
     ages = {"d2": 2, "d20": 20, "d25": 25, "d40": 40, "d100": 100}   # days before now
     day_ms = 86_400_000
     now_ms = int(now.timestamp() * 1000)

@@ -50,7 +50,8 @@ def test_worker_store_over_tls_with_password_file(tls_server: tuple[LocalClickHo
     store = store_from_settings(settings_for(server, tmp_path, ca.cert))
     try:
         store.migrate()
-        store.insert("triage", [{"triage_id": "t1", "topic": "hotline.calls", "reason": "r", "ts_ms": 1, "record": "{}"}])
+        store.insert("triage", [{"triage_id": "t1", "topic": "hotline.calls", "reason": "r", "ts_ms": 1,
+                                 "record": "{}"}])
         assert store.query("SELECT triage_id FROM triage FINAL") == [{"triage_id": "t1"}]
     finally:
         store.close()

@@ -1,7 +1,7 @@
 """The Store interface on both engines: schema, migrations, inserts, errors, idempotence, open_store."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -63,7 +63,7 @@ def test_round_trip_types_and_derived_time(store: Store) -> None:
     rows = store.query("SELECT * FROM signals FINAL")
     assert len(rows) == 1
     row = rows[0]
-    assert row["ts"] == datetime.fromtimestamp(1_763_000_000, timezone.utc)
+    assert row["ts"] == datetime.fromtimestamp(1_763_000_000, UTC)
     assert row["ts"].utcoffset().total_seconds() == 8 * 3600
     assert row["category_name"] == "噪声扰民 'quoted' \\ back"
     assert row["context"] == ["compound", "decibel"] and row["lat"] == 31.2 and row["lon"] is None

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from streams.local.clickhouse import LocalClickHouseServer
 from streams.metrics import PipelineMetrics
 from streams.settings import Settings
 from streams.storage import BackPressure, BatchWriter, RowError, WriterStopped, open_store
-from streams.local.clickhouse import LocalClickHouseServer
 from streams.storage.store import Store
 
 BASE_MS = 1_763_600_000_000
@@ -66,7 +66,8 @@ async def test_flushes_when_a_table_reaches_batch_rows(store: Store) -> None:
     await running(writer, body)
     batches = metrics.registry.get_sample_value("citygrid_clickhouse_batch_rows_count", {"table": "case_transitions"})
     assert batches == 1  # one INSERT for the 100 rows
-    assert metrics.registry.get_sample_value("citygrid_clickhouse_rows_written_total", {"table": "case_transitions"}) == 100
+    assert metrics.registry.get_sample_value("citygrid_clickhouse_rows_written_total",
+                                             {"table": "case_transitions"}) == 100
 
 
 async def test_flushes_on_the_interval(store: Store) -> None:
@@ -90,7 +91,8 @@ async def test_bad_rows_are_refused_at_add_and_nothing_is_buffered(store: Store)
 
 async def test_back_pressure_beyond_the_buffer_and_wait_for_room(store: Store) -> None:
     metrics = PipelineMetrics(CollectorRegistry())
-    writer = BatchWriter(store, settings(store_buffer_rows=10, store_batch_rows=1000, store_flush_seconds=3600), metrics)
+    writer = BatchWriter(store, settings(store_buffer_rows=10, store_batch_rows=1000, store_flush_seconds=3600),
+                         metrics)
     writer.add("case_transitions", transitions(0, 8))
     with pytest.raises(BackPressure):
         writer.add("case_transitions", transitions(8, 5))
@@ -128,7 +130,8 @@ async def test_retries_through_a_real_failure_without_loss_or_duplicates(store: 
     await running(writer, body)
     assert count(store) == 320
     assert store.query("SELECT uniqExact(event_id) AS n FROM case_transitions")[0]["n"] == 320
-    assert metrics.registry.get_sample_value("citygrid_clickhouse_write_failures_total", {"table": "case_transitions"}) >= 2
+    assert metrics.registry.get_sample_value("citygrid_clickhouse_write_failures_total",
+                                             {"table": "case_transitions"}) >= 2
 
 
 async def test_stop_flushes_what_is_left(store: Store) -> None:

@@ -3,10 +3,10 @@ report rendered, opened in headless Chromium (dumped DOM and a screenshot), and 
 from the page and checked against plain SQL on the store."""
 from __future__ import annotations
 
-import sys
 import io
 import shutil
 import subprocess
+import sys
 from datetime import datetime
 from html.parser import HTMLParser
 from pathlib import Path
@@ -14,14 +14,13 @@ from pathlib import Path
 import pytest
 
 from streams import cli
-from streams.wall import report
 from streams.core.knowledge.knowledge import Knowledge
 from streams.replay import replay
 from streams.settings import Settings
 from streams.sources.history import HistoryWriter, replay_end_ms
 from streams.wall import queries as wall
+from streams.wall import report
 from tests.fixtures.clickhouse import open_test_store
-from tests.paths import REPO_ROOT
 
 MONTH, PREVIOUS = "2026-11", "2026-10"
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=report.CITY_TZ)
@@ -127,8 +126,9 @@ def test_overview_figures_match_the_store(store, rendered):
     figures = PageFigures()
     figures.feed(dom)
     for month, suffix in ((MONTH, ""), (PREVIOUS, "_previous")):
-        cases = one(store, f"SELECT count() FROM cases FINAL WHERE {month_filter('opened', month)} AND status != 'void'")
-        closed = one(store, f"SELECT count() FROM cases FINAL WHERE {month_filter('opened', month)} AND status = 'closed'")
+        opened = month_filter("opened", month)
+        cases = one(store, f"SELECT count() FROM cases FINAL WHERE {opened} AND status != 'void'")
+        closed = one(store, f"SELECT count() FROM cases FINAL WHERE {opened} AND status = 'closed'")
         signals = one(store, f"SELECT count() FROM signals FINAL WHERE {month_filter('ts', month)}")
         assert int(figures.tiles[f"cases{suffix}"]) == cases > 100
         assert int(figures.tiles[f"closed{suffix}"]) == closed > 0

@@ -25,6 +25,10 @@ CASE_PATH = {
 STATE = {"bench": "state", "commit": "abc", "date": "2026-01-01T00:00:00Z", "cpus": 2, "cases": 1000000,
          "goals": {"seconds_to_processing_max": 30, "peak_rss_mb_max": 1536},
          "restart": {"seconds_to_processing": 6.7, "peak_rss_mb": 811, "load": [2.0, 1, 1]}}
+IOT = {"bench": "iot", "commit": "def", "date": "2026-01-02T00:00:00+08:00", "cpus": 2, "load_avg_1m": 1.24,
+       "devices": 100000, "active_devices": 20000, "readings": 300000, "rounds": 2, "registry_load_s": 0.422,
+       "worker_start_s": {"city": 7.91, "sample": 3.3}, "passthrough_per_s": 54505, "iot_per_s": 42174,
+       "ratio": 0.774, "goal_ratio": 0.6}
 
 
 def test_the_table_carries_every_figure_its_ratio_and_load() -> None:
@@ -35,6 +39,37 @@ def test_the_table_carries_every_figure_its_ratio_and_load() -> None:
     assert "p50 40 ms, p99 150 ms" in text
     assert "two / one = 1.40" in text
     assert "1,000,000 open cases, RocksDB: restart (SIGTERM) | 6.7 s to processing, peak RSS 811 MB" in text
+
+
+def test_the_table_carries_the_iot_fast_path_beside_its_passthrough() -> None:
+    text = readme_table.table(CASE_PATH, {"state.json": STATE}, IOT)
+    rows = text.splitlines()
+    assert "| IoT: at-least-once aiokafka passthrough of the same 300,000 readings | 54,505 records/s | 1 | – " \
+           "| baseline | 1.2 |" in rows
+    assert "| IoT fast path, 300,000 readings of 20,000 of 100,000 devices | 42,174 readings/s | 0.774 | – " \
+           "| ratio ≥ 0.6 | 1.2 |" in rows
+    assert "| Worker start → healthy with 100,000 devices | 7.9 s (sample city 3.3 s); registry load 0.42 s | – | – " \
+           "|  | 1.2 |" in rows
+    assert "`iot.json`: commit def, 2026-01-02T00:00:00+08:00, 2 CPUs" in text
+    # after the other figures, and left out (with its source) when there is no iot.json
+    assert text.index("IoT fast path") > text.index("RocksDB: restart")
+    assert "IoT" not in readme_table.table(CASE_PATH, {"state.json": STATE}) and "iot.json" not in \
+        readme_table.table(CASE_PATH, {"state.json": STATE}, None)
+
+
+def test_iot_load_from_the_run_metadata_when_present_and_without_a_start_up_timing() -> None:
+    iot = {**IOT, "load_at_start": [2.5, 2.0, 1.0], "worker_start_s": None}
+    rows = readme_table.iot_rows(iot)
+    assert [r[-1] for r in rows] == ["2.5", "2.5"]   # no start-up row (--skip-worker-start)
+    assert readme_table.iot_rows({k: v for k, v in IOT.items() if k != "load_avg_1m"})[0][-1] == "–"
+
+
+def test_latest_reads_iot_json(tmp_path) -> None:
+    (tmp_path / "iot.json").write_text(json.dumps(IOT))
+    (tmp_path / "state.json").write_text(json.dumps(STATE))
+    assert readme_table.latest(tmp_path) == (None, {"state.json": STATE}, IOT)
+    (tmp_path / "iot.json").unlink()
+    assert readme_table.latest(tmp_path)[2] is None
 
 
 def test_rewrite_replaces_only_the_marked_section() -> None:
@@ -51,7 +86,9 @@ def test_the_readme_shows_the_latest_results() -> None:
 
 
 def test_every_result_file_names_its_commit_date_cpus_and_load() -> None:
-    case_path, states = readme_table.latest()
+    case_path, states, iot = readme_table.latest()
     for result in ([case_path] if case_path else []) + list(states.values()):
         assert {"commit", "date", "cpus", "load_at_start"} <= result.keys()
         json.dumps(result)
+    if iot:  # bench/iot.py writes its 1-minute load as load_avg_1m
+        assert {"commit", "date", "cpus"} <= iot.keys() and ({"load_at_start", "load_avg_1m"} & iot.keys())

@@ -10,9 +10,9 @@ from streams.bus import topics
 from streams.bus.codec import iso_to_ms, registry
 from streams.core.ingest import Ingestor, RejectRecord
 from streams.core.knowledge.knowledge import Knowledge
-from streams.core.model import IngestResult
-from streams.core.privacy import PseudonymKey, Pseudonymizer
 from streams.core.knowledge.sensors import EBIKE_COMMAND
+from streams.core.model import IngestResult
+from streams.core.privacy import Pseudonymizer, PseudonymKey
 from streams.settings import Settings
 
 INGEST_MS = 1_800_000_000_000
@@ -164,7 +164,8 @@ def test_report_without_category_or_text_is_rejected(ingestor: Ingestor) -> None
 def test_text_report_is_classified(ingestor: Ingestor) -> None:
     [s] = run(ingestor, topics.FIELD_REPORTS, report(text="路口井盖没了，一个大洞", lat=31.1725, lon=121.4062)).signals
     assert s.category_name == "井盖缺失"
-    assert ingestor.knowledge.route(s.category_code, s.context, ingestor.knowledge.locate(s.lat, s.lon, None)[0]).departments[0] == "物业公司"
+    location = ingestor.knowledge.locate(s.lat, s.lon, None)[0]
+    assert ingestor.knowledge.route(s.category_code, s.context, location).departments[0] == "物业公司"
 
 
 def test_committee_group_rent_is_dispatched_at_once(ingestor: Ingestor) -> None:
@@ -254,7 +255,8 @@ def test_lift_counts_per_day_and_per_lift(ingestor: Ingestor) -> None:
         run(ingestor, topics.IOT_READINGS, reading("LIFT-JN-12-1", "ebike_detected", 1, f"2026-11-20T1{i}:00:00+08:00"))
         run(ingestor, topics.IOT_READINGS, reading("LIFT-LS-05-1", "ebike_detected", 1, f"2026-11-20T1{i}:00:00+08:00"))
     # the next detection is on another Shanghai day (00:30 local = 16:30 UTC the day before)
-    result = run(ingestor, topics.IOT_READINGS, reading("LIFT-JN-12-1", "ebike_detected", 1, "2026-11-20T16:30:00+00:00"))
+    result = run(ingestor, topics.IOT_READINGS,
+                 reading("LIFT-JN-12-1", "ebike_detected", 1, "2026-11-20T16:30:00+00:00"))
     assert not result.signals
     assert ingestor.device_feed.lift_count("LIFT-JN-12-1", "2026-11-21") == 1
 

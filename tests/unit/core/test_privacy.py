@@ -7,8 +7,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.core.privacy import (MIN_KEY_CHARS, PseudonymKey, PseudonymKeyError, Pseudonymizer, mask_fields,
-                                  mask_text, phone_digits)
+from streams.core.privacy import (
+    MIN_KEY_CHARS,
+    Pseudonymizer,
+    PseudonymKey,
+    PseudonymKeyError,
+    mask_fields,
+    mask_text,
+    phone_digits,
+)
 
 KEY_A = "k" * MIN_KEY_CHARS
 KEY_B = "another-deployment-secret-0123456789"
@@ -90,7 +97,19 @@ def test_mask_fields_touches_free_text_only() -> None:
 # ---------------------------------------------------------------- masking, properties
 
 # Text around a number: Chinese, Latin letters and punctuation, no digits.
-PROSE = st.text(st.sampled_from(list("的了在有人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面而方后多定行学法所民得经十三之进着等部度家电力里如水化高自二理起小物现实加量都两体制机当使点从业本去把性好应开它合还因由其些然前外天政四日那社义事平形相全表间样与关各重新线内数正心反你明看原又么利比或但质气第向道命此变条只没结解问意建月公无系军很情者最立代想已通并提直题党程展五果料象员革位入常文总次品式活设及管特件长求老头基资边流路级少图山统接知较将组见计别她手角期根论运农指几九区强放决西被干做必战先回则任取据处队南给色光门即保治北造百规热领七海口东导器压志世金增争济阶油思术极交受联什认六共权收证改清己美再采转更单风切打白教速花带安场身车例真务具万每目至达走积示议声报斗完类八离华名确才科张信马节话米整空元况今集温传土许步群广石记需段研界拉林律叫且究观越织装影算低持音众书布复容儿须际商非验连断深难近矿千周委素技备半办青省列习响约支般史感劳便团往酸历市克何除消构府称太准精值号率族维划选标写存候毛亲快效斯院查江型眼王按格养易置派层片始却专状育厂京识适属圆包火住调满县局照参红细引听该铁价严龙飞，。、：；！？（）  abcXYZ-")))
+PROSE = st.text(st.sampled_from(list("的了在有人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能"
+                                     "下过子说产种面而方后多定行学法所民得经十三之进着等部度家电力里如水化高自二理起小"
+                                     "物现实加量都两体制机当使点从业本去把性好应开它合还因由其些然前外天政四日那社义事"
+                                     "平形相全表间样与关各重新线内数正心反你明看原又么利比或但质气第向道命此变条只没结"
+                                     "解问意建月公无系军很情者最立代想已通并提直题党程展五果料象员革位入常文总次品式活"
+                                     "设及管特件长求老头基资边流路级少图山统接知较将组见计别她手角期根论运农指几九区强"
+                                     "放决西被干做必战先回则任取据处队南给色光门即保治北造百规热领七海口东导器压志世金"
+                                     "增争济阶油思术极交受联什认六共权收证改清己美再采转更单风切打白教速花带安场身车例"
+                                     "真务具万每目至达走积示议声报斗完类八离华名确才科张信马节话米整空元况今集温传土许"
+                                     "步群广石记需段研界拉林律叫且究观越织装影算低持音众书布复容儿须际商非验连断深难近"
+                                     "矿千周委素技备半办青省列习响约支般史感劳便团往酸历市克何除消构府称太准精值号率族"
+                                     "维划选标写存候毛亲快效斯院查江型眼王按格养易置派层片始却专状育厂京识适属圆包火住"
+                                     "调满县局照参红细引听该铁价严龙飞，。、：；！？（）  abcXYZ-")))
 MOBILES = st.builds(lambda second, rest: f"1{second}{rest}", st.sampled_from("3456789"),
                     st.text("0123456789", min_size=9, max_size=9))
 ID_NUMBERS = st.builds(lambda body, check: body + check, st.text("0123456789", min_size=17, max_size=17),
@@ -110,7 +129,8 @@ def test_text_without_digits_is_unchanged(before: str, after: str) -> None:
 
 @settings(max_examples=500)
 @given(PROSE, MOBILES, st.integers(0, 4), PROSE)
-def test_a_mobile_in_any_shape_is_masked_to_first_3_and_last_4(before: str, mobile: str, shape: int, after: str) -> None:
+def test_a_mobile_in_any_shape_is_masked_to_first_3_and_last_4(before: str, mobile: str, shape: int,
+                                                                after: str) -> None:
     written = shapes(mobile)[shape]
     out = mask_text(before + written + after)
     assert mobile not in out and written not in out

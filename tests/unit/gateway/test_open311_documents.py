@@ -11,7 +11,7 @@ from multidict import MultiDict
 from streams.bus.codec import registry
 from streams.core.knowledge.knowledge import Knowledge
 from streams.core.knowledge.services import catalogue
-from streams.core.privacy import PseudonymKey, Pseudonymizer
+from streams.core.privacy import Pseudonymizer, PseudonymKey
 from streams.gateway.open311 import Open311Error, build_request, service_definition, split_format, to_xml
 from streams.gateway.progress import render_page
 from streams.gateway.tracking import Tracking

@@ -106,7 +106,8 @@ def test_rows_of_each_kind_of_record(sink: ClickHouseSink) -> None:
     assert set(signals) - {"stored_ms"} <= set(records.SIGNAL_COLUMNS)
     assert got[1] == ("cases", [{"case_id": state["case_id"], "version": 3, "status": "handle", "lat": None}])
     assert got[2] == ("case_transitions", [transition])
-    assert got[3] == ("dispatches", [{**DISPATCH, "units": [], "primary_department": "房管办", "primary_unit": "房管办"}])
+    assert got[3] == ("dispatches", [{**DISPATCH, "units": [], "primary_department": "房管办",
+                                      "primary_unit": "房管办"}])
     assert got[4][0] == "sla_alerts" and "deadline_ms" not in got[4][1][0]
     assert got[5] == ("dead_letters", [{"topic": HOTLINE_CALLS, "partition": 1, "offset": 2, "reason": "why",
                                         "ts_ms": 3, "original": "{bad", "key": "k"}])

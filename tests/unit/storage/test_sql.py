@@ -1,7 +1,7 @@
 """streams.storage.sql: literals, parameter substitution, migration statements, value coercion (pure, no engine)."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -13,7 +13,7 @@ def test_sql_literal_escapes_quotes_and_backslashes() -> None:
     assert sql_literal("it's a \\ test") == "'it\\'s a \\\\ test'"
     assert sql_literal(None) == "NULL" and sql_literal(True) == "1" and sql_literal(3) == "3"
     assert sql_literal(["a", 1]) == "['a', 1]"
-    assert sql_literal(datetime(2026, 1, 1, tzinfo=timezone.utc)) == "toDateTime(1767225600)"
+    assert sql_literal(datetime(2026, 1, 1, tzinfo=UTC)) == "toDateTime(1767225600)"
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), datetime(2026, 1, 1), object()])
@@ -28,8 +28,10 @@ def test_substitute_only_with_params() -> None:
 
 
 def test_split_statements_drops_comments() -> None:
-    script = "-- header; with a semicolon\nCREATE TABLE a (x UInt8) ENGINE = Memory;\n\n-- c\nCREATE TABLE b (y UInt8) ENGINE = Memory;\n"
-    assert split_statements(script) == ["CREATE TABLE a (x UInt8) ENGINE = Memory", "CREATE TABLE b (y UInt8) ENGINE = Memory"]
+    script = ("-- header; with a semicolon\nCREATE TABLE a (x UInt8) ENGINE = Memory;\n\n"
+              "-- c\nCREATE TABLE b (y UInt8) ENGINE = Memory;\n")
+    assert split_statements(script) == ["CREATE TABLE a (x UInt8) ENGINE = Memory",
+                                        "CREATE TABLE b (y UInt8) ENGINE = Memory"]
 
 
 @pytest.mark.parametrize("ch_type, given, expected", [

@@ -69,7 +69,8 @@ def test_dashboard_structure(path: Path) -> None:
         assert ref_ids and len(ref_ids) == len(set(ref_ids))
         for target in panel["targets"]:
             if target["datasource"]["type"] == "grafana-clickhouse-datasource":
-                assert target["rawSql"] in {q.sql for q in wall.QUERIES.values()}, "panel SQL not from streams.wall.queries"
+                assert target["rawSql"] in {q.sql for q in wall.QUERIES.values()}, \
+                    "panel SQL not from streams.wall.queries"
             else:
                 assert target["expr"].count("citygrid_") >= 1
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
@@ -55,7 +55,7 @@ def test_every_template_variable_in_the_wall_sql_is_percent_encoded() -> None:
 
 
 def test_today_range_starts_at_city_midnight() -> None:
-    now = datetime(2026, 11, 20, 1, 30, tzinfo=timezone.utc)  # 09:30 in Shanghai
+    now = datetime(2026, 11, 20, 1, 30, tzinfo=UTC)  # 09:30 in Shanghai
     start, end = wall.today_range(now)
     assert datetime.fromtimestamp(start, CITY_TZ) == datetime(2026, 11, 20, tzinfo=CITY_TZ)
     assert end == int(now.timestamp())
@@ -65,7 +65,7 @@ def test_format_summary_renders_every_block() -> None:
     summary = {
         "lights": [{"green": 1, "yellow": 0, "red": 2}],
         "dead_letters_by_topic": [],
-        "overdue_cases": [{"case_id": f"c{i}", "overdue_hours": 1.25, "deadline": datetime(2026, 1, 1, 4, tzinfo=timezone.utc)}
+        "overdue_cases": [{"case_id": f"c{i}", "overdue_hours": 1.25, "deadline": datetime(2026, 1, 1, 4, tzinfo=UTC)}
                           for i in range(12)],
     }
     text = wall.format_summary(summary)

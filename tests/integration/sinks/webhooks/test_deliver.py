@@ -20,7 +20,6 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
-from streams.bus.codec import registry
 from streams.bus.topics import WEBHOOK_DELIVERIES, WEBHOOK_DLQ, TopicNames
 from streams.local.kafka import LocalKafka
 from streams.settings import REPO_DIR, Settings
@@ -294,7 +293,8 @@ async def test_hanging_endpoint_does_not_block_others_and_timeouts_retry(kafka, 
     cfg = WebhooksConfig.model_validate(config)
     records = []
     for i in range(20):  # the same cases go to all three departments
-        records += build_deliveries(notification(f"XH03-20260315-1{i:07d}", f"ev-h{i}", ["房管办", "城管执法中队"]), cfg)
+        records += build_deliveries(
+            notification(f"XH03-20260315-1{i:07d}", f"ev-h{i}", ["房管办", "城管执法中队"]), cfg)
     fire = build_deliveries(notification("XH03-20260315-2000000", "ev-fire", ["消防救援站"], kind="alarm"), cfg)
     run = await start(config)
     await produce(settings, records + fire)
@@ -323,8 +323,8 @@ async def test_400_goes_to_dead_letter_without_retry(kafka, topic_prefix, receiv
     run = await start(config)
     await produce(settings, records)
     dead_key = records[0]["idempotency_key"]
-    await eventually(lambda: run.sample("citygrid_webhook_dead_letters_total",
-                                        {"department": "房管办", "kind": "dispatch", "reason": "http_400"}) == 1, "dead")
+    dead_labels = {"department": "房管办", "kind": "dispatch", "reason": "http_400"}
+    await eventually(lambda: run.sample("citygrid_webhook_dead_letters_total", dead_labels) == 1, "dead")
     [dead] = await read_topic(settings, WEBHOOK_DLQ)
     assert dead["idempotency_key"] == dead_key and dead["http_status"] == 400 and dead["attempt"] == 1
     assert "http_400" in dead["error"] and dead["dead_ms"] > 0
@@ -347,7 +347,8 @@ async def test_wrong_secret_fails_verification_and_is_dead_lettered(kafka, topic
     body = records[0]["payload"].encode()
     assert verify_signature("not-the-receivers-secret", int(time.time()), body,
                             sign("not-the-receivers-secret", int(time.time()), body))
-    assert not verify_signature(SECRET, int(time.time()), body, sign("not-the-receivers-secret", int(time.time()), body))
+    assert not verify_signature(SECRET, int(time.time()), body,
+                                sign("not-the-receivers-secret", int(time.time()), body))
     assert hit.body == json.loads(body)
     for _ in range(300):  # 401 is not retried: the delivery is dead-lettered
         dlq = await read_topic(settings, WEBHOOK_DLQ)
@@ -426,7 +427,8 @@ async def test_per_case_order_kept_through_retries(kafka, topic_prefix, receiver
     for step, kind in enumerate(kinds):
         for c in range(12):
             depts = ["房管办", "城管执法中队"] if c % 2 else ["市场监管所"]
-            for r in build_deliveries(notification(f"XH0{c % 4}-20260315-3{c:07d}", f"ev-{c}-{step}", depts, kind), cfg):
+            case = notification(f"XH0{c % 4}-20260315-3{c:07d}", f"ev-{c}-{step}", depts, kind)
+            for r in build_deliveries(case, cfg):
                 records.append(r)
                 expected[(path_of(r["department"]), r["case_id"])].append(r["idempotency_key"])
     await start(config)
@@ -493,7 +495,8 @@ async def test_killed_mid_retry_resumes_without_loss(kafka: LocalKafka, topic_pr
     cfg = WebhooksConfig.model_validate(config)
     records: list[dict[str, Any]] = []
     for i in range(40):
-        records += build_deliveries(notification(f"XH0{i % 4}-20260315-4{i:07d}", f"ev-k{i}", ["房管办", "城管执法中队"]), cfg)
+        records += build_deliveries(
+            notification(f"XH0{i % 4}-20260315-4{i:07d}", f"ev-k{i}", ["房管办", "城管执法中队"]), cfg)
     env = {**os.environ, "CITYGRID_KAFKA_BOOTSTRAP": kafka.bootstrap, "CITYGRID_TOPIC_PREFIX": topic_prefix,
            "CITYGRID_APP_ID": f"wh-{topic_prefix}", "CITYGRID_WEBHOOKS_FILE": str(config_file),
            "CITYGRID_LOG_LEVEL": "warning"}
@@ -607,7 +610,8 @@ async def test_per_endpoint_max_in_flight_and_rate_limit(kafka, topic_prefix, re
     cfg = WebhooksConfig.model_validate(config)
     records = []
     for i in range(10):  # ten different cases: ten lanes that could all go at once
-        records += build_deliveries(notification(f"XH0{i % 4}-20260315-5{i:07d}", f"ev-r{i}", ["房管办", "城管执法中队"]), cfg)
+        records += build_deliveries(
+            notification(f"XH0{i % 4}-20260315-5{i:07d}", f"ev-r{i}", ["房管办", "城管执法中队"]), cfg)
     await start(config)
     await produce(settings, records)
     await eventually(lambda: len(receiver.processed) == len(records), "all delivered")

@@ -18,10 +18,13 @@ CAL_D = "calendar_days"
 EMERG = "emergency_hours"
 
 PROFILES = {
-    "standard": {"register": (WORK_H, 120), "dispatch": (WORK_H, 120), "handle": (WORK_D, 3 * 1440), "verify": (WORK_D, 1440)},
+    "standard": {"register": (WORK_H, 120), "dispatch": (WORK_H, 120), "handle": (WORK_D, 3 * 1440),
+                 "verify": (WORK_D, 1440)},
     "quick": {"register": (WORK_H, 60), "dispatch": (WORK_H, 60), "handle": (WORK_H, 240), "verify": (WORK_H, 240)},
-    "housing": {"register": (WORK_H, 240), "dispatch": (WORK_H, 240), "handle": (WORK_D, 5 * 1440), "verify": (WORK_D, 2 * 1440)},
-    "community": {"register": (WORK_D, 1440), "dispatch": (WORK_D, 1440), "handle": (CAL_D, 7 * 1440), "verify": (WORK_D, 2 * 1440)},
+    "housing": {"register": (WORK_H, 240), "dispatch": (WORK_H, 240), "handle": (WORK_D, 5 * 1440),
+                "verify": (WORK_D, 2 * 1440)},
+    "community": {"register": (WORK_D, 1440), "dispatch": (WORK_D, 1440), "handle": (CAL_D, 7 * 1440),
+                  "verify": (WORK_D, 2 * 1440)},
     "emergency": {"register": (EMERG, 10), "dispatch": (EMERG, 10), "handle": (EMERG, 120), "verify": (EMERG, 720)},
 }
 

@@ -148,7 +148,8 @@ def test_the_centre_may_deny_an_extension_request() -> None:
         else:
             assert out.rejections[0]["reason"].startswith("not authorised")
     e, cid = case_in("handle")
-    assert "no extension request" in e.on_action(action(cid, "deny_extend", "2026-11-02 10:00", *CENTRE)).rejections[0]["reason"]
+    denied = e.on_action(action(cid, "deny_extend", "2026-11-02 10:00", *CENTRE))
+    assert "no extension request" in denied.rejections[0]["reason"]
 
 
 def test_an_extension_request_lapses_when_the_stage_moves_on() -> None:

@@ -31,7 +31,8 @@ def test_normalise_address():
 
 RULES = dedup.MergeRules(
     default=dedup.MergeRule(80.0, dedup.DAY_MS),
-    by_category={"群租": dedup.MergeRule(30.0, 30 * dedup.DAY_MS), "占道经营": dedup.MergeRule(100.0, 12 * dedup.HOUR_MS),
+    by_category={"群租": dedup.MergeRule(30.0, 30 * dedup.DAY_MS),
+                 "占道经营": dedup.MergeRule(100.0, 12 * dedup.HOUR_MS),
                  "暴露垃圾": dedup.MergeRule(50.0, 6 * dedup.HOUR_MS)},
     groups=(frozenset({"占道经营", "无照经营", "跨门经营"}), frozenset({"井盖缺失", "井盖破损"})))
 

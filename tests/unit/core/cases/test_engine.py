@@ -227,7 +227,8 @@ def test_escalate_up_the_levels_then_dispatch_down():
     assert levels == [2, 1]
     out = act(e, action(cid, "escalate", "2026-11-02 10:30", "center", "区网格中心"))
     assert "already at level 1" in out.rejections[0]["reason"]
-    out = act(e, action(cid, "dispatch", "2026-11-02 10:40", "center", "区网格中心", departments=["城管执法中队", "公安派出所"]))
+    out = act(e, action(cid, "dispatch", "2026-11-02 10:40", "center", "区网格中心",
+                        departments=["城管执法中队", "公安派出所"]))
     assert out.dispatches[0]["level"] == 1 and out.cases[-1]["dispatched_by"] == "district"
     assert out.dispatches[0]["departments"] == ["城管执法中队", "公安派出所"]
 
@@ -431,7 +432,8 @@ def test_a_growing_crowd_raises_the_case_level():
     assert e.cases[cid]["level"] == 3
     out = e.on_signal(signal("占道经营", "2026-11-02 19:10", "camera", extra=extra, level_hint=1))
     assert out.merged == 1 and e.cases[cid]["level"] == 1
-    assert [n["kind"] for n in out.notifications] == ["escalate"] and out.notifications[0]["departments"] == ["区网格中心"]
+    assert [n["kind"] for n in out.notifications] == ["escalate"]
+    assert out.notifications[0]["departments"] == ["区网格中心"]
     assert e.cases[cid]["reporters"] == 2  # two alerts, two reporter keys (no reporter_id given by the helper)
 
 

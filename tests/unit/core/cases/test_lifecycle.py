@@ -62,7 +62,8 @@ class CaseMachine(RuleBasedStateMachine):
         self._record(self.engine.on_signal(sig))
 
     @precondition(lambda self: bool(self.cases))
-    @rule(data=st.data(), name=st.sampled_from(list(lifecycle.ACTIONS) + PROGRESS), extend=st.none() | st.integers(-10, 600))
+    @rule(data=st.data(), name=st.sampled_from(list(lifecycle.ACTIONS) + PROGRESS),
+          extend=st.none() | st.integers(-10, 600))
     def an_action(self, data, name: str, extend) -> None:
         case_id = data.draw(st.sampled_from(sorted(self.cases)))
         doc = self.cases[case_id]
@@ -73,7 +74,8 @@ class CaseMachine(RuleBasedStateMachine):
         self._apply(case_id, name, actor, extend)
 
     @precondition(lambda self: bool(self.cases))
-    @rule(data=st.data(), verdict=st.sampled_from(["verify_pass", "verify_pass", "verify_fail", "refuse_close", "close"]))
+    @rule(data=st.data(),
+          verdict=st.sampled_from(["verify_pass", "verify_pass", "verify_fail", "refuse_close", "close"]))
     def next_step(self, data, verdict: str) -> None:
         """The action the case waits for, by the actor who may take it (drives cases to the end)."""
         case_id = data.draw(st.sampled_from(sorted(self.cases)))
@@ -129,7 +131,7 @@ class CaseMachine(RuleBasedStateMachine):
 
     @invariant()
     def documents_are_consistent(self) -> None:
-        for case_id, doc in getattr(self, "cases", {}).items():
+        for doc in getattr(self, "cases", {}).values():
             assert doc["stage"] in lifecycle.OPEN_STAGES + (lifecycle.CLOSED, lifecycle.VOID)
             assert doc["open"] == (doc["stage"] in lifecycle.OPEN_STAGES)
             assert 1 <= doc["level"] <= 4

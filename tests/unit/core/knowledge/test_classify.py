@@ -5,10 +5,18 @@ import unicodedata
 from collections import Counter
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from streams.core.knowledge.classify import (OUT_OF_SCOPE, Example, TextClassifier, _t2s, load_corpus, normalise_text,
-                                             split_corpus)
+from streams.core.knowledge.classify import (
+    OUT_OF_SCOPE,
+    Example,
+    TextClassifier,
+    _t2s,
+    load_corpus,
+    normalise_text,
+    split_corpus,
+)
 from streams.core.knowledge.evaluate import Evaluation, evaluate, near_copies
 from streams.core.knowledge.knowledge import DATA_DIR, Knowledge
 from streams.settings import Settings
@@ -120,7 +128,7 @@ def test_out_of_scope_rule_never_fires_on_held_out_in_scope_texts(kb: Knowledge)
     examples = load_corpus(DATA_DIR / "corpus", kb.taxonomy)
     train, test = split_corpus(examples)
     clf = TextClassifier(kb.taxonomy, train, kb.kb.keywords, kb.kb.context_cues)
-    wrongly = [e.text for e, r in zip(test, clf.classify_many([e.text for e in test]))
+    wrongly = [e.text for e, r in zip(test, clf.classify_many([e.text for e in test]), strict=True)
                if e.category != OUT_OF_SCOPE and r.out_of_scope]
     assert len(wrongly) <= 2, wrongly
 

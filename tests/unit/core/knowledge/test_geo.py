@@ -7,12 +7,12 @@ from pathlib import Path
 
 import h3
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.core.knowledge.geo import City
 from streams.core.knowledge.knowledge import DATA_DIR, Knowledge
 from streams.core.knowledge.taxonomy import DataError
-from streams.settings import Settings
 
 XUHUI_STREETS = {"天平街道", "湖南街道", "斜土街道", "枫林街道", "长桥街道", "田林街道", "虹梅街道", "康健街道",
                  "徐家汇街道", "凌云街道", "龙华街道", "漕河泾街道", "华泾镇"}
@@ -52,7 +52,8 @@ def test_qinjiang_road_15_is_yiguiyuan(kb: Knowledge) -> None:
     assert h3.is_valid_cell(loc.cell) and h3.get_resolution(loc.cell) == kb.city.resolution
 
 
-@pytest.mark.parametrize("address", ["上海市徐汇区虹梅街道钦江路15号3楼", "徐汇区钦江路１５号", "钦江璐15号", "  钦江路 15 号 "])
+@pytest.mark.parametrize("address", ["上海市徐汇区虹梅街道钦江路15号3楼", "徐汇区钦江路１５号", "钦江璐15号",
+                                     "  钦江路 15 号 "])
 def test_address_variants(kb: Knowledge, address: str) -> None:
     loc, reason = kb.locate(None, None, address)
     assert loc is not None, reason
@@ -189,11 +190,14 @@ def _line(path: str, number: int) -> str:
      "instance", "district-wide department has no instances", "市政养护单位"),
     ('instance: "{street}城管中队"', 'instance: "{district}城管中队"', "instance", "use {street}, {street_short}",
      "城管执法中队"),
-    ('departments: {消防救援站: 枫林消防救援站}', 'departments: {消防站: 枫林消防救援站}', "streets[2].departments.消防站",
+    ('departments: {消防救援站: 枫林消防救援站}', 'departments: {消防站: 枫林消防救援站}',
+     "streets[2].departments.消防站",
      "not a street-scoped department", "斜土街道"),
-    ('departments: {消防救援站: 枫林消防救援站}', 'departments: {消防救援站: 徐家汇派出所}', "streets[2].departments.消防救援站",
+    ('departments: {消防救援站: 枫林消防救援站}', 'departments: {消防救援站: 徐家汇派出所}',
+     "streets[2].departments.消防救援站",
      "already belongs to 公安派出所", "斜土街道"),
-    ('departments: {消防救援站: 枫林消防救援站}', 'departments: {消防救援站: 房管办}', "streets[2].departments.消防救援站",
+    ('departments: {消防救援站: 枫林消防救援站}', 'departments: {消防救援站: 房管办}',
+     "streets[2].departments.消防救援站",
      "is a department kind's name", "斜土街道"),
 ])
 def test_instance_errors_name_the_line(tmp_path: Path, old: str, new: str, field: str, problem: str,

@@ -6,7 +6,6 @@ import pytest
 from streams.core.cases.dedup import MergeRule
 from streams.core.knowledge.knowledge import Knowledge
 from streams.core.model import CTX_COMPOUND, CTX_DECIBEL, CTX_STALL, CTX_STREET_FRONT
-from streams.settings import Settings
 
 CLOCKS = {"emergency_hours", "work_hours", "work_days", "calendar_days"}
 
@@ -53,7 +52,8 @@ RULES = [
 ]
 
 
-@pytest.mark.parametrize("name,context,departments,level", RULES, ids=[f"{r[0]}-{'+'.join(r[1]) or 'default'}" for r in RULES])
+@pytest.mark.parametrize("name,context,departments,level", RULES,
+                         ids=[f"{r[0]}-{'+'.join(r[1]) or 'default'}" for r in RULES])
 def test_routing_rule(kb: Knowledge, name: str, context: list[str], departments: list[str], level: int | None) -> None:
     category = kb.category(name)
     assert category is not None, name

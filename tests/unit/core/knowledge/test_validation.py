@@ -8,7 +8,6 @@ import pytest
 
 from streams.core.knowledge.knowledge import DATA_DIR, Knowledge
 from streams.core.knowledge.taxonomy import DataError, Taxonomy
-from streams.settings import Settings
 
 
 def _kb_copy(tmp_path: Path, old: str, new: str) -> Path:
@@ -89,7 +88,8 @@ def test_unknown_context_flag(tmp_path: Path) -> None:
 
 def test_category_without_default_rule(tmp_path: Path) -> None:
     path = _kb_copy(tmp_path, "  - id: noise-default\n    category: 噪声扰民\n    departments: [街道网格中心]",
-                    "  - id: noise-default\n    category: 噪声扰民\n    when: [heritage]\n    departments: [街道网格中心]")
+                    "  - id: noise-default\n    category: 噪声扰民\n    when: [heritage]\n"
+                    "    departments: [街道网格中心]")
     err = _load_error(kb_path=path)
     assert "噪声扰民" in err.problem and "no default rule" in err.problem
     assert _line(path, err.line) == "  - id: noise-stall"  # the category's first rule
@@ -141,7 +141,8 @@ def test_component_owner_must_be_a_department(tmp_path: Path) -> None:
 
 
 def test_device_with_unknown_protection_class(tmp_path: Path) -> None:
-    city_dir = _city_copy(tmp_path, "protection_class: 一类, metrics", "protection_class: 五类, metrics", "devices.yaml")
+    city_dir = _city_copy(tmp_path, "protection_class: 一类, metrics", "protection_class: 五类, metrics",
+                          "devices.yaml")
     err = _load_error(city_dir=city_dir)
     assert err.path.endswith("devices.yaml") and err.field.endswith("protection_class")
     assert "五类" in _line(Path(err.path), err.line)
@@ -188,7 +189,8 @@ def test_merge_rule_with_an_unknown_category(tmp_path: Path) -> None:
 
 
 def test_merge_radius_and_window_formats(tmp_path: Path) -> None:
-    path = _kb_copy(tmp_path, "    暴露垃圾: {radius: 50m, window: 6h}", "    暴露垃圾: {radius: 50 metres, window: 6h}")
+    path = _kb_copy(tmp_path, "    暴露垃圾: {radius: 50m, window: 6h}",
+                    "    暴露垃圾: {radius: 50 metres, window: 6h}")
     err = _load_error(kb_path=path)
     assert err.field == "merge.rules.暴露垃圾.radius" and "50 metres" in err.problem
     assert "暴露垃圾" in _line(path, err.line)

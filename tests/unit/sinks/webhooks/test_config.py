@@ -84,7 +84,8 @@ def test_cli_run_refuses_a_missing_or_bad_file(tmp_path: Path, monkeypatch: pyte
     monkeypatch.delenv("CITYGRID_WEBHOOKS_FILE", raising=False)
     assert main(["webhooks", "run", "--no-store"]) == 2
     assert "CITYGRID_WEBHOOKS_FILE" in capsys.readouterr().err
-    monkeypatch.setenv("CITYGRID_WEBHOOKS_FILE", str(write(tmp_path, "endpoints:\n  火星部:\n    url: https://x/\n    secret: 0123456789abcdef\n")))
+    unknown = write(tmp_path, "endpoints:\n  火星部:\n    url: https://x/\n    secret: 0123456789abcdef\n")
+    monkeypatch.setenv("CITYGRID_WEBHOOKS_FILE", str(unknown))
     assert main(["webhooks", "run", "--no-store"]) == 2
     assert "unknown department" in capsys.readouterr().err
 

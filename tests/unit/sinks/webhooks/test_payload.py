@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import jsonschema
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from streams.bus.codec import registry
 from streams.sinks.webhooks import NotificationError, WebhooksConfig, build_deliveries, encode_delivery
@@ -91,7 +92,8 @@ def test_caller_phone_is_hashed_with_a_key_or_dropped() -> None:
 
 
 @pytest.mark.parametrize("text,masked", [
-    ("13812345678", "138****5678"), ("电话021-64871234请回", "电话021-****1234请回"), ("+86 13912345678", "+86 139****5678"),
+    ("13812345678", "138****5678"), ("电话021-64871234请回", "电话021-****1234请回"),
+    ("+86 13912345678", "+86 139****5678"),
     ("身份证310104198001011234", "身份证310***********1234"),
     ("漕溪北路1200号", "漕溪北路1200号"), ("天平路100弄3号201室", "天平路100弄3号201室"),
 ])

@@ -6,10 +6,15 @@ import asyncio
 import email.utils
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streams.sinks.webhooks.policy import (
-    CircuitBreaker, TokenBucket, backoff_seconds, classify_status, parse_retry_after,
+    CircuitBreaker,
+    TokenBucket,
+    backoff_seconds,
+    classify_status,
+    parse_retry_after,
 )
 
 
