@@ -124,8 +124,8 @@ _LOCAL_DAYS_KEPT = 4096
 
 def local_date(ms: int) -> date:
     """The city's local date of an instant. Served from the local days worked out before (the engine asks for
-    every report and every timer), each checked to have one UTC offset throughout, so the answer is exactly
-    ``datetime.fromtimestamp(ms / 1000, CITY_TZ).date()``."""
+    every report and every timer), each kept only when both its ends have that date and one UTC offset (no
+    clock change inside), so the answer is ``datetime.fromtimestamp(ms / 1000, CITY_TZ).date()``."""
     for start, end, day in _LOCAL_DAYS.get(ms // DAY_MS, ()):
         if start <= ms < end:
             return day
