@@ -316,7 +316,11 @@ class CaseEngine:
     @staticmethod
     def summary(doc: CaseDoc) -> CaseDoc:
         """What the dedup index keeps of a case (SUMMARY_KEYS); :meth:`rebuild` accepts these for documents."""
-        return cast(CaseDoc, {key: doc.get(key) for key in SUMMARY_KEYS})
+        get = doc.get   # {key: doc.get(key) for key in SUMMARY_KEYS}, spelled out: it runs for every commit
+        return cast(CaseDoc, {"case_id": get("case_id"), "partition": get("partition"),
+                              "category_name": get("category_name"), "origin": get("origin"), "open": get("open"),
+                              "opened_ms": get("opened_ms"), "last_signal_ms": get("last_signal_ms"),
+                              "places": get("places"), "devices": get("devices")})
 
     def _unindex(self, case_id: str) -> None:
         self.index.remove(case_id)
@@ -429,7 +433,8 @@ class CaseEngine:
         # replay then merged it into the other one (one report in two cases, found by the kill test).
         probe = self.index.probe(signal)
         nearby = self.index.candidates(signal, probe)
-        for candidate in (known, make_case_id(signal), *sorted(nearby)):
+        own_id = make_case_id(signal)   # the id the signal opens a case with (and may have opened it with)
+        for candidate in (known, own_id, *sorted(nearby)):
             if candidate is None:
                 continue
             seen = self.cases.get(candidate)
@@ -449,7 +454,7 @@ class CaseEngine:
             steps = self._merge(doc, signal)
             out.merged = 1
         else:
-            doc = self._open(signal, partition)
+            doc = self._open(signal, partition, own_id)
             steps = self._auto_steps(doc, signal)
             if crowd_plan is not None:   # the response plan 三级响应预案 of the level the count calls for
                 doc["crowd"] = crowd.start(crowd_plan, int(signal.extra_dict()["count"]), signal.ts_ms)
@@ -465,12 +470,11 @@ class CaseEngine:
                                                         doc["departments"]))
         return out
 
-    def _open(self, signal: Signal, partition: int) -> CaseDoc:
+    def _open(self, signal: Signal, partition: int, case_id: str) -> CaseDoc:
         location = Location(signal.lat, signal.lon, signal.cell, signal.community, signal.street,
                             signal.street_code, signal.district, signal.address, list(signal.context))
         route = self.knowledge.route(signal.category_code, signal.context, location)
         level = signal.level_hint if signal.level_hint in (1, 2, 3, 4) else route.level
-        case_id = make_case_id(signal)
         doc: CaseDoc = {
             "case_id": case_id, "version": 0, "partition": partition,
             "opened_ms": signal.ts_ms, "updated_ms": signal.ts_ms, "last_signal_ms": signal.ts_ms,

@@ -251,3 +251,10 @@ if __name__ == "__main__":
         raise SystemExit(__doc__)
     for line in _write():
         print(line)
+
+
+def test_the_summary_holds_the_summary_keys() -> None:
+    from streams.core.cases.engine import SUMMARY_KEYS
+    doc = {key: f"v-{key}" for key in SUMMARY_KEYS} | {"stage": "handle"}
+    assert CaseEngine.summary(doc) == {key: f"v-{key}" for key in SUMMARY_KEYS}  # type: ignore[arg-type]
+    assert list(CaseEngine.summary(doc)) == list(SUMMARY_KEYS)  # type: ignore[arg-type]
