@@ -24,7 +24,7 @@ from typing import Any
 # (physical topic, key, value, partition or None)
 Pending = tuple[str, bytes | None, bytes | None, int | None]
 
-_HASH_CACHE_LIMIT = 200_000
+_HASH_CACHE_LIMIT = 50_000   # keys whose murmur2 is kept (a few MB at most)
 
 
 class PartitionedSender:
