@@ -41,6 +41,7 @@ from streams.bus import clients, records
 from streams.bus.codec import SchemaRegistry
 from streams.bus.consumer import BatchConsumerService, Unavailable, inbound
 from streams.bus.emit import Emitter, SendFailed, producer_broken
+from streams.bus.produce import PartitionedSender
 from streams.bus.sealing import DeadLetterSealer
 from streams.bus.stateful import StatefulBatchConsumer
 from streams.bus.topics import (
@@ -345,32 +346,45 @@ class LeanLifecycle(StatefulBatchConsumer):
         await self.deliver(state_out)                                    # 2. changelog and sources
         # 3. the checkpoints last: each past every record of its batch; their offsets are what the local
         # RocksDB then holds of the changelog (a restart applies only what follows)
-        offsets = {partition: await self._send_checkpoint(partition, self.case_states[partition].checkpoint(
-            upto[partition])) for partition in written}
+        offsets = await self._send_checkpoints({partition: self.case_states[partition].checkpoint(upto[partition])
+                                                for partition in written})
         crash_point("lifecycle.state_written")
         for partition, offset in offsets.items():
             state = self.case_states.get(partition)
             if state is not None:
                 state.persist(upto[partition], offset + 1)
 
-    async def _send_checkpoint(self, partition: int, value: bytes) -> int:
-        """Send one checkpoint record until acknowledged (as deliver_until_acked); its changelog offset."""
+    async def _send_checkpoints(self, checkpoints: dict[int, bytes]) -> dict[int, int]:
+        """Send the partitions' checkpoint records together until each is acknowledged (as
+        deliver_until_acked); their changelog offsets by partition."""
+        topic = self.names.name(CASE_STATE)
+        offsets: dict[int, int] = {}
         delay = 0.5
         while True:
+            todo = [partition for partition in checkpoints if partition not in offsets]
+            failure: BaseException | None = None
             try:
-                if self.producer is None:
-                    self.producer = await self._new_producer()
-                future = await self.producer.send(self.names.name(CASE_STATE), value, key=LOG_CHECKPOINT,
-                                                  partition=partition)
-                return int((await future).offset)
+                producer = await self.started_producer()
+                futures = [await producer.send(topic, checkpoints[partition], key=LOG_CHECKPOINT, partition=partition)
+                           for partition in todo]
+                acks = await asyncio.gather(*futures, return_exceptions=True)
+                for partition, ack in zip(todo, acks, strict=True):
+                    if isinstance(ack, BaseException):
+                        failure = ack
+                    else:
+                        offsets[partition] = int(ack.offset)
             except Exception as exc:
-                if self.should_stop:
-                    raise
-                log.warning("lifecycle: checkpoint of partition %d not acknowledged (%s); retrying", partition, exc)
-                if producer_broken(exc):
-                    await self.renew_producer()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 15.0)
+                failure = exc
+            if failure is None:
+                return offsets
+            if self.should_stop:
+                raise failure
+            log.warning("lifecycle: checkpoints of partitions %s not acknowledged (%s); retrying",
+                        sorted(set(checkpoints) - set(offsets)), failure)
+            if producer_broken(failure):
+                await self.renew_producer()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 15.0)
 
     # ------------------------------------------------------------ standby copies
     def _closed_ttl_ms(self) -> int | None:
@@ -573,26 +587,30 @@ class LeanActions(BatchConsumerService):
         self.codec = codec
         self.sealer = sealer
         self.producer: AIOKafkaProducer | None = None
+        self._sender = PartitionedSender(self._started_producer)
 
     async def on_stop(self) -> None:
         await super().on_stop()
         if self.producer is not None:
             await self.producer.stop()
 
+    async def _started_producer(self) -> AIOKafkaProducer:
+        if self.producer is None:   # first use, or replaced after an outage
+            producer = AIOKafkaProducer(**clients.lean_producer(self.settings))
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()
+                raise
+            self.producer = producer
+        return self.producer
+
     def _emitter(self) -> Emitter:
         async def send(topic: str, key: bytes | None, value: bytes, partition: int | None) -> Any:
-            if self.producer is None:   # first use, or replaced after an outage
-                producer = AIOKafkaProducer(**clients.lean_producer(self.settings))
-                try:
-                    await producer.start()
-                except BaseException:
-                    await producer.stop()
-                    raise
-                self.producer = producer
-            return await self.producer.send(topic, value, key=key, partition=partition)
+            return await (await self._started_producer()).send(topic, value, key=key, partition=partition)
 
         return Emitter(send, self.codec, self.names, {**RAW_SCHEMAS, **INTERNAL_SCHEMAS}, sealer=self.sealer,
-                       max_message_bytes=self.settings.kafka_max_message_bytes)
+                       max_message_bytes=self.settings.kafka_max_message_bytes, send_many=self._sender)
 
     async def prepare(self, records_: list[ConsumerRecord]) -> Emitter:
         out = self._emitter()

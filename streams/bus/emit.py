@@ -12,10 +12,12 @@ sealed (Fernet, streams.bus.sealing) and the reason masked (a validation message
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+import math
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from streams.bus.codec import SchemaRegistry
 from streams.bus.records import TopicRecord, dead_letter_value
@@ -37,6 +39,9 @@ from streams.settings import Settings
 
 # send(topic, key, value, partition) -> awaitable resolving to a delivery future
 SendFn = Callable[[str, bytes | None, bytes, int | None], Awaitable[Awaitable[Any]]]
+# send_many([(topic, key, value, partition), ...]) -> per record None (acknowledged) or its exception
+# (streams.bus.produce.PartitionedSender: per-partition batches, one future per batch)
+SendManyFn = Callable[[Sequence[tuple[str, bytes | None, bytes, int | None]]], Awaitable[list[BaseException | None]]]
 
 DEFAULT_MAX_MESSAGE_BYTES: int = Settings.model_fields["kafka_max_message_bytes"].default
 MAX_REASON_CHARS = 2000
@@ -111,6 +116,10 @@ def _plaintext_fitting(sealed_room: int) -> int:
     return max(0, (payload // 16) * 16 - 1)
 
 
+def _json_array(items: list[bytes]) -> str:
+    return (b"[" + b",".join(items) + b"]").decode("utf-8")
+
+
 def safe_text(text: str, limit: int) -> str:
     """Text that can always be encoded as UTF-8 (lone surrogates escaped), cut to ``limit`` characters."""
     text = text.encode("utf-8", "backslashreplace").decode("utf-8")
@@ -125,8 +134,10 @@ class Emitter:
 
     def __init__(self, send: SendFn, codec: SchemaRegistry, topics: TopicNames, schemas: dict[str, str],
                  sealer: DeadLetterSealer | None = None,
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, ledger: bool = True) -> None:
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, ledger: bool = True,
+                 send_many: SendManyFn | None = None) -> None:
         self._send = send
+        self._send_many = send_many  # when given, flush() hands it every staged record at once
         self._sealer = sealer  # encrypts dead-letter originals; required to dead-letter anything
         self._codec = codec
         self._topics = topics
@@ -135,7 +146,7 @@ class Emitter:
         self._pending: list[tuple[str, bytes | None, bytes, int | None]] = []
         self._logical: list[str] = []  # logical topic of each pending record ("<topic>.dlq" for dead letters)
         self._origin: list[InputRecord | None] = []  # the input that staged each pending record
-        self._rows: list[tuple[str, str, int]] = []  # (table, row as JSON, its UTF-8 size)
+        self._rows: list[tuple[str, bytes]] = []  # (table, row as UTF-8 JSON)
         self._input: InputRecord | None = None
         self._input_start: tuple[int, int] = (0, 0)
         self._quiet_outcome = NOTHING
@@ -167,12 +178,17 @@ class Emitter:
         the size limit needs). Each row is serialized now, so a row that cannot be sent fails here."""
         limit = self.max_message_bytes - ENVELOPE_BYTES - len(table.encode("utf-8"))
         for row in rows:
-            text = json.dumps(row, ensure_ascii=False, allow_nan=False)
-            size = len(text.encode("utf-8"))  # raises on a lone surrogate: the row cannot be sent
-            if size > limit:
-                raise RecordTooLarge(f"derived {table} row is {size} bytes; the message limit is "
+            for value in row.values():   # orjson would write NaN/Infinity as null: refuse them as json did
+                if type(value) is float and not math.isfinite(value):
+                    raise ValueError(f"{table} row: out of range float value {value!r} is not JSON compliant")
+            try:
+                data = orjson.dumps(row, option=orjson.OPT_NON_STR_KEYS)
+            except orjson.JSONEncodeError as exc:   # a lone surrogate, an int beyond 64 bits, ...
+                raise ValueError(f"{table} row cannot be sent: {exc}") from None
+            if len(data) > limit:
+                raise RecordTooLarge(f"derived {table} row is {len(data)} bytes; the message limit is "
                                      f"{self.max_message_bytes} (kafka_max_message_bytes)")
-            self._rows.append((table, text, size))
+            self._rows.append((table, data))
 
     def dead_letter(self, logical_topic: str, partition: int, offset: int, reason: str, ts_ms: int,
                     original: bytes | None, key: bytes | None) -> None:
@@ -237,8 +253,7 @@ class Emitter:
         if self.ledger:
             row = {"topic": record.topic, "partition": record.partition, "offset": record.offset,
                    "ts_ms": record.ts_ms, "outcome": outcome, "outputs": len(topics) + rows}
-            text = json.dumps(row, ensure_ascii=False)
-            self._rows.append((LEDGER_TABLE, text, len(text.encode("utf-8"))))
+            self._rows.append((LEDGER_TABLE, orjson.dumps(row)))
         return outcome
 
     # -- one input's outputs, all or none -----------------------------------------------------
@@ -259,22 +274,23 @@ class Emitter:
     # -- sending ------------------------------------------------------------------------------
     def _row_messages(self) -> None:
         """Pack the staged rows into store.rows records of at most the message size, per table."""
-        by_table: dict[str, list[tuple[str, int]]] = {}
-        for table, text, size in self._rows:
-            by_table.setdefault(table, []).append((text, size))
+        by_table: dict[str, list[bytes]] = {}
+        for table, data in self._rows:
+            by_table.setdefault(table, []).append(data)
         self._rows = []
         for table, rows in by_table.items():
             limit = self.max_message_bytes - ENVELOPE_BYTES - len(table.encode("utf-8"))
-            chunk: list[str] = []
+            chunk: list[bytes] = []
             used = 2
-            for text, size in rows:
+            for data in rows:
+                size = len(data)
                 if chunk and (used + size + 1 > limit or len(chunk) >= STORE_ROWS_PER_MESSAGE):
-                    self.record(STORE_ROWS, {"table": table, "rows": "[" + ",".join(chunk) + "]"}, key=table)
+                    self.record(STORE_ROWS, {"table": table, "rows": _json_array(chunk)}, key=table)
                     chunk, used = [], 2
-                chunk.append(text)
+                chunk.append(data)
                 used += size + 1
             if chunk:
-                self.record(STORE_ROWS, {"table": table, "rows": "[" + ",".join(chunk) + "]"}, key=table)
+                self.record(STORE_ROWS, {"table": table, "rows": _json_array(chunk)}, key=table)
 
     async def flush(self) -> int:
         """Send everything staged and wait for the acks. Raises SendFailed when some records were not
@@ -286,16 +302,20 @@ class Emitter:
         self._row_messages()
         if not self._pending:
             return 0
-        outcomes: list[Any] = []
-        for topic, key, value, partition in self._pending:
-            try:
-                outcomes.append(await self._send(topic, key, value, partition))
-            except Exception as exc:  # no metadata (broker away), producer closed, ...
-                outcomes.append(exc)
-        waiting = [(i, f) for i, f in enumerate(outcomes) if not isinstance(f, BaseException)]
-        for (i, _), result in zip(waiting, await asyncio.gather(*(f for _, f in waiting), return_exceptions=True),
-                                  strict=True):
-            outcomes[i] = result
+        outcomes: list[Any]
+        if self._send_many is not None:
+            outcomes = list(await self._send_many(self._pending))
+        else:
+            outcomes = []
+            for topic, key, value, partition in self._pending:
+                try:
+                    outcomes.append(await self._send(topic, key, value, partition))
+                except Exception as exc:  # no metadata (broker away), producer closed, ...
+                    outcomes.append(exc)
+            waiting = [(i, f) for i, f in enumerate(outcomes) if not isinstance(f, BaseException)]
+            for (i, _), result in zip(waiting, await asyncio.gather(*(f for _, f in waiting),
+                                                                   return_exceptions=True), strict=True):
+                outcomes[i] = result
         failed = [i for i, result in enumerate(outcomes) if isinstance(result, BaseException)]
         sent = len(outcomes) - len(failed)
         if not failed:

@@ -11,7 +11,6 @@ so nothing here imports Faust, a Kafka client or the codec.
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -83,7 +82,8 @@ class Inbound(NamedTuple):  # built for every input record
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    """A value as JSON text (orjson: several times the stdlib's speed, on every output of the case path)."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode("utf-8")
 
 
 # -- case.inputs: keyed by street code, so a case's signals, actions and ticks meet in one partition ------
@@ -222,22 +222,22 @@ def rows_of(topic: str, value: Mapping[str, Any], stored_ms: int | None = None) 
     if topic == CASE_INPUTS:
         if value["kind"] != "signal":
             return "", []
-        signal = json.loads(value["signal"])
+        signal = orjson.loads(value["signal"])
         row = {k: signal.get(k) for k in SIGNAL_COLUMNS}
         if stored_ms is not None:
             row["stored_ms"] = stored_ms
         return "signals", [clean_row(row)]
     if topic == CASES:
-        return "cases", [clean_row(json.loads(value["state"]))]
+        return "cases", [clean_row(orjson.loads(value["state"]))]
     if topic == CASE_EVENTS:
-        return "case_transitions", [clean_row(json.loads(value["detail"]))]
+        return "case_transitions", [clean_row(orjson.loads(value["detail"]))]
     if topic == DISPATCHES:
         return "dispatches", [clean_row({**value, "primary_department": (value["departments"] or [""])[0],
                                          "primary_unit": (value.get("units") or value["departments"] or [""])[0]})]
     if topic in (SLA_ALERTS, TRIAGE, DEVICE_EPISODES):
         return TABLE_OF_TOPIC[topic], [clean_row(value)]
     if topic == STORE_ROWS:
-        return value["table"], [clean_row(row) for row in json.loads(value["rows"])]
+        return value["table"], [clean_row(row) for row in orjson.loads(value["rows"])]
     raise ValueError(f"no table for topic {topic}")
 
 

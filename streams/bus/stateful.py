@@ -41,6 +41,7 @@ from streams.bus import clients
 from streams.bus.codec import SchemaRegistry
 from streams.bus.delivery import deliver_until_acked
 from streams.bus.emit import Emitter
+from streams.bus.produce import PartitionedSender
 from streams.bus.sealing import DeadLetterSealer
 from streams.bus.topics import INTERNAL_SCHEMAS, RAW_SCHEMAS, TopicNames
 from streams.faults import crash_point
@@ -99,6 +100,7 @@ class StatefulBatchConsumer(mode.Service):
         self.consumer: AIOKafkaConsumer | None = None
         self.last_progress: float | None = None   # monotonic: last poll (/health/ reads it)
         self.producer: AIOKafkaProducer | None = None
+        self.sender = PartitionedSender(self.started_producer)   # every emitter's records, batched per partition
         self.states: dict[TopicPartition, PartitionState] = {}
         self.last_seen: dict[TopicPartition, float] = {}
         self.lock = asyncio.Lock()
@@ -125,12 +127,15 @@ class StatefulBatchConsumer(mode.Service):
     # ------------------------------------------------------------ lifecycle
     def emitter(self) -> Emitter:
         async def send(topic: str, key: bytes | None, value: bytes, partition: int | None) -> Any:
-            if self.producer is None:   # replaced after an outage and not started yet
-                self.producer = await self._new_producer()
-            return await self.producer.send(topic, value, key=key, partition=partition)
+            return await (await self.started_producer()).send(topic, value, key=key, partition=partition)
 
         return Emitter(send, self.codec, self.names, {**RAW_SCHEMAS, **INTERNAL_SCHEMAS}, sealer=self.sealer,
-                       max_message_bytes=self.settings.kafka_max_message_bytes)
+                       max_message_bytes=self.settings.kafka_max_message_bytes, send_many=self.sender)
+
+    async def started_producer(self) -> AIOKafkaProducer:
+        if self.producer is None:   # replaced after an outage and not started yet
+            self.producer = await self._new_producer()
+        return self.producer
 
     async def _new_producer(self) -> AIOKafkaProducer:
         producer = AIOKafkaProducer(**clients.lean_producer(self.settings))

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
+
 from streams.storage.sql import quote_identifier
 from streams.storage.store import DEFAULT_DATABASE, Store, StoreError
 
@@ -139,8 +141,11 @@ class ChdbStore(Store):
         return self._raw_select(sql)
 
     def _insert_rows(self, table: str, columns: list[str], rows: list[list[Any]]) -> None:
-        encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
-        body = "\n".join(map(encode, rows))
+        try:   # orjson: the values went through the column coercers (finite floats, str, int, lists of them)
+            body = b"\n".join(map(orjson.dumps, rows)).decode("utf-8")
+        except orjson.JSONEncodeError:   # an integer beyond 64 bits: the server says which row it refuses
+            encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+            body = "\n".join(map(encode, rows))
         self._raw(f"INSERT INTO {quote_identifier(table)} ({', '.join(columns)}) FORMAT JSONCompactEachRow\n{body}")
 
     def close(self) -> None:

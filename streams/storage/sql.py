@@ -76,6 +76,22 @@ def _zero_value(ch_type: str) -> Any:
 Coercer = Callable[[Any], Any]
 
 
+class _Never:
+    """A type no value has: the column has no value that passes as it is."""
+
+
+def passes_as_is(ch_type: str) -> type:
+    """The Python type whose values a column of ``ch_type`` takes unchanged (``type(value) is`` it): its
+    coercer would return them as they are, so the writer skips the call (a call per value and column
+    was most of the writer's own time). Unsigned integers and floats always go through their coercer
+    (the sign, the finiteness are checked there)."""
+    if ch_type == "String":
+        return str
+    if ch_type.startswith("Int"):
+        return int
+    return _Never
+
+
 def column_coercer(where: str, ch_type: str) -> Coercer:
     """A function turning a Python value into what both drivers accept for ``ch_type``.
 
@@ -89,7 +105,11 @@ def column_coercer(where: str, ch_type: str) -> Coercer:
     if ch_type.startswith("Array("):
         item = column_coercer(where, ch_type[6:-1])
 
+        plain = passes_as_is(ch_type[6:-1])
+
         def array(value: Any) -> Any:
+            if type(value) is list and plain is not _Never and all(type(v) is plain for v in value):
+                return value   # the usual Array(String): nothing to convert, no copy
             if value is None:
                 return []
             if not isinstance(value, (list, tuple)):

@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlparse
 
-from streams.storage.sql import Coercer, RowError, column_coercer, quote_identifier, split_statements, substitute
+from streams.storage.sql import (
+    Coercer,
+    RowError,
+    column_coercer,
+    passes_as_is,
+    quote_identifier,
+    split_statements,
+    substitute,
+)
 
 if TYPE_CHECKING:
     pass
@@ -66,7 +74,7 @@ class _Schema:
     names: frozenset[str]
     derived: frozenset[str]
     writable: list[str]
-    coercers: list[tuple[str, Coercer]]
+    coercers: list[tuple[str, Coercer, type]]   # (column, coercer, the type that passes as it is)
 
 
 class Store:
@@ -152,7 +160,8 @@ class Store:
                 names=frozenset(c.name for c in columns),
                 derived=frozenset(c.name for c in columns if c.derived),
                 writable=[c.name for c in writable],
-                coercers=[(c.name, column_coercer(f"{table}.{c.name} ({c.type})", c.type)) for c in writable],
+                coercers=[(c.name, column_coercer(f"{table}.{c.name} ({c.type})", c.type), passes_as_is(c.type))
+                          for c in writable],
             )
             self._schemas[table] = schema
         return schema
@@ -166,7 +175,8 @@ class Store:
             raise RowError(f"{table}: {sorted(schema.derived & set(row))} are derived from the *_ms columns; "
                            "send those instead")
         get = row.get
-        return [coerce(get(name)) for name, coerce in schema.coercers]
+        return [value if type(value := get(name)) is plain else coerce(value)
+                for name, coerce, plain in schema.coercers]
 
     def insert(self, table: str, rows: list[dict[str, Any]]) -> None:
         """One INSERT for all rows (missing keys take '' / 0 / [] / NULL)."""
