@@ -111,8 +111,11 @@ class Settings(BaseSettings):
     store_cluster: str = Field("", description="ClickHouse cluster (a remote_servers name) to shard the tables over: "
                                "local tables on every node plus Distributed tables (clickhouse:// only; "
                                "docs/operations-wall.md)")
-    store_batch_rows: int = Field(5000, ge=1)
-    store_flush_seconds: float = Field(1.0, gt=0)
+    store_batch_rows: int = Field(5000, ge=1,
+                                  description="rows per INSERT of the batch writer (streams.storage.writer)")
+    store_flush_seconds: float = Field(1.0, gt=0, description="the ClickHouse sink gathers a batch for up to this "
+                                       "long after its first record (one INSERT per table per batch); the batch "
+                                       "writer flushes at least this often")
     store_buffer_rows: int = Field(200_000, ge=1,
                                    description="rows buffered while ClickHouse is down before back-pressure")
     retention_months: dict[str, int] = Field(default_factory=dict,

@@ -68,6 +68,9 @@ class BatchConsumerService(mode.Service):
 
     group_suffix = "lean"
     max_records = 5000
+    # After the first records of a batch, keep fetching this long (or until max_records) before preparing it:
+    # fewer, larger outputs where each costs much whatever its size (a ClickHouse INSERT makes a part).
+    linger_seconds = 0.0
 
     def __init__(self, settings: Settings, topics: list[str], metrics: PipelineMetrics, **kw: Any) -> None:
         super().__init__(**kw)
@@ -101,6 +104,8 @@ class BatchConsumerService(mode.Service):
                 records = await self._fetch(200)
                 if not records:
                     continue
+                if self.linger_seconds > 0:
+                    records += await self._gather(self.linger_seconds, self.max_records - len(records))
                 self.prepared = (records, await self.prepare(records))
             records, outputs = self.prepared
             try:
@@ -121,10 +126,21 @@ class BatchConsumerService(mode.Service):
             delay = BACKOFF_INITIAL
             self._leave_outage()
 
-    async def _fetch(self, timeout_ms: int) -> list[ConsumerRecord]:
+    async def _gather(self, seconds: float, room: int) -> list[ConsumerRecord]:
+        """More records for the batch just fetched, for up to ``seconds`` or until ``room`` is filled."""
+        gathered: list[ConsumerRecord] = []
+        deadline = time.monotonic() + seconds
+        while len(gathered) < room and not self.should_stop:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            gathered += await self._fetch(max(1, int(left * 1000)), room - len(gathered))
+        return gathered
+
+    async def _fetch(self, timeout_ms: int, max_records: int | None = None) -> list[ConsumerRecord]:
         assert self.consumer is not None
         try:
-            batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=self.max_records)
+            batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records or self.max_records)
         except Exception as exc:  # broker away, consumer closing: the loop goes on
             if not self.should_stop:
                 log.warning("%s: fetch failed: %s", self.label, exc)

@@ -37,6 +37,9 @@ class ClickHouseSink(BatchConsumerService):
     def __init__(self, settings: Settings, store: Any, codec: SchemaRegistry, metrics: PipelineMetrics,
                  **kw: Any) -> None:
         super().__init__(settings, list(records.SINK_TOPICS), metrics, **kw)
+        # one INSERT per table per batch: a batch gathers for up to store_flush_seconds (each INSERT makes a
+        # part the server merges later; a few large ones cost far less than many small ones)
+        self.linger_seconds = settings.store_flush_seconds
         self.store = store
         self.codec = codec
 
