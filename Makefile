@@ -36,6 +36,7 @@ unit: venv
 BENCH_ARGS ?= --profile
 STATE_BENCH_ARGS ?= --cases 1000000
 bench: system-deps venv kafka-jars
+	$(PY) bench/core.py --json bench/results/core.json
 	$(PY) bench/run.py $(BENCH_ARGS)
 	$(PY) bench/iot.py
 	$(PY) bench/state_bench.py $(STATE_BENCH_ARGS)

@@ -57,3 +57,16 @@ def test_profile_summary_reads_py_spys_collapsed_stacks(tmp_path: Path) -> None:
     summary = bench.profile_summary(raw)
     assert summary["self"][0] == ("hot (c.py:3)", 75.0)
     assert ("work (b.py:2)", 75.0) in summary["inclusive"]
+
+
+def test_the_core_bench_runs_every_step_and_counts_what_the_ingest_predicts() -> None:
+    from bench import core
+
+    result = core.run(600, seed=7)
+    assert result["events"] == 600
+    assert set(result["cpu_us_per_event"]) == {"decode", "ingest", "engine"}
+    assert all(v > 0 for v in result["cpu_us_per_event"].values())
+    # the same signals the worker's bench expects from these records (the offline ingest of bench/run.py)
+    expected = bench.expected_outcomes(bench.past_backlog(600, 7))
+    assert result["signals"] == expected["signals"]
+    assert 0 < result["open_cases"] <= result["signals"]
