@@ -130,8 +130,9 @@ def derived_producer(settings: Settings) -> KafkaConfig:
 
 
 def lean_producer(settings: Settings) -> KafkaConfig:
-    """The lean IoT/GPS ingest's producer: a short linger, lift commands must leave within a second."""
-    return {**_aiokafka_connection(settings), **_idempotent(settings), "linger_ms": 2}
+    """The lean consumers' producer (IoT/GPS ingest, the case path): a short linger, lift commands must leave
+    within a second; batches as large as the bulk producer's, a flush of the case path carries megabytes."""
+    return {**_aiokafka_connection(settings), **_idempotent(settings), "linger_ms": 2, "max_batch_size": 256 * 1024}
 
 
 def batch_consumer(settings: Settings, group_id: str, max_records: int) -> KafkaConfig:
