@@ -92,7 +92,7 @@ def test_every_client_authenticates_and_encrypts_when_configured(name: str) -> N
 
 def test_plaintext_stays_plain_and_tls_alone_needs_no_password() -> None:
     assert clients.lean_producer(SETTINGS).keys() == {"bootstrap_servers", "linger_ms", "acks", "enable_idempotence",
-                                                      "max_request_size"}
+                                                      "max_request_size", "max_batch_size"}
     tls = clients.lean_producer(Settings(kafka_security_protocol="SSL"))
     assert tls["security_protocol"] == "SSL" and "sasl_mechanism" not in tls and tls["ssl_context"]
 
