@@ -81,7 +81,7 @@ class ConsumerLagService(mode.Service):
             consumer.topics()  # end_offsets needs the partitions' metadata
             lag: dict[tuple[str, int], int] = {}
             for group, role in self.groups.items():
-                committed = _group_offsets(admin, group)
+                committed = group_offsets(admin, group)
                 # changelog topics are read by recovery, not by the group: skip them
                 committed = {tp: om for tp, om in committed.items()
                              if not tp.topic.endswith("-changelog") and om.offset >= 0}
@@ -105,7 +105,7 @@ class ConsumerLagService(mode.Service):
             await self.sleep(self.interval)
 
 
-def _group_offsets(admin: Any, group: str) -> dict[Any, Any]:
+def group_offsets(admin: Any, group: str) -> dict[Any, Any]:
     """Committed offsets of one group (kafka-python 3 renamed the call and returns a dict per group)."""
     if hasattr(admin, "list_group_offsets"):
         return admin.list_group_offsets({group: None}).get(group, {})

@@ -22,11 +22,17 @@ from streams.storage import open_store
 
 def produce(bootstrap: str, prefix: str, records: list[tuple[str, Any]]) -> None:
     """records: (logical topic, dict → JSON | bytes as is)."""
+    produce_keyed(bootstrap, prefix, [(topic, None, value) for topic, value in records])
+
+
+def produce_keyed(bootstrap: str, prefix: str, records: list[tuple[str, str | None, Any]]) -> None:
+    """records: (logical topic, key, dict → JSON | bytes as is). Records of one key stay in order on one partition
+    (a device's readings, an area's crowd counts)."""
     names = TopicNames(prefix)
     producer = KafkaProducer(bootstrap_servers=bootstrap)
-    for topic, value in records:
+    for topic, key, value in records:
         data = value if isinstance(value, bytes) else json.dumps(value, ensure_ascii=False).encode()
-        producer.send(names.name(topic), data)
+        producer.send(names.name(topic), data, key=key.encode() if key is not None else None)
     producer.flush()
     producer.close()
 
@@ -79,7 +85,7 @@ def wait_settled(bootstrap: str, group_prefix: str, timeout: float = 120, quiet:
     before the new inputs went through."""
     from kafka import KafkaAdminClient
 
-    from streams.agents.services import _group_offsets
+    from streams.agents.services import group_offsets
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
@@ -94,7 +100,7 @@ def wait_settled(bootstrap: str, group_prefix: str, timeout: float = 120, quiet:
         for group in groups:
             if not group.startswith(group_prefix):
                 continue
-            committed = {tp: om for tp, om in _group_offsets(admin, group).items() if om.offset >= 0}
+            committed = {tp: om for tp, om in group_offsets(admin, group).items() if om.offset >= 0}
             ends = consumer.end_offsets(list(committed)) if committed else {}
             for tp, meta in committed.items():
                 if ends.get(tp, 0) > meta.offset:

@@ -12,13 +12,11 @@ from typing import Any
 
 import pytest
 import yaml
-from kafka import KafkaProducer
 
 from streams.bus.codec import registry
-from streams.bus.topics import TopicNames
 from streams.core.times import CITY_TZ
 from streams.local.kafka import LocalKafka
-from tests.e2e.helpers import WebhookReceiver, consume_all, query, wait_until
+from tests.e2e.helpers import WebhookReceiver, consume_all, produce_keyed, query, wait_until
 from tests.fixtures.worker import WorkerProcess
 
 # clickhouse-server: the test watches the tables while the worker writes them (chdb locks its path)
@@ -30,14 +28,6 @@ LEVEL_DEPARTMENTS = {3: ["公安派出所"], 2: ["公安派出所", "城管执�
                      1: ["公安派出所", "城管执法中队", "区网格中心"]}
 PLAN_ACTIONS = ("response_level", "step_down", "stand_down")
 
-
-def produce_keyed(bootstrap: str, prefix: str, records: list[tuple[str, str, dict[str, Any]]]) -> None:
-    """Keyed: records of one key stay in order on one partition (the crowd counts of an area)."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap)
-    for topic, key, value in records:
-        producer.send(TopicNames(prefix).name(topic), json.dumps(value, ensure_ascii=False).encode(), key=key.encode())
-    producer.flush()
-    producer.close()
 
 
 def iso(ts: datetime) -> str:

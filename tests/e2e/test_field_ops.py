@@ -3,7 +3,6 @@ day (distance without the jitter, coverage of the assigned grid); residential st
 item nor 无事报平安 by the deadline raise one zero_report_missing alert each, to their street centre."""
 from __future__ import annotations
 
-import json
 import math
 import random
 from datetime import datetime, timedelta
@@ -11,24 +10,15 @@ from typing import Any
 
 import h3
 import pytest
-from kafka import KafkaProducer
 
-from streams.bus.topics import TopicNames
 from streams.core.knowledge.knowledge import Knowledge
 from streams.core.times import CITY_TZ
 from streams.local.kafka import LocalKafka
-from tests.e2e.helpers import query, wait_until
+from tests.e2e.helpers import produce_keyed, query, wait_until
 
 # clickhouse-server: the test watches the tables while the worker writes them (chdb locks its path)
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.clickhouse_server]
 
-
-def produce_keyed(bootstrap: str, prefix: str, records: list[tuple[str, str, dict[str, Any]]]) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap)
-    for topic, key, value in records:
-        producer.send(TopicNames(prefix).name(topic), json.dumps(value, ensure_ascii=False).encode(), key=key.encode())
-    producer.flush()
-    producer.close()
 
 
 def test_patrol_days_and_missed_zero_reports(kafka: LocalKafka, topic_prefix: str, worker_factory, store_url_factory,

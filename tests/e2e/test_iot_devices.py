@@ -4,17 +4,14 @@ commands and one case per lift and day — across a SIGKILL of the worker mid-st
 from __future__ import annotations
 
 import collections
-import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from kafka import KafkaProducer
 
 from streams.bus.codec import registry
-from streams.bus.topics import TopicNames
 from streams.local.kafka import LocalKafka
-from tests.e2e.helpers import consume_all, query, wait_rows, wait_until
+from tests.e2e.helpers import consume_all, produce_keyed, query, wait_rows, wait_until
 
 # clickhouse-server: the test watches the tables while the worker writes them (chdb locks its path)
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.clickhouse_server]
@@ -26,13 +23,9 @@ def reading(device: str, metric: str, value: float, at: datetime) -> dict[str, A
     return {"device_id": device, "metric": metric, "value": value, "ts": at.isoformat(timespec="seconds")}
 
 
-def produce_keyed(bootstrap: str, prefix: str, readings: list[dict[str, Any]]) -> None:
+def produce_readings(bootstrap: str, prefix: str, readings: list[dict[str, Any]]) -> None:
     """As the gateway and the simulator produce them: keyed by device id."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap)
-    for r in readings:
-        producer.send(TopicNames(prefix).name("iot.readings"), json.dumps(r).encode(), key=r["device_id"].encode())
-    producer.flush()
-    producer.close()
+    produce_keyed(bootstrap, prefix, [("iot.readings", r["device_id"], r) for r in readings])
 
 
 def test_readings_to_minutes_episodes_and_cases_across_a_kill(kafka: LocalKafka, topic_prefix: str, worker_factory,
@@ -47,7 +40,7 @@ def test_readings_to_minutes_episodes_and_cases_across_a_kill(kafka: LocalKafka,
     lifts = [reading(lift, "ebike_detected", 1.0, start + timedelta(minutes=1, seconds=20 * k))
              for k in range(2) for lift in LIFTS]
     stranger = reading("NO-SUCH-DEVICE", "vibration_mm_s", 1.0, start)
-    produce_keyed(kafka.bootstrap, topic_prefix, hover + lifts + [stranger])
+    produce_readings(kafka.bootstrap, topic_prefix, hover + lifts + [stranger])
 
     worker = worker_factory(store_url, **settings)
     wait_rows(worker, timeout=180, cases=1, device_minutes=2, dead_letters=1)
@@ -61,7 +54,7 @@ def test_readings_to_minutes_episodes_and_cases_across_a_kill(kafka: LocalKafka,
     calm = [reading("HB-WK-V01", "vibration_mm_s", 0.6, later + timedelta(minutes=1, seconds=10 * i))
             for i in range(45)]
     third = [reading(lift, "ebike_detected", 1.0, later + timedelta(minutes=3)) for lift in LIFTS]
-    produce_keyed(kafka.bootstrap, topic_prefix, more + calm + third)
+    produce_readings(kafka.bootstrap, topic_prefix, more + calm + third)
 
     restarted = worker_factory(store_url, **settings)
     wait_rows(restarted, timeout=240, device_episodes=1, cases=3)   # the episode closed, a case per lift

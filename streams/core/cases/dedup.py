@@ -338,18 +338,13 @@ class DedupIndex:
                 ids = buckets.get(key)
                 if ids:
                     found |= ids
-        if signal.cell:
-            ids = self.by_cell.get((group, signal.cell))
-            if ids:
-                found |= ids
-        if probe.address_key:
-            ids = self.by_address.get((group, probe.address_key))
-            if ids:
-                found |= ids
-        if probe.device:
-            ids = self.by_device.get((group, probe.device))
-            if ids:
-                found |= ids
+        terms: tuple[tuple[dict[IndexKey, set[str]], str | None], ...] = (
+            (self.by_cell, signal.cell), (self.by_address, probe.address_key), (self.by_device, probe.device))
+        for index, term in terms:
+            if term:
+                ids = index.get((group, term))
+                if ids:
+                    found |= ids
         return found
 
     def _bucket_keys(self, group: str, lat: float, lon: float) -> list[BucketKey]:
